@@ -1,0 +1,599 @@
+/*
+** main.c — the luaconcurrent stand-alone interpreter.
+**
+** Modelled on lua.c of Lua 5.4: everything runs inside a protected call
+** (main -> pmain), errors get a traceback from a message handler and are
+** reported as "luaconcurrent: message" on stderr. The Lua layer is compiled
+** in (see embedded.h) and registered in package.preload, next to the C
+** engine (luaopen_luaconcurrent_core), so the executable needs no source
+** tree at run time.
+**
+** Exit status: 0 ok; 1 error; 128+signum when SIGINT/SIGTERM interrupted
+** the run; for a declarative task file, what run_task_file returned.
+*/
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lua.h"
+#include "lauxlib.h"
+#include "lualib.h"
+
+#include "embedded.h"
+
+#define LC_PROGNAME "luaconcurrent"
+#define LC_VERSION  "0.1.0"
+
+#define LC_INITVARVERSION \
+  "LUA_INIT_" LUA_VERSION_MAJOR "_" LUA_VERSION_MINOR
+#define LC_INITVAR "LUA_INIT"
+
+int luaopen_luaconcurrent_core (lua_State *L);
+
+
+/*
+** {==================================================================
+** Signals (as lua.c does it)
+** ===================================================================
+*/
+
+static lua_State *globalL = NULL;
+
+/* number of the last SIGINT/SIGTERM received, 0 if none */
+static volatile sig_atomic_t lc_signal = 0;
+
+static struct sigaction old_sigint, old_sigterm;
+
+
+/*
+** Hook set by the signal handler: stops the interpreter at the next
+** call, return, line or instruction.
+*/
+static void lstop (lua_State *L, lua_Debug *ar) {
+  (void)ar;  /* unused arg. */
+  lua_sethook(L, NULL, 0, 0);  /* reset hook */
+  lua_pushliteral(L, "interrupted!");
+  lua_error(L);
+}
+
+
+/*
+** Handler for SIGINT and SIGTERM: record the signal, restore the default
+** action (a second signal kills the process) and ask the interpreter to
+** stop. Blocking system calls are not restarted (no SA_RESTART), so the
+** engine's event loop returns to Lua with EINTR and the hook runs.
+*/
+static void laction (int i) {
+  int flag = LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT;
+  struct sigaction sa;
+  lc_signal = i;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = SIG_DFL;
+  sigemptyset(&sa.sa_mask);
+  sigaction(i, &sa, NULL);  /* if another signal happens, terminate process */
+  lua_sethook(globalL, lstop, flag, 1);
+}
+
+
+static void setsignals (void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = laction;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = 0;  /* no SA_RESTART: interrupt blocking system calls */
+  sigaction(SIGINT, &sa, &old_sigint);
+  sigaction(SIGTERM, &sa, &old_sigterm);
+}
+
+
+static void resetsignals (void) {
+  sigaction(SIGINT, &old_sigint, NULL);
+  sigaction(SIGTERM, &old_sigterm, NULL);
+}
+
+/* }================================================================== */
+
+
+static void print_usage (FILE *f, const char *badoption) {
+  if (badoption != NULL) {
+    if (badoption[1] == 'e' || badoption[1] == 'l')
+      fprintf(f, "%s: '%s' needs argument\n", LC_PROGNAME, badoption);
+    else
+      fprintf(f, "%s: unrecognized option '%s'\n", LC_PROGNAME, badoption);
+  }
+  fprintf(f,
+  "usage: %s [options] [script [args]]\n"
+  "Available options are:\n"
+  "  -e stat   execute string 'stat'\n"
+  "  -l mod    require library 'mod' into global 'mod'\n"
+  "  -l g=mod  require library 'mod' into global 'g'\n"
+  "  -v        show version information\n"
+  "  -E        ignore environment variables\n"
+  "  -W        turn warnings on\n"
+  "  --json    a declarative task file prints its results as one JSON document\n"
+  "  -h, --help  show this help\n"
+  "  --        stop handling options\n"
+  "  -         stop handling options and execute stdin\n"
+  "A script returning a table with 'pargs' or 'tasks' is a declarative task\n"
+  "file: its tasks are run and the exit status is 0 if all succeeded, else 1.\n",
+  LC_PROGNAME);
+  fflush(f);
+}
+
+
+/*
+** Prints an error message, adding the program name in front of it
+** (unless the message already starts with it).
+*/
+static void l_message (const char *msg) {
+  size_t n = strlen(LC_PROGNAME ": ");
+  if (strncmp(msg, LC_PROGNAME ": ", n) != 0)
+    fprintf(stderr, "%s: ", LC_PROGNAME);
+  fprintf(stderr, "%s\n", msg);
+  fflush(stderr);
+}
+
+
+/*
+** Check whether 'status' is not OK and, if so, prints the error
+** message on the top of the stack.
+*/
+static int report (lua_State *L, int status) {
+  if (status != LUA_OK) {
+    const char *msg = lua_tostring(L, -1);
+    if (msg == NULL)
+      msg = "(error object is not a string)";
+    l_message(msg);
+    lua_pop(L, 1);  /* remove message */
+  }
+  return status;
+}
+
+
+/*
+** Message handler used to run all chunks: turns the error object into a
+** string (through __tostring if it has one) and appends a traceback.
+*/
+static int msghandler (lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (msg == NULL) {  /* is error object not a string? */
+    if (luaL_callmeta(L, 1, "__tostring") &&  /* does it have a metamethod */
+        lua_type(L, -1) == LUA_TSTRING)  /* that produces a string? */
+      msg = lua_tostring(L, -1);  /* that is the message */
+    else
+      msg = lua_pushfstring(L, "(error object is a %s value)",
+                               luaL_typename(L, 1));
+  }
+  luaL_traceback(L, L, msg, 1);  /* append a standard traceback */
+  return 1;  /* return the traceback */
+}
+
+
+/*
+** Interface to 'lua_pcall', which sets appropriate message function
+** and the signal handlers.
+*/
+static int docall (lua_State *L, int narg, int nres) {
+  int status;
+  int base = lua_gettop(L) - narg;  /* function index */
+  lua_pushcfunction(L, msghandler);  /* push message handler */
+  lua_insert(L, base);  /* put it under function and args */
+  globalL = L;  /* to be available to 'laction' */
+  setsignals();
+  status = lua_pcall(L, narg, nres, base);
+  resetsignals();
+  lua_remove(L, base);  /* remove message handler from the stack */
+  return status;
+}
+
+
+static void print_version (void) {
+  printf("%s %s (%s)\n", LC_PROGNAME, LC_VERSION, LUA_RELEASE);
+  fflush(stdout);
+}
+
+
+/*
+** Create the 'arg' table, which stores all arguments from the
+** command line ('argv'). It should be aligned so that, at index 0,
+** it has 'argv[script]', which is the script name. The arguments
+** to the script (everything after 'script') go to positive indices;
+** other arguments (before the script name) go to negative indices.
+** If there is no script name, assume interpreter's name as base.
+*/
+static void createargtable (lua_State *L, char **argv, int argc, int script) {
+  int i, narg;
+  if (script == argc) script = 0;  /* no script name? */
+  narg = argc - (script + 1);  /* number of positive indices */
+  lua_createtable(L, narg, script + 1);
+  for (i = 0; i < argc; i++) {
+    lua_pushstring(L, argv[i]);
+    lua_rawseti(L, -2, i - script);
+  }
+  lua_setglobal(L, "arg");
+}
+
+
+static int dochunk (lua_State *L, int status) {
+  if (status == LUA_OK) status = docall(L, 0, 0);
+  return report(L, status);
+}
+
+
+static int dofile (lua_State *L, const char *name) {
+  return dochunk(L, luaL_loadfile(L, name));
+}
+
+
+static int dostring (lua_State *L, const char *s, const char *name) {
+  return dochunk(L, luaL_loadbuffer(L, s, strlen(s), name));
+}
+
+
+/*
+** Receives 'globname[=modname]' and runs 'globname = require(modname)'.
+*/
+static int dolibrary (lua_State *L, char *globname) {
+  int status;
+  char *modname = strchr(globname, '=');
+  if (modname == NULL)  /* no explicit name? */
+    modname = globname;  /* module name is equal to global name */
+  else {
+    *modname = '\0';  /* global name ends here */
+    modname++;  /* module name starts after the '=' */
+  }
+  lua_getglobal(L, "require");
+  lua_pushstring(L, modname);
+  status = docall(L, 1, 1);  /* call 'require(modname)' */
+  if (status == LUA_OK)
+    lua_setglobal(L, globname);  /* globname = require(modname) */
+  return report(L, status);
+}
+
+
+/*
+** Push on the stack the contents of table 'arg' from 1 to #arg
+*/
+static int pushargs (lua_State *L) {
+  int i, n;
+  if (lua_getglobal(L, "arg") != LUA_TTABLE)
+    luaL_error(L, "'arg' is not a table");
+  n = (int)luaL_len(L, -1);
+  luaL_checkstack(L, n + 3, "too many arguments to script");
+  for (i = 1; i <= n; i++)
+    lua_rawgeti(L, -i, i);
+  lua_remove(L, -i);  /* remove table from the stack */
+  return n;
+}
+
+
+/*
+** Is the value at 'idx' a declarative task file, i.e. a table with a
+** 'pargs' or a 'tasks' field?
+*/
+static int istaskfile (lua_State *L, int idx) {
+  int found;
+  if (!lua_istable(L, idx)) return 0;
+  found = (lua_getfield(L, idx, "pargs") != LUA_TNIL);
+  lua_pop(L, 1);
+  if (!found) {
+    found = (lua_getfield(L, idx, "tasks") != LUA_TNIL);
+    lua_pop(L, 1);
+  }
+  return found;
+}
+
+
+/*
+** Runs require("luaconcurrent.cli").run_task_file(tbl, {json = json})
+** on the table at 'idx'; stores the integer it returns in '*exitcode'.
+*/
+static int run_taskfile (lua_State *L, int idx, int json, int *exitcode) {
+  int status;
+  idx = lua_absindex(L, idx);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "luaconcurrent.cli");
+  status = docall(L, 1, 1);
+  if (status != LUA_OK) return report(L, status);
+  if (lua_getfield(L, -1, "run_task_file") != LUA_TFUNCTION) {
+    lua_pop(L, 2);
+    lua_pushliteral(L, "luaconcurrent.cli has no function 'run_task_file'");
+    return report(L, LUA_ERRRUN);
+  }
+  lua_remove(L, -2);  /* remove module table */
+  lua_pushvalue(L, idx);  /* the task table */
+  lua_createtable(L, 0, 1);  /* options */
+  lua_pushboolean(L, json);
+  lua_setfield(L, -2, "json");
+  status = docall(L, 2, 1);
+  if (status != LUA_OK) return report(L, status);
+  if (lua_isinteger(L, -1))
+    *exitcode = (int)(lua_tointeger(L, -1) & 0xff);
+  else if (lua_isnumber(L, -1) && (lua_Integer)lua_tonumber(L, -1) == lua_tonumber(L, -1))
+    *exitcode = (int)((lua_Integer)lua_tonumber(L, -1) & 0xff);
+  else {
+    lua_pushfstring(L, "run_task_file returned %s, expected an integer",
+                       luaL_typename(L, -1));
+    lua_remove(L, -2);
+    return report(L, LUA_ERRRUN);
+  }
+  lua_pop(L, 1);
+  return LUA_OK;
+}
+
+
+/*
+** Runs the main script ('argv[0]', "-" for stdin unless it followed
+** "--"), passing it the script arguments as '...'. If it returns a
+** declarative task file, runs it.
+*/
+static int handle_script (lua_State *L, char **argv, int json, int *exitcode) {
+  int status;
+  int top = lua_gettop(L);
+  const char *fname = argv[0];
+  if (strcmp(fname, "-") == 0 && strcmp(argv[-1], "--") != 0)
+    fname = NULL;  /* stdin */
+  status = luaL_loadfile(L, fname);
+  if (status == LUA_OK) {
+    int n = pushargs(L);  /* push arguments to script */
+    status = docall(L, n, LUA_MULTRET);
+  }
+  if (status == LUA_OK && lua_gettop(L) > top && istaskfile(L, top + 1))
+    status = run_taskfile(L, top + 1, json, exitcode);
+  else
+    status = report(L, status);
+  lua_settop(L, top);
+  return status;
+}
+
+
+/* bits of various argument indicators in 'args' */
+#define has_error	1	/* bad option */
+#define has_i		2	/* -i */
+#define has_v		4	/* -v */
+#define has_e		8	/* -e */
+#define has_E		16	/* -E */
+#define has_json	32	/* --json */
+#define has_help	64	/* -h, --help */
+
+
+/*
+** Traverses all arguments from 'argv', returning a mask with those
+** needed before running any Lua code or an error code if it finds any
+** invalid argument. In case of error, 'first' is the index of the bad
+** argument.  Otherwise, 'first' is -1 if there is no program name,
+** 0 if there is no script name, or the index of the script name.
+*/
+static int collectargs (char **argv, int *first) {
+  int args = 0;
+  int i;
+  if (argv[0] == NULL) {  /* no program name */
+    *first = -1;
+    return 0;
+  }
+  for (i = 1; argv[i] != NULL; i++) {  /* handle arguments */
+    *first = i;
+    if (argv[i][0] != '-')  /* not an option? */
+        return args;  /* stop handling options */
+    switch (argv[i][1]) {  /* else check option */
+      case '-':  /* '--' or a long option */
+        if (argv[i][2] != '\0') {  /* long option? */
+          if (strcmp(argv[i], "--json") == 0)
+            args |= has_json;
+          else if (strcmp(argv[i], "--help") == 0)
+            args |= has_help;
+          else
+            return has_error;  /* invalid option */
+          break;
+        }
+        *first = i + 1;
+        return args;
+      case '\0':  /* '-' */
+        return args;  /* script "name" is '-' */
+      case 'E':
+        if (argv[i][2] != '\0')  /* extra characters? */
+          return has_error;  /* invalid option */
+        args |= has_E;
+        break;
+      case 'W':
+        if (argv[i][2] != '\0')  /* extra characters? */
+          return has_error;  /* invalid option */
+        break;
+      case 'h':
+        if (argv[i][2] != '\0')  /* extra characters? */
+          return has_error;  /* invalid option */
+        args |= has_help;
+        break;
+      case 'i':
+        args |= has_i;  /* (-i implies -v) */
+        /* FALLTHROUGH */
+      case 'v':
+        if (argv[i][2] != '\0')  /* extra characters? */
+          return has_error;  /* invalid option */
+        args |= has_v;
+        break;
+      case 'e':
+        args |= has_e;
+        /* FALLTHROUGH */
+      case 'l':  /* both options need an argument */
+        if (argv[i][2] == '\0') {  /* no concatenated argument? */
+          i++;  /* try next 'argv' */
+          if (argv[i] == NULL || argv[i][0] == '-')
+            return has_error;  /* no next argument or it is another option */
+        }
+        break;
+      default:  /* invalid option */
+        return has_error;
+    }
+  }
+  *first = i;  /* no script name */
+  return args;
+}
+
+
+/*
+** Processes options 'e', 'l' and 'W', in order. Returns 0 if some code
+** raises an error.
+*/
+static int runargs (lua_State *L, char **argv, int n) {
+  int i;
+  for (i = 1; i < n; i++) {
+    int option = argv[i][1];
+    switch (option) {
+      case 'e':  case 'l': {
+        int status;
+        char *extra = argv[i] + 2;  /* both options need an argument */
+        if (*extra == '\0') extra = argv[++i];
+        status = (option == 'e')
+                 ? dostring(L, extra, "=(command line)")
+                 : dolibrary(L, extra);
+        if (status != LUA_OK) return 0;
+        break;
+      }
+      case 'W':
+        lua_warning(L, "@on", 0);  /* warnings on */
+        break;
+    }
+  }
+  return 1;
+}
+
+
+static int handle_luainit (lua_State *L) {
+  const char *name = "=" LC_INITVARVERSION;
+  const char *init = getenv(name + 1);
+  if (init == NULL) {
+    name = "=" LC_INITVAR;
+    init = getenv(name + 1);  /* try alternative name */
+  }
+  if (init == NULL) return LUA_OK;
+  else if (init[0] == '@')
+    return dofile(L, init + 1);
+  else
+    return dostring(L, init, name);
+}
+
+
+/*
+** Loader for an embedded module: loads its source (text only) under a
+** readable chunk name and calls it with the module name and the chunk's
+** pseudo file name, as Lua's own searchers do.
+*/
+static int embedded_loader (lua_State *L) {
+  const struct lc_embedded *m =
+    (const struct lc_embedded *)lua_touserdata(L, lua_upvalueindex(1));
+  if (luaL_loadbufferx(L, m->source, m->len, m->chunkname, "t") != LUA_OK)
+    return lua_error(L);
+  lua_pushstring(L, m->name);
+  lua_pushstring(L, m->chunkname + 1);  /* without the '@' */
+  lua_call(L, 2, 1);
+  return 1;
+}
+
+
+/*
+** package.preload gets the engine (luaconcurrent.core) and every
+** embedded module of the Lua layer.
+*/
+static void register_preloads (lua_State *L) {
+  const struct lc_embedded *m;
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  lua_pushcfunction(L, luaopen_luaconcurrent_core);
+  lua_setfield(L, -2, "luaconcurrent.core");
+  for (m = lc_embedded_modules; m->name != NULL; m++) {
+    lua_pushlightuserdata(L, (void *)m);
+    lua_pushcclosure(L, embedded_loader, 1);
+    lua_setfield(L, -2, m->name);
+  }
+  lua_pop(L, 1);
+}
+
+
+/*
+** Main body of stand-alone interpreter (to be called in protected mode).
+** Reads the options and handles them all. Returns the exit status.
+*/
+static int pmain (lua_State *L) {
+  int argc = (int)lua_tointeger(L, 1);
+  char **argv = (char **)lua_touserdata(L, 2);
+  int script;
+  int exitcode = EXIT_SUCCESS;
+  int args = collectargs(argv, &script);
+  luaL_checkversion(L);  /* check that interpreter has correct version */
+  if (args == has_error) {  /* bad arg? */
+    print_usage(stderr, argv[script]);  /* 'script' has index of bad arg. */
+    lua_pushinteger(L, EXIT_FAILURE);
+    return 1;
+  }
+  if (args & has_help) {
+    print_usage(stdout, NULL);
+    lua_pushinteger(L, EXIT_SUCCESS);
+    return 1;
+  }
+  if (args & has_i) {
+    l_message("interactive mode (-i) is not supported");
+    lua_pushinteger(L, EXIT_FAILURE);
+    return 1;
+  }
+  if (args & has_v)  /* option '-v'? */
+    print_version();
+  if (args & has_E) {  /* option '-E'? */
+    lua_pushboolean(L, 1);  /* signal for libraries to ignore env. vars. */
+    lua_setfield(L, LUA_REGISTRYINDEX, "LUA_NOENV");
+  }
+  luaL_openlibs(L);  /* open standard libraries */
+  register_preloads(L);
+  createargtable(L, argv, argc, script);  /* create table 'arg' */
+  lua_gc(L, LUA_GCRESTART);  /* start GC... */
+  if (!(args & has_E)) {  /* no option '-E'? */
+    if (handle_luainit(L) != LUA_OK)  /* run LUA_INIT */
+      goto fail;  /* error running LUA_INIT */
+  }
+  if (!runargs(L, argv, script))  /* execute arguments -e and -l */
+    goto fail;  /* something failed */
+  if (script < argc) {  /* execute main script (if there is one) */
+    if (handle_script(L, argv + script, (args & has_json) != 0,
+                      &exitcode) != LUA_OK)
+      goto fail;
+  }
+  else if (!(args & (has_e | has_v))) {  /* no script, no -e, no -v? */
+    if (isatty(0)) {  /* stdin is a terminal: nothing to run */
+      print_version();
+      print_usage(stderr, NULL);
+      exitcode = EXIT_FAILURE;
+    }
+    else if (dofile(L, NULL) != LUA_OK)  /* execute stdin as a file */
+      goto fail;
+  }
+  lua_pushinteger(L, exitcode);
+  return 1;
+ fail:
+  lua_pushinteger(L, EXIT_FAILURE);
+  return 1;
+}
+
+
+int main (int argc, char **argv) {
+  int status, result;
+  lua_State *L;
+  signal(SIGPIPE, SIG_IGN);  /* write errors come back as EPIPE */
+  L = luaL_newstate();  /* create state */
+  if (L == NULL) {
+    l_message("cannot create state: not enough memory");
+    return EXIT_FAILURE;
+  }
+  lua_gc(L, LUA_GCSTOP);  /* stop GC while building state */
+  lua_pushcfunction(L, &pmain);  /* to call 'pmain' in protected mode */
+  lua_pushinteger(L, argc);  /* 1st argument */
+  lua_pushlightuserdata(L, argv); /* 2nd argument */
+  status = lua_pcall(L, 2, 1, 0);  /* do the call */
+  result = (status == LUA_OK) ? (int)lua_tointeger(L, -1) : EXIT_FAILURE;
+  report(L, status);
+  lua_close(L);
+  if (result != EXIT_SUCCESS && lc_signal != 0)
+    result = 128 + lc_signal;  /* interrupted by SIGINT or SIGTERM */
+  return result;
+}
