@@ -1,0 +1,454 @@
+/*
+ * proc.c — spawning, draining, killing and reaping one child. See proc.h.
+ *
+ * Life of a proc:
+ *   PH_RUN    running; the timer holds the deadline (if any)
+ *   PH_TERM   deadline passed, SIGTERM sent to the group; timer = grace
+ *   PH_KILL   SIGKILL sent to the group; waiting for the leader to exit
+ *   PH_DRAIN  leader gone after a kill; timer bounds the wait for EOF,
+ *             since a process that left the group may hold our pipes
+ *   PH_DONE   reaped, on_done called
+ * The leader is only reaped at the very end (waitid WNOWAIT peeks at its
+ * status first), so its pid, which is also the group id, cannot be reused
+ * while we may still signal the group.
+ */
+#include "proc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
+enum { PH_RUN, PH_TERM, PH_KILL, PH_DRAIN, PH_DONE };
+
+#define EOF_WAIT   0.2            /* seconds to wait for EOF after a kill */
+#define MIN_FREE   (64 * 1024)    /* read directly into the buffer above this */
+#define BIG_PIPE   (1024 * 1024)  /* pipe size once a child writes a lot */
+
+extern char **environ;
+
+const char *lc_errno_name(int e) {
+    const char *name = strerrorname_np(e);
+    return name ? name : "E?";
+}
+
+const char *lc_signal_name(int sig) {
+    static const char *const names[] = {
+        [SIGHUP] = "SIGHUP",   [SIGINT] = "SIGINT",   [SIGQUIT] = "SIGQUIT",
+        [SIGILL] = "SIGILL",   [SIGTRAP] = "SIGTRAP", [SIGABRT] = "SIGABRT",
+        [SIGBUS] = "SIGBUS",   [SIGFPE] = "SIGFPE",   [SIGKILL] = "SIGKILL",
+        [SIGUSR1] = "SIGUSR1", [SIGSEGV] = "SIGSEGV", [SIGUSR2] = "SIGUSR2",
+        [SIGPIPE] = "SIGPIPE", [SIGALRM] = "SIGALRM", [SIGTERM] = "SIGTERM",
+        [SIGXCPU] = "SIGXCPU", [SIGXFSZ] = "SIGXFSZ", [SIGSYS] = "SIGSYS",
+    };
+    if (sig > 0 && sig < (int)(sizeof names / sizeof names[0]) && names[sig])
+        return names[sig];
+    return "signal";
+}
+
+/* ---- small helpers ---------------------------------------------------- */
+
+/* Keep pipe ends off 0-2 so the child's dup2 actions cannot clobber one
+ * another when the host runs with a standard stream closed. */
+static int lift_fd(int *fd) {
+    if (*fd >= 3) return 0;
+    int nfd = fcntl(*fd, F_DUPFD_CLOEXEC, 3);
+    if (nfd < 0) return errno;
+    close(*fd);
+    *fd = nfd;
+    return 0;
+}
+
+static int make_pipe(int fds[2]) {
+    if (pipe2(fds, O_CLOEXEC) < 0) return errno;
+    int e = lift_fd(&fds[0]);
+    if (e == 0) e = lift_fd(&fds[1]);
+    if (e) {
+        close(fds[0]);
+        close(fds[1]);
+        fds[0] = fds[1] = -1;
+    }
+    return e;
+}
+
+static void close_fd(int *fd) {
+    if (*fd >= 0) close(*fd);
+    *fd = -1;
+}
+
+static void kill_group(lc_proc *p, int sig) {
+    /* Only while the leader is unreaped: its pid pins the group id. */
+    if (p->wait_errno == 0) kill(-p->pid, sig);
+}
+
+static int buf_reserve(lc_buf *b, size_t extra) {
+    if (b->cap - b->len >= extra) return 0;
+    size_t cap = b->cap ? 2 * b->cap : extra;
+    if (cap < b->len + extra) cap = b->len + extra;
+    char *d = realloc(b->data, cap);
+    if (d == NULL) return ENOMEM;
+    b->data = d;
+    b->cap = cap;
+    return 0;
+}
+
+/* ---- finishing ---------------------------------------------------------- */
+
+static void check_done(lc_proc *p) {
+    if (p->phase == PH_DONE || !p->exited) return;
+    if (p->outw.fd >= 0 || p->errw.fd >= 0) return;
+    lc_watch_close(p->loop, &p->inw);
+    lc_timer_cancel(p->loop, &p->timer);
+    /* Whatever is left in the group has outlived its task: nothing may
+     * outlive a run. The leader is a zombie, so the group id is ours. */
+    kill_group(p, SIGKILL);
+    if (p->wait_errno == 0) {
+        siginfo_t si;
+        while (waitid(P_PIDFD, p->pidw.fd, &si, WEXITED) < 0 && errno == EINTR)
+            ;
+    }
+    close_fd(&p->pidw.fd);
+    p->t_end = lc_now();
+    p->phase = PH_DONE;
+    p->on_done(p);
+}
+
+static void start_drain(lc_proc *p) {
+    kill_group(p, SIGKILL);
+    p->phase = PH_DRAIN;
+    if (p->outw.fd >= 0 || p->errw.fd >= 0)
+        lc_timer_arm(p->loop, &p->timer, lc_now() + EOF_WAIT);
+    check_done(p);
+}
+
+/* ---- event handlers ----------------------------------------------------- */
+
+static void on_exit_event(lc_loop *loop, lc_watch *w, uint32_t events) {
+    lc_proc *p = w->data;
+    siginfo_t si;
+    (void)events;
+    si.si_pid = 0;
+    if (waitid(P_PIDFD, w->fd, &si, WEXITED | WNOHANG | WNOWAIT) < 0) {
+        if (errno == EINTR) return;
+        /* ECHILD: someone else reaped it (a host's waitpid(-1)). */
+        p->wait_errno = errno;
+        p->code = -1;
+    } else if (si.si_pid == 0) {
+        return;
+    } else if (si.si_code == CLD_EXITED) {
+        p->code = si.si_status;
+    } else {
+        p->code = si.si_status;
+        p->signaled = 1;
+    }
+    p->exited = 1;
+    lc_watch_del(loop, w);
+    if (p->timed_out || p->interrupted)
+        start_drain(p);
+    else
+        check_done(p);
+}
+
+static void on_output(lc_loop *loop, lc_watch *w, uint32_t events) {
+    lc_proc *p = w->data;
+    lc_buf *b = (w == &p->outw) ? &p->out : &p->err;
+    char chunk[MIN_FREE];
+    (void)events;
+    for (;;) {
+        size_t want;
+        char *dst;
+        if (b->cap - b->len >= MIN_FREE) {
+            dst = b->data + b->len;
+            want = b->cap - b->len;
+        } else {
+            dst = chunk;
+            want = sizeof chunk;
+        }
+        ssize_t n = read(w->fd, dst, want);
+        if (n > 0) {
+            if (dst == chunk) {
+                if (buf_reserve(b, (size_t)n) != 0) {
+                    p->incomplete = 1;   /* out of memory: drop, keep draining */
+                    continue;
+                }
+                memcpy(b->data + b->len, chunk, (size_t)n);
+            }
+            b->len += (size_t)n;
+            if ((size_t)n == want && want >= MIN_FREE && !b->pipe_grown) {
+                /* A full default-size pipe: let the child run ahead. */
+                fcntl(w->fd, F_SETPIPE_SZ, BIG_PIPE);
+                b->pipe_grown = 1;
+            }
+            if ((size_t)n < want) return;   /* drained for now */
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) return;
+        if (n < 0) p->incomplete = 1;
+        lc_watch_close(loop, w);            /* EOF or error */
+        check_done(p);
+        return;
+    }
+}
+
+/* Write without letting SIGPIPE kill the host: block it for this thread
+ * around the write and consume the one our EPIPE raised. */
+static ssize_t write_nosigpipe(int fd, const char *data, size_t len) {
+    sigset_t pipeset, old;
+    sigemptyset(&pipeset);
+    sigaddset(&pipeset, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipeset, &old);
+    ssize_t n = write(fd, data, len);
+    int e = errno;
+    if (n < 0 && e == EPIPE && !sigismember(&old, SIGPIPE)) {
+        struct timespec zero = {0, 0};
+        sigtimedwait(&pipeset, NULL, &zero);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = e;
+    return n;
+}
+
+static void on_input(lc_loop *loop, lc_watch *w, uint32_t events) {
+    lc_proc *p = w->data;
+    (void)events;
+    while (p->input_off < p->input_len) {
+        ssize_t n = write_nosigpipe(w->fd, p->input + p->input_off,
+                                    p->input_len - p->input_off);
+        if (n > 0) {
+            p->input_off += (size_t)n;
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && errno == EAGAIN) {
+            return;
+        } else {
+            p->input_errno = n < 0 ? errno : EPIPE;
+            break;
+        }
+    }
+    lc_watch_close(loop, w);    /* all written, or the child closed stdin */
+}
+
+static void on_timer(lc_loop *loop, lc_timer *t) {
+    lc_proc *p = t->data;
+    switch (p->phase) {
+    case PH_RUN:                        /* the task's deadline */
+        p->timed_out = 1;
+        if (p->exited) {
+            start_drain(p);             /* leader gone, group holds pipes */
+        } else if (p->kill_grace > 0) {
+            kill_group(p, SIGTERM);
+            p->phase = PH_TERM;
+            lc_timer_arm(loop, t, lc_now() + p->kill_grace);
+        } else {
+            kill_group(p, SIGKILL);
+            p->phase = PH_KILL;
+        }
+        break;
+    case PH_TERM:                       /* grace over */
+        kill_group(p, SIGKILL);
+        p->phase = PH_KILL;
+        break;
+    case PH_DRAIN:                      /* EOF never came */
+        if (p->outw.fd >= 0 || p->errw.fd >= 0) p->incomplete = 1;
+        lc_watch_close(loop, &p->outw);
+        lc_watch_close(loop, &p->errw);
+        check_done(p);
+        break;
+    default:
+        break;
+    }
+}
+
+void lc_proc_kill(lc_proc *p) {
+    if (p->phase == PH_DONE || p->phase == PH_DRAIN) return;
+    p->interrupted = 1;
+    lc_timer_cancel(p->loop, &p->timer);
+    kill_group(p, SIGKILL);
+    if (p->exited)
+        start_drain(p);
+    else
+        p->phase = PH_KILL;
+}
+
+/* ---- spawning ------------------------------------------------------------ */
+
+static void describe_spawn_error(const lc_proc_spec *spec, int e, char *buf,
+                                 size_t len) {
+    struct stat st;
+    if (spec->cwd && (e == ENOENT || e == ENOTDIR || e == EACCES) &&
+        (stat(spec->cwd, &st) < 0 || !S_ISDIR(st.st_mode) ||
+         access(spec->cwd, X_OK) < 0)) {
+        int ce = errno ? errno : ENOTDIR;
+        if (stat(spec->cwd, &st) == 0 && !S_ISDIR(st.st_mode)) ce = ENOTDIR;
+        snprintf(buf, len, "cannot change directory to '%s': %s (%s)",
+                 spec->cwd, strerror(ce), lc_errno_name(ce));
+        return;
+    }
+    snprintf(buf, len, "cannot run '%s': %s (%s)", spec->argv[0], strerror(e),
+             lc_errno_name(e));
+}
+
+static int spawn_child(lc_proc *p, const lc_proc_spec *spec, int in[2],
+                       int out[2], int err[2]) {
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    sigset_t none, all;
+    int e;
+
+    if ((e = posix_spawn_file_actions_init(&fa)) != 0) return e;
+    if ((e = posix_spawnattr_init(&attr)) != 0) {
+        posix_spawn_file_actions_destroy(&fa);
+        return e;
+    }
+    if (in[0] >= 0)
+        e = posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+    else
+        e = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    if (!e) e = posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    if (!e) e = posix_spawn_file_actions_adddup2(&fa, err[1], 2);
+    if (!e && spec->cwd) e = posix_spawn_file_actions_addchdir_np(&fa, spec->cwd);
+    /* Lua's io.open cannot ask for O_CLOEXEC: close every fd >= 3. */
+    if (!e) e = posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+
+    sigemptyset(&none);
+    sigfillset(&all);
+    if (!e) e = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP |
+                                                    POSIX_SPAWN_SETSIGMASK |
+                                                    POSIX_SPAWN_SETSIGDEF);
+    if (!e) e = posix_spawnattr_setpgroup(&attr, 0);
+    if (!e) e = posix_spawnattr_setsigmask(&attr, &none);
+    if (!e) e = posix_spawnattr_setsigdefault(&attr, &all);
+    if (!e)
+        e = posix_spawnp(&p->pid, spec->argv[0], &fa, &attr, spec->argv,
+                         spec->envp ? spec->envp : environ);
+    posix_spawnattr_destroy(&attr);
+    posix_spawn_file_actions_destroy(&fa);
+    return e;
+}
+
+int lc_proc_spawn(lc_loop *loop, const lc_proc_spec *spec,
+                  lc_proc_done_fn *on_done, void *data, lc_proc **out_p,
+                  char *errbuf, size_t errlen) {
+    int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
+    int e;
+    const char *what = "create pipes for";
+    lc_proc *p = calloc(1, sizeof *p);
+    if (p == NULL) {
+        snprintf(errbuf, errlen, "cannot run '%s': out of memory", spec->argv[0]);
+        return ENOMEM;
+    }
+    p->loop = loop;
+    p->pidw.fd = p->outw.fd = p->errw.fd = p->inw.fd = -1;
+    p->on_done = on_done;
+    p->data = data;
+    p->kill_grace = spec->kill_grace;
+    if ((e = lc_timer_init(loop, &p->timer, on_timer, p)) != 0) {
+        free(p);
+        snprintf(errbuf, errlen, "cannot run '%s': out of memory", spec->argv[0]);
+        return e;
+    }
+    if (spec->input) {
+        p->input = malloc(spec->input_len ? spec->input_len : 1);
+        if (p->input == NULL) { e = ENOMEM; what = "buffer input for"; goto fail; }
+        memcpy(p->input, spec->input, spec->input_len);
+        p->input_len = spec->input_len;
+        if ((e = make_pipe(in)) != 0) goto fail;
+    }
+    if ((e = make_pipe(out)) != 0 || (e = make_pipe(err)) != 0) goto fail;
+
+    p->t_start = lc_now();
+    p->wall_start = lc_wallclock();
+    if ((e = spawn_child(p, spec, in, out, err)) != 0) {
+        describe_spawn_error(spec, e, errbuf, errlen);
+        goto fail_described;
+    }
+    close_fd(&in[0]);
+    close_fd(&out[1]);
+    close_fd(&err[1]);
+
+    p->pidw.fd = (int)syscall(SYS_pidfd_open, p->pid, 0);
+    if (p->pidw.fd < 0) {
+        e = errno;
+        what = "watch";
+        kill(-p->pid, SIGKILL);
+        while (waitpid(p->pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+        goto fail;
+    }
+    p->pidw.fn = on_exit_event;
+    p->outw.fd = out[0];
+    p->outw.fn = on_output;
+    p->errw.fd = err[0];
+    p->errw.fn = on_output;
+    p->inw.fd = in[1];
+    p->inw.fn = on_input;
+    p->pidw.data = p->outw.data = p->errw.data = p->inw.data = p;
+    out[0] = err[0] = in[1] = -1;   /* the watchers own them now */
+
+    fcntl(p->outw.fd, F_SETFL, O_NONBLOCK);
+    fcntl(p->errw.fd, F_SETFL, O_NONBLOCK);
+    e = lc_watch_add(loop, &p->pidw, EPOLLIN);
+    if (!e) e = lc_watch_add(loop, &p->outw, EPOLLIN);
+    if (!e) e = lc_watch_add(loop, &p->errw, EPOLLIN);
+    if (!e && p->inw.fd >= 0) {
+        fcntl(p->inw.fd, F_SETFL, O_NONBLOCK);
+        e = lc_watch_add(loop, &p->inw, EPOLLOUT);
+    }
+    if (e) {
+        what = "watch";
+        lc_proc_free(p);    /* kills and reaps */
+        snprintf(errbuf, errlen, "cannot %s '%s': %s (%s)", what, spec->argv[0],
+                 strerror(e), lc_errno_name(e));
+        return e;
+    }
+    if (spec->timeout > 0) lc_timer_arm(loop, &p->timer, p->t_start + spec->timeout);
+    *out_p = p;
+    return 0;
+
+fail:
+    snprintf(errbuf, errlen, "cannot %s '%s': %s (%s)", what, spec->argv[0],
+             strerror(e), lc_errno_name(e));
+fail_described:
+    close_fd(&in[0]); close_fd(&in[1]);
+    close_fd(&out[0]); close_fd(&out[1]);
+    close_fd(&err[0]); close_fd(&err[1]);
+    lc_timer_release(loop, &p->timer);
+    free(p->input);
+    free(p);
+    return e;
+}
+
+void lc_proc_free(lc_proc *p) {
+    if (p == NULL) return;
+    if (p->phase != PH_DONE && p->pidw.fd >= 0) {
+        /* Teardown of a live proc: kill and reap it synchronously. */
+        kill_group(p, SIGKILL);
+        if (p->wait_errno == 0) {
+            siginfo_t si;
+            while (waitid(P_PIDFD, p->pidw.fd, &si, WEXITED) < 0 && errno == EINTR)
+                ;
+        }
+    }
+    lc_watch_close(p->loop, &p->pidw);
+    lc_watch_close(p->loop, &p->outw);
+    lc_watch_close(p->loop, &p->errw);
+    lc_watch_close(p->loop, &p->inw);
+    lc_timer_release(p->loop, &p->timer);
+    free(p->out.data);
+    free(p->err.data);
+    free(p->input);
+    free(p);
+}

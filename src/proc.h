@@ -1,0 +1,84 @@
+/*
+ * proc.h — one child process: spawned with posix_spawnp in its own process
+ * group, its stdout and stderr drained into memory, its stdin fed from a
+ * buffer, its exit observed through a pidfd, its deadline enforced by
+ * killing the whole group (TERM, grace, KILL) and a bounded wait for EOF.
+ *
+ * A proc is finished when its leader has exited and its output pipes are
+ * closed; it then kills whatever is left in its group, reaps the leader
+ * and calls on_done. Its owner frees it with lc_proc_free.
+ */
+#ifndef LC_PROC_H
+#define LC_PROC_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "loop.h"
+
+typedef struct lc_buf {
+    char *data;
+    size_t len, cap;
+    int pipe_grown;             /* its pipe was enlarged to BIG_PIPE */
+} lc_buf;
+
+typedef struct lc_proc lc_proc;
+typedef void lc_proc_done_fn(lc_proc *p);
+
+typedef struct lc_proc_spec {
+    char *const *argv;          /* NULL-terminated; argv[0] searched in PATH */
+    char *const *envp;          /* NULL: the current environment */
+    const char *cwd;            /* NULL: inherit */
+    const char *input;          /* NULL: stdin is /dev/null */
+    size_t input_len;
+    double timeout;             /* seconds; <= 0: none */
+    double kill_grace;          /* seconds between TERM and KILL */
+} lc_proc_spec;
+
+struct lc_proc {
+    lc_loop *loop;
+    pid_t pid;
+    lc_watch pidw, outw, errw, inw;
+    lc_buf out, err;
+    char *input;                /* owned copy of spec->input */
+    size_t input_len, input_off;
+    lc_timer timer;             /* deadline, kill escalation, EOF wait */
+    int phase;                  /* see proc.c */
+    double kill_grace;
+    double t_start, t_end;      /* lc_now() */
+    double wall_start;          /* lc_wallclock() at spawn */
+
+    /* outcome */
+    int exited;                 /* leader has exited (status below valid) */
+    int code;                   /* exit status, or signal number if signaled */
+    int signaled;
+    int timed_out;
+    int interrupted;            /* killed by lc_proc_kill, not by deadline */
+    int incomplete;             /* pipes closed before EOF after a kill */
+    int input_errno;            /* why stdin could not be fully written */
+    int wait_errno;             /* waitid failure (e.g. ECHILD: reaped by others) */
+
+    lc_proc_done_fn *on_done;
+    void *data;                 /* the owner's */
+    long long tag;              /* the owner's */
+    lc_proc *prev, *next;       /* the owner's list links */
+};
+
+/* Spawn. Returns 0 and *out, or an errno with a message in errbuf naming
+ * what failed (pipe, cwd, exec); nothing is left open on failure. */
+int lc_proc_spawn(lc_loop *loop, const lc_proc_spec *spec,
+                  lc_proc_done_fn *on_done, void *data, lc_proc **out,
+                  char *errbuf, size_t errlen);
+
+/* Kill the whole group now (SIGKILL); the proc finishes through the loop
+ * after a bounded wait for its pipes. */
+void lc_proc_kill(lc_proc *p);
+
+/* Release a finished proc (or, on teardown, one in any state: it is
+ * killed and reaped synchronously first). */
+void lc_proc_free(lc_proc *p);
+
+const char *lc_errno_name(int e);
+const char *lc_signal_name(int sig);
+
+#endif
