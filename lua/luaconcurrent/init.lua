@@ -1,0 +1,34 @@
+--- luaconcurrent: run many tasks concurrently, one result per task.
+--
+--   local lc = require "luaconcurrent"
+--   local run = lc.ProcRunAsyncio({"/usr/bin/sleep"}, {{1, 1}, {2, 2}}, {num_workers = 4})
+--   run:run_all()
+--   run:print_results()
+
+local core = require "luaconcurrent.core"
+local runner = require "luaconcurrent.runner"
+local validate = require "luaconcurrent.validate"
+
+local M = {
+  VERSION = "0.1.0",
+  ProcRunAsyncio = runner.ProcRunAsyncio,
+  ProcRunMp = runner.ProcRunMp,
+  ProcResult = require "luaconcurrent.result",
+  run_prog = require "luaconcurrent.run_prog",
+}
+
+--- Sleep for s seconds. A signal (Ctrl-C) wakes it early so the
+-- interpreter's interrupt hook can run; otherwise it sleeps the full time.
+function M.sleep(s)
+  if type(s) ~= "number" or s ~= s or s < 0 then
+    validate.fail("sleep needs a non-negative number of seconds, got %s", validate.show(s))
+  end
+  local deadline = core.now() + s
+  local left = s
+  while left > 0 do
+    core.sleep(left)
+    left = deadline - core.now()
+  end
+end
+
+return M

@@ -1,0 +1,119 @@
+--- ProcResult: one task's outcome, with pyconcurrent's field names.
+
+local ProcResult = {}
+ProcResult.__index = ProcResult
+
+-- Field order for print and JSON.
+local FIELDS = {
+  "key", "arg", "success", "timeout", "exception", "returncode", "signal",
+  "stdout", "stderr", "answer", "error", "pid", "time_start", "time_end", "time_run",
+}
+ProcResult.FIELDS = FIELDS
+
+function ProcResult.new(key, arg)
+  return setmetatable({
+    key = key, arg = arg, success = false, timeout = false,
+    returncode = -1, stdout = "", stderr = "",
+    time_start = -1, time_end = -1, time_run = -1,
+  }, ProcResult)
+end
+
+local EXCEPTION_OF_ERRNO = {
+  ENOENT = "FileNotFoundError",
+  EACCES = "PermissionError",
+  EPERM = "PermissionError",
+}
+
+--- A result for a task that could not be started.
+function ProcResult.spawn_failure(key, arg, message, errname)
+  local res = ProcResult.new(key, arg)
+  res.exception = EXCEPTION_OF_ERRNO[errname] or "OSError"
+  res.error = message
+  return res
+end
+
+--- A result from an engine record (see core.c push_record); timeout is the
+-- limit the task ran under, for the message.
+function ProcResult.from_record(key, arg, rec, timeout)
+  local res = setmetatable({
+    key = key, arg = arg, pid = rec.pid,
+    returncode = rec.returncode, signal = rec.signal,
+    stdout = rec.stdout, stderr = rec.stderr, timeout = rec.timeout,
+    time_start = rec.time_start, time_end = rec.time_end, time_run = rec.time_run,
+    success = false,
+  }, ProcResult)
+  local why
+  if rec.interrupted then
+    res.exception = "Interrupted"
+    why = "interrupted: the run was stopped"
+  elseif rec.timeout then
+    res.exception = "TimeoutError"
+    why = string.format("timed out after %g s", timeout or rec.time_run)
+  elseif rec.wait_error then
+    why = "exit status lost: the process was reaped by someone else (" .. rec.wait_error .. ")"
+  elseif rec.signal then
+    why = string.format("killed by signal %d (%s)", rec.signal, rec.signal_name)
+  elseif rec.returncode ~= 0 then
+    why = string.format("exited with status %d", rec.returncode)
+  else
+    res.success = true
+  end
+  local notes = {}
+  if why then notes[#notes + 1] = why end
+  if rec.incomplete then
+    notes[#notes + 1] = "output may be incomplete: its pipes were still held open "
+      .. "(by a process that left the task's process group) after the kill"
+  end
+  if rec.input_error then
+    notes[#notes + 1] = string.format("stdin closed by the task after %d of %d bytes (%s)",
+      rec.input_written, rec.input_size, rec.input_error)
+  end
+  if #notes > 0 then res.error = table.concat(notes, "; ") end
+  return res
+end
+
+local function show(v)
+  if type(v) == "table" then
+    local ok, cjson = pcall(require, "cjson")
+    if ok then
+      local enc_ok, s = pcall(cjson.encode, v)
+      if enc_ok then return s end
+    end
+  end
+  return tostring(v)
+end
+
+--- Print in pyconcurrent's layout (plus our exception and error lines).
+function ProcResult:print()
+  print("========================================")
+  print(string.format("key                 : %s", show(self.key)))
+  print(string.format("  time_start        : %.1f", self.time_start))
+  print(string.format("  time_run          : %.1f", self.time_run))
+  print(string.format("  success           : %s", tostring(self.success)))
+  print(string.format("  timeout           : %s", tostring(self.timeout)))
+  print(string.format("  arg               : %s", show(self.arg)))
+  print(string.format("  returncode        : %s", tostring(self.returncode)))
+  if self.exception then print(string.format("  exception         : %s", self.exception)) end
+  if self.error then print(string.format("  error             : %s", self.error)) end
+  if self.stdout and self.stdout ~= "" then print(string.format("  stdout            : %s", self.stdout)) end
+  if self.stderr and self.stderr ~= "" then print(string.format("  stderr            : %s", self.stderr)) end
+  if self.answer ~= nil then print(string.format("  answer            : %s", show(self.answer))) end
+end
+
+--- The result as one JSON object; absent fields are null.
+function ProcResult:to_json()
+  local cjson = require "cjson"
+  local parts = {}
+  for i, name in ipairs(FIELDS) do
+    local v = self[name]
+    local ok, enc = pcall(cjson.encode, v == nil and cjson.null or v)
+    if not ok then
+      error(string.format("luaconcurrent: cannot encode field %s of result %s as JSON: %s",
+        name, tostring(self.key), enc), 2)
+    end
+    parts[i] = cjson.encode(name) .. ":" .. enc
+  end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
+
+return ProcResult
