@@ -2,8 +2,16 @@
 # `make demo` and `make test` install what is missing (Debian packages) first.
 
 PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+LUADIR     ?= $(PREFIX)/share/lua/5.4
+LIBDIR     ?= $(PREFIX)/lib/lua/5.4
 LUA_PC     ?= lua5.4
+# LuaRocks passes LUA_INCDIR; otherwise pkg-config finds Debian's headers.
+ifdef LUA_INCDIR
+LUA_CFLAGS := -I$(LUA_INCDIR)
+else
 LUA_CFLAGS := $(shell pkg-config --cflags $(LUA_PC) 2>/dev/null)
+endif
 LUA_LIBS   := $(shell pkg-config --libs $(LUA_PC) 2>/dev/null)
 
 CC       ?= gcc
@@ -63,15 +71,14 @@ bench: deps
 	sh scripts/bench.sh
 
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/lua/5.4/luaconcurrent \
-		$(DESTDIR)$(PREFIX)/lib/lua/5.4/luaconcurrent
-	install -m 755 $(EXE) $(DESTDIR)$(PREFIX)/bin/luaconcurrent
-	install -m 644 $(LUAMODS) $(DESTDIR)$(PREFIX)/share/lua/5.4/luaconcurrent/
-	install -m 755 $(SO) $(DESTDIR)$(PREFIX)/lib/lua/5.4/luaconcurrent/core.so
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LUADIR)/luaconcurrent $(DESTDIR)$(LIBDIR)/luaconcurrent
+	install -m 755 $(EXE) $(DESTDIR)$(BINDIR)/luaconcurrent
+	install -m 644 $(LUAMODS) $(DESTDIR)$(LUADIR)/luaconcurrent/
+	install -m 755 $(SO) $(DESTDIR)$(LIBDIR)/luaconcurrent/core.so
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/luaconcurrent
-	rm -rf $(DESTDIR)$(PREFIX)/share/lua/5.4/luaconcurrent $(DESTDIR)$(PREFIX)/lib/lua/5.4/luaconcurrent
+	rm -f $(DESTDIR)$(BINDIR)/luaconcurrent
+	rm -rf $(DESTDIR)$(LUADIR)/luaconcurrent $(DESTDIR)$(LIBDIR)/luaconcurrent
 
 clean:
 	rm -rf $(B)
