@@ -1,0 +1,403 @@
+#!/bin/sh
+# luaconcurrent benchmark: luaconcurrent vs `xargs -P` vs GNU parallel.
+#
+#   W1  5000 x /bin/true, concurrency 2 and 8            -> tasks/s
+#   W2  500 x `sleep 0.5`, concurrency 250                -> wall (ideal 1.0 s)
+#   W3  4 x 200 MB to stdout, concurrency 4, all captured -> MB/s, peak RSS
+#   W4  50 x `sleep 10`, timeout 0.2 s, concurrency 50    -> wall, leftover sleeps
+#       (W4a: the sleep itself; W4b: sh starting two grandchild sleeps)
+#
+# Every workload runs each tool in turn, interleaved (lc, xargs, parallel,
+# lc, xargs, parallel, ...), BENCH_RUNS times (default 5); the tables show the
+# median wall time of each tool, the derived rate, peak RSS (GNU time %M) and
+# the ratio luaconcurrent vs each peer, then each target with PASS/FAIL.
+# The luaconcurrent side is scripts/bench/wN.lua, run by build/luaconcurrent.
+#
+# Environment:
+#   BENCH_RUNS=5            repetitions per workload
+#   BENCH_ONLY="W1 W2 W3 W4" workloads to run
+#   BENCH_STRICT=1          exit 1 when a target fails (0: report only)
+#   LC_BIN=build/luaconcurrent
+#   BENCH_W3DIR             where xargs/parallel put W3's captured output
+#                           (default /dev/shm when writable, else the temp dir)
+#
+# Needs: bash (wall clock via $EPOCHREALTIME), GNU time (/usr/bin/time),
+# xargs, GNU parallel, coreutils timeout, pgrep. `make bench` installs them.
+
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
+set -u
+export LC_ALL=C
+
+cd "$(dirname "$0")/.." || exit 2
+ROOT=$PWD
+BDIR=$ROOT/scripts/bench
+LC=${LC_BIN:-$ROOT/build/luaconcurrent}
+RUNS=${BENCH_RUNS:-5}
+ONLY=" ${BENCH_ONLY:-W1 W2 W3 W4} "
+STRICT=${BENCH_STRICT:-1}
+export PARALLEL_SHELL=/bin/bash   # parallel's --timeout misses jobs under dash
+PAR="parallel --will-cite"
+
+for t in /usr/bin/time xargs parallel timeout pgrep awk; do
+	command -v "$t" >/dev/null 2>&1 || { echo "bench: missing tool: $t (run make bench)" >&2; exit 2; }
+done
+case $RUNS in ''|*[!0-9]*|0) echo "bench: BENCH_RUNS must be a positive integer" >&2; exit 2;; esac
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/lcbench.XXXXXX") || exit 2
+if [ -n "${BENCH_W3DIR:-}" ]; then W3DIR=$BENCH_W3DIR
+elif [ -d /dev/shm ] && [ -w /dev/shm ]; then W3DIR=$(mktemp -d /dev/shm/lcbench.XXXXXX)
+else W3DIR=$WORK/w3; fi
+mkdir -p "$W3DIR" "$WORK/res"
+MARKERS=""
+cleanup() {
+	local m p
+	for m in $MARKERS; do  # leftover sleeps of this run only (unique marker)
+		for p in $(pgrep -f "sleep $m" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
+	done
+	rm -rf "$WORK"
+	case $W3DIR in "$WORK"/*) ;; *) rm -rf "$W3DIR" ;; esac
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+HAVE_LC=1
+if [ ! -x "$LC" ]; then
+	HAVE_LC=0
+	echo "bench: $LC not found or not executable; luaconcurrent rows will be n/a" >&2
+fi
+
+# ---------------------------------------------------------------- helpers
+
+# run ID TOOL LIMIT INPUT OUTPUT cmd...   (one timed repetition)
+# Appends "wall_s rss_kib rc" to $WORK/res/ID.TOOL; sets WALL, RSS, RC.
+run() {
+	local id=$1 tool=$2 limit=$3 input=$4 output=$5 t0 t1
+	shift 5
+	: >"$WORK/rss"
+	t0=$EPOCHREALTIME
+	timeout -k 5 "$limit" /usr/bin/time -o "$WORK/rss" -f '%M' "$@" \
+		<"$input" >"$output" 2>>"$WORK/$id.$tool.err"
+	RC=$?
+	t1=$EPOCHREALTIME
+	WALL=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", b - a }')
+	RSS=$(tail -n 1 "$WORK/rss" 2>/dev/null)
+	case $RSS in ''|*[!0-9]*) RSS=-1 ;; esac
+	[ "$RC" -eq 124 ] || [ "$RC" -eq 137 ] && echo "bench: $id $tool: killed after the ${limit} s guard" >>"$WORK/$id.$tool.err"
+	echo "$WALL $RSS $RC" >>"$WORK/res/$id.$tool"
+}
+
+# mark ID TOOL STATUS : record verification of the last repetition (ok|bad:why)
+mark() { echo "$3" >>"$WORK/res/$1.$2.ok"; }
+
+# agg ID TOOL FIELD -> median wall | max rss | number of bad runs
+agg() {
+	local f=$WORK/res/$1.$2
+	[ -s "$f" ] || { echo "n/a"; return; }
+	case $3 in
+	wall) awk '{ print $1 }' "$f" | sort -g | awk '{ v[NR] = $1 } END {
+		if (NR % 2) printf "%.4f", v[(NR + 1) / 2]; else printf "%.4f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }' ;;
+	rss) awk 'BEGIN { m = -1 } $2 > m { m = $2 } END { print m }' "$f" ;;
+	bad) if [ -f "$f.ok" ]; then grep -vc '^ok$' "$f.ok"; else echo 0; fi ;;
+	esac
+}
+
+fmt() { awk -v x="$1" -v f="$2" 'BEGIN { if (x == "n/a" || x == "") print "n/a"; else printf f, x }'; }
+calc() { awk "BEGIN { $1 }"; }  # calc 'print expr' ; n/a propagates badly, callers guard
+
+LINES_OUT=""   # summary lines
+FAILS=0
+target() {  # target NAME PASS|FAIL DETAIL
+	local line
+	line=$(printf '  %-4s %-58s %s' "$2" "$1" "$3")
+	echo "$line"
+	LINES_OUT="$LINES_OUT$line
+"
+	[ "$2" = PASS ] || FAILS=$((FAILS + 1))
+}
+
+# lc_check ID : record whether the luaconcurrent repetition succeeded
+lc_check() {
+	local id=$1
+	if [ "$RC" -eq 0 ]; then mark "$id" lc ok
+	else
+		mark "$id" lc "bad:rc=$RC"
+	fi
+}
+
+# table ID UNIT_LABEL RATE_EXPR  (RATE_EXPR: awk expr of w = median wall)
+table() {
+	local id=$1 label=$2 expr=$3 tool name w r rss bad note
+	printf '  %-16s %9s %12s %10s  %-s\n' tool "wall(s)" "$label" "maxRSS" "runs ok"
+	for tool in lc xargs parallel; do
+		case $tool in lc) name=luaconcurrent ;; xargs) name="xargs -P" ;; parallel) name="GNU parallel" ;; esac
+		w=$(agg "$id" $tool wall)
+		if [ "$w" = n/a ]; then
+			printf '  %-16s %9s\n' "$name" n/a
+			continue
+		fi
+		r=$(calc "w = $w; printf \"%.1f\", $expr")
+		rss=$(agg "$id" $tool rss)
+		rss=$(calc "printf \"%.1fM\", $rss / 1024")
+		bad=$(agg "$id" $tool bad)
+		note=$((RUNS - bad))/$RUNS
+		printf '  %-16s %9.3f %12s %10s  %s\n' "$name" "$w" "$r" "$rss" "$note"
+	done
+	if [ -s "$WORK/res/$id.lc.int" ]; then
+		printf '  (luaconcurrent run.time_run median %.3f s: time inside run_all)\n' \
+			"$(sort -g "$WORK/res/$id.lc.int" | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')"
+	fi
+}
+
+# show_err ID TOOL : print the tail of a tool's stderr log when it has runs that failed
+show_err() {
+	local f=$WORK/$1.$2.err
+	[ -f "$WORK/res/$1.$2.ok" ] || return 0
+	if [ "$(agg "$1" "$2" bad)" != 0 ]; then
+		echo "  -- $2 failures: $(grep -v '^ok$' "$WORK/res/$1.$2.ok" | sort | uniq -c | tr '\n' ' ')"
+		[ -s "$f" ] && tail -n 8 "$f" | sed 's/^/     | /'
+	fi
+}
+
+lc_run() {  # lc_run ID LIMIT script args...  (luaconcurrent repetition + checks)
+	local id=$1 limit=$2 t
+	shift 2
+	if [ $HAVE_LC = 0 ]; then return; fi
+	run "$id" lc "$limit" /dev/null "$WORK/$id.lc.out" "$LC" "$@"
+	lc_check "$id"
+	t=$(sed -n 's/^time_run=//p' "$WORK/$id.lc.out" | tail -n 1)
+	[ -n "$t" ] && echo "$t" >>"$WORK/res/$id.lc.int"
+	[ "$RC" -eq 0 ] || tail -n 3 "$WORK/$id.lc.err" | sed 's/^/     lc| /'
+}
+
+progress() { printf '  run %d/%d:' "$1" "$RUNS"; }
+say() { printf ' %s %ss' "$1" "$WALL"; }
+
+ratio() {  # ratio A B -> A/B with 2 decimals, or n/a
+	case "$1$2" in *n/a*) echo n/a; return ;; esac
+	calc "printf \"%.2f\", $1 / $2"
+}
+x() { case $1 in n/a) echo n/a ;; *) echo "${1}x" ;; esac; }   # 1.23 -> 1.23x
+s() { case $1 in n/a) echo n/a ;; *) echo "${1} s" ;; esac; }  # 0.25 -> 0.25 s
+rate() { case $2 in n/a) echo n/a ;; *) calc "printf \"%.0f/s\", $1 / $2" ;; esac; }  # rate N WALL
+
+pass_if() {  # pass_if AWK_CONDITION -> PASS|FAIL (FAIL on n/a)
+	case "$1" in *n/a*) echo FAIL; return ;; esac
+	calc "print (($1) ? \"PASS\" : \"FAIL\")"
+}
+
+lc_valid() {  # lc_valid ID -> 1 if luaconcurrent ran and every repetition verified
+	[ $HAVE_LC = 1 ] && [ "$(agg "$1" lc wall)" != n/a ] && [ "$(agg "$1" lc bad)" = 0 ] && echo 1 || echo 0
+}
+
+# ---------------------------------------------------------------- header
+
+echo "luaconcurrent benchmark — $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+echo "machine: nproc=$(nproc), $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), kernel $(uname -r), $(awk '/MemTotal/ { printf "%.1f GiB RAM", $2 / 1048576 }' /proc/meminfo)"
+echo "tools:   luaconcurrent $( [ $HAVE_LC = 1 ] && echo "$LC (git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'))" || echo "n/a"),"
+echo "         $(xargs --version | head -n 1), $(parallel --version | head -n 1), GNU time $(dpkg-query -W -f '${Version}' time 2>/dev/null || echo '?')"
+echo "load:    $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min; other work on the machine skews the numbers)"
+echo "runs:    $RUNS per tool per workload, interleaved; wall = median; PARALLEL_SHELL=$PARALLEL_SHELL"
+echo
+
+# warm-up (untimed): page cache, parallel's first-run setup
+seq 20 >"$WORK/warm"
+xargs -P 2 -n 1 /bin/true <"$WORK/warm" >/dev/null 2>&1
+$PAR -j 2 /bin/true <"$WORK/warm" >/dev/null 2>&1
+[ $HAVE_LC = 1 ] && "$LC" "$BDIR/w1.lua" 2 20 </dev/null >/dev/null 2>&1
+
+# ---------------------------------------------------------------- W1
+
+if [ "${ONLY#* W1 }" != "$ONLY" ]; then
+	seq 5000 >"$WORK/w1.in"
+	for c in 2 8; do
+		id=w1c$c
+		echo "W1  5000 x /bin/true, concurrency $c (lc captures stdout+stderr; xargs captures nothing; parallel groups output)"
+		for r in $(seq "$RUNS"); do
+			progress "$r"
+			lc_run "$id" 300 "$BDIR/w1.lua" "$c" 5000; [ $HAVE_LC = 1 ] && say lc
+			run "$id" xargs 300 "$WORK/w1.in" /dev/null xargs -P "$c" -n 1 /bin/true
+			[ "$RC" -eq 0 ] && mark "$id" xargs ok || mark "$id" xargs "bad:rc=$RC"; say xargs
+			run "$id" parallel 300 "$WORK/w1.in" /dev/null $PAR -j "$c" /bin/true
+			[ "$RC" -eq 0 ] && mark "$id" parallel ok || mark "$id" parallel "bad:rc=$RC"; say parallel
+			echo
+		done
+		table "$id" "tasks/s" "5000 / w"
+		for t in lc xargs parallel; do show_err "$id" $t; done
+		wl=$(agg "$id" lc wall); wx=$(agg "$id" xargs wall); wp=$(agg "$id" parallel wall)
+		rx=$(ratio "$wx" "$wl"); rp=$(ratio "$wp" "$wl")
+		v=$(lc_valid "$id")
+		res=$(pass_if "$v && $rx >= 1.3"); target "W1 c=$c: lc >= 1.3x xargs -P throughput" "$res" \
+			"$(x "$rx") (lc $(rate 5000 "$wl"), xargs $(rate 5000 "$wx"))"
+		res=$(pass_if "$v && $rp >= 5"); target "W1 c=$c: lc >= 5x GNU parallel throughput" "$res" \
+			"$(x "$rp") (lc $(rate 5000 "$wl"), parallel $(rate 5000 "$wp"))"
+		echo
+	done
+fi
+
+# ---------------------------------------------------------------- W2
+
+if [ "${ONLY#* W2 }" != "$ONLY" ]; then
+	id=w2
+	yes 0.5 | head -n 500 >"$WORK/w2.in"
+	echo "W2  500 x 'sleep 0.5', concurrency 250 (ideal wall 1.0 s)"
+	for r in $(seq "$RUNS"); do
+		progress "$r"
+		lc_run "$id" 120 "$BDIR/w2.lua" 500 250 0.5; [ $HAVE_LC = 1 ] && say lc
+		run "$id" xargs 120 "$WORK/w2.in" /dev/null xargs -P 250 -n 1 /bin/sleep
+		[ "$RC" -eq 0 ] && mark "$id" xargs ok || mark "$id" xargs "bad:rc=$RC"; say xargs
+		run "$id" parallel 120 "$WORK/w2.in" /dev/null $PAR -j 250 /bin/sleep
+		[ "$RC" -eq 0 ] && mark "$id" parallel ok || mark "$id" parallel "bad:rc=$RC"; say parallel
+		echo
+	done
+	table "$id" "tasks/s" "500 / w"
+	for t in lc xargs parallel; do show_err "$id" $t; done
+	wl=$(agg "$id" lc wall); wx=$(agg "$id" xargs wall); wp=$(agg "$id" parallel wall)
+	v=$(lc_valid "$id")
+	echo "  ratios (peer wall / lc wall): xargs $(x "$(ratio "$wx" "$wl")"), parallel $(x "$(ratio "$wp" "$wl")")"
+	res=$(pass_if "$v && $wl <= $wx"); target "W2: lc wall <= xargs -P 250 wall" "$res" "lc $(s "$wl") vs xargs $(s "$wx")"
+	echo
+fi
+
+# ---------------------------------------------------------------- W3
+
+if [ "${ONLY#* W3 }" != "$ONLY" ]; then
+	id=w3
+	BYTES=200000000
+	seq 4 >"$WORK/w3.in"
+	echo "W3  4 x 200 MB to stdout ('head -c $BYTES /dev/zero'), concurrency 4, all captured"
+	echo "    lc: in memory; xargs: each task's stdout to its own file; parallel: --files (its temp files), in $W3DIR"
+	for r in $(seq "$RUNS"); do
+		progress "$r"
+		lc_run "$id" 120 "$BDIR/w3.lua" 4 "$BYTES" 4; [ $HAVE_LC = 1 ] && say lc
+		rm -f "$W3DIR"/x.*
+		run "$id" xargs 120 "$WORK/w3.in" /dev/null \
+			xargs -P 4 -I{} sh -c 'exec head -c "$1" /dev/zero >"$2"' sh "$BYTES" "$W3DIR/x.{}"
+		why=ok; [ "$RC" -eq 0 ] || why="bad:rc=$RC"
+		for i in 1 2 3 4; do
+			[ "$(stat -c %s "$W3DIR/x.$i" 2>/dev/null)" = "$BYTES" ] || why="bad:short-output"
+		done
+		mark "$id" xargs "$why"; say xargs
+		rm -f "$W3DIR"/x.*
+		mkdir -p "$W3DIR/p"
+		run "$id" parallel 120 "$WORK/w3.in" "$WORK/w3.files" \
+			$PAR -j 4 -N0 --files --tmpdir "$W3DIR/p" head -c "$BYTES" /dev/zero
+		why=ok; [ "$RC" -eq 0 ] || why="bad:rc=$RC"
+		[ "$(grep -c . "$WORK/w3.files")" = 4 ] || why="bad:files=$(grep -c . "$WORK/w3.files")"
+		while read -r f; do
+			[ "$(stat -c %s "$f" 2>/dev/null)" = "$BYTES" ] || why="bad:short-output"
+		done <"$WORK/w3.files"
+		mark "$id" parallel "$why"; say parallel
+		rm -rf "$W3DIR/p"
+		echo
+	done
+	table "$id" "MB/s" "4 * $BYTES / 1e6 / w"
+	for t in lc xargs parallel; do show_err "$id" $t; done
+	wl=$(agg "$id" lc wall); wx=$(agg "$id" xargs wall); wp=$(agg "$id" parallel wall)
+	v=$(lc_valid "$id")
+	echo "  ratios (lc throughput / peer): xargs $(x "$(ratio "$wx" "$wl")"), parallel $(x "$(ratio "$wp" "$wl")")"
+	res=FAIL; [ "$v" = 1 ] && res=PASS
+	target "W3: no deadlock, every output exactly $BYTES bytes" "$res" "$((RUNS - $(agg "$id" lc bad)))/$RUNS runs ok"
+	# RSS bound: captured (4 x 200 MB) + largest single output (200 MB) + 32 MiB
+	lim=$(calc "printf \"%d\", (4 * $BYTES + $BYTES + 32 * 1048576) / 1024")
+	rl=$(agg "$id" lc rss)
+	res=$(pass_if "$v && $rl > 0 && $rl <= $lim")
+	target "W3: lc peak RSS <= captured + largest + 32 MiB" "$res" \
+		"$(calc "printf \"%.1f MiB (max of runs) vs limit %.1f MiB\", $rl / 1024, $lim / 1024")"
+	mb=n/a; [ "$wl" != n/a ] && mb=$(calc "printf \"%.0f\", 4 * $BYTES / 1e6 / $wl")
+	res=$(pass_if "$v && $mb >= 700"); target "W3: lc captures >= 700 MB/s" "$res" "$mb MB/s"
+	echo
+fi
+
+# ---------------------------------------------------------------- W4
+
+# leftovers MARKER -> number of live (non-zombie) processes running `sleep MARKER`
+leftovers() {
+	local n=0 p st
+	for p in $(pgrep -f "sleep $1" 2>/dev/null); do
+		st=$(awk '{ print $3 }' "/proc/$p/stat" 2>/dev/null) || continue
+		[ -n "$st" ] && [ "$st" != Z ] && n=$((n + 1))
+	done
+	echo $n
+}
+# leak_check ID TOOL MARKER : count leftovers right after the run and 1 s later, kill them
+leak_check() {
+	local n0 n1 p
+	n0=$(leftovers "$3")
+	if [ "$n0" -gt 0 ]; then sleep 1; n1=$(leftovers "$3"); else n1=0; fi
+	echo "$n0 $n1" >>"$WORK/res/$1.$2.leak"
+	for p in $(pgrep -f "sleep $3" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
+	LEAK=$n0
+}
+
+if [ "${ONLY#* W4 }" != "$ONLY" ]; then
+	for mode in sleep grand; do
+		if [ $mode = sleep ]; then
+			id=w4a
+			echo "W4a 50 x 'sleep 10', timeout 0.2 s, concurrency 50 (xargs: coreutils 'timeout 0.2'; parallel: --timeout 0.2)"
+		else
+			id=w4b
+			echo "W4b 50 x sh -c 'sleep 10 & sleep 10; wait' (grandchildren), timeout 0.2 s, concurrency 50"
+		fi
+		for r in $(seq "$RUNS"); do
+			progress "$r"
+			# a unique duration per tool and repetition: leftovers are attributable
+			m=10.$(printf '%09d' $((RANDOM * 32768 + RANDOM)))
+			MARKERS="$MARKERS $m"
+			if [ $HAVE_LC = 1 ]; then
+				lc_run "$id" 60 "$BDIR/w4.lua" $mode "$m" 50 0.2 50
+				leak_check "$id" lc "$m"; say lc; [ "$LEAK" = 0 ] || printf '(%s left)' "$LEAK"
+			fi
+			yes "$m" | head -n 50 >"$WORK/w4.in"
+			# xargs exits 123 when invocations fail (timeout exits 124): expected
+			if [ $mode = sleep ]; then
+				run "$id" xargs 60 "$WORK/w4.in" /dev/null xargs -P 50 -n 1 timeout 0.2 /bin/sleep
+			else
+				run "$id" xargs 60 "$WORK/w4.in" /dev/null \
+					xargs -P 50 -n 1 timeout 0.2 /bin/sh -c 'sleep "$0" & sleep "$0"; wait'
+			fi
+			[ "$RC" -eq 123 ] && mark "$id" xargs ok || mark "$id" xargs "bad:rc=$RC"
+			leak_check "$id" xargs "$m"; say xargs; [ "$LEAK" = 0 ] || printf '(%s left)' "$LEAK"
+			m=10.$(printf '%09d' $((RANDOM * 32768 + RANDOM)))
+			MARKERS="$MARKERS $m"
+			yes "$m" | head -n 50 >"$WORK/w4.in"
+			# parallel exits with the number of failed jobs: 50 expected
+			if [ $mode = sleep ]; then
+				run "$id" parallel 60 "$WORK/w4.in" /dev/null $PAR -j 50 --timeout 0.2 /bin/sleep
+			else
+				run "$id" parallel 60 "$WORK/w4.in" /dev/null \
+					$PAR -j 50 --timeout 0.2 -q /bin/sh -c 'sleep "$0" & sleep "$0"; wait'
+			fi
+			[ "$RC" -eq 50 ] && mark "$id" parallel ok || mark "$id" parallel "bad:rc=$RC"
+			leak_check "$id" parallel "$m"; say parallel; [ "$LEAK" = 0 ] || printf '(%s left)' "$LEAK"
+			echo
+		done
+		table "$id" "tasks/s" "50 / w"
+		for t in lc xargs parallel; do show_err "$id" $t; done
+		for t in lc xargs parallel; do
+			[ -s "$WORK/res/$id.$t.leak" ] || continue
+			printf '  leftover sleeps, %-9s right after exit: %s   1 s later: %s (sum over runs)\n' "$t" \
+				"$(awk '{ s += $1 } END { print s }' "$WORK/res/$id.$t.leak")" \
+				"$(awk '{ s += $2 } END { print s }' "$WORK/res/$id.$t.leak")"
+		done
+		wl=$(agg "$id" lc wall); wx=$(agg "$id" xargs wall); wp=$(agg "$id" parallel wall)
+		v=$(lc_valid "$id")
+		[ "$wp" != n/a ] && [ "$(calc "print ($wp > 2)")" = 1 ] &&
+			echo "  note: GNU parallel's --timeout did not end these jobs in time: it returned after ${wp} s (the sleeps ran out)"
+		echo "  ratios (peer wall / lc wall): xargs $(x "$(ratio "$wx" "$wl")"), parallel $(x "$(ratio "$wp" "$wl")")"
+		res=$(pass_if "$v && $wl <= 0.26"); target "$(echo $id | tr a-z A-Z): lc wall <= 0.26 s" "$res" "lc $(s "$wl") (xargs $(s "$wx"))"
+		lk=n/a; [ -s "$WORK/res/$id.lc.leak" ] && lk=$(awk '{ s += $1 } END { print s }' "$WORK/res/$id.lc.leak")
+		res=$(pass_if "$v && $lk == 0"); target "$(echo $id | tr a-z A-Z): no sleep left running after lc exits" "$res" "$lk left (all runs)"
+		echo
+	done
+fi
+
+# ---------------------------------------------------------------- summary
+
+echo "load at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "Summary ($RUNS runs each; luaconcurrent $( [ $HAVE_LC = 1 ] && echo present || echo MISSING)):"
+printf '%s' "$LINES_OUT"
+total=$(printf '%s' "$LINES_OUT" | grep -c .)
+echo "$((total - FAILS)) passed, $FAILS failed"
+[ "$STRICT" = 1 ] && [ "$FAILS" -gt 0 ] && exit 1
+exit 0
