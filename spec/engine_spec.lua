@@ -176,6 +176,44 @@ describe("engine", function()
     end)
   end)
 
+  describe("nothing outlives run_all", function()
+    it("kills a background process left in the group when the leader exits", function()
+      local m = helpers.marker()
+      local r = run1({ "/bin/sh", "-c", "sleep " .. m .. " >/dev/null 2>&1 & echo done" })
+      local left = helpers.wait_marker_gone(m)
+      helpers.kill_marker(m)
+      assert.is_true(r.success, r.error)
+      assert.are.equal("done\n", r.stdout)
+      assert.are.same({}, left)
+    end)
+
+    it("on timeout, kills a grandchild that ignores SIGTERM after the leader died of it", function()
+      local m = helpers.marker()
+      local t0 = helpers.mono()
+      local r = run1({ "/bin/sh", "-c", "(trap '' TERM; exec sleep " .. m .. ") & wait" }, nil, { timeout = 0.3 })
+      local elapsed = helpers.mono() - t0
+      local left = helpers.wait_marker_gone(m)
+      helpers.kill_marker(m)
+      assert.is_true(r.timeout)
+      assert.is_true(elapsed < 5, "took " .. elapsed)
+      assert.are.same({}, left)
+    end)
+
+    it("times out 20 tasks at once, each within its bound", function()
+      local tasks = {}
+      for i = 1, 20 do tasks[i] = { i, 30 } end
+      local t0 = helpers.mono()
+      local r = lc.ProcRunAsyncio({ "/usr/bin/sleep" }, tasks, { num_workers = 0, timeout = 0.3 }):run_all()
+      local elapsed = helpers.mono() - t0
+      assert.is_true(elapsed < 5, "took " .. elapsed)
+      for _, res in ipairs(r) do
+        assert.is_true(res.timeout)
+        assert.are.equal(-15, res.returncode)
+        assert.is_true(res.time_run >= 0.29 and res.time_run < 3, "time_run " .. res.time_run)
+      end
+    end)
+  end)
+
   describe("large data", function()
     it("captures 200 MB from one task", function()
       local n = 200000000
@@ -204,13 +242,26 @@ describe("engine", function()
       assert.is_true(r.stdout == input, "stdout differs from input (#stdout = " .. #r.stdout .. ")")
     end)
 
+    it("passes binary input and output unchanged", function()
+      local bytes = {}
+      for i = 0, 255 do bytes[#bytes + 1] = string.char(i) end
+      local input = table.concat(bytes):rep(300)
+      local r = run1({ "/bin/cat" }, nil, { input = input })
+      assert.is_true(r.stdout == input, "binary data changed")
+    end)
+
     it("survives a child that never reads a large input (no SIGPIPE to us)", function()
       local input = string.rep("x", 4 * 1024 * 1024)
       local r = lc.ProcRunAsyncio({ "/bin/sh", "-c" }, { { 1, "exit 0" }, { 2, "head -c 10" } },
         { input = input }):run_all()
       assert.is_true(r[1].success, r[1].error)
-      assert.are.equal(0, r[2].returncode)
+      assert.is_true(r[2].success, r[2].error)
       assert.are.equal("xxxxxxxxxx", r[2].stdout)
+      -- notes/API.md: "exit 0: success=true, exception=nil, error=nil" -- a
+      -- task that does not read all of its input is not an error (Python's
+      -- communicate() ignores the broken pipe too)
+      assert.is_nil(r[1].error)
+      assert.is_nil(r[2].error)
     end)
 
     it("runs 300 short tasks without leaking", function()
@@ -395,6 +446,83 @@ describe("engine", function()
       assert.is_false(ok)
       assert.are.equal("boom in on_progress", err)
       assert.are.same({}, left)
+    end)
+
+    it("an error raised by the task iterator stops the run cleanly", function()
+      local m = helpers.marker()
+      local n = 0
+      local run = lc.ProcRunAsyncio({ "/bin/sh", "-c" }, function()
+        n = n + 1
+        if n == 3 then error("iterator boom", 0) end
+        return { n, "sleep " .. m }
+      end, { num_workers = 0 })
+      local t0 = helpers.mono()
+      local ok, err = pcall(run.run_all, run)
+      local elapsed = helpers.mono() - t0
+      local left = helpers.wait_marker_gone(m)
+      helpers.kill_marker(m)
+      assert.is_false(ok)
+      assert.are.equal("iterator boom", err)
+      assert.is_true(elapsed < 5, "took " .. elapsed)
+      assert.are.same({}, left)
+      for i = 1, 2 do
+        assert.are.equal("Interrupted", run.result[i] and run.result[i].exception)
+      end
+    end)
+
+    it("keeps the results of tasks that finished together with the one whose on_result raised", function()
+      -- Tasks 1 and 2 exit at once; task 3's on_start (called before task 3
+      -- is spawned) waits until both are zombies, so the engine sees both
+      -- finished in the same turn. on_result raises for the first of them:
+      -- the other one's result must not be dropped.
+      local m = helpers.marker()
+      local function all_children_zombies()
+        return helpers.wait_until(function()
+          local kids, zombies = helpers.children(), 0
+          for _, pid in ipairs(kids) do
+            local st = helpers.read_file("/proc/" .. pid .. "/stat") or ""
+            if st:match("^%d+ %b() Z") then zombies = zombies + 1 end
+          end
+          return #kids >= 2 and zombies == #kids
+        end, 5)
+      end
+      local waited
+      local run = lc.ProcRunAsyncio({ "/bin/sh", "-c" },
+        { { 1, "exit 0" }, { 2, "exit 0" }, { 3, "sleep " .. m } }, {
+          num_workers = 0,
+          on_start = function(key) if key == 3 then waited = all_children_zombies() end end,
+          on_result = function() error("stop", 0) end,
+        })
+      local ok, err = pcall(run.run_all, run)
+      local left = helpers.wait_marker_gone(m)
+      helpers.kill_marker(m)
+      assert.are.same({ false, "stop" }, { ok, err })
+      assert.is_true(waited, "tasks 1 and 2 did not both exit")
+      assert.are.same({}, left)
+      assert.is_not_nil(run.result[1], "result of task 1 lost")
+      assert.is_not_nil(run.result[2], "result of task 2 lost")
+      assert.is_true(run.result[1].success and run.result[2].success)
+      assert.are.equal("Interrupted", run.result[3] and run.result[3].exception)
+    end)
+
+    -- DESIGN.md: "No task is ever lost: every task yields exactly one
+    -- result, whatever happened to it (spawn failure, crash, signal,
+    -- timeout, error, Ctrl-C)". Tasks of a list that never started when a
+    -- callback raised must still get a result.
+    it("gives tasks that never started a result too (no task is ever lost)", function()
+      local run = lc.ProcRunAsyncio({ "/usr/bin/sleep" }, { { 1, 0 }, { 2, 0.5 }, { 3, 0.5 } }, {
+        num_workers = 1,
+        on_result = function() error("stop", 0) end,
+      })
+      local ok, err = pcall(run.run_all, run)
+      assert.are.same({ false, "stop" }, { ok, err })
+      assert.are.equal(3, #run.result)
+      assert.is_true(run.result[1].success)
+      for i = 2, 3 do
+        assert.are.equal(i, run.result[i].key)
+        assert.is_false(run.result[i].success)
+        assert.are.equal("Interrupted", run.result[i].exception)
+      end
     end)
 
     it("the engine is usable again after an interrupted run", function()

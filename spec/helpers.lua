@@ -138,6 +138,18 @@ function M.find_marker(marker)
   return found
 end
 
+--- Poll `pred` (bounded, a few ms apart) until it returns true; returns
+-- whether it did before `bound` seconds passed. For conditions on other
+-- processes, not as a substitute for synchronisation with the engine.
+function M.wait_until(pred, bound)
+  local deadline = M.mono() + (bound or 2)
+  while true do
+    if pred() then return true end
+    if M.mono() > deadline then return false end
+    system.sleep(0.005)
+  end
+end
+
 --- Poll (bounded) until no process carries `marker`; returns the list of
 -- pids still found when the bound expired (empty on success).
 -- A process that got SIGKILL may need a moment to disappear from /proc.

@@ -224,6 +224,32 @@ for _, runner in ipairs(RUNNERS) do
       assert.are.same({}, helpers.wait_marker_gone(m))
     end)
 
+    it("supports a nested run inside on_result", function()
+      local inner = {}
+      local r = new({ SLEEP }, { { 1, 0.1 }, { 2, 0.4 } }, {
+        on_result = function(res)
+          local rr = new({ "/bin/echo" }, { { "i", res.key } }, {}):run_all()
+          inner[#inner + 1] = rr[1].stdout
+        end,
+      }):run_all()
+      assert.are.same({ "1\n", "2\n" }, inner)
+      assert.is_true(r[1].success and r[2].success)
+    end)
+
+    it("works when run_all is called inside a coroutine", function()
+      local co = coroutine.wrap(function()
+        return new({ "/bin/echo", "co" }, { { 1 } }, {}):run_all()[1].stdout
+      end)
+      assert.are.equal("co\n", co())
+    end)
+
+    it("reports large exit statuses as such, not as signals", function()
+      local r = new({ "/bin/sh", "-c" }, { { 1, "exit 200" }, { 2, "exit 129" } }, {}):run_all()
+      assert.are.same({ 200, 129 }, { r[1].returncode, r[2].returncode })
+      assert.is_nil(r[1].signal)
+      assert.is_nil(r[2].signal)
+    end)
+
     describe("arguments", function()
       local cases = {
         { "nil arg appends nothing", { "/bin/echo", "a" }, nil, "a\n" },

@@ -80,6 +80,27 @@ for _, runner in ipairs({ "ProcRunAsyncio", "ProcRunMp" }) do
       assert.is_false(created)
     end)
 
+    it("rejects a bad arg at construction", function()
+      assert.error_matches(function() lc[runner](OK_PARGS, { { 1 }, { 2, true } }, {}) end,
+        "^luaconcurrent: task 2 arg")
+      assert.error_matches(function() lc[runner](OK_PARGS, { { 1, { "a", {} } } }, {}) end,
+        "^luaconcurrent: task 1 arg")
+    end)
+
+    it("rejects a duplicate key from an iterator when it appears, stopping the run", function()
+      local keys = { "a", "b", "a", "c" }
+      local i = 0
+      local started = {}
+      local run = lc[runner](OK_PARGS, function()
+        i = i + 1
+        return keys[i] and { keys[i] } or nil
+      end, { num_workers = 1, on_start = function(k) started[#started + 1] = k end })
+      local ok, err = pcall(run.run_all, run)
+      assert.is_false(ok)
+      assert.are.equal('luaconcurrent: duplicate task key "a" (tasks 1 and 3)', err)
+      assert.are.same({ "a", "b" }, started)
+    end)
+
     it("accepts distinct table keys with equal contents", function()
       local run = lc[runner](OK_PARGS, { { {}, "a" }, { {}, "b" } }, {})
       local r = run:run_all()
