@@ -143,6 +143,12 @@ describe("luaconcurrent executable", function()
       local rc, out = lcx("-v")
       assert.are.equal(0, rc)
       assert.is_truthy(out:match("^luaconcurrent 0%.1%.0 %(Lua 5%.4%.%d+%)\n$"), out)
+      -- the C side's version string agrees with the Lua layer's
+      rc, out = lcx("-v -e 'print(require(\"luaconcurrent\").VERSION)'")
+      assert.are.equal(0, rc)
+      local cv, lv = out:match("^luaconcurrent (%S+) %b()\n(%S+)\n$")
+      assert.is_truthy(cv, out)
+      assert.are.equal(lv, cv)
     end)
 
     it("-h and --help print the usage on stdout", function()
