@@ -32,6 +32,14 @@ function ProcResult.spawn_failure(key, arg, message, errname)
   return res
 end
 
+--- A result for a task that never started because the run was stopped.
+function ProcResult.not_started(key, arg)
+  local res = ProcResult.new(key, arg)
+  res.exception = "Interrupted"
+  res.error = "interrupted: the run was stopped before this task started"
+  return res
+end
+
 --- A result from an engine record (see core.c push_record); timeout is the
 -- limit the task ran under, for the message.
 function ProcResult.from_record(key, arg, rec, timeout)

@@ -119,7 +119,7 @@ local function run_tasks(self, loop, state)
   local ok = true
 
   local function finish(index, res)
-    if keep then result[index] = res end
+    if keep and index then result[index] = res end
     if not res.success then ok = false end
     done = done + 1
     if verb then
@@ -153,12 +153,22 @@ local function run_tasks(self, loop, state)
     end
     if running == 0 then break end
     local records = loop:poll()
-    for i = 1, #records do
+    local n = #records
+    -- Record the whole batch before any callback runs, so a raising
+    -- callback cannot lose a result the engine already handed over.
+    for i = 1, n do
       local rec = records[i]
       local t = inflight[rec.id]
       inflight[rec.id] = nil
       running = running - 1
-      finish(t[1], ProcResult.from_record(t[2], t[3], rec, timeout))
+      records[i] = ProcResult.from_record(t[2], t[3], rec, timeout)
+      records[i].index = t[1]
+      if keep then result[t[1]] = records[i] end
+    end
+    for i = 1, n do
+      local res = records[i]
+      res.index = nil
+      finish(nil, res)
     end
   end
   return ok
@@ -178,8 +188,16 @@ function Runner:run_all()
     for _, rec in ipairs(loop:close()) do
       local t = state.inflight[rec.id]
       if t and self.keep_results then
-        local res = ProcResult.from_record(t[2], t[3], rec, self.timeout)
-        self.result[t[1]] = res
+        self.result[t[1]] = ProcResult.from_record(t[2], t[3], rec, self.timeout)
+      end
+    end
+    -- No task is lost: listed tasks that never started get a result too.
+    if self.keep_results and type(self.tasks) == "table" then
+      for i = 1, self.ntasks do
+        if self.result[i] == nil then
+          local task = self.tasks[i]
+          self.result[i] = ProcResult.not_started(task[1], task[2])
+        end
       end
     end
     self.ok = false
