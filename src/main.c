@@ -579,7 +579,8 @@ static int pmain (lua_State *L) {
 int main (int argc, char **argv) {
   int status, result;
   lua_State *L;
-  signal(SIGPIPE, SIG_IGN);  /* write errors come back as EPIPE */
+  /* SIGPIPE keeps its default: the engine blocks it around its own writes
+   * to children, so `luaconcurrent script | head` ends like lua5.4 does. */
   L = luaL_newstate();  /* create state */
   if (L == NULL) {
     l_message("cannot create state: not enough memory");
