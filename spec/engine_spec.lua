@@ -93,6 +93,19 @@ describe("engine", function()
       assert.are.same({ "0", "1", "2" }, fds)
       for _, t in ipairs(targets) do assert.are_not.equal(path, t) end
     end)
+
+    it("does not let one task inherit another running task's pipes", function()
+      local r = lc.ProcRunAsyncio({ "/bin/sh", "-c" }, {
+        { 1, "sleep 0.3; echo one" },
+        { 2, "ls /proc/$$/fd" },
+        { 3, "echo three; exec sleep 0.2" },
+        { 4, "ls /proc/$$/fd" },
+      }, { num_workers = 0, input = "x" }):run_all()
+      assert.are.equal("0\n1\n2\n", r[2].stdout)
+      assert.are.equal("0\n1\n2\n", r[4].stdout)
+      assert.are.equal("one\n", r[1].stdout)
+      assert.are.equal("three\n", r[3].stdout)
+    end)
   end)
 
   describe("os.execute and io.popen beside the engine", function()
@@ -328,6 +341,7 @@ describe("engine", function()
       assert.are.equal(d.ntasks, d.success + d.emfile, out)
       assert.is_true(d.success > 0)
       assert.is_true(d.after_ok, "a run after the EMFILE run failed: " .. out)
+      assert.are.equal(0, #d.leaks, "leaks in the EMFILE run: " .. out)
     end)
 
     it("every task of a run gets its own spawn-failure result", function()
