@@ -275,6 +275,15 @@ describe("engine", function()
       -- communicate() ignores the broken pipe too)
       assert.is_nil(r[1].error)
       assert.is_nil(r[2].error)
+      -- but the result says what happened to the input
+      assert.matches("stdin closed by the task after %d+ of 4194304 bytes %(EPIPE%)", r[2].input_error)
+    end)
+
+    it("reports the unread input of a failing task in its error", function()
+      local r = lc.run_prog({ "/bin/sh", "-c", "exit 3" }, { input = string.rep("y", 1024 * 1024) })
+      assert.are.equal(3, r)
+      local _, _, _, res = lc.run_prog({ "/bin/sh", "-c", "exit 3" }, { input = string.rep("y", 1024 * 1024) })
+      assert.matches("exited with status 3; stdin closed by the task", res.error)
     end)
 
     it("runs 300 short tasks without leaking", function()

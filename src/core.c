@@ -6,6 +6,7 @@
  *        -> id | nil, message, errno_name
  *   loop:poll([max_wait]) -> { record, ... }   finished tasks, completion order
  *   loop:running() -> n
+ *   loop:kill(id) -> true | false             kill one task's process group
  *   loop:close() -> { record, ... }            kills and reaps what is left
  *   core.envblock({NAME = "value" | false, ...}) -> envblock
  *   core.sleep(s) -> true | false (interrupted by a signal)
@@ -260,7 +261,10 @@ static int l_poll(lua_State *L) {
     loop_ud *u = check_loop(L);
     double max_wait = luaL_optnumber(L, 2, -1);
     double limit = max_wait >= 0 ? lc_now() + max_wait : 0;
-    while (u->done == NULL && (u->nrunning > 0 || lc_timer_count(u->loop) > 0)) {
+    /* With a limit, wait it out even with nothing running: the Lua side
+     * uses it as its timer (sleeping coroutine tasks, deadlines). */
+    while (u->done == NULL &&
+           (max_wait >= 0 || u->nrunning > 0 || lc_timer_count(u->loop) > 0)) {
         double left = -1;
         if (max_wait >= 0) {
             left = limit - lc_now();
@@ -274,6 +278,22 @@ static int l_poll(lua_State *L) {
         if (max_wait >= 0 && lc_now() >= limit) break;
     }
     push_done(L, u);
+    return 1;
+}
+
+/* Kill one task's whole process group; its record still arrives through
+ * poll. Returns false if no such task is running. */
+static int l_kill(lua_State *L) {
+    loop_ud *u = check_loop(L);
+    lua_Integer id = luaL_checkinteger(L, 2);
+    for (lc_proc *p = u->running; p; p = p->next) {
+        if (p->tag == id) {
+            lc_proc_kill(p);
+            lua_pushboolean(L, 1);
+            return 1;
+        }
+    }
+    lua_pushboolean(L, 0);
     return 1;
 }
 
@@ -406,6 +426,7 @@ static const luaL_Reg loop_methods[] = {
     {"spawn", l_spawn},
     {"poll", l_poll},
     {"running", l_running},
+    {"kill", l_kill},
     {"close", l_close},
     {NULL, NULL},
 };

@@ -161,7 +161,8 @@ static int fire_timers(lc_loop *loop) {
 
 int lc_loop_run_once(lc_loop *loop, double max_wait) {
     struct epoll_event evs[LC_MAX_EVENTS];
-    if (loop->nwatch == 0 && loop->nheap == 0) return 0;
+    /* Nothing to wait for and no limit: waiting would never end. */
+    if (loop->nwatch == 0 && loop->nheap == 0 && max_wait < 0) return 0;
 
     double wait = max_wait;
     if (loop->nheap > 0) {

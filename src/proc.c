@@ -109,6 +109,8 @@ static int buf_reserve(lc_buf *b, size_t extra) {
 static void check_done(lc_proc *p) {
     if (p->phase == PH_DONE || !p->exited) return;
     if (p->outw.fd >= 0 || p->errw.fd >= 0) return;
+    if (p->inw.fd >= 0 && p->input_off < p->input_len && !p->input_errno)
+        p->input_errno = EPIPE;     /* it ended without reading it all */
     lc_watch_close(p->loop, &p->inw);
     lc_timer_cancel(p->loop, &p->timer);
     /* Whatever is left in the group has outlived its task: nothing may

@@ -8,6 +8,7 @@
 local core = require "luaconcurrent.core"
 local runner = require "luaconcurrent.runner"
 local validate = require "luaconcurrent.validate"
+local async = require "luaconcurrent.async"
 
 local M = {
   VERSION = "0.1.0",
@@ -17,13 +18,18 @@ local M = {
   run_prog = require "luaconcurrent.run_prog",
 }
 
---- Sleep for s seconds. A signal (Ctrl-C) wakes it early so the
--- interpreter's interrupt hook can run; otherwise it sleeps the full time.
+--- Sleep for s seconds. Inside a ProcRunAsyncio function task it yields
+-- to the loop; elsewhere it blocks, and a signal (Ctrl-C) wakes it early so
+-- the interpreter's interrupt hook can run.
 function M.sleep(s)
   if type(s) ~= "number" or s ~= s or s < 0 then
     validate.fail("sleep needs a non-negative number of seconds, got %s", validate.show(s))
   end
   local deadline = core.now() + s
+  if async.task() then
+    coroutine.yield(async.SLEEP, deadline)
+    return
+  end
   local left = s
   while left > 0 do
     core.sleep(left)

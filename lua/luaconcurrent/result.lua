@@ -7,6 +7,7 @@ ProcResult.__index = ProcResult
 local FIELDS = {
   "key", "arg", "success", "timeout", "exception", "returncode", "signal",
   "stdout", "stderr", "answer", "error", "pid", "time_start", "time_end", "time_run",
+  "input_error",
 }
 ProcResult.FIELDS = FIELDS
 
@@ -73,8 +74,11 @@ function ProcResult.from_record(key, arg, rec, timeout)
       .. "(by a process that left the task's process group) after the kill"
   end
   if rec.input_error then
-    notes[#notes + 1] = string.format("stdin closed by the task after %d of %d bytes (%s)",
+    -- Not a failure by itself (a task may stop reading early), so it has
+    -- its own field and only joins error when the task failed anyway.
+    res.input_error = string.format("stdin closed by the task after %d of %d bytes (%s)",
       rec.input_written, rec.input_size, rec.input_error)
+    if why then notes[#notes + 1] = res.input_error end
   end
   if #notes > 0 then res.error = table.concat(notes, "; ") end
   return res

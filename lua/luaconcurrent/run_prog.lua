@@ -3,6 +3,7 @@
 local core = require "luaconcurrent.core"
 local validate = require "luaconcurrent.validate"
 local ProcResult = require "luaconcurrent.result"
+local async = require "luaconcurrent.async"
 
 local OPTIONS = {
   input = true, env = true, cwd = true, timeout = true, test = true, verb = true,
@@ -27,18 +28,33 @@ local function run_prog(pargs, opts)
     return 0, "", "", res
   end
 
-  local loop <close> = core.new_loop()
   local envblock = opts.env and core.envblock(opts.env) or nil
-  local id, message, errname = loop:spawn(argv, envblock, opts.cwd, opts.input,
-    opts.timeout or 0, opts.kill_grace or 0.1)
-  if not id then
-    local res = ProcResult.spawn_failure(nil, nil, message, errname)
-    return -1, "", message, res
+  local function spawn(loop)
+    return loop:spawn(argv, envblock, opts.cwd, opts.input, opts.timeout or 0,
+      opts.kill_grace or 0.1)
   end
+  local function done(rec)
+    local res = ProcResult.from_record(nil, nil, rec, opts.timeout)
+    return res.returncode, res.stdout, res.stderr, res
+  end
+  local function spawn_failed(message, errname)
+    return -1, "", message, ProcResult.spawn_failure(nil, nil, message, errname)
+  end
+
+  -- Inside a ProcRunAsyncio function task: run on its loop, yield until done.
+  local task = async.task()
+  if task then
+    local id, message, errname = spawn(task.loop)
+    if not id then return spawn_failed(message, errname) end
+    return done(coroutine.yield(async.WAIT, id))
+  end
+
+  local loop <close> = core.new_loop()
+  local id, message, errname = spawn(loop)
+  if not id then return spawn_failed(message, errname) end
   local records = loop:poll()
   while #records == 0 do records = loop:poll() end
-  local res = ProcResult.from_record(nil, nil, records[1], opts.timeout)
-  return res.returncode, res.stdout, res.stderr, res
+  return done(records[1])
 end
 
 return run_prog

@@ -4,14 +4,26 @@
 -- run_all, at most num_workers at a time, on one event loop. It keeps one
 -- result per task, in task order. However run_all ends, nothing it started
 -- is left running: on an error (a raising callback, Ctrl-C) every task still
--- running is killed and reaped, recorded as "Interrupted", and the error is
+-- running is killed or closed, recorded as "Interrupted", and the error is
 -- raised again.
+--
+-- Task kinds:
+--   exec  pargs[1] is a program: one subprocess per task
+--   coro  ProcRunAsyncio with a function: one coroutine per task, here
+--   (ProcRunMp with a function: thread workers, see pool.lua)
 
 local core = require "luaconcurrent.core"
 local validate = require "luaconcurrent.validate"
 local ProcResult = require "luaconcurrent.result"
+local async = require "luaconcurrent.async"
 
 local fail = validate.fail
+local now, wallclock = core.now, core.wallclock
+local SLEEP, WAIT, CANCEL = async.SLEEP, async.WAIT, async.CANCEL
+local current = async.current
+local co_create, co_resume, co_status, co_close =
+  coroutine.create, coroutine.resume, coroutine.status, coroutine.close
+local sethook, traceback = debug.sethook, debug.traceback
 
 local OPTIONS = {
   num_workers = true, timeout = true, verb = true, on_start = true,
@@ -21,6 +33,9 @@ local OPTIONS = {
 
 local DEFAULT_WORKERS = 4
 local DEFAULT_GRACE = 0.1
+-- Instructions between deadline checks in a running coroutine task: the
+-- hook costs a C call and a clock read, about 1% at this period.
+local HOOK_COUNT = 1000
 
 local Runner = {}
 Runner.__index = Runner
@@ -43,13 +58,13 @@ end
 local function new_runner(class, pargs, tasks, opts, ...)
   validate.pargs(pargs)
   opts = validate.options(normalise_options(opts, ...), OPTIONS)
-  if type(pargs[1]) == "function" then
-    fail("function tasks (pargs[1] is a function) are not supported by this build yet")
-  end
-  local ntasks = validate.tasks(tasks, true)
+  local is_fn = type(pargs[1]) == "function"
+  local kind = is_fn and class.function_kind or "exec"
+  local ntasks = validate.tasks(tasks, not is_fn)
   local self = setmetatable({
     pargs = pargs,
     tasks = tasks,
+    kind = kind,
     num_workers = opts.num_workers or DEFAULT_WORKERS,
     timeout = opts.timeout or 0,
     verb = opts.verb or false,
@@ -66,11 +81,12 @@ local function new_runner(class, pargs, tasks, opts, ...)
     ok = nil,
     time_start = -1, time_end = -1, time_run = -1,
   }, class)
+  if class.prepare then class.prepare(self) end
   return self
 end
 
 --- An iterator over (index, key, arg), validating tasks from a function.
-local function task_source(tasks)
+local function task_source(tasks, check_arg)
   if type(tasks) == "table" then
     local i = 0
     return function()
@@ -85,7 +101,7 @@ local function task_source(tasks)
     local task = tasks()
     if task == nil then return nil end
     i = i + 1
-    local key, arg = validate.task(task, i, seen, true)
+    local key, arg = validate.task(task, i, seen, check_arg)
     return i, key, arg
   end
 end
@@ -103,23 +119,56 @@ local function log(fmt, ...)
   io.stderr:write("luaconcurrent: ", string.format(fmt, ...), "\n")
 end
 
---- The body of run_all; `state` is shared with the error path.
-local function run_tasks(self, loop, state)
-  local prefix = {}
-  for i, v in ipairs(self.pargs) do prefix[i] = tostring(v) end
-  local nprefix = #prefix
-  local envblock = self.env and core.envblock(self.env) or nil
+--- A function task's result from what the function returned.
+-- Returning nothing counts as success (the function ran to its end without
+-- raising); otherwise the first value's truth is success and the second
+-- value is the answer. A false or nil first value with a string second
+-- value also sets error to that string (Lua's `return nil, message`).
+local function returned_result(res, nret, first, answer)
+  if nret == 0 then
+    res.success = true
+    return
+  end
+  res.success = first ~= nil and first ~= false
+  res.answer = answer
+  if not res.success then
+    res.error = type(answer) == "string" and answer
+      or string.format("the task function returned %s", tostring(first))
+  end
+end
+
+--- The whole of run_all's work; `st` is shared with the error path.
+local function run_tasks(self, st)
+  local loop = st.loop
+  local kind = self.kind
   local limit = self.num_workers == 0 and math.huge or self.num_workers
-  local next_task = task_source(self.tasks)
-  local inflight, running, done = state.inflight, 0, 0
-  local total = self.ntasks
+  local next_task = task_source(self.tasks, kind == "exec")
+  local inflight, waiting, live = st.inflight, st.waiting, st.live
+  local timers, ready = st.timers, {}
+  local running, done, total = 0, 0, self.ntasks
   local timeout, grace, cwd, input = self.timeout, self.kill_grace, self.cwd, self.input
   local on_start, on_result, on_progress = self.on_start, self.on_result, self.on_progress
   local keep, result, verb = self.keep_results, self.result, self.verb
   local ok = true
 
-  local function finish(index, res)
-    if keep and index then result[index] = res end
+  -- exec: argv prefix; functions: the function and its fixed arguments
+  local prefix, nprefix = {}, 0
+  local fn, fixed, nfixed = nil, {}, 0
+  if kind == "exec" then
+    for i, v in ipairs(self.pargs) do prefix[i] = tostring(v) end
+    nprefix = #prefix
+  else
+    fn = self.pargs[1]
+    for i = 2, #self.pargs do fixed[i - 1] = self.pargs[i] end
+    nfixed = #fixed
+  end
+  local envblock = self.env and core.envblock(self.env) or nil
+
+  local function store(index, res)
+    if keep then result[index] = res end
+  end
+
+  local function report(res)
     if not res.success then ok = false end
     done = done + 1
     if verb then
@@ -130,6 +179,184 @@ local function run_tasks(self, loop, state)
     if on_progress then on_progress(done, total) end
   end
 
+  local function finish(index, res)
+    store(index, res)
+    report(res)
+  end
+
+  ---------------------------------------------------------------- coroutines
+
+  local function complete(t, ok_run, nret, first, answer)
+    local co = t.co
+    live[t] = nil
+    current[co] = nil
+    running = running - 1
+    t.state = "done"
+    local res = ProcResult.new(t.key, t.arg)
+    local t1 = now()
+    res.time_start, res.time_run = t.wall0, t1 - t.t0
+    res.time_end = res.time_start + res.time_run
+    if t.deadline then sethook(co) end
+    if not ok_run then
+      if first == CANCEL then
+        res.timeout, res.exception = true, "TimeoutError"
+        res.error = string.format("timed out after %g s", timeout)
+      else
+        res.exception = "RuntimeError"
+        res.error = traceback(co, type(first) == "string" and first or tostring(first))
+      end
+      co_close(co)        -- run the to-be-closed variables it left pending
+    elseif t.deadline and t1 >= t.deadline then
+      -- It came back from something the hook could not interrupt.
+      res.timeout, res.exception = true, "TimeoutError"
+      res.error = string.format("timed out after %g s (it returned %.3g s late)",
+        timeout, t1 - t.deadline)
+      res.answer = answer
+    else
+      returned_result(res, nret, first, answer)
+    end
+    finish(t.index, res)
+  end
+
+  local function step(t, ok_run, ...)
+    if co_status(t.co) == "dead" then
+      return complete(t, ok_run, select("#", ...), ...)
+    end
+    local what, value = ...
+    if what == SLEEP then
+      t.state = "sleep"
+      t.token = t.token + 1
+      timers:push({ value, t, t.token })
+    elseif what == WAIT then
+      t.state = "wait"
+      t.proc = value
+      waiting[value] = t
+    else
+      t.state = "ready"
+      ready[#ready + 1] = t
+    end
+  end
+
+  local function resume(t, ...)
+    t.state = "running"
+    return step(t, co_resume(t.co, ...))
+  end
+
+  -- A suspended task whose deadline passed: kill what it waits on, close it.
+  local function cancel(t)
+    if t.proc then
+      waiting[t.proc] = nil
+      loop:kill(t.proc)
+      t.proc = nil
+    end
+    sethook(t.co)
+    t.token = t.token + 1
+    complete(t, false, 1, CANCEL)
+  end
+
+  local function deadline_hook(t)
+    return function()
+      if now() >= t.deadline then
+        -- Fire on every instruction from now on, so a pcall in the task
+        -- that swallows CANCEL only gets as far as its next instruction.
+        local co = coroutine.running()
+        sethook(co, t.hook, "", 1)
+        if co ~= t.co then sethook(t.co, t.hook, "", 1) end
+        error(CANCEL, 0)
+      end
+    end
+  end
+
+  local function start_coro(index, key, arg)
+    local args = { table.unpack(fixed, 1, nfixed) }
+    args[nfixed + 1] = arg
+    local co = co_create(fn)
+    local t = { index = index, key = key, arg = arg, co = co, token = 0,
+                t0 = now(), wall0 = wallclock(), state = "running", loop = loop }
+    current[co] = t
+    live[t] = true
+    running = running + 1
+    if timeout > 0 then
+      t.deadline = t.t0 + timeout
+      t.hook = deadline_hook(t)
+      sethook(co, t.hook, "", HOOK_COUNT)
+      timers:push({ t.deadline, t, false })
+    end
+    step(t, co_resume(co, key, args))
+  end
+
+  local function fire_timers()
+    local top = timers:peek()
+    if not top then return end
+    local t_now = now()
+    while top and top[1] <= t_now do
+      timers:pop()
+      local t, token = top[2], top[3]
+      if live[t] then
+        if token == false then
+          if t.state ~= "running" then cancel(t) end
+        elseif token == t.token and t.state == "sleep" then
+          resume(t)
+        end
+      end
+      top = timers:peek()
+    end
+  end
+
+  local function run_ready()
+    local queue = ready
+    ready = {}
+    for i = 1, #queue do
+      local t = queue[i]
+      if live[t] and t.state == "ready" then resume(t) end
+    end
+  end
+
+  ---------------------------------------------------------------- exec
+
+  local function start_exec(index, key, arg)
+    local argv = { table.unpack(prefix, 1, nprefix) }
+    append_arg(argv, nprefix, arg)
+    local id, message, errname = loop:spawn(argv, envblock, cwd, input, timeout, grace)
+    if id then
+      inflight[id] = { index, key, arg }
+      running = running + 1
+    else
+      finish(index, ProcResult.spawn_failure(key, arg, message, errname))
+    end
+  end
+
+  local function on_records(records)
+    local n = #records
+    -- Store the whole batch before any callback runs, so a raising
+    -- callback cannot lose a result the engine already handed over.
+    local finished = {}
+    for i = 1, n do
+      local rec = records[i]
+      local t = inflight[rec.id]
+      if t then
+        inflight[rec.id] = nil
+        running = running - 1
+        local res = ProcResult.from_record(t[2], t[3], rec, timeout)
+        store(t[1], res)
+        finished[#finished + 1] = res
+      end
+    end
+    for i = 1, #finished do report(finished[i]) end
+    for i = 1, n do
+      local rec = records[i]
+      local t = waiting[rec.id]
+      if t then
+        waiting[rec.id] = nil
+        t.proc = nil
+        resume(t, rec)
+      end
+    end
+  end
+
+  ---------------------------------------------------------------- the loop
+
+  local start = kind == "exec" and start_exec or start_coro
   local exhausted = false
   while true do
     while running < limit and not exhausted do
@@ -139,76 +366,86 @@ local function run_tasks(self, loop, state)
         total = done + running
         break
       end
-      local argv = { table.unpack(prefix, 1, nprefix) }
-      append_arg(argv, nprefix, arg)
-      if verb then log("start %s: %s", validate.show(key), table.concat(argv, " ")) end
+      if verb then log("start %s", validate.show(key)) end
       if on_start then on_start(key, arg) end
-      local id, message, errname = loop:spawn(argv, envblock, cwd, input, timeout, grace)
-      if id then
-        inflight[id] = { index, key, arg }
-        running = running + 1
-      else
-        finish(index, ProcResult.spawn_failure(key, arg, message, errname))
+      start(index, key, arg)
+    end
+    if #ready > 0 then
+      run_ready()
+    elseif exhausted and running == 0 then
+      break
+    else
+      local wait
+      local top = timers:peek()
+      if top then
+        wait = top[1] - now()
+        if wait < 0 then wait = 0 end
       end
-    end
-    if running == 0 then break end
-    local records = loop:poll()
-    local n = #records
-    -- Record the whole batch before any callback runs, so a raising
-    -- callback cannot lose a result the engine already handed over.
-    for i = 1, n do
-      local rec = records[i]
-      local t = inflight[rec.id]
-      inflight[rec.id] = nil
-      running = running - 1
-      records[i] = ProcResult.from_record(t[2], t[3], rec, timeout)
-      records[i].index = t[1]
-      if keep then result[t[1]] = records[i] end
-    end
-    for i = 1, n do
-      local res = records[i]
-      res.index = nil
-      finish(nil, res)
+      if wait ~= nil or loop:running() > 0 then
+        on_records(loop:poll(wait))
+      end
+      fire_timers()
     end
   end
+  -- Processes of cancelled tasks were killed; wait until they are reaped.
+  while loop:running() > 0 do loop:poll() end
   return ok
+end
+
+--- Stop cleanly after an error: kill and reap what runs, close task
+-- coroutines, give every task that has no result an Interrupted one.
+local function abandon(self, st)
+  local keep = self.keep_results
+  for _, rec in ipairs(st.loop:close()) do
+    local t = st.inflight[rec.id]
+    if t and keep then
+      self.result[t[1]] = ProcResult.from_record(t[2], t[3], rec, self.timeout)
+    end
+  end
+  for t in pairs(st.live) do
+    st.live[t] = nil
+    current[t.co] = nil
+    if t.deadline then sethook(t.co) end
+    if co_status(t.co) ~= "running" then co_close(t.co) end
+    if keep then
+      local res = ProcResult.not_started(t.key, t.arg)
+      res.error = "interrupted: the run was stopped while this task ran"
+      self.result[t.index] = res
+    end
+  end
+  if keep and type(self.tasks) == "table" then
+    for i = 1, self.ntasks do
+      if self.result[i] == nil then
+        local task = self.tasks[i]
+        self.result[i] = ProcResult.not_started(task[1], task[2])
+      end
+    end
+  end
 end
 
 --- Run every task; returns self.result (one ProcResult per task, in order).
 function Runner:run_all()
-  local loop = core.new_loop()
-  local state = { inflight = {} }
+  local st = {
+    loop = core.new_loop(),
+    inflight = {},          -- exec tasks by process id
+    waiting = {},           -- coroutine tasks by the process id they wait on
+    live = {},              -- coroutine tasks not finished
+    timers = async.heap(),
+  }
   self.result = {}
-  self.time_start = core.wallclock()
-  local t0 = core.now()
-  local ok, all_ok = pcall(run_tasks, self, loop, state)
+  self.time_start = wallclock()
+  local t0 = now()
+  local ok, all_ok = pcall(run_tasks, self, st)
   if not ok then
-    -- Stop cleanly: kill and reap what runs, keep what it produced.
-    local err = all_ok
-    for _, rec in ipairs(loop:close()) do
-      local t = state.inflight[rec.id]
-      if t and self.keep_results then
-        self.result[t[1]] = ProcResult.from_record(t[2], t[3], rec, self.timeout)
-      end
-    end
-    -- No task is lost: listed tasks that never started get a result too.
-    if self.keep_results and type(self.tasks) == "table" then
-      for i = 1, self.ntasks do
-        if self.result[i] == nil then
-          local task = self.tasks[i]
-          self.result[i] = ProcResult.not_started(task[1], task[2])
-        end
-      end
-    end
+    abandon(self, st)
     self.ok = false
-    self.time_run = core.now() - t0
-    self.time_end = self.time_start + self.time_run
-    error(err, 0)
+  else
+    st.loop:close()
+    self.ok = all_ok
   end
-  loop:close()
-  self.ok = all_ok
-  self.time_run = core.now() - t0
+  self.time_run = now() - t0
   self.time_end = self.time_start + self.time_run
+  if not ok then error(all_ok, 0) end
   return self.result
 end
 
@@ -219,16 +456,17 @@ end
 
 local M = {}
 
-local function class(name)
+local function class(name, function_kind)
   local c = setmetatable({}, { __index = Runner, __call = new_runner })
   c.__index = c
   c.__name = name
+  c.function_kind = function_kind
   return c
 end
 
--- Executable tasks run the same way in both; they differ for function tasks.
-M.ProcRunAsyncio = class("ProcRunAsyncio")
-M.ProcRunMp = class("ProcRunMp")
+-- Executable tasks run the same way in both; function tasks differ.
+M.ProcRunAsyncio = class("ProcRunAsyncio", "coro")
+M.ProcRunMp = class("ProcRunMp", "coro")   -- thread workers: see pool.lua
 M.Runner = Runner
 
 return M
