@@ -1,6 +1,12 @@
 --- ProcResult: one task's outcome, with pyconcurrent's field names.
 
-local ProcResult = {}
+-- Fields a result does not set read their defaults through __index, so a
+-- run of a million results keeps only what differs (half the memory and
+-- collector work for function tasks). ProcResult:fields() lists them all.
+local ProcResult = {
+  success = false, timeout = false, returncode = -1, stdout = "", stderr = "",
+  time_start = -1, time_end = -1, time_run = -1,
+}
 ProcResult.__index = ProcResult
 
 -- Field order for print and JSON.
@@ -12,11 +18,14 @@ local FIELDS = {
 ProcResult.FIELDS = FIELDS
 
 function ProcResult.new(key, arg)
-  return setmetatable({
-    key = key, arg = arg, success = false, timeout = false,
-    returncode = -1, stdout = "", stderr = "",
-    time_start = -1, time_end = -1, time_run = -1,
-  }, ProcResult)
+  return setmetatable({ key = key, arg = arg }, ProcResult)
+end
+
+--- Every field with its value (defaults included), as a plain table.
+function ProcResult:fields()
+  local t = {}
+  for _, name in ipairs(FIELDS) do t[name] = self[name] end
+  return t
 end
 
 local EXCEPTION_OF_ERRNO = {

@@ -185,18 +185,27 @@ local function run_tasks(self, st)
   end
 
   ---------------------------------------------------------------- coroutines
+  -- A task that finishes in its first resume never gets a task record:
+  -- the record t (in live, keyed for timers and waits) is made only when
+  -- it suspends or has a deadline. current[co] = st lets lc.sleep and
+  -- lc.run_prog inside it find this run.
 
-  local function complete(t, ok_run, nret, first, answer)
-    local co = t.co
-    live[t] = nil
+  local wall_offset = wallclock() - now()
+  local step
+
+  local function complete(co, t, index, key, arg, t0, ok_run, nret, first, answer)
     current[co] = nil
     running = running - 1
-    t.state = "done"
-    local res = ProcResult.new(t.key, t.arg)
     local t1 = now()
-    res.time_start, res.time_run = t.wall0, t1 - t.t0
-    res.time_end = res.time_start + res.time_run
-    if t.deadline then sethook(co) end
+    local res = setmetatable({
+      key = key, arg = arg, time_start = wall_offset + t0,
+      time_end = wall_offset + t1, time_run = t1 - t0,
+    }, ProcResult)
+    if t then
+      live[t] = nil
+      t.state = "done"
+      if t.deadline then sethook(co) end
+    end
     if not ok_run then
       if first == CANCEL then
         res.timeout, res.exception = true, "TimeoutError"
@@ -206,21 +215,28 @@ local function run_tasks(self, st)
         res.error = traceback(co, type(first) == "string" and first or tostring(first))
       end
       co_close(co)        -- run the to-be-closed variables it left pending
-    elseif t.deadline and t1 >= t.deadline then
+    elseif t and t.deadline and t1 >= t.deadline then
       -- It came back from something the hook could not interrupt.
       res.timeout, res.exception = true, "TimeoutError"
       res.error = string.format("timed out after %g s (it returned %.3g s late)",
         timeout, t1 - t.deadline)
       res.answer = answer
+    elseif nret == 0 then
+      res.success = true  -- ran to its end without raising
     else
       returned_result(res, nret, first, answer)
     end
-    finish(t.index, res)
+    finish(index, res)
   end
 
-  local function step(t, ok_run, ...)
-    if co_status(t.co) == "dead" then
-      return complete(t, ok_run, select("#", ...), ...)
+  -- After a resume: finished, or suspended on a sleep, a process or a yield.
+  function step(co, t, index, key, arg, t0, ok_run, ...)
+    if co_status(co) == "dead" then
+      return complete(co, t, index, key, arg, t0, ok_run, select("#", ...), ...)
+    end
+    if not t then
+      t = { co = co, index = index, key = key, arg = arg, t0 = t0, token = 0 }
+      live[t] = true
     end
     local what, value = ...
     if what == SLEEP then
@@ -239,7 +255,8 @@ local function run_tasks(self, st)
 
   local function resume(t, ...)
     t.state = "running"
-    return step(t, co_resume(t.co, ...))
+    local co = t.co
+    return step(co, t, t.index, t.key, t.arg, t.t0, co_resume(co, ...))
   end
 
   -- A suspended task whose deadline passed: kill what it waits on, close it.
@@ -249,9 +266,8 @@ local function run_tasks(self, st)
       loop:kill(t.proc)
       t.proc = nil
     end
-    sethook(t.co)
     t.token = t.token + 1
-    complete(t, false, 1, CANCEL)
+    complete(t.co, t, t.index, t.key, t.arg, t.t0, false, 1, CANCEL)
   end
 
   local function deadline_hook(t)
@@ -268,21 +284,27 @@ local function run_tasks(self, st)
   end
 
   local function start_coro(index, key, arg)
-    local args = { table.unpack(fixed, 1, nfixed) }
-    args[nfixed + 1] = arg
+    local args
+    if nfixed == 0 then
+      args = { arg }
+    else
+      args = { table.unpack(fixed, 1, nfixed) }
+      args[nfixed + 1] = arg
+    end
     local co = co_create(fn)
-    local t = { index = index, key = key, arg = arg, co = co, token = 0,
-                t0 = now(), wall0 = wallclock(), state = "running", loop = loop }
-    current[co] = t
-    live[t] = true
+    current[co] = st
     running = running + 1
+    local t0 = now()
+    local t
     if timeout > 0 then
-      t.deadline = t.t0 + timeout
+      t = { co = co, index = index, key = key, arg = arg, t0 = t0, token = 0,
+            state = "running", deadline = t0 + timeout }
+      live[t] = true
       t.hook = deadline_hook(t)
       sethook(co, t.hook, "", HOOK_COUNT)
       timers:push({ t.deadline, t, false })
     end
-    step(t, co_resume(co, key, args))
+    return step(co, t, index, key, arg, t0, co_resume(co, key, args))
   end
 
   local function fire_timers()
