@@ -11,6 +11,9 @@
 # lc, xargs, parallel, ...), BENCH_RUNS times (default 5); the tables show the
 # median wall time of each tool, the derived rate, peak RSS (GNU time %M) and
 # the ratio luaconcurrent vs each peer, then each target with PASS/FAIL.
+# Table columns: median wall, fastest..slowest run, rate from the median,
+# median CPU (user+sys of the tool and its children, GNU time %U+%S), peak RSS
+# (GNU time %M: the largest single process of the tree), verified runs.
 # The luaconcurrent side is scripts/bench/wN.lua, run by build/luaconcurrent.
 #
 # Environment:
@@ -22,7 +25,7 @@
 #                           (default /dev/shm when writable, else the temp dir)
 #
 # Needs: bash (wall clock via $EPOCHREALTIME), GNU time (/usr/bin/time),
-# xargs, GNU parallel, coreutils timeout, pgrep. `make bench` installs them.
+# xargs, GNU parallel, coreutils timeout. `make bench` installs parallel and time.
 
 if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 set -u
@@ -38,7 +41,7 @@ STRICT=${BENCH_STRICT:-1}
 export PARALLEL_SHELL=/bin/bash   # parallel's --timeout misses jobs under dash
 PAR="parallel --will-cite"
 
-for t in /usr/bin/time xargs parallel timeout pgrep awk; do
+for t in /usr/bin/time xargs parallel timeout awk; do
 	command -v "$t" >/dev/null 2>&1 || { echo "bench: missing tool: $t (run make bench)" >&2; exit 2; }
 done
 case $RUNS in ''|*[!0-9]*|0) echo "bench: BENCH_RUNS must be a positive integer" >&2; exit 2;; esac
@@ -52,7 +55,7 @@ MARKERS=""
 cleanup() {
 	local m p
 	for m in $MARKERS; do  # leftover sleeps of this run only (unique marker)
-		for p in $(pgrep -f "sleep $m" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
+		for p in $(marked "$m"); do kill -KILL "$p" 2>/dev/null; done
 	done
 	rm -rf "$WORK"
 	case $W3DIR in "$WORK"/*) ;; *) rm -rf "$W3DIR" ;; esac
@@ -76,15 +79,16 @@ run() {
 	shift 5
 	: >"$WORK/rss"
 	t0=$EPOCHREALTIME
-	timeout -k 5 "$limit" /usr/bin/time -o "$WORK/rss" -f '%M' "$@" \
+	timeout -k 5 "$limit" /usr/bin/time -o "$WORK/rss" -f '%M %U %S' "$@" \
 		<"$input" >"$output" 2>>"$WORK/$id.$tool.err"
 	RC=$?
 	t1=$EPOCHREALTIME
 	WALL=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", b - a }')
-	RSS=$(tail -n 1 "$WORK/rss" 2>/dev/null)
-	case $RSS in ''|*[!0-9]*) RSS=-1 ;; esac
+	set -- $(tail -n 1 "$WORK/rss" 2>/dev/null)
+	RSS=${1:-} CPU=$(awk -v u="${2:-}" -v s="${3:-}" 'BEGIN { printf "%.3f", (u == "" ? -1 : u + s) }')
+	case $RSS in ''|*[!0-9]*) RSS=-1 CPU=-1 ;; esac
 	[ "$RC" -eq 124 ] || [ "$RC" -eq 137 ] && echo "bench: $id $tool: killed after the ${limit} s guard" >>"$WORK/$id.$tool.err"
-	echo "$WALL $RSS $RC" >>"$WORK/res/$id.$tool"
+	echo "$WALL $RSS $RC $CPU" >>"$WORK/res/$id.$tool"
 }
 
 # mark ID TOOL STATUS : record verification of the last repetition (ok|bad:why)
@@ -97,6 +101,9 @@ agg() {
 	case $3 in
 	wall) awk '{ print $1 }' "$f" | sort -g | awk '{ v[NR] = $1 } END {
 		if (NR % 2) printf "%.4f", v[(NR + 1) / 2]; else printf "%.4f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }' ;;
+	min) sort -g "$f" | awk 'NR == 1 { printf "%.3f", $1 }' ;;
+	max) sort -g "$f" | awk 'END { printf "%.3f", $1 }' ;;
+	cpu) awk '{ print $4 }' "$f" | sort -g | awk '{ v[NR] = $1 } END { printf "%.2f", v[int((NR + 1) / 2)] }' ;;
 	rss) awk 'BEGIN { m = -1 } $2 > m { m = $2 } END { print m }' "$f" ;;
 	bad) if [ -f "$f.ok" ]; then grep -vc '^ok$' "$f.ok"; else echo 0; fi ;;
 	esac
@@ -128,12 +135,12 @@ lc_check() {
 # table ID UNIT_LABEL RATE_EXPR  (RATE_EXPR: awk expr of w = median wall)
 table() {
 	local id=$1 label=$2 expr=$3 tool name w r rss bad note
-	printf '  %-16s %9s %12s %10s  %-s\n' tool "wall(s)" "$label" "maxRSS" "runs ok"
+	printf '  %-14s %8s %15s %10s %7s %8s  %s\n' tool "wall(s)" "min..max" "$label" "cpu(s)" "maxRSS" "runs ok"
 	for tool in lc xargs parallel; do
 		case $tool in lc) name=luaconcurrent ;; xargs) name="xargs -P" ;; parallel) name="GNU parallel" ;; esac
 		w=$(agg "$id" $tool wall)
 		if [ "$w" = n/a ]; then
-			printf '  %-16s %9s\n' "$name" n/a
+			printf '  %-14s %8s\n' "$name" n/a
 			continue
 		fi
 		r=$(calc "w = $w; printf \"%.1f\", $expr")
@@ -141,7 +148,8 @@ table() {
 		rss=$(calc "printf \"%.1fM\", $rss / 1024")
 		bad=$(agg "$id" $tool bad)
 		note=$((RUNS - bad))/$RUNS
-		printf '  %-16s %9.3f %12s %10s  %s\n' "$name" "$w" "$r" "$rss" "$note"
+		printf '  %-14s %8.3f %15s %10s %7s %8s  %s\n' "$name" "$w" "$(agg "$id" $tool min)..$(agg "$id" $tool max)" \
+			"$r" "$(agg "$id" $tool cpu)" "$rss" "$note"
 	done
 	if [ -s "$WORK/res/$id.lc.int" ]; then
 		printf '  (luaconcurrent run.time_run median %.3f s: time inside run_all)\n' \
@@ -311,22 +319,25 @@ fi
 
 # ---------------------------------------------------------------- W4
 
-# leftovers MARKER -> number of live (non-zombie) processes running `sleep MARKER`
-leftovers() {
-	local n=0 p st
-	for p in $(pgrep -f "sleep $1" 2>/dev/null); do
-		st=$(awk '{ print $3 }' "/proc/$p/stat" 2>/dev/null) || continue
-		[ -n "$st" ] && [ "$st" != Z ] && n=$((n + 1))
-	done
-	echo $n
+# marked MARKER -> pids of live processes whose command line holds MARKER
+# (read from /proc; the pattern "1[0].xxx" keeps grep from matching itself)
+marked() {
+	local f st
+	for f in $(grep -l -- "1[0]${1#10}" /proc/[0-9]*/cmdline 2>/dev/null); do
+		f=${f#/proc/}; f=${f%/cmdline}
+		st=$(awk '{ print $3 }' "/proc/$f/stat" 2>/dev/null) || continue
+		[ -n "$st" ] && [ "$st" != Z ] && echo "$f"
+	done | sort -u
 }
+# leftovers MARKER -> how many live processes still carry MARKER
+leftovers() { marked "$1" | grep -c .; }
 # leak_check ID TOOL MARKER : count leftovers right after the run and 1 s later, kill them
 leak_check() {
 	local n0 n1 p
 	n0=$(leftovers "$3")
 	if [ "$n0" -gt 0 ]; then sleep 1; n1=$(leftovers "$3"); else n1=0; fi
 	echo "$n0 $n1" >>"$WORK/res/$1.$2.leak"
-	for p in $(pgrep -f "sleep $3" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
+	for p in $(marked "$3"); do kill -KILL "$p" 2>/dev/null; done
 	LEAK=$n0
 }
 
@@ -376,7 +387,7 @@ if [ "${ONLY#* W4 }" != "$ONLY" ]; then
 		for t in lc xargs parallel; do show_err "$id" $t; done
 		for t in lc xargs parallel; do
 			[ -s "$WORK/res/$id.$t.leak" ] || continue
-			printf '  leftover sleeps, %-9s right after exit: %s   1 s later: %s (sum over runs)\n' "$t" \
+			printf '  leftover processes (sleep or sh with the marker), %-8s right after exit: %s   1 s later: %s (sum over runs)\n' "$t" \
 				"$(awk '{ s += $1 } END { print s }' "$WORK/res/$id.$t.leak")" \
 				"$(awk '{ s += $2 } END { print s }' "$WORK/res/$id.$t.leak")"
 		done
