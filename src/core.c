@@ -19,16 +19,21 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "lauxlib.h"
 #include "lua.h"
 
 #include "loop.h"
+#include "marshal.h"
+#include "pool.h"
 #include "proc.h"
 
 #define LOOP_MT "luaconcurrent.loop"
 #define ENV_MT "luaconcurrent.envblock"
+#define BYTES_MT "luaconcurrent.bytes"
 #define TEARDOWN_LIMIT 2.0  /* seconds to wait for killed tasks' pipes */
 
 extern char **environ;
@@ -39,6 +44,13 @@ typedef struct {
     lc_proc *done, *done_tail;  /* FIFO through next */
     size_t nrunning;
     long long next_id;
+    /* thread workers (function tasks of ProcRunMp) */
+    lc_pool *pool;
+    lc_watch poolw;             /* the pool's eventfd */
+    lc_job *pend, *pend_tail;   /* submitted, not yet handed to the pool */
+    size_t npend;
+    lc_job *fdone, *fdone_tail; /* finished, not yet returned by poll */
+    size_t nfn;                 /* function jobs submitted and not returned */
 } loop_ud;
 
 typedef struct {
@@ -74,6 +86,48 @@ static lc_proc *done_pop(loop_ud *u) {
     return p;
 }
 
+static void jobs_append(lc_job **head, lc_job **tail, lc_job *list) {
+    if (list == NULL) return;
+    if (*tail) (*tail)->next = list;
+    else *head = list;
+    while (list->next) list = list->next;
+    *tail = list;
+}
+
+static void jobs_free(lc_job *list) {
+    while (list) {
+        lc_job *next = list->next;
+        lc_job_free(list);
+        list = next;
+    }
+}
+
+static void on_pool_ready(lc_loop *loop, lc_watch *w, uint32_t events) {
+    loop_ud *u = w->data;
+    (void)loop;
+    (void)events;
+    jobs_append(&u->fdone, &u->fdone_tail, lc_pool_take(u->pool));
+}
+
+static void flush_jobs(loop_ud *u) {
+    if (u->pend == NULL) return;
+    lc_pool_submit(u->pool, u->pend, u->pend_tail, u->npend);
+    u->pend = u->pend_tail = NULL;
+    u->npend = 0;
+}
+
+/* Stop the workers: finished and unstarted jobs join the done list. */
+static void stop_pool(loop_ud *u) {
+    if (u->pool == NULL) return;
+    lc_watch_del(u->loop, &u->poolw);
+    jobs_append(&u->fdone, &u->fdone_tail, lc_pool_stop(u->pool));
+    jobs_append(&u->fdone, &u->fdone_tail, u->pend);
+    u->pend = u->pend_tail = NULL;
+    u->npend = 0;
+    lc_pool_free(u->pool);
+    u->pool = NULL;
+}
+
 /* Kill everything still running and give it a bounded time to finish
  * through the loop, so records keep the output that was produced. */
 static void kill_all(loop_ud *u) {
@@ -88,6 +142,9 @@ static void kill_all(loop_ud *u) {
 
 static void free_all(loop_ud *u) {
     lc_proc *p;
+    stop_pool(u);
+    jobs_free(u->fdone);
+    u->fdone = u->fdone_tail = NULL;
     while ((p = u->running) != NULL) {
         list_unlink(u, p);
         lc_proc_free(p);                   /* synchronous kill and reap */
@@ -170,6 +227,62 @@ static void push_done(lua_State *L, loop_ud *u) {
         push_record(L, u->done);                       /* list rec */
         lua_rawseti(L, -2, ++i);                       /* list */
         lc_proc_free(done_pop(u));
+    }
+}
+
+static const char *const job_status[] = {"ok", "error", "timeout", "cancelled"};
+
+/* Under pcall: the answer bytes -> nret, first, answer fields of rec. */
+static int unpack_answer(lua_State *L) {
+    lc_job *job = lua_touserdata(L, 2);
+    lua_settop(L, 1);                                  /* rec */
+    int n = lc_unmarshal(L, job->out.data, job->out.len);
+    if (n != 3) return luaL_error(L, "luaconcurrent: an answer did not arrive whole");
+    lua_setfield(L, 1, "answer");
+    lua_setfield(L, 1, "first");
+    lua_setfield(L, 1, "nret");
+    return 0;
+}
+
+static void push_job_record(lua_State *L, lc_job *job, double wall_offset) {
+    lua_createtable(L, 0, 10);                         /* rec */
+    set_int(L, "id", job->id);
+    set_bool(L, "fn", 1);
+    int status = job->status;
+    if (job->t_start == 0) status = LC_JOB_CANCELLED;  /* never started */
+    if (status == LC_JOB_OK) {
+        lua_pushcfunction(L, unpack_answer);
+        lua_pushvalue(L, -2);
+        lua_pushlightuserdata(L, job);
+        if (lua_pcall(L, 2, 0, 0) != LUA_OK) {       /* rec err */
+            status = LC_JOB_ERROR;
+            lua_setfield(L, -2, "error");
+        }
+    } else if (status == LC_JOB_ERROR && job->out.data) {
+        lua_pushlstring(L, job->out.data, job->out.len);
+        lua_setfield(L, -2, "error");
+    }
+    set_str(L, "status", job_status[status]);
+    if (job->t_start > 0) {
+        double end = job->t_end > 0 ? job->t_end : lc_now();
+        set_num(L, "time_start", wall_offset + job->t_start);
+        set_num(L, "time_end", wall_offset + end);
+        set_num(L, "time_run", end - job->t_start);
+    }
+}
+
+/* Records of finished function jobs, appended to the list on top. */
+static void push_job_records(lua_State *L, loop_ud *u) {
+    lua_Integer i = (lua_Integer)luaL_len(L, -1);
+    double wall_offset = lc_wallclock() - lc_now();
+    while (u->fdone) {
+        lc_job *job = u->fdone;
+        push_job_record(L, job, wall_offset);
+        lua_rawseti(L, -2, ++i);
+        u->fdone = job->next;
+        if (u->fdone == NULL) u->fdone_tail = NULL;
+        u->nfn--;
+        lc_job_free(job);
     }
 }
 
@@ -263,8 +376,10 @@ static int l_poll(lua_State *L) {
     double limit = max_wait >= 0 ? lc_now() + max_wait : 0;
     /* With a limit, wait it out even with nothing running: the Lua side
      * uses it as its timer (sleeping coroutine tasks, deadlines). */
-    while (u->done == NULL &&
-           (max_wait >= 0 || u->nrunning > 0 || lc_timer_count(u->loop) > 0)) {
+    if (u->pool) flush_jobs(u);
+    while (u->done == NULL && u->fdone == NULL &&
+           (max_wait >= 0 || u->nrunning > 0 || u->nfn > 0 ||
+            lc_timer_count(u->loop) > 0)) {
         double left = -1;
         if (max_wait >= 0) {
             left = limit - lc_now();
@@ -278,6 +393,7 @@ static int l_poll(lua_State *L) {
         if (max_wait >= 0 && lc_now() >= limit) break;
     }
     push_done(L, u);
+    push_job_records(L, u);
     return 1;
 }
 
@@ -299,7 +415,116 @@ static int l_kill(lua_State *L) {
 
 static int l_running(lua_State *L) {
     loop_ud *u = check_loop(L);
-    lua_pushinteger(L, (lua_Integer)u->nrunning);
+    lua_pushinteger(L, (lua_Integer)(u->nrunning + u->nfn));
+    return 1;
+}
+
+/* ---- thread workers ------------------------------------------------------ */
+
+typedef struct {
+    lc_bytes b;
+} bytes_ud;
+
+static int bytes_gc(lua_State *L) {
+    bytes_ud *bu = luaL_checkudata(L, 1, BYTES_MT);
+    lc_bytes_free(&bu->b);
+    return 0;
+}
+
+static bytes_ud *new_bytes(lua_State *L) {
+    bytes_ud *bu = lua_newuserdatauv(L, sizeof *bu, 0);
+    memset(bu, 0, sizeof *bu);
+    luaL_setmetatable(L, BYTES_MT);
+    return bu;
+}
+
+/* core.marshal(...) -> bytes: checks that the values can cross, and keeps
+ * them ready to send. */
+static int l_marshal(lua_State *L) {
+    int n = lua_gettop(L);
+    bytes_ud *bu = new_bytes(L);
+    lc_marshal(L, 1, n, &bu->b);
+    return 1;
+}
+
+static int l_unmarshal(lua_State *L) {
+    bytes_ud *bu = luaL_checkudata(L, 1, BYTES_MT);
+    return lc_unmarshal(L, bu->b.data ? bu->b.data : "", bu->b.len);
+}
+
+static int l_bytes_size(lua_State *L) {
+    bytes_ud *bu = luaL_checkudata(L, 1, BYTES_MT);
+    lua_pushinteger(L, (lua_Integer)bu->b.len);
+    return 1;
+}
+
+/* loop:pool_start(fn_bytes, nthreads, timeout, path, cpath) */
+static int l_pool_start(lua_State *L) {
+    loop_ud *u = check_loop(L);
+    bytes_ud *fn = luaL_checkudata(L, 2, BYTES_MT);
+    lc_pool_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.nthreads = (int)luaL_checkinteger(L, 3);
+    cfg.timeout = luaL_optnumber(L, 4, 0);
+    cfg.path = luaL_checkstring(L, 5);
+    cfg.cpath = luaL_checkstring(L, 6);
+    cfg.fn = fn->b.data;
+    cfg.fn_len = fn->b.len;
+    if (u->pool) return luaL_error(L, "luaconcurrent: workers already started");
+    int e = 0;
+    u->pool = lc_pool_new(&cfg, &e);
+    if (u->pool == NULL)
+        return luaL_error(L, "luaconcurrent: cannot start %d thread workers: %s",
+                          cfg.nthreads, strerror(e));
+    u->poolw.fd = lc_pool_fd(u->pool);
+    u->poolw.fn = on_pool_ready;
+    u->poolw.data = u;
+    if ((e = lc_watch_add(u->loop, &u->poolw, EPOLLIN)) != 0) {
+        lc_pool_free(u->pool);
+        u->pool = NULL;
+        return luaL_error(L, "luaconcurrent: cannot watch thread workers: %s", strerror(e));
+    }
+    return 0;
+}
+
+/* loop:submit(key, args) -> id. The job is handed over at the next poll,
+ * with every other job submitted before it, under one lock. */
+static int l_submit(lua_State *L) {
+    loop_ud *u = check_loop(L);
+    if (u->pool == NULL) return luaL_error(L, "luaconcurrent: no thread workers");
+    lua_settop(L, 3);
+    bytes_ud *bu = new_bytes(L);                       /* owns the bytes if we raise */
+    lc_marshal(L, 2, 2, &bu->b);
+    lc_job *job = calloc(1, sizeof *job);
+    if (job == NULL) return luaL_error(L, "luaconcurrent: out of memory");
+    job->in = bu->b;                                   /* the job owns them now */
+    memset(&bu->b, 0, sizeof bu->b);
+    job->id = ++u->next_id;
+    if (u->pend_tail) u->pend_tail->next = job;
+    else u->pend = job;
+    u->pend_tail = job;
+    u->npend++;
+    u->nfn++;
+    lua_pushinteger(L, job->id);
+    return 1;
+}
+
+/* Inside a thread worker: seconds left before the task's deadline (nil
+ * outside a worker); raises the cancel sentinel once it has passed. */
+static int l_worker_check(lua_State *L) {
+    if (!lc_worker_active()) return 0;
+    lua_pushnumber(L, lc_worker_check(L));
+    return 1;
+}
+
+static int l_cpu_count(lua_State *L) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    lua_pushinteger(L, n > 0 ? n : 1);
+    return 1;
+}
+
+static int l_cancel_sentinel(lua_State *L) {
+    lua_pushlightuserdata(L, (void *)&lc_cancel_sentinel);
     return 1;
 }
 
@@ -310,6 +535,7 @@ static int l_close(lua_State *L) {
         return 1;
     }
     kill_all(u);
+    stop_pool(u);
     /* Whatever did not finish in time is recorded as it stands. */
     for (lc_proc *p = u->running; p; p = u->running) {
         list_unlink(u, p);
@@ -319,6 +545,7 @@ static int l_close(lua_State *L) {
         u->done_tail = p;
     }
     push_done(L, u);
+    push_job_records(L, u);
     free_all(u);
     return 1;
 }
@@ -415,6 +642,11 @@ static int l_sleep(lua_State *L) {
         lua_pushboolean(L, 1);
         return 1;
     }
+    if (lc_worker_active()) {
+        lc_worker_sleep(L, s);                         /* raises at the deadline */
+        lua_pushboolean(L, 1);
+        return 1;
+    }
     if (s > 1e9) s = 1e9;
     struct timespec ts = {(time_t)s, (long)((s - floor(s)) * 1e9)};
     int r = clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, NULL);
@@ -427,6 +659,8 @@ static const luaL_Reg loop_methods[] = {
     {"poll", l_poll},
     {"running", l_running},
     {"kill", l_kill},
+    {"pool_start", l_pool_start},
+    {"submit", l_submit},
     {"close", l_close},
     {NULL, NULL},
 };
@@ -444,6 +678,11 @@ static const luaL_Reg core_funcs[] = {
     {"sleep", l_sleep},
     {"now", l_now},
     {"wallclock", l_wallclock},
+    {"marshal", l_marshal},
+    {"unmarshal", l_unmarshal},
+    {"worker_check", l_worker_check},
+    {"cancel_sentinel", l_cancel_sentinel},
+    {"cpu_count", l_cpu_count},
     {NULL, NULL},
 };
 
@@ -456,6 +695,15 @@ int luaopen_luaconcurrent_core(lua_State *L) {
     }
     lua_pop(L, 1);
     luaL_newmetatable(L, ENV_MT);
+    lua_pop(L, 1);
+    if (luaL_newmetatable(L, BYTES_MT)) {
+        lua_pushcfunction(L, bytes_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_newtable(L);
+        lua_pushcfunction(L, l_bytes_size);
+        lua_setfield(L, -2, "size");
+        lua_setfield(L, -2, "__index");
+    }
     lua_pop(L, 1);
     luaL_newlib(L, core_funcs);
     return 1;

@@ -52,8 +52,15 @@ local function run_prog(pargs, opts)
   local loop <close> = core.new_loop()
   local id, message, errname = spawn(loop)
   if not id then return spawn_failed(message, errname) end
-  local records = loop:poll()
-  while #records == 0 do records = loop:poll() end
+  -- In a thread worker, wake at the task's deadline (worker_check then
+  -- raises the cancel, and closing the loop kills the process) and now and
+  -- then to notice the run being stopped.
+  local left = core.worker_check()
+  local records = loop:poll(left and math.min(left, 0.1))
+  while #records == 0 do
+    left = core.worker_check()
+    records = loop:poll(left and math.min(left, 0.1))
+  end
   return done(records[1])
 end
 

@@ -10,7 +10,8 @@
 -- Task kinds:
 --   exec  pargs[1] is a program: one subprocess per task
 --   coro  ProcRunAsyncio with a function: one coroutine per task, here
---   (ProcRunMp with a function: thread workers, see pool.lua)
+--   pool  ProcRunMp with a function: thread workers, each with its own
+--         lua_State (src/pool.c); tasks and answers cross as bytes
 
 local core = require "luaconcurrent.core"
 local validate = require "luaconcurrent.validate"
@@ -32,6 +33,9 @@ local OPTIONS = {
 }
 
 local DEFAULT_WORKERS = 4
+-- Tasks handed to thread workers ahead of time, per worker: enough that
+-- workers take them in batches, few enough to stay lazy on iterators.
+local POOL_QUEUE_PER_WORKER = 64
 local DEFAULT_GRACE = 0.1
 -- Instructions between deadline checks in a running coroutine task: the
 -- hook costs a C call and a clock read, about 1% at this period.
@@ -61,6 +65,12 @@ local function new_runner(class, pargs, tasks, opts, ...)
   local is_fn = type(pargs[1]) == "function"
   local kind = is_fn and class.function_kind or "exec"
   local ntasks = validate.tasks(tasks, not is_fn)
+  local fn_bytes
+  if kind == "pool" then
+    -- Fail here, naming the value, if the function cannot reach a worker.
+    fn_bytes = core.marshal(pargs[1])
+    core.marshal(table.unpack(pargs, 2, #pargs))
+  end
   local self = setmetatable({
     pargs = pargs,
     tasks = tasks,
@@ -77,6 +87,7 @@ local function new_runner(class, pargs, tasks, opts, ...)
     cwd = opts.cwd,
     input = opts.input,
     ntasks = ntasks,
+    fn_bytes = fn_bytes,
     result = {},
     ok = nil,
     time_start = -1, time_end = -1, time_run = -1,
@@ -137,11 +148,19 @@ local function returned_result(res, nret, first, answer)
   end
 end
 
+local function timeout_of(self) return self.timeout end
+
 --- The whole of run_all's work; `st` is shared with the error path.
 local function run_tasks(self, st)
   local loop = st.loop
   local kind = self.kind
   local limit = self.num_workers == 0 and math.huge or self.num_workers
+  if kind == "pool" then
+    local nthreads = self.num_workers == 0 and core.cpu_count() or self.num_workers
+    pcall(require, "cjson")  -- its one-time set-up must not race in workers
+    loop:pool_start(self.fn_bytes, nthreads, timeout_of(self), package.path, package.cpath)
+    limit = nthreads * POOL_QUEUE_PER_WORKER
+  end
   local next_task = task_source(self.tasks, kind == "exec")
   local inflight, waiting, live = st.inflight, st.waiting, st.live
   local timers, ready = st.timers, {}
@@ -348,6 +367,48 @@ local function run_tasks(self, st)
     end
   end
 
+  ---------------------------------------------------------------- workers
+
+  local function start_pool(index, key, arg)
+    local args
+    if nfixed == 0 then
+      args = { arg }
+    else
+      args = { table.unpack(fixed, 1, nfixed) }
+      args[nfixed + 1] = arg
+    end
+    local sent, id = pcall(loop.submit, loop, key, args)
+    if sent then
+      inflight[id] = { index, key, arg }
+      running = running + 1
+    else
+      local res = ProcResult.new(key, arg)
+      res.exception, res.error = "RuntimeError", tostring(id)
+      finish(index, res)
+    end
+  end
+
+  local function job_result(key, arg, rec)
+    local res = setmetatable({ key = key, arg = arg, time_start = rec.time_start,
+      time_end = rec.time_end, time_run = rec.time_run }, ProcResult)
+    local status = rec.status
+    if status == "ok" then
+      returned_result(res, rec.nret, rec.first, rec.answer)
+    elseif status == "timeout" then
+      res.timeout, res.exception = true, "TimeoutError"
+      res.error = string.format("timed out after %g s", timeout)
+    elseif status == "cancelled" then
+      res.exception = "Interrupted"
+      res.error = "interrupted: the run was stopped"
+    else
+      res.exception, res.error = "RuntimeError", rec.error
+    end
+    return res
+  end
+  st.job_result = job_result
+
+  ---------------------------------------------------------------- records
+
   local function on_records(records)
     local n = #records
     -- Store the whole batch before any callback runs, so a raising
@@ -359,7 +420,8 @@ local function run_tasks(self, st)
       if t then
         inflight[rec.id] = nil
         running = running - 1
-        local res = ProcResult.from_record(t[2], t[3], rec, timeout)
+        local res = rec.fn and job_result(t[2], t[3], rec)
+          or ProcResult.from_record(t[2], t[3], rec, timeout)
         store(t[1], res)
         finished[#finished + 1] = res
       end
@@ -378,7 +440,7 @@ local function run_tasks(self, st)
 
   ---------------------------------------------------------------- the loop
 
-  local start = kind == "exec" and start_exec or start_coro
+  local start = kind == "exec" and start_exec or kind == "pool" and start_pool or start_coro
   local exhausted = false
   while true do
     while running < limit and not exhausted do
@@ -421,7 +483,8 @@ local function abandon(self, st)
   for _, rec in ipairs(st.loop:close()) do
     local t = st.inflight[rec.id]
     if t and keep then
-      self.result[t[1]] = ProcResult.from_record(t[2], t[3], rec, self.timeout)
+      self.result[t[1]] = rec.fn and st.job_result(t[2], t[3], rec)
+        or ProcResult.from_record(t[2], t[3], rec, self.timeout)
     end
   end
   for t in pairs(st.live) do
@@ -449,7 +512,7 @@ end
 function Runner:run_all()
   local st = {
     loop = core.new_loop(),
-    inflight = {},          -- exec tasks by process id
+    inflight = {},          -- exec and worker tasks by id
     waiting = {},           -- coroutine tasks by the process id they wait on
     live = {},              -- coroutine tasks not finished
     timers = async.heap(),
@@ -488,7 +551,7 @@ end
 
 -- Executable tasks run the same way in both; function tasks differ.
 M.ProcRunAsyncio = class("ProcRunAsyncio", "coro")
-M.ProcRunMp = class("ProcRunMp", "coro")   -- thread workers: see pool.lua
+M.ProcRunMp = class("ProcRunMp", "pool")
 M.Runner = Runner
 
 return M

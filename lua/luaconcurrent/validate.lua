@@ -27,9 +27,10 @@ function M.pargs(pargs)
     fail("pargs must be a non-empty table")
   end
   local n = #pargs
-  local first = 1
-  if type(pargs[1]) == "function" then first = 2 end
-  for i = first, n do
+  -- A function's fixed arguments may be any value (they cross to workers
+  -- by marshalling, which names what cannot).
+  if type(pargs[1]) == "function" then return n end
+  for i = 1, n do
     local v = pargs[i]
     local t = type(v)
     if t ~= "string" and t ~= "number" then

@@ -1,0 +1,446 @@
+/*
+ * pool.c — thread workers, each owning one lua_State. See pool.h.
+ */
+#include "pool.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lauxlib.h"
+#include "lualib.h"
+
+#include "loop.h"
+
+#define HOOK_COUNT 1000        /* instructions between deadline checks */
+#define MAX_BATCH 64           /* jobs a worker takes at once */
+#define PUBLISH_AFTER 0.005    /* seconds a worker may sit on finished jobs */
+
+void (*lc_state_setup)(lua_State *L) = NULL;
+const char lc_cancel_sentinel = 0;
+
+typedef struct lc_worker {
+    struct lc_pool *pool;
+    pthread_t thread;
+    int started;
+    double deadline;           /* of the running task; written by this thread only */
+} lc_worker;
+
+struct lc_pool {
+    pthread_mutex_t mu;
+    pthread_cond_t work;       /* jobs queued, or stopping */
+    pthread_cond_t wake;       /* stopping: sleeping tasks wake up */
+    lc_job *jobs, *jobs_tail;  /* queued, not started */
+    size_t njobs;
+    lc_job *done, *done_tail;  /* finished, not yet taken */
+    int stopping;              /* under mu */
+    atomic_int cancel;         /* read by hooks without the lock */
+    int efd;
+    double timeout;
+    char *fn;
+    size_t fn_len;
+    char *path, *cpath;
+    int nthreads;
+    lc_worker *workers;
+};
+
+static _Thread_local lc_worker *current_worker;
+
+/* ---- jobs --------------------------------------------------------------- */
+
+void lc_job_free(lc_job *job) {
+    if (job == NULL) return;
+    lc_bytes_free(&job->in);
+    lc_bytes_free(&job->out);
+    free(job);
+}
+
+static void set_message(lc_job *job, const char *msg, size_t len) {
+    lc_bytes_free(&job->out);
+    job->out.data = malloc(len ? len : 1);
+    if (job->out.data) {
+        memcpy(job->out.data, msg, len);
+        job->out.len = job->out.cap = len;
+    }
+}
+
+/* ---- inside a worker ------------------------------------------------------ */
+
+static int cancelled(const lc_worker *w) {
+    return atomic_load_explicit(&w->pool->cancel, memory_order_relaxed) != 0;
+}
+
+static int raise_cancel(lua_State *L) {
+    lua_pushlightuserdata(L, (void *)&lc_cancel_sentinel);
+    return lua_error(L);
+}
+
+static void deadline_hook(lua_State *L, lua_Debug *ar) {
+    lc_worker *w = current_worker;
+    (void)ar;
+    if (w && (cancelled(w) || lc_now() >= w->deadline)) {
+        /* From now on every instruction checks again, so a pcall in the
+         * task that swallows the sentinel gets no further. */
+        lua_sethook(L, deadline_hook, LUA_MASKCOUNT, 1);
+        raise_cancel(L);
+    }
+}
+
+int lc_worker_active(void) { return current_worker != NULL; }
+
+double lc_worker_check(lua_State *L) {
+    lc_worker *w = current_worker;
+    if (w == NULL) return HUGE_VAL;
+    double left = w->deadline - lc_now();
+    if (cancelled(w) || left <= 0) raise_cancel(L);
+    return left;
+}
+
+static struct timespec abs_monotonic(double t) {
+    struct timespec ts;
+    ts.tv_sec = (time_t)t;
+    ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+    if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
+    return ts;
+}
+
+void lc_worker_sleep(lua_State *L, double s) {
+    lc_worker *w = current_worker;
+    double until = lc_now() + s;
+    if (until > w->deadline) until = w->deadline;
+    lc_pool *pool = w->pool;
+    pthread_mutex_lock(&pool->mu);
+    while (!pool->stopping && lc_now() < until) {
+        struct timespec ts = abs_monotonic(until);
+        pthread_cond_timedwait(&pool->wake, &pool->mu, &ts);
+    }
+    pthread_mutex_unlock(&pool->mu);
+    lc_worker_check(L);
+}
+
+/* os.exit would end every thread of the process. */
+static int worker_exit(lua_State *L) {
+    return luaL_error(L, "luaconcurrent: os.exit called in a thread worker "
+                         "(raise an error to fail the task; isolation = "
+                         "\"process\" gives each task a process of its own)");
+}
+
+static int msghandler(lua_State *L) {
+    if (lua_touserdata(L, 1) == &lc_cancel_sentinel) return 1;
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+            msg = lua_tostring(L, -1);
+        else
+            msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+/* Under pcall: open the libraries, set the paths, load the function. */
+static int setup_state(lua_State *L) {
+    lc_pool *pool = lua_touserdata(L, 1);
+    luaL_openlibs(L);
+    if (lc_state_setup) lc_state_setup(L);
+    lua_getglobal(L, "package");
+    lua_pushstring(L, pool->path);
+    lua_setfield(L, -2, "path");
+    lua_pushstring(L, pool->cpath);
+    lua_setfield(L, -2, "cpath");
+    lua_pop(L, 1);
+    lua_getglobal(L, "os");
+    lua_pushcfunction(L, worker_exit);
+    lua_setfield(L, -2, "exit");
+    lua_pop(L, 1);
+    if (lc_unmarshal(L, pool->fn, pool->fn_len) != 1 || !lua_isfunction(L, -1))
+        return luaL_error(L, "luaconcurrent: the task function did not arrive");
+    lua_setfield(L, LUA_REGISTRYINDEX, "luaconcurrent.worker.fn");
+    return 0;
+}
+
+/* Under pcall: push the function, then key and args. */
+static int job_prepare(lua_State *L) {
+    lc_job *job = lua_touserdata(L, 1);
+    lua_settop(L, 0);
+    lua_getfield(L, LUA_REGISTRYINDEX, "luaconcurrent.worker.fn");
+    if (lc_unmarshal(L, job->in.data, job->in.len) != 2)
+        return luaL_error(L, "luaconcurrent: a task did not arrive whole");
+    return 3;
+}
+
+/* Under pcall: nret, first, answer -> bytes. */
+static int job_pack(lua_State *L) {
+    lc_job *job = lua_touserdata(L, 1);
+    lc_marshal(L, 2, 3, &job->out);
+    return 0;
+}
+
+static void run_job(lc_worker *w, lua_State *L, const char *setup_error, lc_job *job) {
+    lc_pool *pool = w->pool;
+    job->t_start = lc_now();
+    w->deadline = pool->timeout > 0 ? job->t_start + pool->timeout : HUGE_VAL;
+    if (setup_error) {
+        job->status = LC_JOB_ERROR;
+        set_message(job, setup_error, strlen(setup_error));
+        job->t_end = lc_now();
+        return;
+    }
+    lua_settop(L, 0);
+    lua_pushcfunction(L, msghandler);                      /* 1 */
+    lua_pushcfunction(L, job_prepare);
+    lua_pushlightuserdata(L, job);
+    int st = lua_pcall(L, 1, 3, 1);                        /* msgh fn key args */
+    if (st == LUA_OK) {
+        lua_sethook(L, deadline_hook, LUA_MASKCOUNT, HOOK_COUNT);
+        st = lua_pcall(L, 2, LUA_MULTRET, 1);              /* msgh results... */
+        lua_sethook(L, NULL, 0, 0);
+    }
+    job->t_end = lc_now();
+    if (st == LUA_OK) {
+        int nret = lua_gettop(L) - 1;
+        lua_settop(L, 3);                                  /* msgh first answer */
+        lua_pushinteger(L, nret);
+        lua_insert(L, 2);                                  /* msgh nret first answer */
+        lua_pushcfunction(L, job_pack);
+        lua_insert(L, 2);
+        lua_pushlightuserdata(L, job);
+        lua_insert(L, 3);                                  /* msgh pack job nret first answer */
+        if (lua_pcall(L, 4, 0, 1) != LUA_OK) {
+            size_t len;
+            const char *msg = lua_tolstring(L, -1, &len);
+            job->status = LC_JOB_ERROR;
+            lua_pushfstring(L, "cannot send the task's answer back: %s",
+                            msg ? msg : "(no message)");
+            msg = lua_tolstring(L, -1, &len);
+            set_message(job, msg, len);
+        } else if (job->t_end >= w->deadline) {
+            job->status = LC_JOB_TIMEOUT;                  /* came back late */
+        } else {
+            job->status = LC_JOB_OK;
+        }
+    } else if (lua_touserdata(L, -1) == &lc_cancel_sentinel) {
+        job->status = job->t_end >= w->deadline ? LC_JOB_TIMEOUT : LC_JOB_CANCELLED;
+    } else {
+        size_t len;
+        const char *msg = lua_tolstring(L, -1, &len);
+        job->status = LC_JOB_ERROR;
+        if (msg == NULL) msg = "(error object is not a string)", len = strlen(msg);
+        set_message(job, msg, len);
+    }
+    lua_settop(L, 0);
+}
+
+static void publish(lc_pool *pool, lc_job *first, lc_job *last) {
+    pthread_mutex_lock(&pool->mu);
+    int was_empty = pool->done == NULL;
+    if (pool->done_tail) pool->done_tail->next = first;
+    else pool->done = first;
+    pool->done_tail = last;
+    pthread_mutex_unlock(&pool->mu);
+    if (was_empty) {
+        uint64_t one = 1;
+        while (write(pool->efd, &one, sizeof one) < 0 && errno == EINTR)
+            ;
+    }
+}
+
+static void *worker_main(void *arg) {
+    lc_worker *w = arg;
+    lc_pool *pool = w->pool;
+    current_worker = w;
+    w->deadline = HUGE_VAL;
+
+    char *setup_error = NULL;
+    lua_State *L = luaL_newstate();
+    if (L == NULL) {
+        setup_error = strdup("luaconcurrent: cannot create a worker state: out of memory");
+    } else {
+        lua_pushcfunction(L, setup_state);
+        lua_pushlightuserdata(L, pool);
+        if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+            const char *msg = lua_tostring(L, -1);
+            setup_error = strdup(msg ? msg : "luaconcurrent: worker setup failed");
+        }
+        lua_settop(L, 0);
+    }
+
+    for (;;) {
+        pthread_mutex_lock(&pool->mu);
+        while (!pool->stopping && pool->jobs == NULL)
+            pthread_cond_wait(&pool->work, &pool->mu);
+        if (pool->stopping) {
+            pthread_mutex_unlock(&pool->mu);
+            break;
+        }
+        /* Take a fair share, so long tasks still spread over workers. */
+        size_t n = pool->njobs / (2 * (size_t)pool->nthreads);
+        if (n < 1) n = 1;
+        if (n > MAX_BATCH) n = MAX_BATCH;
+        lc_job *batch = pool->jobs, *tail = batch;
+        for (size_t i = 1; i < n; i++) tail = tail->next;
+        pool->jobs = tail->next;
+        if (pool->jobs == NULL) pool->jobs_tail = NULL;
+        pool->njobs -= n;
+        tail->next = NULL;
+        pthread_mutex_unlock(&pool->mu);
+
+        lc_job *first = NULL, *last = NULL;
+        double since = lc_now();
+        while (batch) {
+            lc_job *job = batch;
+            batch = job->next;
+            job->next = NULL;
+            if (cancelled(w)) {
+                job->status = LC_JOB_CANCELLED;        /* never started */
+            } else {
+                run_job(w, L, setup_error, job);
+            }
+            if (last) last->next = job;
+            else first = job;
+            last = job;
+            if (batch == NULL || lc_now() - since > PUBLISH_AFTER) {
+                publish(pool, first, last);
+                first = last = NULL;
+                since = lc_now();
+            }
+        }
+    }
+    current_worker = NULL;
+    if (L) lua_close(L);
+    free(setup_error);
+    return NULL;
+}
+
+/* ---- the owner's side ------------------------------------------------------- */
+
+static char *dup_bytes(const char *s, size_t n) {
+    char *d = malloc(n + 1);
+    if (d) {
+        memcpy(d, s, n);
+        d[n] = '\0';
+    }
+    return d;
+}
+
+lc_pool *lc_pool_new(const lc_pool_config *cfg, int *err) {
+    lc_pool *pool = calloc(1, sizeof *pool);
+    if (pool == NULL) {
+        *err = ENOMEM;
+        return NULL;
+    }
+    pool->efd = -1;
+    pool->nthreads = cfg->nthreads > 0 ? cfg->nthreads : 1;
+    pool->timeout = cfg->timeout;
+    pool->fn = dup_bytes(cfg->fn, cfg->fn_len);
+    pool->fn_len = cfg->fn_len;
+    pool->path = dup_bytes(cfg->path, strlen(cfg->path));
+    pool->cpath = dup_bytes(cfg->cpath, strlen(cfg->cpath));
+    pool->workers = calloc((size_t)pool->nthreads, sizeof *pool->workers);
+    atomic_init(&pool->cancel, 0);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_mutex_init(&pool->mu, NULL);
+    pthread_cond_init(&pool->work, NULL);
+    pthread_cond_init(&pool->wake, &ca);
+    pthread_condattr_destroy(&ca);
+    if (!pool->fn || !pool->path || !pool->cpath || !pool->workers) {
+        *err = ENOMEM;
+        lc_pool_free(pool);
+        return NULL;
+    }
+    pool->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (pool->efd < 0) {
+        *err = errno;
+        lc_pool_free(pool);
+        return NULL;
+    }
+    for (int i = 0; i < pool->nthreads; i++) {
+        lc_worker *w = &pool->workers[i];
+        w->pool = pool;
+        int e = pthread_create(&w->thread, NULL, worker_main, w);
+        if (e) {
+            *err = e;
+            lc_job_free(lc_pool_stop(pool));   /* nothing queued yet */
+            lc_pool_free(pool);
+            return NULL;
+        }
+        w->started = 1;
+    }
+    return pool;
+}
+
+int lc_pool_fd(const lc_pool *pool) { return pool->efd; }
+
+void lc_pool_submit(lc_pool *pool, lc_job *first, lc_job *last, size_t n) {
+    pthread_mutex_lock(&pool->mu);
+    if (pool->jobs_tail) pool->jobs_tail->next = first;
+    else pool->jobs = first;
+    pool->jobs_tail = last;
+    pool->njobs += n;
+    if (n > 1)
+        pthread_cond_broadcast(&pool->work);
+    else
+        pthread_cond_signal(&pool->work);
+    pthread_mutex_unlock(&pool->mu);
+}
+
+lc_job *lc_pool_take(lc_pool *pool) {
+    uint64_t count;
+    /* Reset the eventfd before taking, so a result published after this
+     * point writes it again. */
+    while (read(pool->efd, &count, sizeof count) < 0 && errno == EINTR)
+        ;
+    pthread_mutex_lock(&pool->mu);
+    lc_job *list = pool->done;
+    pool->done = pool->done_tail = NULL;
+    pthread_mutex_unlock(&pool->mu);
+    return list;
+}
+
+lc_job *lc_pool_stop(lc_pool *pool) {
+    atomic_store(&pool->cancel, 1);
+    pthread_mutex_lock(&pool->mu);
+    pool->stopping = 1;
+    pthread_cond_broadcast(&pool->work);
+    pthread_cond_broadcast(&pool->wake);
+    pthread_mutex_unlock(&pool->mu);
+    for (int i = 0; pool->workers && i < pool->nthreads; i++) {
+        if (pool->workers[i].started) pthread_join(pool->workers[i].thread, NULL);
+        pool->workers[i].started = 0;
+    }
+    /* Workers are gone: no lock needed. Finished first, then unstarted. */
+    lc_job *list = pool->done, *tail = pool->done_tail;
+    if (tail) tail->next = pool->jobs;
+    else list = pool->jobs;
+    pool->done = pool->done_tail = pool->jobs = pool->jobs_tail = NULL;
+    pool->njobs = 0;
+    return list;
+}
+
+void lc_pool_free(lc_pool *pool) {
+    if (pool == NULL) return;
+    lc_job *left = lc_pool_stop(pool);
+    while (left) {
+        lc_job *next = left->next;
+        lc_job_free(left);
+        left = next;
+    }
+    if (pool->efd >= 0) close(pool->efd);
+    pthread_cond_destroy(&pool->work);
+    pthread_cond_destroy(&pool->wake);
+    pthread_mutex_destroy(&pool->mu);
+    free(pool->workers);
+    free(pool->fn);
+    free(pool->path);
+    free(pool->cpath);
+    free(pool);
+}

@@ -1,0 +1,67 @@
+/*
+ * pool.h — thread workers for function tasks. Each worker is a pthread
+ * that creates and owns one lua_State for the pool's lifetime; no other
+ * thread ever touches it. Jobs and results cross as marshalled bytes
+ * through two mutex-guarded lists, taken and published in batches; an
+ * eventfd tells the owner's event loop that results are waiting.
+ *
+ * Cancelling (a deadline, or the owner stopping the pool) only sets
+ * values the worker reads: its count hook, lc.sleep and lc.run_prog check
+ * them and raise a sentinel that the worker turns into a result.
+ */
+#ifndef LC_POOL_H
+#define LC_POOL_H
+
+#include <stddef.h>
+
+#include "lua.h"
+#include "marshal.h"
+
+enum { LC_JOB_OK, LC_JOB_ERROR, LC_JOB_TIMEOUT, LC_JOB_CANCELLED };
+
+typedef struct lc_job {
+    struct lc_job *next;
+    long long id;
+    lc_bytes in;          /* key, args */
+    int status;           /* LC_JOB_* once done */
+    lc_bytes out;         /* OK: nret first answer; otherwise a message */
+    double t_start, t_end;            /* lc_now(); 0 if never started */
+} lc_job;
+
+typedef struct lc_pool lc_pool;
+
+typedef struct lc_pool_config {
+    int nthreads;
+    const char *fn;       /* the marshalled task function */
+    size_t fn_len;
+    double timeout;       /* per task, seconds; <= 0: none */
+    const char *path, *cpath;   /* package.path / cpath for worker states */
+} lc_pool_config;
+
+/* Optional: called on every new worker state after the standard
+ * libraries are open (the executable registers its embedded modules). */
+extern void (*lc_state_setup)(lua_State *L);
+
+/* Light userdata identity raised to cancel a task. */
+extern const char lc_cancel_sentinel;
+
+lc_pool *lc_pool_new(const lc_pool_config *cfg, int *err);
+int lc_pool_fd(const lc_pool *pool);          /* readable: results waiting */
+void lc_pool_submit(lc_pool *pool, lc_job *first, lc_job *last, size_t n);
+lc_job *lc_pool_take(lc_pool *pool);          /* finished jobs, in order done */
+/* Cancel everything, join the workers; returns every job not yet taken
+ * (finished or never started, the latter with t_start == 0). */
+lc_job *lc_pool_stop(lc_pool *pool);
+void lc_pool_free(lc_pool *pool);
+void lc_job_free(lc_job *job);
+
+/* For code running inside a worker (NULL / no-ops elsewhere). */
+int lc_worker_active(void);
+/* Seconds until the running task's deadline (HUGE_VAL if none); raises
+ * the cancel sentinel if it has passed or the pool is stopping. */
+double lc_worker_check(lua_State *L);
+/* Sleep up to s seconds, waking early (and raising) at the deadline or
+ * when the pool stops. */
+void lc_worker_sleep(lua_State *L, double s);
+
+#endif
