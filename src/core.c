@@ -295,7 +295,7 @@ static loop_ud *check_loop(lua_State *L) {
 }
 
 static int l_new_loop(lua_State *L) {
-    loop_ud *u = lua_newuserdatauv(L, sizeof *u, 0);   /* created closed */
+    loop_ud *u = lua_newuserdatauv(L, sizeof *u, 1);   /* created closed */
     memset(u, 0, sizeof *u);
     luaL_setmetatable(L, LOOP_MT);
     u->loop = lc_loop_new();
@@ -443,7 +443,7 @@ static bytes_ud *new_bytes(lua_State *L) {
 static int l_marshal(lua_State *L) {
     int n = lua_gettop(L);
     bytes_ud *bu = new_bytes(L);
-    lc_marshal(L, 1, n, &bu->b);
+    lc_marshal(L, 1, n, 0, &bu->b);
     return 1;
 }
 
@@ -471,6 +471,8 @@ static int l_pool_start(lua_State *L) {
     cfg.fn = fn->b.data;
     cfg.fn_len = fn->b.len;
     if (u->pool) return luaL_error(L, "luaconcurrent: workers already started");
+    lc_marshal_names(L);                               /* one map for the run */
+    lua_setiuservalue(L, 1, 1);
     int e = 0;
     u->pool = lc_pool_new(&cfg, &e);
     if (u->pool == NULL)
@@ -493,8 +495,9 @@ static int l_submit(lua_State *L) {
     loop_ud *u = check_loop(L);
     if (u->pool == NULL) return luaL_error(L, "luaconcurrent: no thread workers");
     lua_settop(L, 3);
+    lua_getiuservalue(L, 1, 1);                        /* 4: names, from pool_start */
     bytes_ud *bu = new_bytes(L);                       /* owns the bytes if we raise */
-    lc_marshal(L, 2, 2, &bu->b);
+    lc_marshal(L, 2, 2, 4, &bu->b);
     lc_job *job = calloc(1, sizeof *job);
     if (job == NULL) return luaL_error(L, "luaconcurrent: out of memory");
     job->in = bu->b;                                   /* the job owns them now */

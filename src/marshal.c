@@ -116,7 +116,7 @@ static void write_value(wctx *c, int idx);
 /* Name every module and every function a module holds (Lua functions of
  * _G are the script's own and are copied instead). Cached in the registry
  * and rebuilt when package.loaded changes size. */
-static void push_names(lua_State *L) {
+void lc_marshal_names(lua_State *L) {
     lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);      /* loaded */
     lua_Integer count = 0;
     lua_pushnil(L);
@@ -333,18 +333,23 @@ static void write_value(wctx *c, int idx) {
     }
 }
 
-void lc_marshal(lua_State *L, int first, int n, lc_bytes *out) {
+void lc_marshal(lua_State *L, int first, int n, int names, lc_bytes *out) {
     wctx c;
+    int top = lua_gettop(L);
     first = lua_absindex(L, first);
     memset(&c, 0, sizeof c);
     c.L = L;
     c.out = out;
+    if (names) {
+        c.names = lua_absindex(L, names);
+    } else {
+        lc_marshal_names(L);
+        c.names = lua_gettop(L);
+    }
     lua_newtable(L);
     c.seen = lua_gettop(L);
-    push_names(L);
-    c.names = lua_gettop(L);
     for (int i = 0; i < n; i++) write_value(&c, first + i);
-    lua_pop(L, 2);
+    lua_settop(L, top);
 }
 
 /* ---- reading ------------------------------------------------------------ */

@@ -24,9 +24,15 @@ typedef struct lc_bytes {
     size_t len, cap;
 } lc_bytes;
 
-/* Append the values at stack indices [first, first+n) to *out. Raises a
- * Lua error (out keeps what was written; the caller owns and frees it). */
-void lc_marshal(lua_State *L, int first, int n, lc_bytes *out);
+/* Push the table that names modules and their functions (see marshal.c),
+ * rebuilt when package.loaded has changed size. Callers sending many
+ * messages build it once and pass its index to lc_marshal. */
+void lc_marshal_names(lua_State *L);
+
+/* Append the values at stack indices [first, first+n) to *out; names is
+ * the index of a table from lc_marshal_names, or 0 to get the current one.
+ * Raises a Lua error (out keeps what was written; the caller frees it). */
+void lc_marshal(lua_State *L, int first, int n, int names, lc_bytes *out);
 
 /* Push the values encoded in data; returns how many. Raises a Lua error
  * on malformed input. Run it under a protected call. */

@@ -163,6 +163,8 @@ static int setup_state(lua_State *L) {
     if (lc_unmarshal(L, pool->fn, pool->fn_len) != 1 || !lua_isfunction(L, -1))
         return luaL_error(L, "luaconcurrent: the task function did not arrive");
     lua_setfield(L, LUA_REGISTRYINDEX, "luaconcurrent.worker.fn");
+    lc_marshal_names(L);                   /* built once: answers reuse it */
+    lua_setfield(L, LUA_REGISTRYINDEX, "luaconcurrent.worker.names");
     return 0;
 }
 
@@ -179,7 +181,8 @@ static int job_prepare(lua_State *L) {
 /* Under pcall: nret, first, answer -> bytes. */
 static int job_pack(lua_State *L) {
     lc_job *job = lua_touserdata(L, 1);
-    lc_marshal(L, 2, 3, &job->out);
+    lua_getfield(L, LUA_REGISTRYINDEX, "luaconcurrent.worker.names");
+    lc_marshal(L, 2, 3, lua_gettop(L), &job->out);
     return 0;
 }
 

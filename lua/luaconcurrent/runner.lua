@@ -69,7 +69,13 @@ local function new_runner(class, pargs, tasks, opts, ...)
   if kind == "pool" then
     -- Fail here, naming the value, if the function cannot reach a worker.
     fn_bytes = core.marshal(pargs[1])
-    core.marshal(table.unpack(pargs, 2, #pargs))
+    for i = 2, #pargs do
+      local sendable, err = pcall(core.marshal, pargs[i])
+      if not sendable then
+        fail("pargs[%d] cannot be sent to a thread worker: %s", i,
+          (tostring(err):gsub("^luaconcurrent: ", "")))
+      end
+    end
   end
   local self = setmetatable({
     pargs = pargs,
