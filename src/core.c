@@ -458,18 +458,20 @@ static int l_bytes_size(lua_State *L) {
     return 1;
 }
 
-/* loop:pool_start(fn_bytes, nthreads, timeout, path, cpath) */
+/* loop:pool_start(fn_string, nthreads, timeout, path, cpath); fn_string
+ * from core.marshal_string(fn). */
 static int l_pool_start(lua_State *L) {
     loop_ud *u = check_loop(L);
-    bytes_ud *fn = luaL_checkudata(L, 2, BYTES_MT);
+    size_t fn_len;
+    const char *fn = luaL_checklstring(L, 2, &fn_len);
     lc_pool_config cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.nthreads = (int)luaL_checkinteger(L, 3);
     cfg.timeout = luaL_optnumber(L, 4, 0);
     cfg.path = luaL_checkstring(L, 5);
     cfg.cpath = luaL_checkstring(L, 6);
-    cfg.fn = fn->b.data;
-    cfg.fn_len = fn->b.len;
+    cfg.fn = fn;
+    cfg.fn_len = fn_len;
     if (u->pool) return luaL_error(L, "luaconcurrent: workers already started");
     lc_marshal_names(L);                               /* one map for the run */
     lua_setiuservalue(L, 1, 1);
@@ -518,6 +520,35 @@ static int l_worker_check(lua_State *L) {
     if (!lc_worker_active()) return 0;
     lua_pushnumber(L, lc_worker_check(L));
     return 1;
+}
+
+/* core.marshal_string(...) / core.unmarshal_string(s): the same bytes as
+ * a Lua string, for pipes to process workers. */
+static int l_marshal_string(lua_State *L) {
+    int n = lua_gettop(L);
+    bytes_ud *bu = new_bytes(L);
+    lc_marshal(L, 1, n, 0, &bu->b);
+    lua_pushlstring(L, bu->b.data ? bu->b.data : "", bu->b.len);
+    lc_bytes_free(&bu->b);
+    return 1;
+}
+
+static int l_unmarshal_string(lua_State *L) {
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    lua_settop(L, 1);
+    return lc_unmarshal(L, s, len);
+}
+
+/* How to start a process worker: this executable (it has a --worker
+ * mode) or, for the module, the interpreter the host runs. */
+static int l_host(lua_State *L) {
+    char path[4096];
+    ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
+    lua_pushboolean(L, lc_state_setup != NULL);        /* the executable? */
+    if (n > 0) lua_pushlstring(L, path, (size_t)n);
+    else lua_pushnil(L);
+    return 2;
 }
 
 static int l_cpu_count(lua_State *L) {
@@ -686,6 +717,9 @@ static const luaL_Reg core_funcs[] = {
     {"worker_check", l_worker_check},
     {"cancel_sentinel", l_cancel_sentinel},
     {"cpu_count", l_cpu_count},
+    {"marshal_string", l_marshal_string},
+    {"unmarshal_string", l_unmarshal_string},
+    {"host", l_host},
     {NULL, NULL},
 };
 

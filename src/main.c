@@ -23,6 +23,7 @@
 #include "lualib.h"
 
 #include "embedded.h"
+#include "pool.h"
 
 #define LC_PROGNAME "luaconcurrent"
 #define LC_VERSION  "0.1.0"
@@ -358,6 +359,7 @@ static int handle_script (lua_State *L, char **argv, int json, int *exitcode) {
 #define has_E		16	/* -E */
 #define has_json	32	/* --json */
 #define has_help	64	/* -h, --help */
+#define has_worker	128	/* --worker: a process worker (internal) */
 
 
 /*
@@ -385,6 +387,8 @@ static int collectargs (char **argv, int *first) {
             args |= has_json;
           else if (strcmp(argv[i], "--help") == 0)
             args |= has_help;
+          else if (strcmp(argv[i], "--worker") == 0)
+            args |= has_worker;
           else
             return has_error;  /* invalid option */
           break;
@@ -546,6 +550,15 @@ static int pmain (lua_State *L) {
   }
   luaL_openlibs(L);  /* open standard libraries */
   register_preloads(L);
+  if (args & has_worker) {  /* one task of an isolation = "process" run */
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "luaconcurrent.worker");
+    if (docall(L, 1, 1) != LUA_OK) goto fail;
+    lua_getfield(L, -1, "main");
+    if (docall(L, 0, 1) != LUA_OK) goto fail;
+    lua_pushinteger(L, lua_tointeger(L, -1));
+    return 1;
+  }
   createargtable(L, argv, argc, script);  /* create table 'arg' */
   lua_gc(L, LUA_GCRESTART);  /* start GC... */
   if (!(args & has_E)) {  /* no option '-E'? */
@@ -581,6 +594,7 @@ int main (int argc, char **argv) {
   lua_State *L;
   /* SIGPIPE keeps its default: the engine blocks it around its own writes
    * to children, so `luaconcurrent script | head` ends like lua5.4 does. */
+  lc_state_setup = register_preloads;  /* worker states get them too */
   L = luaL_newstate();  /* create state */
   if (L == NULL) {
     l_message("cannot create state: not enough memory");

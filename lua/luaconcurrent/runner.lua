@@ -12,6 +12,8 @@
 --   coro  ProcRunAsyncio with a function: one coroutine per task, here
 --   pool  ProcRunMp with a function: thread workers, each with its own
 --         lua_State (src/pool.c); tasks and answers cross as bytes
+--   isolated  the same with isolation = "process": one worker process per
+--         task (worker.lua), the same bytes over its stdin and stdout
 
 local core = require "luaconcurrent.core"
 local validate = require "luaconcurrent.validate"
@@ -29,7 +31,7 @@ local sethook, traceback = debug.sethook, debug.traceback
 local OPTIONS = {
   num_workers = true, timeout = true, verb = true, on_start = true,
   on_result = true, on_progress = true, env = true, cwd = true, input = true,
-  keep_results = true, kill_grace = true,
+  keep_results = true, kill_grace = true, isolation = true,
 }
 
 local DEFAULT_WORKERS = 4
@@ -65,10 +67,19 @@ local function new_runner(class, pargs, tasks, opts, ...)
   local is_fn = type(pargs[1]) == "function"
   local kind = is_fn and class.function_kind or "exec"
   local ntasks = validate.tasks(tasks, not is_fn)
+  if opts.isolation ~= nil then
+    if opts.isolation ~= "thread" and opts.isolation ~= "process" then
+      fail('isolation must be "thread" or "process", got %s', validate.show(opts.isolation))
+    end
+    if kind ~= "pool" then
+      fail("isolation applies to ProcRunMp function tasks")
+    end
+    if opts.isolation == "process" then kind = "isolated" end
+  end
   local fn_bytes
-  if kind == "pool" then
+  if kind == "pool" or kind == "isolated" then
     -- Fail here, naming the value, if the function cannot reach a worker.
-    fn_bytes = core.marshal(pargs[1])
+    fn_bytes = core.marshal_string(pargs[1])
     for i = 2, #pargs do
       local sendable, err = pcall(core.marshal, pargs[i])
       if not sendable then
@@ -161,6 +172,7 @@ local function run_tasks(self, st)
   local loop = st.loop
   local kind = self.kind
   local limit = self.num_workers == 0 and math.huge or self.num_workers
+  if kind == "isolated" and self.num_workers == 0 then limit = core.cpu_count() end
   if kind == "pool" then
     local nthreads = self.num_workers == 0 and core.cpu_count() or self.num_workers
     pcall(require, "cjson")  -- its one-time set-up must not race in workers
@@ -413,6 +425,73 @@ local function run_tasks(self, st)
   end
   st.job_result = job_result
 
+  ---------------------------------------------------------------- processes
+
+  -- isolation = "process": one worker process per task, started by exec.
+  local worker_argv, worker_head
+  if kind == "isolated" then
+    local embedded, exe = core.host()
+    if embedded then
+      worker_argv = { exe, "--worker" }
+    else
+      local lua = exe and exe:match("/lua[%d.]*$") and exe or "lua5.4"
+      worker_argv = { lua, "-E", "-e", string.format(
+        "package.path = %q; package.cpath = %q; os.exit(require('luaconcurrent.worker').main(), true)",
+        package.path, package.cpath) }
+    end
+    worker_head = string.pack("<s4s4", core.marshal_string(package.path, package.cpath),
+      self.fn_bytes)
+  end
+
+  local function start_isolated(index, key, arg)
+    local args
+    if nfixed == 0 then
+      args = { arg }
+    else
+      args = { table.unpack(fixed, 1, nfixed) }
+      args[nfixed + 1] = arg
+    end
+    local sent, frame = pcall(core.marshal_string, key, args)
+    if not sent then
+      local res = ProcResult.new(key, arg)
+      res.exception, res.error = "RuntimeError", tostring(frame)
+      return finish(index, res)
+    end
+    local input = worker_head .. string.pack("<s4", frame)
+    -- A timeout is a hard kill: no grace for a worker to catch SIGTERM in.
+    local id, message, errname = loop:spawn(worker_argv, envblock, cwd, input, timeout, 0)
+    if id then
+      inflight[id] = { index, key, arg, isolated = true }
+      running = running + 1
+    else
+      finish(index, ProcResult.spawn_failure(key, arg, message, errname))
+    end
+  end
+
+  local worker = kind == "isolated" and require "luaconcurrent.worker"
+
+  -- A worker process's record: its answer, or why it gave none.
+  local function isolated_result(key, arg, rec)
+    local res = ProcResult.from_record(key, arg, rec, timeout)
+    res.returncode, res.signal = nil, nil
+    if rec.timeout or rec.interrupted then return res end
+    local decoded = table.pack(pcall(worker.decode, core, rec.stdout))
+    if decoded[1] and decoded[2] then
+      res.stdout = decoded[2]
+      res.error, res.exception = nil, nil
+      if decoded[3] == "ok" then
+        returned_result(res, decoded[4], decoded[5], decoded[6])
+      else
+        res.success, res.exception, res.error = false, "RuntimeError", decoded[4]
+      end
+    else
+      res.success, res.exception = false, "RuntimeError"
+      res.error = "the worker process ended without answering: " .. (res.error or "no answer")
+    end
+    return res
+  end
+  st.isolated_result = isolated_result
+
   ---------------------------------------------------------------- records
 
   local function on_records(records)
@@ -427,6 +506,7 @@ local function run_tasks(self, st)
         inflight[rec.id] = nil
         running = running - 1
         local res = rec.fn and job_result(t[2], t[3], rec)
+          or t.isolated and isolated_result(t[2], t[3], rec)
           or ProcResult.from_record(t[2], t[3], rec, timeout)
         store(t[1], res)
         finished[#finished + 1] = res
@@ -446,7 +526,8 @@ local function run_tasks(self, st)
 
   ---------------------------------------------------------------- the loop
 
-  local start = kind == "exec" and start_exec or kind == "pool" and start_pool or start_coro
+  local start = ({ exec = start_exec, pool = start_pool, isolated = start_isolated,
+                   coro = start_coro })[kind]
   local exhausted = false
   while true do
     while running < limit and not exhausted do
@@ -490,6 +571,7 @@ local function abandon(self, st)
     local t = st.inflight[rec.id]
     if t and keep then
       self.result[t[1]] = rec.fn and st.job_result(t[2], t[3], rec)
+        or t.isolated and st.isolated_result(t[2], t[3], rec)
         or ProcResult.from_record(t[2], t[3], rec, self.timeout)
     end
   end
