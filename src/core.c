@@ -26,6 +26,7 @@
 #include "lauxlib.h"
 #include "lua.h"
 
+#include "hugemem.h"
 #include "loop.h"
 #include "marshal.h"
 #include "pool.h"
@@ -181,7 +182,7 @@ static void set_str(lua_State *L, const char *k, const char *v) {
 static void set_output(lua_State *L, const char *k, lc_buf *b) {
     lua_pushlstring(L, b->data ? b->data : "", b->len);
     lua_setfield(L, -2, k);
-    free(b->data);
+    lc_mem_realloc(b->data, b->cap, 0);
     b->data = NULL;
     b->len = b->cap = 0;
 }

@@ -23,6 +23,7 @@
 #include "lualib.h"
 
 #include "embedded.h"
+#include "hugemem.h"
 #include "pool.h"
 
 #define LC_PROGNAME "luaconcurrent"
@@ -589,6 +590,16 @@ static int pmain (lua_State *L) {
 }
 
 
+/*
+** The standard allocator, plus huge pages for big blocks: a task's
+** captured output becomes one Lua string, and its pages fault in once.
+*/
+static void *lc_lalloc (void *ud, void *ptr, size_t osize, size_t nsize) {
+  (void)ud;
+  return lc_mem_realloc(ptr, osize, nsize);
+}
+
+
 int main (int argc, char **argv) {
   int status, result;
   lua_State *L;
@@ -600,6 +611,8 @@ int main (int argc, char **argv) {
     l_message("cannot create state: not enough memory");
     return EXIT_FAILURE;
   }
+  /* Nothing big was allocated yet, so every block so far is malloc's. */
+  lua_setallocf(L, lc_lalloc, NULL);
   lua_gc(L, LUA_GCSTOP);  /* stop GC while building state */
   lua_pushcfunction(L, &pmain);  /* to call 'pmain' in protected mode */
   lua_pushinteger(L, argc);  /* 1st argument */

@@ -13,6 +13,7 @@
  * while we may still signal the group.
  */
 #include "proc.h"
+#include "hugemem.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -60,6 +61,7 @@ const char *lc_signal_name(int sig) {
 
 /* ---- small helpers ---------------------------------------------------- */
 
+
 /* Keep pipe ends off 0-2 so the child's dup2 actions cannot clobber one
  * another when the host runs with a standard stream closed. */
 static int lift_fd(int *fd) {
@@ -97,7 +99,7 @@ static int buf_reserve(lc_buf *b, size_t extra) {
     if (b->cap - b->len >= extra) return 0;
     size_t cap = b->cap ? 2 * b->cap : extra;
     if (cap < b->len + extra) cap = b->len + extra;
-    char *d = realloc(b->data, cap);
+    char *d = lc_mem_realloc(b->data, b->cap, cap);
     if (d == NULL) return ENOMEM;
     b->data = d;
     b->cap = cap;
@@ -449,8 +451,8 @@ void lc_proc_free(lc_proc *p) {
     lc_watch_close(p->loop, &p->errw);
     lc_watch_close(p->loop, &p->inw);
     lc_timer_release(p->loop, &p->timer);
-    free(p->out.data);
-    free(p->err.data);
+    lc_mem_realloc(p->out.data, p->out.cap, 0);
+    lc_mem_realloc(p->err.data, p->err.cap, 0);
     free(p->input);
     free(p);
 }
