@@ -1,0 +1,433 @@
+-- src/marshal.c through core.marshal / core.unmarshal: what crosses to
+-- another Lua state (and how), and the named errors for what cannot.
+--
+-- Functions defined in this file avoid globals: their _ENV would be busted's
+-- environment table, not _G. Functions that use globals come from
+-- spec/fixtures/fn_tasks.lua (their _ENV, _G, crosses by name).
+
+local lc = require "luaconcurrent"
+local core = require "luaconcurrent.core"
+local helpers = require "helpers"
+
+local F = dofile(helpers.FIXTURES .. "/fn_tasks.lua")
+
+local mtype, select, pcall, getmetatable, setmetatable, type =
+  math.type, select, pcall, getmetatable, setmetatable, type
+
+--- Every value back from one message.
+local function rt(...)
+  return core.unmarshal(core.marshal(...))
+end
+
+--- The error core.marshal raises for these values (fails if none).
+local function marshal_error(...)
+  local ok, err = pcall(core.marshal, ...)
+  assert(not ok, "core.marshal accepted the value")
+  return tostring(err)
+end
+
+local function has(haystack, needle)
+  assert.truthy(haystack:find(needle, 1, true),
+    string.format("expected %q in:\n%s", needle, haystack))
+end
+
+local function where(fn)
+  local info = debug.getinfo(fn, "S")
+  return string.format("function at %s:%d", info.short_src, info.linedefined)
+end
+
+describe("marshal round trips", function()
+  it("gives bytes with a size", function()
+    local b = core.marshal(1, "two")
+    assert.are.equal("userdata", type(b))
+    assert.is_true(b:size() > 0)
+    assert.are.equal(0, core.marshal():size())
+  end)
+
+  it("keeps nil and the number of values", function()
+    assert.are.equal(0, select("#", rt()))
+    assert.are.equal(1, select("#", rt(nil)))
+    assert.is_nil((rt(nil)))
+    assert.are.equal(3, select("#", rt(1, nil, 3)))
+    assert.are.equal(2, select("#", rt(1, nil)))
+    local a, b, c, d = rt(1, "two", { 3 }, false)
+    assert.are.equal(1, a)
+    assert.are.equal("two", b)
+    assert.are.same({ 3 }, c)
+    assert.is_false(d)
+  end)
+
+  it("keeps booleans", function()
+    local t, f = rt(true, false)
+    assert.is_true(t)
+    assert.is_false(f)
+  end)
+
+  it("keeps integers and floats apart", function()
+    local i, f = rt(3, 3.0)
+    assert.are.equal("integer", mtype(i))
+    assert.are.equal("float", mtype(f))
+    assert.are.equal(3, i)
+    assert.are.equal(3.0, f)
+    local vals = { math.maxinteger, math.mininteger, 0, -1, 1 << 53 + 1, 0.1, -2.5e300,
+      math.huge, -math.huge, 5e-324 }
+    for _, v in ipairs(vals) do
+      local c = rt(v)
+      assert.are.equal(mtype(v), mtype(c))
+      assert.is_true(c == v, tostring(v))
+    end
+    local mz = rt(-0.0)
+    assert.are.equal("float", mtype(mz))
+    assert.are.equal(-math.huge, 1 / mz)
+    local nan = rt(0 / 0)
+    assert.are.equal("float", mtype(nan))
+    assert.is_true(nan ~= nan)
+  end)
+
+  it("keeps strings byte for byte", function()
+    local bytes = {}
+    for i = 0, 255 do bytes[#bytes + 1] = string.char(i) end
+    local all = table.concat(bytes)
+    local vals = { "", "a\0b", "\0", all, all:rep(4000) }
+    for _, v in ipairs(vals) do
+      local c = rt(v)
+      assert.are.equal(#v, #c)
+      assert.is_true(c == v)
+    end
+  end)
+
+  it("copies nested tables", function()
+    local t = { 1, 2, { 3, { 4, x = "y" } }, k = { [true] = false, [2.5] = "f" },
+      [-7] = "neg", [math.maxinteger] = "max" }
+    local c = rt(t)
+    assert.are_not.equal(t, c)
+    assert.are.same(t, c)
+    assert.are.equal("integer", mtype(next(rt({ [1] = true }))))
+  end)
+
+  it("keeps table keys that are tables", function()
+    local k = { name = "k" }
+    local c = rt({ [k] = 1 })
+    local ck, v = next(c)
+    assert.are.equal("table", type(ck))
+    assert.are_not.equal(k, ck)
+    assert.are.equal("k", ck.name)
+    assert.are.equal(1, v)
+  end)
+
+  it("keeps cycles", function()
+    local t = { name = "t" }
+    t.self = t
+    t.inner = { back = t }
+    local c = rt(t)
+    assert.are_not.equal(t, c)
+    assert.are.equal(c, c.self)
+    assert.are.equal(c, c.inner.back)
+    assert.are.equal("t", c.name)
+  end)
+
+  it("keeps shared subtables shared", function()
+    local sub = { 1 }
+    local a = { x = sub, y = sub, list = { sub, sub } }
+    local c = rt(a)
+    assert.are.equal(c.x, c.y)
+    assert.are.equal(c.x, c.list[1])
+    assert.are.equal(c.x, c.list[2])
+    assert.are_not.equal(sub, c.x)
+    -- and across the values of one message
+    local c1, c2 = rt(sub, { sub })
+    assert.are.equal(c1, c2[1])
+  end)
+
+  it("keeps metatables, shared between instances", function()
+    local mt = {}
+    mt.__index = mt
+    function mt.get(self) return self.v end
+    local a, b = setmetatable({ v = 1 }, mt), setmetatable({ v = 2 }, mt)
+    local ca, cb = rt(a, b)
+    assert.are.equal(getmetatable(ca), getmetatable(cb))
+    assert.are_not.equal(mt, getmetatable(ca))
+    assert.are.equal(1, ca:get())
+    assert.are.equal(2, cb:get())
+    local list = rt({ a, b })
+    assert.are.equal(getmetatable(list[1]), getmetatable(list[2]))
+    assert.are.equal(2, list[2]:get())
+  end)
+
+  it("copies functions with a snapshot of their upvalues", function()
+    local n = 0
+    local function inc() n = n + 1; return n end
+    inc(); inc()
+    local copy = rt(inc)
+    assert.are_not.equal(inc, copy)
+    assert.are.equal(3, copy())
+    assert.are.equal(4, copy())
+    assert.are.equal(3, inc()) -- the original counts on its own
+    assert.are.equal(3, n)
+  end)
+
+  it("copies a recursive local function", function()
+    local function fact(k)
+      if k <= 1 then return 1 end
+      return k * fact(k - 1)
+    end
+    local copy = rt(fact)
+    assert.are_not.equal(fact, copy)
+    assert.are.equal(120, copy(5))
+    local _, up = debug.getupvalue(copy, 1)
+    assert.are.equal(copy, up) -- refers to itself, not to the original
+  end)
+
+  it("keeps a table and the function that refers to it together", function()
+    local t = { v = "t" }
+    function t.get() return t end
+    local c = rt(t)
+    assert.are.equal(c, c.get())
+  end)
+
+  it("copies a function using a captured string.format", function()
+    local fmt = string.format
+    local function f(x) return fmt("%05d", x) end
+    local copy = rt(f)
+    assert.are.equal("00042", copy(42))
+    local _, up = debug.getupvalue(copy, 1)
+    assert.are.equal(string.format, up)
+  end)
+
+  it("sends library functions and module functions by name", function()
+    assert.are.equal(string.format, rt(string.format))
+    assert.are.equal(print, rt(print))
+    assert.are.equal(lc.sleep, rt(lc.sleep))
+    assert.are.equal(lc.run_prog, rt(lc.run_prog))
+  end)
+
+  it("sends modules by name", function()
+    assert.are.equal(string, rt(string))
+    assert.are.equal(math, rt(math))
+    assert.are.equal(_G, rt(_G))
+    assert.are.equal(lc, rt(lc))
+    assert.are.equal(core, rt(core))
+    local t = rt({ s = string, m = { lc } })
+    assert.are.equal(string, t.s)
+    assert.are.equal(lc, t.m[1])
+  end)
+
+  it("sends by name only what the module holds now", function()
+    -- A function sent by name must be the one the module holds when it is
+    -- sent; one the module no longer holds is a plain Lua function.
+    local name = "lc_marshal_spec_mod"
+    local m = {}
+    local function f1() return 1 end
+    m.f = f1
+    package.loaded[name] = m
+    local ok, err = pcall(function()
+      assert.are.equal(f1, rt(f1))     -- by name while the module holds it
+      m.f = function() return 2 end    -- the module replaces it
+      local c = rt(f1)
+      assert.are.equal("function", type(c))
+      assert.are.equal(1, c())
+      m.f = nil                        -- the module drops it
+      c = rt(f1)
+      assert.are.equal("function", type(c))
+      assert.are.equal(1, c())
+    end)
+    package.loaded[name] = nil
+    assert(ok, err)
+  end)
+
+  it("copies a function's own _ENV table when it is not a module", function()
+    local g = load("return x + 1", "=chunk", "t", { x = 41 })
+    local copy = rt(g)
+    assert.are_not.equal(g, copy)
+    assert.are.equal(42, copy())
+  end)
+
+  it("sends a function whose _ENV is _G, globals and all", function()
+    local copy = rt(F.globals)
+    assert.are_not.equal(F.globals, copy)
+    local ok, answer = copy(7)
+    assert.is_true(ok)
+    assert.are.equal("7:number", answer)
+  end)
+
+  it("copies deeply nested tables below the limit", function()
+    local t = {}
+    local cur = t
+    for _ = 1, 150 do cur.next = {}; cur = cur.next end
+    cur.last = true
+    local c = rt(t)
+    for _ = 1, 150 do c = c.next end
+    assert.is_true(c.last)
+  end)
+
+  it("can marshal again after an error", function()
+    assert.is_false(pcall(core.marshal, { io.stdout }))
+    assert.are.same({ 1, { 2 } }, rt({ 1, { 2 } }))
+  end)
+end)
+
+describe("marshal errors", function()
+  it("names a userdata", function()
+    has(marshal_error(io.stdout), "luaconcurrent: cannot send a userdata to another Lua state")
+  end)
+
+  it("names a coroutine", function()
+    has(marshal_error(coroutine.create(function() end)),
+      "luaconcurrent: cannot send a coroutine to another Lua state")
+  end)
+
+  it("names a C function that no module holds", function()
+    local iter = ipairs({})          -- ipairs' C iterator is in no module
+    has(marshal_error(iter), "cannot send a C function that no loaded module holds")
+    local gm = string.gmatch("a", "a") -- a C closure
+    has(marshal_error(gm), "cannot send a C function that no loaded module holds")
+  end)
+
+  it("names a light userdata", function()
+    local lud = core.cancel_sentinel()
+    assert.are.equal("userdata", type(lud))
+    has(marshal_error(lud), "cannot send a light userdata to another Lua state")
+  end)
+
+  it("names the upvalue and the function", function()
+    local fh = io.stdout
+    local function f() return fh end
+    local err = marshal_error(f)
+    has(err, "luaconcurrent: cannot send a userdata to another Lua state: upvalue 'fh' of "
+      .. where(f))
+    assert.matches("upvalue 'fh' of function at .*marshal_spec%.lua:%d+", err)
+  end)
+
+  it("names the path through tables and functions", function()
+    local cfg = { out = { fh = io.stderr } }
+    local function inner() return cfg end
+    local function outer() return inner end
+    local err = marshal_error(outer)
+    has(err, "cannot send a userdata to another Lua state: field 'fh', in field 'out', "
+      .. "in upvalue 'cfg' of " .. where(inner) .. ", in upvalue 'inner' of " .. where(outer))
+    has(marshal_error({ list = { 1, 2, io.stdout } }),
+      "cannot send a userdata to another Lua state: field [3], in field 'list'")
+  end)
+
+  it("names a coroutine upvalue", function()
+    local co = coroutine.create(function() end)
+    local function f() return co end
+    has(marshal_error(f), "cannot send a coroutine to another Lua state: upvalue 'co' of " .. where(f))
+  end)
+
+  it("names a C function upvalue", function()
+    local iter = ipairs({})
+    local function f() return iter end
+    has(marshal_error(f), "cannot send a C function that no loaded module holds to another "
+      .. "Lua state: upvalue 'iter' of " .. where(f))
+  end)
+
+  it("names a metatable that cannot cross", function()
+    has(marshal_error(setmetatable({}, { __index = io.stdout })),
+      "cannot send a userdata to another Lua state: field '__index', in metatable")
+  end)
+
+  -- Deep nesting runs in a child lua5.4: a crash must not take busted down.
+  local function deep_child(build)
+    local code = [[
+      local core = require "luaconcurrent.core"
+      local v = (function() ]] .. build .. [[ end)()
+      local ok, err = pcall(core.marshal, v)
+      io.write(tostring(ok), "\n", tostring(err), "\n")
+    ]]
+    return helpers.run_lua(code)
+  end
+
+  it("rejects tables nested more than 200 levels, without crashing", function()
+    for _, depth in ipairs({ 250, 100000 }) do
+      local out, err, code = deep_child([[
+        local t = {}
+        local cur = t
+        for _ = 1, ]] .. depth .. [[ do cur[1] = {}; cur = cur[1] end
+        return t
+      ]])
+      assert.are.equal(0, code, "child exited " .. tostring(code) .. ": " .. err)
+      assert.matches("^false\n", out)
+      assert.truthy(out:find("nested more than 200 levels", 1, true), out)
+    end
+  end)
+
+  it("rejects functions nested more than 200 levels deep, without crashing", function()
+    local out, err, code = deep_child([[
+      local f = function() return 0 end
+      for _ = 1, 1000 do
+        local g = f
+        f = function() return g() end
+      end
+      return f
+    ]])
+    assert.are.equal(0, code, "child exited " .. tostring(code) .. ": " .. err)
+    assert.matches("^false\n", out)
+    assert.truthy(out:find("nested more than 200 levels", 1, true), out)
+  end)
+end)
+
+describe("ProcRunMp construction", function()
+  helpers.leak_check(before_each, after_each)
+
+  it("raises the marshal error naming the upvalue, before any task runs", function()
+    local fh = io.stdout
+    local ran = 0
+    local function f() ran = ran + 1; return fh end
+    local ok, err = pcall(lc.ProcRunMp, { f }, { { 1 }, { 2 } }, {
+      on_start = function() ran = ran + 1 end,
+    })
+    assert.is_false(ok)
+    has(tostring(err), "luaconcurrent: cannot send a userdata to another Lua state: "
+      .. "upvalue 'fh' of " .. where(f))
+    assert.are.equal(0, ran)
+  end)
+
+  it("raises for a coroutine and a C function upvalue", function()
+    local co = coroutine.create(function() end)
+    local function f1() return co end
+    local ok, err = pcall(lc.ProcRunMp, { f1 }, { { 1 } }, {})
+    assert.is_false(ok)
+    has(tostring(err), "cannot send a coroutine to another Lua state: upvalue 'co' of " .. where(f1))
+    local iter = ipairs({})
+    local function f2() return iter end
+    ok, err = pcall(lc.ProcRunMp, { f2 }, { { 1 } }, {})
+    assert.is_false(ok)
+    has(tostring(err), "upvalue 'iter' of " .. where(f2))
+  end)
+
+  it("raises for a fixed argument that cannot be sent", function()
+    local ok, err = pcall(lc.ProcRunMp, { F.work, "fine", io.stdout }, { { 1 } }, {})
+    assert.is_false(ok)
+    has(tostring(err), "luaconcurrent: pargs[3] cannot be sent to a thread worker: "
+      .. "cannot send a userdata")
+    ok, err = pcall(lc.ProcRunMp, { F.work, { nested = { co = coroutine.create(print) } } },
+      { { 1 } }, {})
+    assert.is_false(ok)
+    has(tostring(err), "luaconcurrent: pargs[2] cannot be sent to a thread worker: "
+      .. "cannot send a coroutine")
+    has(tostring(err), "field 'co', in field 'nested'")
+  end)
+
+  it("gives a task whose arg cannot be sent a failed result", function()
+    local run = lc.ProcRunMp({ F.compute }, { { 1, io.stdout }, { 2, "fine" } }, {})
+    local ok, result = pcall(run.run_all, run)
+    -- either a construction error naming the task, or one failed result
+    if ok then
+      assert.is_false(result[1].success)
+      assert.are.equal("RuntimeError", result[1].exception)
+      has(result[1].error, "userdata")
+      assert.is_true(result[2].success)
+    else
+      has(tostring(result), "userdata")
+    end
+  end)
+
+  it("accepts in ProcRunAsyncio what ProcRunMp cannot send", function()
+    local fh = io.stdout
+    local function f() return fh ~= nil, io.type(fh) end
+    local result = lc.ProcRunAsyncio({ f, io.stderr }, { { 1 } }, {}):run_all()
+    assert.is_true(result[1].success)
+    assert.are.equal("file", result[1].answer)
+  end)
+end)
