@@ -21,7 +21,6 @@
 #include "lauxlib.h"
 
 #define MAX_DEPTH 200
-#define NAMES_KEY "luaconcurrent.marshal.names"
 
 void lc_bytes_free(lc_bytes *b) {
     free(b->data);
@@ -114,29 +113,11 @@ static int fail_at(wctx *c, const char *what) {
 static void write_value(wctx *c, int idx);
 
 /* Name every module and every function a module holds (Lua functions of
- * _G are the script's own and are copied instead). Cached in the registry
- * and rebuilt when package.loaded changes size. */
+ * _G are the script's own and are copied instead), as package.loaded
+ * holds them now. */
 void lc_marshal_names(lua_State *L) {
     lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);      /* loaded */
-    lua_Integer count = 0;
-    lua_pushnil(L);
-    while (lua_next(L, -2)) {
-        count++;
-        lua_pop(L, 1);
-    }
-    if (lua_getfield(L, LUA_REGISTRYINDEX, NAMES_KEY) == LUA_TTABLE) {
-        lua_rawgeti(L, -1, 0);                                 /* loaded names n */
-        if (lua_tointeger(L, -1) == count) {
-            lua_pop(L, 1);
-            lua_remove(L, -2);
-            return;
-        }
-        lua_pop(L, 1);
-    }
-    lua_pop(L, 1);
     lua_newtable(L);                                           /* loaded names */
-    lua_pushinteger(L, count);
-    lua_rawseti(L, -2, 0);
     lua_pushnil(L);
     while (lua_next(L, -3)) {                                  /* loaded names mod tbl */
         if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TTABLE) {
@@ -169,8 +150,6 @@ void lc_marshal_names(lua_State *L) {
         }
         lua_pop(L, 1);
     }
-    lua_pushvalue(L, -1);
-    lua_setfield(L, LUA_REGISTRYINDEX, NAMES_KEY);
     lua_remove(L, -2);                                         /* names */
 }
 

@@ -24,9 +24,9 @@ typedef struct lc_bytes {
     size_t len, cap;
 } lc_bytes;
 
-/* Push the table that names modules and their functions (see marshal.c),
- * rebuilt when package.loaded has changed size. Callers sending many
- * messages build it once and pass its index to lc_marshal. */
+/* Push the table that names modules and their functions (see marshal.c)
+ * as package.loaded holds them now. Callers sending many messages build it
+ * once and pass its index to lc_marshal. */
 void lc_marshal_names(lua_State *L);
 
 /* Append the values at stack indices [first, first+n) to *out; names is

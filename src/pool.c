@@ -31,6 +31,7 @@ typedef struct lc_worker {
     pthread_t thread;
     int started;
     double deadline;           /* of the running task; written by this thread only */
+    int cancels;               /* times the running task was told to stop */
 } lc_worker;
 
 struct lc_pool {
@@ -86,9 +87,12 @@ static void deadline_hook(lua_State *L, lua_Debug *ar) {
     lc_worker *w = current_worker;
     (void)ar;
     if (w && (cancelled(w) || lc_now() >= w->deadline)) {
-        /* From now on every instruction checks again, so a pcall in the
-         * task that swallows the sentinel gets no further. */
-        lua_sethook(L, deadline_hook, LUA_MASKCOUNT, 1);
+        /* The hook stays armed, so a pcall that swallows the sentinel gets
+         * it again at the next check, while a short __close handler still
+         * runs to its end. A task that keeps swallowing it is checked on
+         * every instruction from the third time on, which also catches a
+         * pcall in a loop. A task that returns anyway is timed out. */
+        if (++w->cancels == 3) lua_sethook(L, deadline_hook, LUA_MASKCOUNT, 1);
         raise_cancel(L);
     }
 }
@@ -190,6 +194,7 @@ static void run_job(lc_worker *w, lua_State *L, const char *setup_error, lc_job 
     lc_pool *pool = w->pool;
     job->t_start = lc_now();
     w->deadline = pool->timeout > 0 ? job->t_start + pool->timeout : HUGE_VAL;
+    w->cancels = 0;
     if (setup_error) {
         job->status = LC_JOB_ERROR;
         set_message(job, setup_error, strlen(setup_error));

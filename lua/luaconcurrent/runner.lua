@@ -307,14 +307,21 @@ local function run_tasks(self, st)
     complete(t.co, t, t.index, t.key, t.arg, t.t0, false, 1, CANCEL)
   end
 
+  -- The hook stays armed after it fires, so a pcall that swallows CANCEL
+  -- gets it again at the next check, while a short __close handler still
+  -- runs to its end. A task that keeps swallowing it is checked on every
+  -- instruction from the third time on, which also catches a pcall in a
+  -- loop. A task that returns anyway is timed out (complete, above).
   local function deadline_hook(t)
+    local cancels = 0
     return function()
       if now() >= t.deadline then
-        -- Fire on every instruction from now on, so a pcall in the task
-        -- that swallows CANCEL only gets as far as its next instruction.
-        local co = coroutine.running()
-        sethook(co, t.hook, "", 1)
-        if co ~= t.co then sethook(t.co, t.hook, "", 1) end
+        cancels = cancels + 1
+        if cancels == 3 then
+          local co = coroutine.running()
+          sethook(co, t.hook, "", 1)
+          if co ~= t.co then sethook(t.co, t.hook, "", 1) end
+        end
         error(CANCEL, 0)
       end
     end
