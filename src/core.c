@@ -17,6 +17,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -31,6 +32,7 @@
 #include "marshal.h"
 #include "pool.h"
 #include "proc.h"
+#include "signals.h"
 
 #define LOOP_MT "luaconcurrent.loop"
 #define ENV_MT "luaconcurrent.envblock"
@@ -552,6 +554,52 @@ static int l_host(lua_State *L) {
     return 2;
 }
 
+/* ---- signals ------------------------------------------------------------ */
+
+/* At lua_close: a host that asked for our handlers and was interrupted
+ * ends by that signal, so its exit status is 128 + signum. */
+static int l_signals_gc(lua_State *L) {
+    (void)L;
+    int sig = lc_sig_last;
+    if (sig && lc_state_setup == NULL) {
+        signal(sig, SIG_DFL);
+        raise(sig);
+    }
+    return 0;
+}
+
+/* core.handle_signals(): for hosts of the module that want what the
+ * executable does (see signals.h). Idempotent. */
+static int l_handle_signals(lua_State *L) {
+    if (!lc_signals_installed()) lc_signals_install(NULL);
+    if (lua_getfield(L, LUA_REGISTRYINDEX, "luaconcurrent.signals") == LUA_TNIL) {
+        lua_newuserdatauv(L, 0, 0);
+        lua_newtable(L);
+        lua_pushcfunction(L, l_signals_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_setmetatable(L, -2);
+        lua_setfield(L, LUA_REGISTRYINDEX, "luaconcurrent.signals");
+    }
+    lua_pop(L, 1);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* The SIGINT/SIGTERM waiting for a run to act on ("SIGINT", ...), taken
+ * as handled; nil if none. */
+static int l_signal_pending(lua_State *L) {
+    int sig = lc_sig_pending;
+    if (sig == 0) return 0;
+    lc_sig_pending = 0;
+    lua_pushstring(L, lc_signal_name(sig));
+    return 1;
+}
+
+static int l_hup_pending(lua_State *L) {
+    lua_pushboolean(L, lc_sig_hup != 0);
+    return 1;
+}
+
 static int l_cpu_count(lua_State *L) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     lua_pushinteger(L, n > 0 ? n : 1);
@@ -721,6 +769,9 @@ static const luaL_Reg core_funcs[] = {
     {"marshal_string", l_marshal_string},
     {"unmarshal_string", l_unmarshal_string},
     {"host", l_host},
+    {"handle_signals", l_handle_signals},
+    {"signal_pending", l_signal_pending},
+    {"hup_pending", l_hup_pending},
     {NULL, NULL},
 };
 

@@ -25,6 +25,7 @@
 #include "embedded.h"
 #include "hugemem.h"
 #include "pool.h"
+#include "signals.h"
 
 #define LC_PROGNAME "luaconcurrent"
 #define LC_VERSION  "0.1.0"
@@ -44,56 +45,31 @@ int luaopen_luaconcurrent_core (lua_State *L);
 
 static lua_State *globalL = NULL;
 
-/* number of the last SIGINT/SIGTERM received, 0 if none */
-static volatile sig_atomic_t lc_signal = 0;
-
-static struct sigaction old_sigint, old_sigterm;
-
 
 /*
-** Hook set by the signal handler: stops the interpreter at the next
-** call, return, line or instruction.
+** Hook set when SIGINT or SIGTERM arrives: stops the interpreter at the
+** next call, return, line or instruction, and takes the signal as handled.
 */
 static void lstop (lua_State *L, lua_Debug *ar) {
   (void)ar;  /* unused arg. */
   lua_sethook(L, NULL, 0, 0);  /* reset hook */
+  lc_sig_pending = 0;  /* this error is the run's answer to it */
   lua_pushliteral(L, "interrupted!");
   lua_error(L);
 }
 
 
 /*
-** Handler for SIGINT and SIGTERM: record the signal, restore the default
-** action (a second signal kills the process) and ask the interpreter to
-** stop. Blocking system calls are not restarted (no SA_RESTART), so the
-** engine's event loop returns to Lua with EINTR and the hook runs.
+** Called from the signal handler (signals.c) on the first SIGINT or
+** SIGTERM. Blocking system calls are not restarted, so the engine's event
+** loop returns to Lua with EINTR and the hook runs; the run kills and reaps
+** its tasks on the way out. A second signal kills every task group and
+** exits at once (signals.c).
 */
-static void laction (int i) {
+static void laction (int sig) {
   int flag = LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT;
-  struct sigaction sa;
-  lc_signal = i;
-  memset(&sa, 0, sizeof(sa));
-  sa.sa_handler = SIG_DFL;
-  sigemptyset(&sa.sa_mask);
-  sigaction(i, &sa, NULL);  /* if another signal happens, terminate process */
-  lua_sethook(globalL, lstop, flag, 1);
-}
-
-
-static void setsignals (void) {
-  struct sigaction sa;
-  memset(&sa, 0, sizeof(sa));
-  sa.sa_handler = laction;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = 0;  /* no SA_RESTART: interrupt blocking system calls */
-  sigaction(SIGINT, &sa, &old_sigint);
-  sigaction(SIGTERM, &sa, &old_sigterm);
-}
-
-
-static void resetsignals (void) {
-  sigaction(SIGINT, &old_sigint, NULL);
-  sigaction(SIGTERM, &old_sigterm, NULL);
+  (void)sig;
+  if (globalL) lua_sethook(globalL, lstop, flag, 1);
 }
 
 /* }================================================================== */
@@ -184,9 +160,7 @@ static int docall (lua_State *L, int narg, int nres) {
   lua_pushcfunction(L, msghandler);  /* push message handler */
   lua_insert(L, base);  /* put it under function and args */
   globalL = L;  /* to be available to 'laction' */
-  setsignals();
   status = lua_pcall(L, narg, nres, base);
-  resetsignals();
   lua_remove(L, base);  /* remove message handler from the stack */
   return status;
 }
@@ -606,6 +580,7 @@ int main (int argc, char **argv) {
   /* SIGPIPE keeps its default: the engine blocks it around its own writes
    * to children, so `luaconcurrent script | head` ends like lua5.4 does. */
   lc_state_setup = register_preloads;  /* worker states get them too */
+  lc_signals_install(laction);
   L = luaL_newstate();  /* create state */
   if (L == NULL) {
     l_message("cannot create state: not enough memory");
@@ -621,7 +596,7 @@ int main (int argc, char **argv) {
   result = (status == LUA_OK) ? (int)lua_tointeger(L, -1) : EXIT_FAILURE;
   report(L, status);
   lua_close(L);
-  if (result != EXIT_SUCCESS && lc_signal != 0)
-    result = 128 + lc_signal;  /* interrupted by SIGINT or SIGTERM */
+  if (result != EXIT_SUCCESS && lc_sig_last != 0)
+    result = 128 + lc_sig_last;  /* interrupted by SIGINT or SIGTERM */
   return result;
 }

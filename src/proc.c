@@ -14,6 +14,7 @@
  */
 #include "proc.h"
 #include "hugemem.h"
+#include "signals.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -118,6 +119,8 @@ static void check_done(lc_proc *p) {
     /* Whatever is left in the group has outlived its task: nothing may
      * outlive a run. The leader is a zombie, so the group id is ours. */
     kill_group(p, SIGKILL);
+    lc_signals_untrack(p->track_slot);
+    p->track_slot = -1;
     if (p->wait_errno == 0) {
         siginfo_t si;
         while (waitid(P_PIDFD, p->pidw.fd, &si, WEXITED) < 0 && errno == EINTR)
@@ -355,6 +358,7 @@ int lc_proc_spawn(lc_loop *loop, const lc_proc_spec *spec,
         return ENOMEM;
     }
     p->loop = loop;
+    p->track_slot = -1;
     p->pidw.fd = p->outw.fd = p->errw.fd = p->inw.fd = -1;
     p->on_done = on_done;
     p->data = data;
@@ -379,6 +383,7 @@ int lc_proc_spawn(lc_loop *loop, const lc_proc_spec *spec,
         describe_spawn_error(spec, e, errbuf, errlen);
         goto fail_described;
     }
+    p->track_slot = lc_signals_track(p->pid);
     close_fd(&in[0]);
     close_fd(&out[1]);
     close_fd(&err[1]);
@@ -388,6 +393,7 @@ int lc_proc_spawn(lc_loop *loop, const lc_proc_spec *spec,
         e = errno;
         what = "watch";
         kill(-p->pid, SIGKILL);
+        lc_signals_untrack(p->track_slot);
         while (waitpid(p->pid, NULL, 0) < 0 && errno == EINTR)
             ;
         goto fail;
@@ -440,6 +446,7 @@ void lc_proc_free(lc_proc *p) {
     if (p->phase != PH_DONE && p->pidw.fd >= 0) {
         /* Teardown of a live proc: kill and reap it synchronously. */
         kill_group(p, SIGKILL);
+        lc_signals_untrack(p->track_slot);
         if (p->wait_errno == 0) {
             siginfo_t si;
             while (waitid(P_PIDFD, p->pidw.fd, &si, WEXITED) < 0 && errno == EINTR)

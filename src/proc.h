@@ -57,6 +57,7 @@ struct lc_proc {
     int incomplete;             /* pipes closed before EOF after a kill */
     int input_errno;            /* why stdin could not be fully written */
     int wait_errno;             /* waitid failure (e.g. ECHILD: reaped by others) */
+    int track_slot;             /* in signals.c's table of live groups */
 
     lc_proc_done_fn *on_done;
     void *data;                 /* the owner's */

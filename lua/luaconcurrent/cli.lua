@@ -46,7 +46,7 @@ function M.run_task_file(tbl, opts)
   local lc = require "luaconcurrent"
   local ctor = (mode == "mp") and lc.ProcRunMp or lc.ProcRunAsyncio
   local run = ctor(tbl.pargs, tbl.tasks, options)
-  run:run_all()
+  local ok, err = pcall(run.run_all, run)
 
   if opts.json then
     local cjson = require "cjson"
@@ -67,6 +67,8 @@ function M.run_task_file(tbl, opts)
     run:print_results()
   end
   io.stdout:flush()
+  -- Interrupted (Ctrl-C, SIGTERM): the partial results are out; now fail.
+  if not ok then error(err, 0) end
   return run.ok and 0 or 1
 end
 

@@ -37,4 +37,15 @@ function M.sleep(s)
   end
 end
 
+--- Handle SIGINT, SIGTERM and SIGHUP the way the executable does: the
+-- first SIGINT/SIGTERM stops a run (its tasks killed and reaped, run_all
+-- raises "luaconcurrent: interrupted by SIGINT", partial results kept) and
+-- the interpreter ends by that signal when it closes (exit status 130/143);
+-- a second one kills every task group and exits at once; SIGHUP lets
+-- running tasks finish and starts no new ones. The module installs nothing
+-- until this is called.
+function M.handle_signals()
+  return core.handle_signals()
+end
+
 return M

@@ -22,6 +22,7 @@ local async = require "luaconcurrent.async"
 
 local fail = validate.fail
 local now, wallclock = core.now, core.wallclock
+local signal_pending, hup_pending = core.signal_pending, core.hup_pending
 local SLEEP, WAIT, CANCEL = async.SLEEP, async.WAIT, async.CANCEL
 local current = async.current
 local co_create, co_resume, co_status, co_close =
@@ -535,7 +536,18 @@ local function run_tasks(self, st)
 
   local start = ({ exec = start_exec, pool = start_pool, isolated = start_isolated,
                    coro = start_coro })[kind]
-  local exhausted = false
+  local exhausted, last_index = false, 0
+  -- Signals (when handled: the executable, or lc.handle_signals()):
+  -- SIGINT/SIGTERM stop the run; SIGHUP starts no new task.
+  local function check_signals()
+    local sig = signal_pending()
+    if sig then error("luaconcurrent: interrupted by " .. sig, 0) end
+    if not exhausted and hup_pending() then
+      exhausted = true
+      st.hup = true
+    end
+  end
+  check_signals()
   while true do
     while running < limit and not exhausted do
       local index, key, arg = next_task()
@@ -544,6 +556,7 @@ local function run_tasks(self, st)
         total = done + running
         break
       end
+      last_index = index
       if verb then log("start %s", validate.show(key)) end
       if on_start then on_start(key, arg) end
       start(index, key, arg)
@@ -564,9 +577,19 @@ local function run_tasks(self, st)
       end
       fire_timers()
     end
+    check_signals()
   end
   -- Processes of cancelled tasks were killed; wait until they are reaped.
   while loop:running() > 0 do loop:poll() end
+  if st.hup and type(self.tasks) == "table" then
+    -- Drained after SIGHUP: the tasks never started still get a result.
+    for i = last_index + 1, self.ntasks do
+      local task = self.tasks[i]
+      local res = ProcResult.not_started(task[1], task[2])
+      res.error = "not started: SIGHUP asked the run to finish its running tasks only"
+      finish(i, res)
+    end
+  end
   return ok
 end
 

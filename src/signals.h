@@ -1,0 +1,36 @@
+/*
+ * signals.h — what SIGINT, SIGTERM and SIGHUP do to a run, and the list of
+ * live task process groups a forced exit kills.
+ *
+ * Nothing here is installed unless asked: the executable asks at start-up,
+ * a host of the module asks through luaconcurrent.handle_signals().
+ *   first SIGINT/SIGTERM  recorded; blocking waits return (EINTR), the run
+ *                         sees it, kills and reaps its tasks, raises
+ *   second SIGINT/SIGTERM kills every live task group, _exit(128 + signum)
+ *   SIGHUP                recorded; runs stop starting tasks and drain
+ */
+#ifndef LC_SIGNALS_H
+#define LC_SIGNALS_H
+
+#include <signal.h>
+#include <sys/types.h>
+
+/* SIGINT/SIGTERM received and not yet acted on by a run; 0 if none. */
+extern volatile sig_atomic_t lc_sig_pending;
+/* The last SIGINT/SIGTERM received (for the exit status); 0 if none. */
+extern volatile sig_atomic_t lc_sig_last;
+/* SIGHUP received: start no new tasks. */
+extern volatile sig_atomic_t lc_sig_hup;
+
+/* Install the handlers. on_interrupt, if given, runs inside the handler on
+ * the first SIGINT/SIGTERM (the executable sets a Lua hook there). */
+void lc_signals_install(void (*on_interrupt)(int sig));
+int lc_signals_installed(void);
+
+/* Live task process groups, kept so a forced exit leaves none behind.
+ * track returns a slot (or -1 if the table is full). */
+int lc_signals_track(pid_t pgid);
+void lc_signals_untrack(int slot);
+void lc_signals_kill_tracked(void);   /* async-signal-safe */
+
+#endif
