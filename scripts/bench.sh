@@ -6,6 +6,13 @@
 #   W3  4 x 200 MB to stdout, concurrency 4, all captured -> MB/s, peak RSS
 #   W4  50 x `sleep 10`, timeout 0.2 s, concurrency 50    -> wall, leftover sleeps
 #       (W4a: the sleep itself; W4b: sh starting two grandchild sleeps)
+#   W5  100 000 trivial function tasks, results kept       -> tasks/s
+#       (ProcRunAsyncio num_workers 4 and 0, ProcRunMp 2 workers, beside two
+#       plain-Lua references under the same executable: a coroutine per task
+#       keeping a small result table, and a bare loop keeping nothing)
+#   W6  16 CPU-bound function tasks (~0.25 s each, calibrated at start),
+#       ProcRunMp 1 vs 2 workers                         -> speed-up
+#   W7  10 000 function tasks each lc.sleep(0.1), ProcRunAsyncio, unlimited -> wall
 #
 # Every workload runs each tool in turn, interleaved (lc, xargs, parallel,
 # lc, xargs, parallel, ...), BENCH_RUNS times (default 5); the tables show the
@@ -15,10 +22,15 @@
 # median CPU (user+sys of the tool and its children, GNU time %U+%S), peak RSS
 # (GNU time %M: the largest single process of the tree), verified runs.
 # The luaconcurrent side is scripts/bench/wN.lua, run by build/luaconcurrent.
+# W5-W7 have no external peer: their rows are luaconcurrent configurations
+# (and W5's plain-Lua references), interleaved the same way, each in its own
+# process; their scripts time only run_all (or the reference loop) with the
+# core's monotonic clock and print elapsed=, and the tables show the median of
+# that inner time beside the process's own wall time.
 #
 # Environment:
 #   BENCH_RUNS=5            repetitions per workload
-#   BENCH_ONLY="W1 W2 W3 W4" workloads to run
+#   BENCH_ONLY="W1 W2 W3 W4 W5 W6 W7" workloads to run
 #   BENCH_STRICT=1          exit 1 when a target fails (0: report only)
 #   LC_BIN=build/luaconcurrent
 #   BENCH_W3DIR             where xargs/parallel put W3's captured output
@@ -36,7 +48,7 @@ ROOT=$PWD
 BDIR=$ROOT/scripts/bench
 LC=${LC_BIN:-$ROOT/build/luaconcurrent}
 RUNS=${BENCH_RUNS:-5}
-ONLY=" ${BENCH_ONLY:-W1 W2 W3 W4} "
+ONLY=" ${BENCH_ONLY:-W1 W2 W3 W4 W5 W6 W7} "
 STRICT=${BENCH_STRICT:-1}
 export PARALLEL_SHELL=/bin/bash   # parallel's --timeout misses jobs under dash
 PAR="parallel --will-cite"
@@ -68,6 +80,14 @@ HAVE_LC=1
 if [ ! -x "$LC" ]; then
 	HAVE_LC=0
 	echo "bench: $LC not found or not executable; luaconcurrent rows will be n/a" >&2
+fi
+# Where the binary came from, then a private copy of it: every run uses the
+# same binary even if the checkout is rebuilt while the bench runs.
+LC_SRC=$LC
+LC_GIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
+git -C "$ROOT" diff --quiet HEAD -- src lua 2>/dev/null || LC_GIT="$LC_GIT + uncommitted changes in src/ lua/"
+if [ $HAVE_LC = 1 ]; then
+	cp "$LC" "$WORK/luaconcurrent" && LC=$WORK/luaconcurrent
 fi
 
 # ---------------------------------------------------------------- helpers
@@ -202,7 +222,7 @@ lc_valid() {  # lc_valid ID -> 1 if luaconcurrent ran and every repetition verif
 
 echo "luaconcurrent benchmark — $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 echo "machine: nproc=$(nproc), $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), kernel $(uname -r), $(awk '/MemTotal/ { printf "%.1f GiB RAM", $2 / 1048576 }' /proc/meminfo)"
-echo "tools:   luaconcurrent $( [ $HAVE_LC = 1 ] && echo "$LC (git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'))" || echo "n/a"),"
+echo "tools:   luaconcurrent $( [ $HAVE_LC = 1 ] && echo "$LC_SRC (git $LC_GIT; built $(date -u -r "$LC_SRC" '+%H:%M:%S UTC'), run from a copy)" || echo "n/a"),"
 echo "         $(xargs --version | head -n 1), $(parallel --version | head -n 1), GNU time $(dpkg-query -W -f '${Version}' time 2>/dev/null || echo '?')"
 echo "load:    $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min; other work on the machine skews the numbers)"
 echo "runs:    $RUNS per tool per workload, interleaved; wall = median; PARALLEL_SHELL=$PARALLEL_SHELL"
@@ -401,6 +421,141 @@ if [ "${ONLY#* W4 }" != "$ONLY" ]; then
 		res=$(pass_if "$v && $lk == 0"); target "$(echo $id | tr a-z A-Z): no sleep left running after lc exits" "$res" "$lk left (all runs)"
 		echo
 	done
+fi
+
+# ---------------------------------------------------------------- function tasks (W5-W7)
+
+# med FILE -> median of the first column (mean of the middle two when even), or n/a
+med() {
+	[ -s "$1" ] || { echo n/a; return; }
+	awk '{ print $1 }' "$1" | sort -g | awk '{ v[NR] = $1 } END {
+		if (NR % 2) printf "%.4f", v[(NR + 1) / 2]; else printf "%.4f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# fn_run ID TOOL LIMIT script args...  (one repetition of a script that prints
+# elapsed=SECONDS: its inner time goes to ID.TOOL.in, build= to ID.TOOL.build)
+fn_run() {
+	local id=$1 tool=$2 limit=$3 t b
+	shift 3
+	[ $HAVE_LC = 1 ] || return 0
+	run "$id" "$tool" "$limit" /dev/null "$WORK/$id.$tool.out" "$LC" "$@"
+	t=$(sed -n 's/^elapsed=//p' "$WORK/$id.$tool.out" | tail -n 1)
+	b=$(sed -n 's/^build=//p' "$WORK/$id.$tool.out" | tail -n 1)
+	if [ "$RC" -eq 0 ] && [ -n "$t" ]; then
+		mark "$id" "$tool" ok
+		echo "$t" >>"$WORK/res/$id.$tool.in"
+		[ -n "$b" ] && echo "$b" >>"$WORK/res/$id.$tool.build"
+		printf ' %s %.3fs' "$tool" "$t"
+	else
+		mark "$id" "$tool" "bad:rc=$RC"
+		printf ' %s FAILED(rc=%s)\n' "$tool" "$RC"
+		tail -n 3 "$WORK/$id.$tool.err" | sed "s/^/     $tool| /"
+	fi
+}
+
+# fn_valid ID TOOL -> 1 if the row ran and every repetition verified
+fn_valid() {
+	[ $HAVE_LC = 1 ] && [ "$(med "$WORK/res/$1.$2.in")" != n/a ] && [ "$(agg "$1" "$2" bad)" = 0 ] && echo 1 || echo 0
+}
+
+# itable ID RATE_LABEL RATE_EXPR TOOL=NAME...  (RATE_EXPR: awk expr of m = median inner time)
+itable() {
+	local id=$1 label=$2 expr=$3 spec tool name m f rss
+	shift 3
+	printf '  %-32s %8s %15s %10s %8s %7s %8s  %s\n' row "inner(s)" "min..max" "$label" "wall(s)" "cpu(s)" "maxRSS" "runs ok"
+	for spec in "$@"; do
+		tool=${spec%%=*} name=${spec#*=} f=$WORK/res/$id.$tool.in
+		m=$(med "$f")
+		if [ "$m" = n/a ]; then
+			printf '  %-32s %8s %15s %10s %8s %7s %8s  %s\n' "$name" n/a "" "" "" "" "" "0/$RUNS"
+			continue
+		fi
+		rss=$(calc "printf \"%.1fM\", $(agg "$id" "$tool" rss) / 1024")
+		printf '  %-32s %8.4f %15s %10s %8.3f %7s %8s  %s\n' "$name" "$m" \
+			"$(sort -g "$f" | awk 'NR == 1 { a = $1 } END { printf "%.3f..%.3f", a, $1 }')" \
+			"$(calc "m = $m; v = $expr; printf (v >= 100 ? \"%.0f\" : \"%.2f\"), v")" "$(agg "$id" "$tool" wall)" \
+			"$(agg "$id" "$tool" cpu)" "$rss" "$((RUNS - $(agg "$id" "$tool" bad)))/$RUNS"
+	done
+}
+
+if [ "${ONLY#* W5 }" != "$ONLY" ]; then
+	id=w5 N=100000
+	echo "W5  $N trivial function tasks, function(key) return true, key * 2 end; results kept"
+	echo "    inner = run_all only (lc; building tasks and runner not timed) or the loop only (references),"
+	echo "    core monotonic clock; wall = the whole process; each row its own process of the same luaconcurrent binary"
+	for r in $(seq "$RUNS"); do
+		progress "$r"
+		for m in async4 async0 mp2 refco refloop; do fn_run "$id" $m 120 "$BDIR/w5.lua" $m $N; done
+		echo
+	done
+	itable "$id" "tasks/s" "$N / m" \
+		"async4=ProcRunAsyncio num_workers=4" "async0=ProcRunAsyncio num_workers=0" \
+		"mp2=ProcRunMp num_workers=2" "refco=ref (a) coroutine per task" "refloop=ref (b) bare loop, no results"
+	for m in async4 async0 mp2 refco refloop; do show_err "$id" $m; done
+	ico=$(med "$WORK/res/$id.refco.in") ilo=$(med "$WORK/res/$id.refloop.in")
+	b=$(med "$WORK/res/$id.async4.build")
+	[ "$b" != n/a ] && echo "  (runner construction, outside the timed part: median $b s for ProcRunAsyncio num_workers=4)"
+	vco=$(fn_valid "$id" refco)
+	for m in async4 async0; do
+		im=$(med "$WORK/res/$id.$m.in") v=$(fn_valid "$id" $m) nw=${m#async}
+		echo "  ProcRunAsyncio num_workers=$nw vs references (rate ratio): ref (a) $(x "$(ratio "$ico" "$im")"), ref (b) $(x "$(ratio "$ilo" "$im")")"
+		res=$(pass_if "$v && $N / $im >= 250000")
+		target "W5: ProcRunAsyncio nw=$nw >= 250000 tasks/s" "$res" "$(rate $N "$im")"
+		r=$(ratio "$ico" "$im")
+		res=$(pass_if "$v && $vco && $r >= 0.8")
+		target "W5: ProcRunAsyncio nw=$nw >= 0.8x ref (a) coroutine loop" "$res" \
+			"$(x "$r") (lc $(rate $N "$im"), ref (a) $(rate $N "$ico"))"
+	done
+	im=$(med "$WORK/res/$id.mp2.in") v=$(fn_valid "$id" mp2)
+	res=$(pass_if "$v && $N / $im >= 200000")
+	target "W5: ProcRunMp 2 workers >= 200000 tasks/s" "$res" "$(rate $N "$im") ($(x "$(ratio "$ico" "$im")") ref (a))"
+	echo
+fi
+
+if [ "${ONLY#* W6 }" != "$ONLY" ]; then
+	id=w6 N=16 LOOPS=n/a CAL=n/a
+	if [ $HAVE_LC = 1 ]; then
+		"$LC" "$BDIR/w6.lua" calibrate 0.25 >"$WORK/w6.cal" 2>"$WORK/w6.cal.err"
+		LOOPS=$(sed -n 's/^loops=//p' "$WORK/w6.cal") CAL=$(sed -n 's/^secs=//p' "$WORK/w6.cal")
+		[ -n "$LOOPS" ] || { LOOPS=n/a; tail -n 3 "$WORK/w6.cal.err" | sed 's/^/     cal| /'; }
+	fi
+	echo "W6  $N CPU-bound function tasks (pure-Lua loop), ProcRunMp num_workers 1 vs 2"
+	echo "    calibrated once (plain Lua state of the same binary, no hook): loops=$LOOPS, one pass ${CAL} s; load now $(cut -d' ' -f1-3 /proc/loadavg)"
+	if [ "$LOOPS" != n/a ]; then
+		for r in $(seq "$RUNS"); do
+			progress "$r"
+			fn_run "$id" mp1 300 "$BDIR/w6.lua" 1 "$LOOPS" $N
+			fn_run "$id" mp2 300 "$BDIR/w6.lua" 2 "$LOOPS" $N
+			echo
+		done
+	fi
+	itable "$id" "tasks/s" "$N / m" "mp1=ProcRunMp num_workers=1" "mp2=ProcRunMp num_workers=2"
+	for m in mp1 mp2; do show_err "$id" $m; done
+	i1=$(med "$WORK/res/$id.mp1.in") i2=$(med "$WORK/res/$id.mp2.in")
+	v=$(fn_valid "$id" mp1); [ "$v" = 1 ] && v=$(fn_valid "$id" mp2)
+	if [ "$i1" != n/a ] && [ "$CAL" != n/a ]; then
+		echo "  one task on a worker: $(calc "printf \"%.3f\", $i1 / $N") s (1 worker, inner / $N) vs $CAL s calibrated in the plain state: $(x "$(ratio "$(calc "print $i1 / $N")" "$CAL")")"
+	fi
+	r=$(ratio "$i1" "$i2")
+	res=$(pass_if "$v && $r >= 1.8")
+	target "W6: ProcRunMp 2 workers >= 1.8x faster than 1 worker" "$res" "$(x "$r") (1 worker $(s "$i1"), 2 workers $(s "$i2"))"
+	echo
+fi
+
+if [ "${ONLY#* W7 }" != "$ONLY" ]; then
+	id=w7 N=10000
+	echo "W7  $N function tasks each lc.sleep(0.1), ProcRunAsyncio num_workers=0 (ideal inner 0.1 s)"
+	for r in $(seq "$RUNS"); do
+		progress "$r"
+		fn_run "$id" async0 60 "$BDIR/w7.lua" $N 0.1
+		echo
+	done
+	itable "$id" "tasks/s" "$N / m" "async0=ProcRunAsyncio num_workers=0"
+	show_err "$id" async0
+	i=$(med "$WORK/res/$id.async0.in") v=$(fn_valid "$id" async0)
+	res=$(pass_if "$v && $i <= 0.4")
+	target "W7: run_all wall <= 0.4 s" "$res" "$(s "$i") (process wall $(s "$(agg "$id" async0 wall)"))"
+	echo
 fi
 
 # ---------------------------------------------------------------- summary
