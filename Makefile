@@ -70,6 +70,13 @@ bench: deps
 	@$(MAKE) --no-print-directory all
 	sh scripts/bench.sh
 
+# Soak: 100 000 mixed tasks (SOAK_N=...) with keep_results = false; checks
+# RSS, fds, children and that every task gives exactly one result.
+.PHONY: soak
+soak: deps
+	@$(MAKE) --no-print-directory all
+	$(EXE) scripts/soak.lua
+
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LUADIR)/luaconcurrent $(DESTDIR)$(LIBDIR)/luaconcurrent
 	install -m 755 $(EXE) $(DESTDIR)$(BINDIR)/luaconcurrent
