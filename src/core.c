@@ -17,6 +17,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -380,7 +381,20 @@ static int l_poll(lua_State *L) {
     /* With a limit, wait it out even with nothing running: the Lua side
      * uses it as its timer (sleeping coroutine tasks, deadlines). */
     if (u->pool) flush_jobs(u);
-    while (u->done == NULL && u->fdone == NULL &&
+    /* With our signal handlers in place, keep SIGINT/SIGTERM/SIGHUP
+     * blocked except inside the wait itself, so one that arrives after
+     * the run last looked cannot leave us waiting for the tasks to end. */
+    int guarded = lc_signals_installed();
+    sigset_t block, old;
+    if (guarded) {
+        sigemptyset(&block);
+        sigaddset(&block, SIGINT);
+        sigaddset(&block, SIGTERM);
+        sigaddset(&block, SIGHUP);
+        pthread_sigmask(SIG_BLOCK, &block, &old);
+    }
+    int err = 0;
+    while (u->done == NULL && u->fdone == NULL && !(guarded && lc_sig_pending) &&
            (max_wait >= 0 || u->nrunning > 0 || u->nfn > 0 ||
             lc_timer_count(u->loop) > 0)) {
         double left = -1;
@@ -388,13 +402,14 @@ static int l_poll(lua_State *L) {
             left = limit - lc_now();
             if (left < 0) left = 0;
         }
-        if (lc_loop_run_once(u->loop, left) < 0) {
-            if (errno != EINTR)
-                return luaL_error(L, "luaconcurrent: event loop: %s", strerror(errno));
-            break;                  /* let a pending hook (Ctrl-C) run */
+        if (lc_loop_run_once_mask(u->loop, left, guarded ? &old : NULL) < 0) {
+            if (errno != EINTR) err = errno;
+            break;                  /* EINTR: let a pending hook (Ctrl-C) run */
         }
         if (max_wait >= 0 && lc_now() >= limit) break;
     }
+    if (guarded) pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (err) return luaL_error(L, "luaconcurrent: event loop: %s", strerror(err));
     push_done(L, u);
     push_job_records(L, u);
     return 1;

@@ -160,6 +160,10 @@ static int fire_timers(lc_loop *loop) {
 }
 
 int lc_loop_run_once(lc_loop *loop, double max_wait) {
+    return lc_loop_run_once_mask(loop, max_wait, NULL);
+}
+
+int lc_loop_run_once_mask(lc_loop *loop, double max_wait, const sigset_t *mask) {
     struct epoll_event evs[LC_MAX_EVENTS];
     /* Nothing to wait for and no limit: waiting would never end. */
     if (loop->nwatch == 0 && loop->nheap == 0 && max_wait < 0) return 0;
@@ -175,7 +179,8 @@ int lc_loop_run_once(lc_loop *loop, double max_wait) {
     else if (wait > 86400.0) ms = 86400 * 1000;
     else ms = (int)ceil(wait * 1000.0);
 
-    int n = epoll_wait(loop->epfd, evs, LC_MAX_EVENTS, ms);
+    int n = mask ? epoll_pwait(loop->epfd, evs, LC_MAX_EVENTS, ms, mask)
+                 : epoll_wait(loop->epfd, evs, LC_MAX_EVENTS, ms);
     if (n < 0) return -1;
     for (int i = 0; i < n; i++) {
         lc_watch *w = evs[i].data.ptr;

@@ -10,6 +10,7 @@
 #define LC_LOOP_H
 
 #include <stddef.h>
+#include <signal.h>
 #include <stdint.h>
 
 typedef struct lc_loop lc_loop;
@@ -56,5 +57,8 @@ size_t lc_timer_count(const lc_loop *loop);
  * of events and timers dispatched, or -1 with errno (EINTR when a signal
  * handler ran: the caller returns to Lua so a pending hook can fire). */
 int lc_loop_run_once(lc_loop *loop, double max_wait);
+/* The same, waiting with the signal mask `mask` (epoll_pwait), so a
+ * signal blocked until then cannot slip in between a check and the wait. */
+int lc_loop_run_once_mask(lc_loop *loop, double max_wait, const sigset_t *mask);
 
 #endif

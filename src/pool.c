@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -371,17 +372,24 @@ lc_pool *lc_pool_new(const lc_pool_config *cfg, int *err) {
         lc_pool_free(pool);
         return NULL;
     }
-    for (int i = 0; i < pool->nthreads; i++) {
+    /* Workers start with every signal blocked: handlers (Ctrl-C) must run
+     * on the thread whose wait they interrupt, never in a worker. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int e = 0;
+    for (int i = 0; i < pool->nthreads && !e; i++) {
         lc_worker *w = &pool->workers[i];
         w->pool = pool;
-        int e = pthread_create(&w->thread, NULL, worker_main, w);
-        if (e) {
-            *err = e;
-            lc_job_free(lc_pool_stop(pool));   /* nothing queued yet */
-            lc_pool_free(pool);
-            return NULL;
-        }
-        w->started = 1;
+        e = pthread_create(&w->thread, NULL, worker_main, w);
+        if (!e) w->started = 1;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (e) {
+        *err = e;
+        lc_job_free(lc_pool_stop(pool));       /* nothing queued yet */
+        lc_pool_free(pool);
+        return NULL;
     }
     return pool;
 }

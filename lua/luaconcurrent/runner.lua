@@ -573,7 +573,7 @@ local function run_tasks(self, st)
         if wait < 0 then wait = 0 end
       end
       if wait ~= nil or loop:running() > 0 then
-        on_records(loop:poll(wait))
+        on_records(loop:poll(wait))   -- returns at once if a signal is pending
       end
       fire_timers()
     end

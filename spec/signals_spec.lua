@@ -1,0 +1,127 @@
+-- Signals, end to end on both hosts: the executable, and lua5.4 with the
+-- module (after lc.handle_signals()). A child process runs
+-- spec/fixtures/sig_host.lua; the spec waits for its tasks to exist,
+-- signals it, and checks the exit status, the partial results it printed
+-- and that no task process is left.
+
+local helpers = require "helpers"
+
+local EXE = helpers.ROOT .. "/build/luaconcurrent"
+local FIXTURE = helpers.FIXTURES .. "/sig_host.lua"
+
+-- Start the fixture in the background; returns a handle.
+local function start(host, mode, handle)
+  local h = {
+    marker = helpers.marker(),
+    dir = os.tmpname(),
+  }
+  os.remove(h.dir)
+  assert(os.execute("mkdir " .. helpers.q(h.dir)))
+  h.startfile = h.dir .. "/started"
+  h.out = h.dir .. "/out"
+  h.status = h.dir .. "/status"
+  local prog = host == "exe" and helpers.q(EXE) or "lua5.4"
+  local cmd = string.format(
+    "(%s %s %s %s %s %s %s >%s 2>&1; echo $? >%s) </dev/null >/dev/null 2>&1 & echo $!",
+    host == "exe" and "" or helpers.lua_env(), prog, helpers.q(FIXTURE),
+    helpers.q(h.marker), helpers.q(h.startfile), handle and "1" or "0",
+    mode, helpers.q(h.out), helpers.q(h.status))
+  -- the subshell's pid; the interpreter is its only child
+  local out = helpers.sh(cmd)
+  h.shell = tonumber(out:match("%d+"))
+  return h
+end
+
+local function host_pid(h)
+  local kids = helpers.read_file("/proc/" .. h.shell .. "/task/" .. h.shell .. "/children") or ""
+  return tonumber(kids:match("%d+"))
+end
+
+local function wait_started(h, nproc)
+  return helpers.wait_until(function()
+    return helpers.read_file(h.startfile) ~= nil
+      and #helpers.find_marker(h.marker) >= (nproc or 0)
+  end, 10)
+end
+
+local function finish(h)
+  assert(helpers.wait_until(function() return helpers.read_file(h.status) ~= nil end, 10),
+    "the host did not exit")
+  local status = tonumber(helpers.read_file(h.status))
+  local out = helpers.read_file(h.out) or ""
+  local left = helpers.wait_marker_gone(h.marker, 2)
+  helpers.kill_marker(h.marker)
+  os.execute("rm -rf " .. helpers.q(h.dir))
+  return status, out, left
+end
+
+local function signal(h, sig)
+  local pid = host_pid(h)
+  assert(pid, "no host process")
+  assert(os.execute("kill -" .. sig .. " " .. pid))
+end
+
+describe("signals", function()
+  for _, host in ipairs({ "exe", "lua" }) do
+    describe(host == "exe" and "the executable" or "a lua5.4 host after handle_signals()", function()
+      for sig, code in pairs({ INT = 130, TERM = 143 }) do
+        it("SIG" .. sig .. " kills and reaps every task, keeps partial results, exits " .. code, function()
+          local h = start(host, "long", true)
+          -- both long tasks run: their sh and sleep carry the marker
+          assert.is_true(wait_started(h, 2), "tasks did not start")
+          signal(h, sig)
+          local status, out, left = finish(h)
+          assert.are.equal(code, status, out)
+          assert.are.same({}, left)
+          assert.matches("ok=false", out)
+          assert.matches("1 false Interrupted", out)
+          assert.matches("2 false Interrupted", out)
+          assert.matches("3 false Interrupted", out)  -- never started, still a result
+        end)
+      end
+
+      it("SIGHUP lets running tasks finish and starts no new one", function()
+        local h = start(host, "hup", true)
+        assert.is_true(wait_started(h), "tasks did not start")
+        signal(h, "HUP")
+        local status, out = finish(h)
+        assert.matches("1 true none", out)
+        assert.matches("2 true none", out)
+        assert.matches("3 false Interrupted", out)
+        assert.is_not_nil(status)
+      end)
+    end)
+  end
+
+  it("a second SIGINT forces the exit and still leaves no task running", function()
+    -- The host is stuck in Lua code (no hook in a module host), so the
+    -- first SIGINT cannot be acted on; the second kills every task group
+    -- and exits 130 at once.
+    local h = start("lua", "stuck", true)
+    assert.is_true(wait_started(h, 1), "tasks did not start")
+    signal(h, "INT")
+    signal(h, "INT")
+    local status, out, left = finish(h)
+    assert.are.equal(130, status)
+    assert.are.same({}, left)
+    assert.is_nil(out:find("ok=", 1, true))   -- it never got to report
+  end)
+
+  it("the module installs no signal handler until asked", function()
+    local code = [[
+      local function caught()
+        local s = io.open("/proc/self/status"):read("a")
+        return s:match("SigCgt:%s*(%x+)")
+      end
+      local before = caught()
+      local lc = require "luaconcurrent"
+      lc.ProcRunAsyncio({"/bin/true"}, {{1}}):run_all()
+      lc.run_prog({"/bin/true"})
+      local after = caught()
+      lc.handle_signals()
+      print(before == after, caught() ~= after)
+    ]]
+    local out, err = helpers.run_lua(code)
+    assert.are.equal("true\ttrue\n", out, err)
+  end)
+end)
