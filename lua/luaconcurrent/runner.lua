@@ -494,7 +494,8 @@ local function run_tasks(self, st)
       end
     else
       res.success, res.exception = false, "RuntimeError"
-      res.error = "the worker process ended without answering: " .. (res.error or "no answer")
+      res.error = "the worker process ended without answering: "
+        .. (res.error or string.format("exited with status %d", rec.returncode))
     end
     return res
   end
