@@ -45,8 +45,10 @@ local function wait_started(h, nproc)
 end
 
 local function finish(h)
-  assert(helpers.wait_until(function() return helpers.read_file(h.status) ~= nil end, 10),
-    "the host did not exit")
+  -- the shell creates the file before it writes the number: wait for both
+  assert(helpers.wait_until(function()
+    return (helpers.read_file(h.status) or ""):match("%d+\n") ~= nil
+  end, 10), "the host did not exit")
   local status = tonumber(helpers.read_file(h.status))
   local out = helpers.read_file(h.out) or ""
   local left = helpers.wait_marker_gone(h.marker, 2)
@@ -100,6 +102,15 @@ describe("signals", function()
     local h = start("lua", "stuck", true)
     assert.is_true(wait_started(h, 1), "tasks did not start")
     signal(h, "INT")
+    -- Two SIGINTs pending at once merge into one: wait until the first has
+    -- been delivered (no SIGINT pending in /proc/<pid>/status) first.
+    local pid = host_pid(h)
+    assert.is_true(helpers.wait_until(function()
+      local st = helpers.read_file("/proc/" .. pid .. "/status") or ""
+      local shd = tonumber(st:match("ShdPnd:%s*(%x+)") or "0", 16)
+      local own = tonumber(st:match("SigPnd:%s*(%x+)") or "0", 16)
+      return shd & 2 == 0 and own & 2 == 0
+    end, 5), "the first SIGINT was not delivered")
     signal(h, "INT")
     local status, out, left = finish(h)
     assert.are.equal(130, status)
