@@ -2,7 +2,7 @@
 # Install the Debian packages luaconcurrent needs, only when one is missing,
 # so a second run costs nothing. Usage: ensure-deps.sh [extra packages...]
 set -e
-pkgs="lua5.4 liblua5.4-dev lua-cjson lua-busted make gcc pkg-config $*"
+pkgs="lua5.4 liblua5.4-dev lua-cjson lua-busted make gcc pkg-config procps $*"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||

@@ -409,18 +409,21 @@ describe("ProcRunMp construction", function()
     has(tostring(err), "field 'co', in field 'nested'")
   end)
 
-  it("gives a task whose arg cannot be sent a failed result", function()
-    local run = lc.ProcRunMp({ F.compute }, { { 1, io.stdout }, { 2, "fine" } }, {})
-    local ok, result = pcall(run.run_all, run)
-    -- either a construction error naming the task, or one failed result
-    if ok then
-      assert.is_false(result[1].success)
-      assert.are.equal("RuntimeError", result[1].exception)
-      has(result[1].error, "userdata")
-      assert.is_true(result[2].success)
-    else
-      has(tostring(result), "userdata")
-    end
+  it("names a listed task whose arg cannot be sent, at construction", function()
+    local ok, err = pcall(lc.ProcRunMp, { F.compute }, { { 1, io.stdout }, { 2, "fine" } }, {})
+    assert.is_false(ok)
+    assert.are.equal("luaconcurrent: task 1 arg cannot be sent to a worker: it is a userdata", err)
+  end)
+
+  it("gives a task from an iterator whose arg cannot be sent a failed result", function()
+    local tasks = { { 1, io.stdout }, { 2, "fine" } }
+    local i = 0
+    local run = lc.ProcRunMp({ F.compute }, function() i = i + 1 return tasks[i] end, {})
+    local result = run:run_all()
+    assert.is_false(result[1].success)
+    assert.are.equal("RuntimeError", result[1].exception)
+    has(result[1].error, "userdata")
+    assert.is_true(result[2].success)
   end)
 
   it("accepts in ProcRunAsyncio what ProcRunMp cannot send", function()

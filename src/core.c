@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "lauxlib.h"
+#include "lcerror.h"
 #include "lua.h"
 
 #include "hugemem.h"
@@ -241,7 +242,7 @@ static int unpack_answer(lua_State *L) {
     lc_job *job = lua_touserdata(L, 2);
     lua_settop(L, 1);                                  /* rec */
     int n = lc_unmarshal(L, job->out.data, job->out.len);
-    if (n != 3) return luaL_error(L, "luaconcurrent: an answer did not arrive whole");
+    if (n != 3) return lc_raise(L, "luaconcurrent: an answer did not arrive whole");
     lua_setfield(L, 1, "answer");
     lua_setfield(L, 1, "first");
     lua_setfield(L, 1, "nret");
@@ -294,7 +295,7 @@ static void push_job_records(lua_State *L, loop_ud *u) {
 
 static loop_ud *check_loop(lua_State *L) {
     loop_ud *u = luaL_checkudata(L, 1, LOOP_MT);
-    if (u->loop == NULL) luaL_error(L, "luaconcurrent: loop is closed");
+    if (u->loop == NULL) lc_raise(L, "luaconcurrent: loop is closed");
     return u;
 }
 
@@ -304,7 +305,7 @@ static int l_new_loop(lua_State *L) {
     luaL_setmetatable(L, LOOP_MT);
     u->loop = lc_loop_new();
     if (u->loop == NULL)
-        return luaL_error(L, "luaconcurrent: cannot create event loop: %s",
+        return lc_raise(L, "luaconcurrent: cannot create event loop: %s",
                           strerror(errno));
     return 1;
 }
@@ -313,16 +314,16 @@ static int l_new_loop(lua_State *L) {
 static char **build_argv(lua_State *L, int idx) {
     luaL_checktype(L, idx, LUA_TTABLE);
     lua_Integer n = luaL_len(L, idx);
-    if (n < 1) luaL_error(L, "luaconcurrent: empty argv");
+    if (n < 1) lc_raise(L, "luaconcurrent: empty argv");
     char **argv = lua_newuserdatauv(L, (size_t)(n + 1) * sizeof *argv, 0);
     for (lua_Integer i = 1; i <= n; i++) {
         size_t len;
         lua_rawgeti(L, idx, i);
         const char *s = lua_tolstring(L, -1, &len);
         if (s == NULL || lua_type(L, -1) != LUA_TSTRING)
-            luaL_error(L, "luaconcurrent: argv[%d] is not a string", (int)i);
+            lc_raise(L, "luaconcurrent: argv[%d] is not a string", (int)i);
         if (strlen(s) != len)
-            luaL_error(L, "luaconcurrent: argv[%d] contains a NUL byte", (int)i);
+            lc_raise(L, "luaconcurrent: argv[%d] contains a NUL byte", (int)i);
         argv[i - 1] = (char *)s;
         lua_pop(L, 1);
     }
@@ -335,7 +336,7 @@ static const char *opt_cstring(lua_State *L, int idx, const char *what,
     if (lua_isnoneornil(L, idx)) return NULL;
     const char *s = luaL_checklstring(L, idx, len);
     if (what && strlen(s) != *len)
-        luaL_error(L, "luaconcurrent: %s contains a NUL byte", what);
+        lc_raise(L, "luaconcurrent: %s contains a NUL byte", what);
     return s;
 }
 
@@ -409,7 +410,7 @@ static int l_poll(lua_State *L) {
         if (max_wait >= 0 && lc_now() >= limit) break;
     }
     if (guarded) pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (err) return luaL_error(L, "luaconcurrent: event loop: %s", strerror(err));
+    if (err) return lc_raise(L, "luaconcurrent: event loop: %s", strerror(err));
     push_done(L, u);
     push_job_records(L, u);
     return 1;
@@ -490,13 +491,13 @@ static int l_pool_start(lua_State *L) {
     cfg.cpath = luaL_checkstring(L, 6);
     cfg.fn = fn;
     cfg.fn_len = fn_len;
-    if (u->pool) return luaL_error(L, "luaconcurrent: workers already started");
+    if (u->pool) return lc_raise(L, "luaconcurrent: workers already started");
     lc_marshal_names(L);                               /* one map for the run */
     lua_setiuservalue(L, 1, 1);
     int e = 0;
     u->pool = lc_pool_new(&cfg, &e);
     if (u->pool == NULL)
-        return luaL_error(L, "luaconcurrent: cannot start %d thread workers: %s",
+        return lc_raise(L, "luaconcurrent: cannot start %d thread workers: %s",
                           cfg.nthreads, strerror(e));
     u->poolw.fd = lc_pool_fd(u->pool);
     u->poolw.fn = on_pool_ready;
@@ -504,7 +505,7 @@ static int l_pool_start(lua_State *L) {
     if ((e = lc_watch_add(u->loop, &u->poolw, EPOLLIN)) != 0) {
         lc_pool_free(u->pool);
         u->pool = NULL;
-        return luaL_error(L, "luaconcurrent: cannot watch thread workers: %s", strerror(e));
+        return lc_raise(L, "luaconcurrent: cannot watch thread workers: %s", strerror(e));
     }
     return 0;
 }
@@ -513,13 +514,13 @@ static int l_pool_start(lua_State *L) {
  * with every other job submitted before it, under one lock. */
 static int l_submit(lua_State *L) {
     loop_ud *u = check_loop(L);
-    if (u->pool == NULL) return luaL_error(L, "luaconcurrent: no thread workers");
+    if (u->pool == NULL) return lc_raise(L, "luaconcurrent: no thread workers");
     lua_settop(L, 3);
     lua_getiuservalue(L, 1, 1);                        /* 4: names, from pool_start */
     bytes_ud *bu = new_bytes(L);                       /* owns the bytes if we raise */
     lc_marshal(L, 2, 2, 4, &bu->b);
     lc_job *job = calloc(1, sizeof *job);
-    if (job == NULL) return luaL_error(L, "luaconcurrent: out of memory");
+    if (job == NULL) return lc_raise(L, "luaconcurrent: out of memory");
     job->in = bu->b;                                   /* the job owns them now */
     memset(&bu->b, 0, sizeof bu->b);
     job->id = ++u->next_id;
@@ -667,21 +668,21 @@ static int l_envblock(lua_State *L) {
     while (lua_next(L, 1)) {
         size_t klen;
         if (lua_type(L, -2) != LUA_TSTRING)
-            return luaL_error(L, "luaconcurrent: env names must be strings, got %s",
+            return lc_raise(L, "luaconcurrent: env names must be strings, got %s",
                               luaL_typename(L, -2));
         const char *k = lua_tolstring(L, -2, &klen);
         if (klen == 0 || strlen(k) != klen || strchr(k, '='))
-            return luaL_error(L, "luaconcurrent: env name '%s' is not a valid "
+            return lc_raise(L, "luaconcurrent: env name '%s' is not a valid "
                                  "variable name", k);
         if (lua_type(L, -1) == LUA_TSTRING) {
             size_t vlen;
             const char *v = lua_tolstring(L, -1, &vlen);
             if (strlen(v) != vlen)
-                return luaL_error(L, "luaconcurrent: env value of %s contains "
+                return lc_raise(L, "luaconcurrent: env value of %s contains "
                                      "a NUL byte", k);
             nset++;
         } else if (!(lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1))) {
-            return luaL_error(L, "luaconcurrent: env value of %s must be a "
+            return lc_raise(L, "luaconcurrent: env value of %s must be a "
                                  "string or false, got %s", k,
                               luaL_typename(L, -1));
         }

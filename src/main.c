@@ -568,10 +568,33 @@ static int pmain (lua_State *L) {
 ** The standard allocator, plus huge pages for big blocks: a task's
 ** captured output becomes one Lua string, and its pages fault in once.
 */
+#ifdef LC_ALLOC_FAILURES
+/*
+** Test build only: with LC_FAIL_ALLOC_AT=n in the environment, the n-th
+** allocation that grows memory (and every one after it) fails, so specs
+** can check that running out of memory anywhere is a clean Lua error.
+*/
+static long fail_at = -1, allocs = 0;
+
+static void *lc_lalloc (void *ud, void *ptr, size_t osize, size_t nsize) {
+  (void)ud;
+  if (fail_at > 0 && nsize > (ptr ? osize : 0) && ++allocs >= fail_at)
+    return NULL;
+  return lc_mem_realloc(ptr, osize, nsize);
+}
+
+static void init_alloc_failures (void) {
+  const char *at = getenv("LC_FAIL_ALLOC_AT");
+  if (at) fail_at = atol(at);
+}
+#else
 static void *lc_lalloc (void *ud, void *ptr, size_t osize, size_t nsize) {
   (void)ud;
   return lc_mem_realloc(ptr, osize, nsize);
 }
+
+static void init_alloc_failures (void) {}
+#endif
 
 
 int main (int argc, char **argv) {
@@ -588,6 +611,7 @@ int main (int argc, char **argv) {
   }
   /* Nothing big was allocated yet, so every block so far is malloc's. */
   lua_setallocf(L, lc_lalloc, NULL);
+  init_alloc_failures();
   lua_gc(L, LUA_GCSTOP);  /* stop GC while building state */
   lua_pushcfunction(L, &pmain);  /* to call 'pmain' in protected mode */
   lua_pushinteger(L, argc);  /* 1st argument */

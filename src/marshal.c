@@ -19,8 +19,11 @@
 #include <string.h>
 
 #include "lauxlib.h"
+#include "lcerror.h"
 
 #define MAX_DEPTH 200
+#define LC_STR_(x) #x
+#define LC_STR(x) LC_STR_(x)
 
 void lc_bytes_free(lc_bytes *b) {
     free(b->data);
@@ -52,7 +55,7 @@ static void put(wctx *c, const void *p, size_t n) {
         size_t cap = b->cap ? b->cap * 2 : 256;
         while (cap - b->len < n) cap *= 2;
         char *d = realloc(b->data, cap);
-        if (d == NULL) luaL_error(c->L, "luaconcurrent: out of memory while copying a value");
+        if (d == NULL) lc_raise(c->L, "luaconcurrent: out of memory while copying a value");
         b->data = d;
         b->cap = cap;
     }
@@ -88,6 +91,13 @@ static int fail_at(wctx *c, const char *what) {
     luaL_addstring(&b, " to another Lua state");
     for (int i = c->depth; i >= 1; i--) {
         path_step *s = &c->path[i];
+        /* A deep path shows its three innermost and three outermost steps. */
+        if (c->depth > 6 && i == c->depth - 3) {
+            lua_pushfstring(L, ", in ... (%d more)", c->depth - 6);
+            luaL_addvalue(&b);
+            i = 4;
+            continue;
+        }
         luaL_addstring(&b, i == c->depth ? ": " : ", in ");
         luaL_addstring(&b, s->kind);
         if (s->name) {                       /* upvalue 'name' of <where> */
@@ -192,8 +202,7 @@ static void define(wctx *c, int idx) {
 
 static void push_step(wctx *c, const char *kind, int idx, const char *name) {
     if (c->depth >= MAX_DEPTH)
-        luaL_error(c->L, "luaconcurrent: cannot send a value nested more than %d "
-                         "levels deep (a cycle through a non-table?)", MAX_DEPTH);
+        fail_at(c, "a value nested more than " LC_STR(MAX_DEPTH) " levels deep");
     path_step *s = &c->path[++c->depth];
     s->kind = kind;
     s->idx = idx;
@@ -342,7 +351,7 @@ typedef struct rctx {
 } rctx;
 
 static int bad(rctx *c) {
-    return luaL_error(c->L, "luaconcurrent: corrupt value in transfer");
+    return lc_raise(c->L, "luaconcurrent: corrupt value in transfer");
 }
 
 static const char *take(rctx *c, size_t n) {

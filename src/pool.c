@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "lauxlib.h"
+#include "lcerror.h"
 #include "lualib.h"
 
 #include "loop.h"
@@ -132,7 +133,7 @@ void lc_worker_sleep(lua_State *L, double s) {
 
 /* os.exit would end every thread of the process. */
 static int worker_exit(lua_State *L) {
-    return luaL_error(L, "luaconcurrent: os.exit called in a thread worker "
+    return lc_raise(L, "luaconcurrent: os.exit called in a thread worker "
                          "(raise an error to fail the task; isolation = "
                          "\"process\" gives each task a process of its own)");
 }
@@ -166,7 +167,7 @@ static int setup_state(lua_State *L) {
     lua_setfield(L, -2, "exit");
     lua_pop(L, 1);
     if (lc_unmarshal(L, pool->fn, pool->fn_len) != 1 || !lua_isfunction(L, -1))
-        return luaL_error(L, "luaconcurrent: the task function did not arrive");
+        return lc_raise(L, "luaconcurrent: the task function did not arrive");
     lua_setfield(L, LUA_REGISTRYINDEX, "luaconcurrent.worker.fn");
     lc_marshal_names(L);                   /* built once: answers reuse it */
     lua_setfield(L, LUA_REGISTRYINDEX, "luaconcurrent.worker.names");
@@ -179,7 +180,7 @@ static int job_prepare(lua_State *L) {
     lua_settop(L, 0);
     lua_getfield(L, LUA_REGISTRYINDEX, "luaconcurrent.worker.fn");
     if (lc_unmarshal(L, job->in.data, job->in.len) != 2)
-        return luaL_error(L, "luaconcurrent: a task did not arrive whole");
+        return lc_raise(L, "luaconcurrent: a task did not arrive whole");
     return 3;
 }
 
@@ -222,7 +223,7 @@ static void run_job(lc_worker *w, lua_State *L, const char *setup_error, lc_job 
         lua_insert(L, 2);
         lua_pushlightuserdata(L, job);
         lua_insert(L, 3);                                  /* msgh pack job nret first answer */
-        if (lua_pcall(L, 4, 0, 1) != LUA_OK) {
+        if (lua_pcall(L, 4, 0, 0) != LUA_OK) {     /* the message alone */
             size_t len;
             const char *msg = lua_tolstring(L, -1, &len);
             job->status = LC_JOB_ERROR;

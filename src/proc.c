@@ -116,9 +116,7 @@ static void check_done(lc_proc *p) {
         p->input_errno = EPIPE;     /* it ended without reading it all */
     lc_watch_close(p->loop, &p->inw);
     lc_timer_cancel(p->loop, &p->timer);
-    /* Whatever is left in the group has outlived its task: nothing may
-     * outlive a run. The leader is a zombie, so the group id is ours. */
-    kill_group(p, SIGKILL);
+    /* start_drain already killed what was left of the group. */
     lc_signals_untrack(p->track_slot);
     p->track_slot = -1;
     if (p->wait_errno == 0) {
@@ -132,6 +130,9 @@ static void check_done(lc_proc *p) {
     p->on_done(p);
 }
 
+/* The leader has exited (or is being killed): whatever is left in its
+ * group would outlive the task, and nothing may outlive a run. The leader
+ * is not reaped yet, so the group id is still ours to signal. */
 static void start_drain(lc_proc *p) {
     kill_group(p, SIGKILL);
     p->phase = PH_DRAIN;
@@ -162,10 +163,11 @@ static void on_exit_event(lc_loop *loop, lc_watch *w, uint32_t events) {
     }
     p->exited = 1;
     lc_watch_del(loop, w);
-    if (p->timed_out || p->interrupted)
-        start_drain(p);
-    else
-        check_done(p);
+    /* The task is over when its leader is. What is left of its group is
+     * killed; output still in the pipes is read up to EOF, which comes at
+     * once unless a process that left the group holds a pipe: the wait for
+     * it is bounded, and the result then says output may be incomplete. */
+    start_drain(p);
 }
 
 static void on_output(lc_loop *loop, lc_watch *w, uint32_t events) {

@@ -22,8 +22,8 @@ local M = {
 -- to the loop; elsewhere it blocks, and a signal (Ctrl-C) wakes it early so
 -- the interpreter's interrupt hook can run.
 function M.sleep(s)
-  if type(s) ~= "number" or s ~= s or s < 0 then
-    validate.fail("sleep needs a non-negative number of seconds, got %s", validate.show(s))
+  if type(s) ~= "number" or s ~= s or s < 0 or s == math.huge then
+    validate.fail("sleep needs a finite non-negative number of seconds, got %s", validate.show(s))
   end
   local deadline = core.now() + s
   if async.task() then

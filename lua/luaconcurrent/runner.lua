@@ -19,6 +19,8 @@ local core = require "luaconcurrent.core"
 local validate = require "luaconcurrent.validate"
 local ProcResult = require "luaconcurrent.result"
 local async = require "luaconcurrent.async"
+-- Loaded now, not when a run needs it: a run short of fds could not open it.
+local worker = require "luaconcurrent.worker"
 
 local fail = validate.fail
 local now, wallclock = core.now, core.wallclock
@@ -36,6 +38,8 @@ local OPTIONS = {
 }
 
 local DEFAULT_WORKERS = 4
+-- Thread workers each own a lua_State; more than this is a mistake.
+local MAX_THREADS = 1024
 -- Tasks handed to thread workers ahead of time, per worker: enough that
 -- workers take them in batches, few enough to stay lazy on iterators.
 local POOL_QUEUE_PER_WORKER = 64
@@ -58,6 +62,10 @@ local function normalise_options(opts, ...)
   if opts ~= nil and type(opts) ~= "number" then
     fail("options must be a table (or num_workers, timeout, verb), got %s", type(opts))
   end
+  if select("#", ...) > 2 then
+    fail("too many arguments: (pargs, tasks, num_workers, timeout, verb) takes at most 5, got %d",
+      select("#", ...) + 3)
+  end
   local timeout, verb = ...
   return { num_workers = opts, timeout = timeout, verb = verb }
 end
@@ -68,6 +76,18 @@ local function new_runner(class, pargs, tasks, opts, ...)
   local is_fn = type(pargs[1]) == "function"
   local kind = is_fn and class.function_kind or "exec"
   local ntasks = validate.tasks(tasks, not is_fn)
+  if (kind == "pool" or kind == "isolated") and type(tasks) == "table" then
+    for i = 1, ntasks do
+      local key, arg = tasks[i][1], tasks[i][2]
+      for what, v in pairs({ key = key, arg = arg }) do
+        local t = type(v)
+        if t == "thread" or t == "userdata" then
+          fail("task %d %s cannot be sent to a worker: it is a %s", i, what,
+            t == "thread" and "coroutine" or t)
+        end
+      end
+    end
+  end
   if opts.isolation ~= nil then
     if opts.isolation ~= "thread" and opts.isolation ~= "process" then
       fail('isolation must be "thread" or "process", got %s', validate.show(opts.isolation))
@@ -76,6 +96,10 @@ local function new_runner(class, pargs, tasks, opts, ...)
       fail("isolation applies to ProcRunMp function tasks")
     end
     if opts.isolation == "process" then kind = "isolated" end
+  end
+  if kind == "pool" and (opts.num_workers or 0) > MAX_THREADS then
+    fail("num_workers for thread workers must be at most %d, got %s", MAX_THREADS,
+      validate.show(opts.num_workers))
   end
   local fn_bytes
   if kind == "pool" or kind == "isolated" then
@@ -176,6 +200,8 @@ local function run_tasks(self, st)
   if kind == "isolated" and self.num_workers == 0 then limit = core.cpu_count() end
   if kind == "pool" then
     local nthreads = self.num_workers == 0 and core.cpu_count() or self.num_workers
+    -- No more workers (each a thread and a lua_State) than tasks.
+    if self.ntasks and self.ntasks < nthreads then nthreads = math.max(self.ntasks, 1) end
     pcall(require, "cjson")  -- its one-time set-up must not race in workers
     loop:pool_start(self.fn_bytes, nthreads, timeout_of(self), package.path, package.cpath)
     limit = nthreads * POOL_QUEUE_PER_WORKER
@@ -476,7 +502,6 @@ local function run_tasks(self, st)
     end
   end
 
-  local worker = kind == "isolated" and require "luaconcurrent.worker"
 
   -- A worker process's record: its answer, or why it gave none.
   local function isolated_result(key, arg, rec)

@@ -12,6 +12,7 @@ M.fail = fail
 --- A readable rendering of a value for error messages.
 function M.show(v)
   if type(v) == "string" then return string.format("%q", v) end
+  if v ~= v then return "nan" end  -- tostring gives "-nan" or "nan" by sign
   return tostring(v)
 end
 
@@ -93,6 +94,14 @@ function M.tasks(tasks, check_arg)
   local seen = {}
   local n = #tasks
   for i = 1, n do M.task(tasks[i], i, seen, check_arg) end
+  -- Every entry must be one of tasks[1..n]: a field would never run.
+  local count = 0
+  for k in pairs(tasks) do
+    count = count + 1
+    if count > n then
+      fail("tasks must be a list of {key, arg} pairs; it has the field %s", M.show(k))
+    end
+  end
   return n
 end
 

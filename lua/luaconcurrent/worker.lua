@@ -24,6 +24,19 @@ local function answer_of(core, ok, ...)
   return core.marshal_string("error", "cannot send the task's answer back: " .. tostring(blob))
 end
 
+--- Error message and traceback, as thread workers report them.
+function M.msghandler(err)
+  if type(err) ~= "string" then
+    local mt = getmetatable(err)
+    if mt and mt.__tostring then
+      err = tostring(err)
+    else
+      err = string.format("(error object is a %s value)", type(err))
+    end
+  end
+  return debug.traceback(err, 2)
+end
+
 function M.main()
   local core = require "luaconcurrent.core"
   io.stdin:setvbuf("full")
@@ -34,7 +47,7 @@ function M.main()
     package.path, package.cpath = core.unmarshal_string(paths)
     local fn = core.unmarshal_string(fn_frame)
     local key, args = core.unmarshal_string(task_frame)
-    blob = answer_of(core, xpcall(fn, debug.traceback, key, args))
+    blob = answer_of(core, xpcall(fn, M.msghandler, key, args))
   end)
   if not ok then
     blob = core.marshal_string("error", "the worker could not read its task: " .. tostring(err))
