@@ -53,19 +53,28 @@ $(B)/obj/embedded.o: $(B)/embedded.c
 
 # The executable links the system's shared liblua, so C modules it loads
 # (cjson) and the engine share one Lua; -E exports the API to them.
+# Both are linked beside their target and renamed onto it: a running
+# process keeps the old file instead of seeing it rewritten under it.
 $(EXE): $(B)/obj/main.o $(B)/obj/embedded.o $(ENGINE_OBJ)
-	$(CC) $(CFLAGS) $(LDFLAGS) -Wl,-E -o $@ $^ $(LUA_LIBS) -lpthread
+	$(CC) $(CFLAGS) $(LDFLAGS) -Wl,-E -o $@.tmp $^ $(LUA_LIBS) -lpthread && mv -f $@.tmp $@
 
 # The module links no liblua: the host interpreter provides the API.
 $(SO): $(ENGINE_OBJ) | $(B)/lib/luaconcurrent
-	$(CC) $(CFLAGS) $(LDFLAGS) -shared -o $@ $^ -lpthread
+	$(CC) $(CFLAGS) $(LDFLAGS) -shared -o $@.tmp $^ -lpthread && mv -f $@.tmp $@
+
+# Test build whose Lua allocator fails on demand (LC_FAIL_ALLOC_AT=n):
+# spec/oom_spec.lua runs it to show that running out of memory anywhere is
+# a clean error that leaves no task behind.
+OOM_EXE := $(B)/oom/luaconcurrent
+$(OOM_EXE): FORCE
+	@$(MAKE) --no-print-directory B=$(B)/oom SANFLAGS=-DLC_ALLOC_FAILURES $@
 
 demo: deps
 	@$(MAKE) --no-print-directory all
 	$(EXE) scripts/demo.lua
 
 test: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory all $(OOM_EXE)
 	busted
 
 bench: deps

@@ -1,0 +1,60 @@
+-- Out of memory inside Lua: a test build of the executable whose allocator
+-- fails from the n-th allocation on (LC_FAIL_ALLOC_AT=n, see src/main.c).
+-- Wherever it fails — building a runner, spawning, collecting results,
+-- marshalling to thread workers — the run must end with a clean Lua error
+-- (exit status 1, "not enough memory"), never a crash, and leave no task
+-- process behind.
+
+local helpers = require "helpers"
+
+local OOM = helpers.ROOT .. "/build/oom/luaconcurrent"
+
+local SCRIPT = [[
+local marker = ...
+local lc = require "luaconcurrent"
+local tasks = {}
+for i = 1, 12 do tasks[i] = { i, "echo " .. i .. "; exec sleep " .. marker } end
+-- the sleeps are killed at their deadline: a crash would leave them running
+local run = lc.ProcRunAsyncio({ "/bin/sh", "-c" }, tasks, { num_workers = 4, timeout = 0.05 })
+run:run_all()
+local f = function(k) lc.sleep(0.001) return true, { k = k } end
+lc.ProcRunAsyncio({ f }, tasks, { num_workers = 4 }):run_all()
+lc.ProcRunMp({ f }, tasks, { num_workers = 2 }):run_all()
+print("finished")
+]]
+
+describe("out of memory inside Lua", function()
+  it("is a clean error wherever it happens, with nothing left running", function()
+    assert.is_not_nil(helpers.read_file(OOM), "build/oom/luaconcurrent is missing (make test builds it)")
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write(SCRIPT)
+    f:close()
+    local marker = helpers.marker()
+    -- how many allocations a whole run makes
+    local out, err, code = helpers.sh("LC_FAIL_ALLOC_AT=0 " .. helpers.q(OOM) .. " "
+      .. helpers.q(script) .. " " .. marker)
+    assert.are.equal(0, code, err)
+    assert.are.equal("finished\n", out)
+    local failures, crashes, finished = 0, {}, 0
+    -- every 53rd allocation point up to well past the end of the run
+    for n = 1, 6000, 53 do
+      local o, e, c = helpers.sh("LC_FAIL_ALLOC_AT=" .. n .. " " .. helpers.q(OOM) .. " "
+        .. helpers.q(script) .. " " .. marker)
+      if c == 0 then
+        finished = finished + 1
+      elseif c == 1 and e:find("not enough memory", 1, true) then
+        failures = failures + 1
+      else
+        crashes[#crashes + 1] = string.format("n=%d: exit %s: %s", n, tostring(c), e:sub(1, 200))
+      end
+    end
+    os.remove(script)
+    local left = helpers.wait_marker_gone(marker, 3)
+    helpers.kill_marker(marker)
+    assert.are.same({}, crashes)
+    assert.is_true(failures > 20, "too few injected failures: " .. failures)
+    assert.is_true(finished > 0, "the run never got past the injection range")
+    assert.are.same({}, left)
+  end)
+end)
