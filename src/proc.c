@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,6 +108,23 @@ static int buf_reserve(lc_buf *b, size_t extra) {
     return 0;
 }
 
+/* Without pidfds (Linux < 5.3, or valgrind, which answers ENOSYS) a proc
+ * polls its own pid on a timer instead: still never waitpid(-1). */
+static atomic_int pidfd_missing;
+
+static int wait_leader(lc_proc *p, siginfo_t *si, int flags) {
+    if (p->pidw.fd >= 0) return waitid(P_PIDFD, (id_t)p->pidw.fd, si, flags);
+    return waitid(P_PID, (id_t)p->pid, si, flags);
+}
+
+static void reap_leader(lc_proc *p) {
+    siginfo_t si;
+    if (p->reaped || p->wait_errno) return;
+    while (wait_leader(p, &si, WEXITED) < 0 && errno == EINTR)
+        ;
+    p->reaped = 1;
+}
+
 /* ---- finishing ---------------------------------------------------------- */
 
 static void check_done(lc_proc *p) {
@@ -119,11 +137,7 @@ static void check_done(lc_proc *p) {
     /* start_drain already killed what was left of the group. */
     lc_signals_untrack(p->track_slot);
     p->track_slot = -1;
-    if (p->wait_errno == 0) {
-        siginfo_t si;
-        while (waitid(P_PIDFD, p->pidw.fd, &si, WEXITED) < 0 && errno == EINTR)
-            ;
-    }
+    reap_leader(p);
     close_fd(&p->pidw.fd);
     p->t_end = lc_now();
     p->phase = PH_DONE;
@@ -143,18 +157,18 @@ static void start_drain(lc_proc *p) {
 
 /* ---- event handlers ----------------------------------------------------- */
 
-static void on_exit_event(lc_loop *loop, lc_watch *w, uint32_t events) {
-    lc_proc *p = w->data;
+/* Has the leader exited? Peeks (WNOWAIT): it is reaped only when the
+ * whole task is done, so its pid keeps pinning the group id till then. */
+static int leader_exited(lc_proc *p) {
     siginfo_t si;
-    (void)events;
     si.si_pid = 0;
-    if (waitid(P_PIDFD, w->fd, &si, WEXITED | WNOHANG | WNOWAIT) < 0) {
-        if (errno == EINTR) return;
+    if (wait_leader(p, &si, WEXITED | WNOHANG | WNOWAIT) < 0) {
+        if (errno == EINTR) return 0;
         /* ECHILD: someone else reaped it (a host's waitpid(-1)). */
         p->wait_errno = errno;
         p->code = -1;
     } else if (si.si_pid == 0) {
-        return;
+        return 0;
     } else if (si.si_code == CLD_EXITED) {
         p->code = si.si_status;
     } else {
@@ -162,7 +176,30 @@ static void on_exit_event(lc_loop *loop, lc_watch *w, uint32_t events) {
         p->signaled = 1;
     }
     p->exited = 1;
+    return 1;
+}
+
+static void on_leader_exit(lc_proc *p);
+
+static void on_exit_event(lc_loop *loop, lc_watch *w, uint32_t events) {
+    lc_proc *p = w->data;
+    (void)events;
+    if (!leader_exited(p)) return;
     lc_watch_del(loop, w);
+    on_leader_exit(p);
+}
+
+static void on_exit_poll(lc_loop *loop, lc_timer *t) {
+    lc_proc *p = t->data;
+    if (leader_exited(p)) {
+        on_leader_exit(p);
+        return;
+    }
+    if (p->poll_every < 0.05) p->poll_every *= 2;
+    lc_timer_arm(loop, t, lc_now() + p->poll_every);
+}
+
+static void on_leader_exit(lc_proc *p) {
     /* The task is over when its leader is. What is left of its group is
      * killed; output still in the pipes is read up to EOF, which comes at
      * once unless a process that left the group holds a pipe: the wait for
@@ -390,9 +427,21 @@ int lc_proc_spawn(lc_loop *loop, const lc_proc_spec *spec,
     close_fd(&out[1]);
     close_fd(&err[1]);
 
-    p->pidw.fd = (int)syscall(SYS_pidfd_open, p->pid, 0);
-    if (p->pidw.fd < 0) {
+    if (!atomic_load_explicit(&pidfd_missing, memory_order_relaxed))
+        p->pidw.fd = (int)syscall(SYS_pidfd_open, p->pid, 0);
+    if (p->pidw.fd < 0 && (atomic_load(&pidfd_missing) || errno == ENOSYS)) {
+        atomic_store(&pidfd_missing, 1);
+        e = lc_timer_init(loop, &p->exit_poll, on_exit_poll, p);
+        if (!e) {
+            p->polled = 1;
+            p->poll_every = 0.001;
+            lc_timer_arm(loop, &p->exit_poll, lc_now() + p->poll_every);
+        }
+    } else if (p->pidw.fd < 0) {
         e = errno;
+    }
+    if (e || (p->pidw.fd < 0 && !p->polled)) {
+        if (!e) e = EINVAL;
         what = "watch";
         kill(-p->pid, SIGKILL);
         lc_signals_untrack(p->track_slot);
@@ -412,7 +461,7 @@ int lc_proc_spawn(lc_loop *loop, const lc_proc_spec *spec,
 
     fcntl(p->outw.fd, F_SETFL, O_NONBLOCK);
     fcntl(p->errw.fd, F_SETFL, O_NONBLOCK);
-    e = lc_watch_add(loop, &p->pidw, EPOLLIN);
+    if (p->pidw.fd >= 0) e = lc_watch_add(loop, &p->pidw, EPOLLIN);
     if (!e) e = lc_watch_add(loop, &p->outw, EPOLLIN);
     if (!e) e = lc_watch_add(loop, &p->errw, EPOLLIN);
     if (!e && p->inw.fd >= 0) {
@@ -434,6 +483,7 @@ fail:
     snprintf(errbuf, errlen, "cannot %s '%s': %s (%s)", what, spec->argv[0],
              strerror(e), lc_errno_name(e));
 fail_described:
+    if (p->polled) lc_timer_release(loop, &p->exit_poll);
     close_fd(&in[0]); close_fd(&in[1]);
     close_fd(&out[0]); close_fd(&out[1]);
     close_fd(&err[0]); close_fd(&err[1]);
@@ -445,16 +495,13 @@ fail_described:
 
 void lc_proc_free(lc_proc *p) {
     if (p == NULL) return;
-    if (p->phase != PH_DONE && p->pidw.fd >= 0) {
+    if (p->phase != PH_DONE) {
         /* Teardown of a live proc: kill and reap it synchronously. */
         kill_group(p, SIGKILL);
         lc_signals_untrack(p->track_slot);
-        if (p->wait_errno == 0) {
-            siginfo_t si;
-            while (waitid(P_PIDFD, p->pidw.fd, &si, WEXITED) < 0 && errno == EINTR)
-                ;
-        }
+        reap_leader(p);
     }
+    if (p->polled) lc_timer_release(p->loop, &p->exit_poll);
     lc_watch_close(p->loop, &p->pidw);
     lc_watch_close(p->loop, &p->outw);
     lc_watch_close(p->loop, &p->errw);

@@ -43,6 +43,10 @@ struct lc_proc {
     char *input;                /* owned copy of spec->input */
     size_t input_len, input_off;
     lc_timer timer;             /* deadline, kill escalation, EOF wait */
+    lc_timer exit_poll;         /* without pidfds: polls the leader's pid */
+    int polled;                 /* exit_poll is in use */
+    double poll_every;
+    int reaped;
     int phase;                  /* see proc.c */
     double kill_grace;
     double t_start, t_end;      /* lc_now() */
