@@ -228,6 +228,14 @@ local function run_tasks(self, st)
   end
   local envblock = self.env and core.envblock(self.env) or nil
 
+  -- A function task's args: {pargs[2], ..., pargs[n], arg}.
+  local function task_args(arg)
+    if nfixed == 0 then return { arg } end
+    local args = { table.unpack(fixed, 1, nfixed) }
+    args[nfixed + 1] = arg
+    return args
+  end
+
   local function store(index, res)
     if keep then result[index] = res end
   end
@@ -355,13 +363,7 @@ local function run_tasks(self, st)
   end
 
   local function start_coro(index, key, arg)
-    local args
-    if nfixed == 0 then
-      args = { arg }
-    else
-      args = { table.unpack(fixed, 1, nfixed) }
-      args[nfixed + 1] = arg
-    end
+    local args = task_args(arg)
     local co = co_create(fn)
     current[co] = st
     running = running + 1
@@ -421,23 +423,19 @@ local function run_tasks(self, st)
 
   ---------------------------------------------------------------- workers
 
+  -- A task from an iterator whose key or args cannot reach a worker.
+  local function unsendable(index, key, arg, err)
+    local res = ProcResult.new(key, arg)
+    res.exception, res.error = "RuntimeError", tostring(err)
+    finish(index, res)
+  end
+
   local function start_pool(index, key, arg)
-    local args
-    if nfixed == 0 then
-      args = { arg }
-    else
-      args = { table.unpack(fixed, 1, nfixed) }
-      args[nfixed + 1] = arg
-    end
+    local args = task_args(arg)
     local sent, id = pcall(loop.submit, loop, key, args)
-    if sent then
-      inflight[id] = { index, key, arg }
-      running = running + 1
-    else
-      local res = ProcResult.new(key, arg)
-      res.exception, res.error = "RuntimeError", tostring(id)
-      finish(index, res)
-    end
+    if not sent then return unsendable(index, key, arg, id) end
+    inflight[id] = { index, key, arg }
+    running = running + 1
   end
 
   local function job_result(key, arg, rec)
@@ -478,19 +476,9 @@ local function run_tasks(self, st)
   end
 
   local function start_isolated(index, key, arg)
-    local args
-    if nfixed == 0 then
-      args = { arg }
-    else
-      args = { table.unpack(fixed, 1, nfixed) }
-      args[nfixed + 1] = arg
-    end
+    local args = task_args(arg)
     local sent, frame = pcall(core.marshal_string, key, args)
-    if not sent then
-      local res = ProcResult.new(key, arg)
-      res.exception, res.error = "RuntimeError", tostring(frame)
-      return finish(index, res)
-    end
+    if not sent then return unsendable(index, key, arg, frame) end
     local input = worker_head .. string.pack("<s4", frame)
     -- A timeout is a hard kill: no grace for a worker to catch SIGTERM in.
     local id, message, errname = loop:spawn(worker_argv, envblock, cwd, input, timeout, 0)
