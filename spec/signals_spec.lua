@@ -32,11 +32,6 @@ local function start(host, mode, handle)
   return h
 end
 
-local function host_pid(h)
-  local kids = helpers.read_file("/proc/" .. h.shell .. "/task/" .. h.shell .. "/children") or ""
-  return tonumber(kids:match("%d+"))
-end
-
 local function wait_started(h, nproc)
   return helpers.wait_until(function()
     return helpers.read_file(h.startfile) ~= nil
@@ -44,11 +39,24 @@ local function wait_started(h, nproc)
   end, 10)
 end
 
+local function host_pid(h)
+  local kids = helpers.read_file("/proc/" .. h.shell .. "/task/" .. h.shell .. "/children") or ""
+  return tonumber(kids:match("%d+"))
+end
+
 local function finish(h)
   -- the shell creates the file before it writes the number: wait for both
-  assert(helpers.wait_until(function()
+  local exited = helpers.wait_until(function()
     return (helpers.read_file(h.status) or ""):match("%d+\n") ~= nil
-  end, 10), "the host did not exit")
+  end, 10)
+  if not exited then
+    -- never leave a stuck host (or its tasks) behind a failed spec
+    local pid = host_pid(h)
+    if pid then os.execute("kill -KILL " .. pid .. " 2>/dev/null") end
+    helpers.kill_marker(h.marker)
+    os.execute("rm -rf " .. helpers.q(h.dir))
+  end
+  assert(exited, "the host did not exit")
   local status = tonumber(helpers.read_file(h.status))
   local out = helpers.read_file(h.out) or ""
   local left = helpers.wait_marker_gone(h.marker, 2)

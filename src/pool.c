@@ -209,7 +209,11 @@ static void run_job(lc_worker *w, lua_State *L, const char *setup_error, lc_job 
     lua_pushlightuserdata(L, job);
     int st = lua_pcall(L, 1, 3, 1);                        /* msgh fn key args */
     if (st == LUA_OK) {
-        lua_sethook(L, deadline_hook, LUA_MASKCOUNT, HOOK_COUNT);
+        /* Any count hook makes Lua 5.4 trace every instruction (about
+         * twice as slow on pure-Lua loops), so only a task with a deadline
+         * gets one. Without it, stopping the run waits for a CPU-bound
+         * task to return; lc.sleep and lc.run_prog still see the stop. */
+        if (pool->timeout > 0) lua_sethook(L, deadline_hook, LUA_MASKCOUNT, HOOK_COUNT);
         st = lua_pcall(L, 2, LUA_MULTRET, 1);              /* msgh results... */
         lua_sethook(L, NULL, 0, 0);
     }
