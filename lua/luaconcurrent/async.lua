@@ -18,15 +18,30 @@ M.CANCEL = setmetatable({}, {
   __tostring = function() return "luaconcurrent: task cancelled at its deadline" end,
 })
 
--- Task coroutines of every active run, to their task records.
-local current = setmetatable({}, { __mode = "k" })
-M.current = current
+-- The task coroutine a runner is resuming right now, and that run's state
+-- (it holds the loop). Only one coroutine runs at a time on a thread, so
+-- two fields do what a registry of every task coroutine would, without
+-- a weak table for the collector to sweep.
+M.co, M.run = nil, nil
 
---- The task record of the running coroutine, or nil outside a task.
+--- The running task's run state, or nil outside a task (lc.sleep and
+-- lc.run_prog yield to the loop only inside one).
 function M.task()
-  local co, main = coroutine.running()
-  if main then return nil end
-  return current[co]
+  local co = coroutine.running()
+  if co == M.co then return M.run end
+  return nil
+end
+
+local function restore(prev_co, prev_run, ...)
+  M.co, M.run = prev_co, prev_run
+  return ...
+end
+
+--- coroutine.resume for a task coroutine of run `run`.
+function M.resume(run, co, ...)
+  local prev_co, prev_run = M.co, M.run
+  M.co, M.run = co, run
+  return restore(prev_co, prev_run, coroutine.resume(co, ...))
 end
 
 --- A binary min-heap of {when, ...} entries.

@@ -26,9 +26,8 @@ local fail = validate.fail
 local now, wallclock = core.now, core.wallclock
 local signal_pending, hup_pending = core.signal_pending, core.hup_pending
 local SLEEP, WAIT, CANCEL = async.SLEEP, async.WAIT, async.CANCEL
-local current = async.current
-local co_create, co_resume, co_status, co_close =
-  coroutine.create, coroutine.resume, coroutine.status, coroutine.close
+local task_resume = async.resume
+local co_create, co_status, co_close = coroutine.create, coroutine.status, coroutine.close
 local sethook, traceback = debug.sethook, debug.traceback
 
 local OPTIONS = {
@@ -260,14 +259,13 @@ local function run_tasks(self, st)
   ---------------------------------------------------------------- coroutines
   -- A task that finishes in its first resume never gets a task record:
   -- the record t (in live, keyed for timers and waits) is made only when
-  -- it suspends or has a deadline. current[co] = st lets lc.sleep and
+  -- it suspends or has a deadline. async.resume lets lc.sleep and
   -- lc.run_prog inside it find this run.
 
   local wall_offset = wallclock() - now()
   local step
 
   local function complete(co, t, index, key, arg, t0, ok_run, nret, first, answer)
-    current[co] = nil
     running = running - 1
     local t1 = now()
     local res = setmetatable({
@@ -329,7 +327,7 @@ local function run_tasks(self, st)
   local function resume(t, ...)
     t.state = "running"
     local co = t.co
-    return step(co, t, t.index, t.key, t.arg, t.t0, co_resume(co, ...))
+    return step(co, t, t.index, t.key, t.arg, t.t0, task_resume(st, co, ...))
   end
 
   -- A suspended task whose deadline passed: kill what it waits on, close it.
@@ -366,7 +364,6 @@ local function run_tasks(self, st)
   local function start_coro(index, key, arg)
     local args = task_args(arg)
     local co = co_create(fn)
-    current[co] = st
     running = running + 1
     local t0 = now()
     local t
@@ -378,7 +375,7 @@ local function run_tasks(self, st)
       sethook(co, t.hook, "", HOOK_COUNT)
       timers:push({ t.deadline, t, false })
     end
-    return step(co, t, index, key, arg, t0, co_resume(co, key, args))
+    return step(co, t, index, key, arg, t0, task_resume(st, co, key, args))
   end
 
   local function fire_timers()
@@ -622,7 +619,6 @@ local function abandon(self, st)
   end
   for t in pairs(st.live) do
     st.live[t] = nil
-    current[t.co] = nil
     if t.deadline then sethook(t.co) end
     if co_status(t.co) ~= "running" then co_close(t.co) end
     if keep then
