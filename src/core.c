@@ -318,10 +318,9 @@ static char **build_argv(lua_State *L, int idx) {
     char **argv = lua_newuserdatauv(L, (size_t)(n + 1) * sizeof *argv, 0);
     for (lua_Integer i = 1; i <= n; i++) {
         size_t len;
-        lua_rawgeti(L, idx, i);
-        const char *s = lua_tolstring(L, -1, &len);
-        if (s == NULL || lua_type(L, -1) != LUA_TSTRING)
+        if (lua_rawgeti(L, idx, i) != LUA_TSTRING)   /* (numbers too: no coercion) */
             lc_raise(L, "luaconcurrent: argv[%d] is not a string", (int)i);
+        const char *s = lua_tolstring(L, -1, &len);
         if (strlen(s) != len)
             lc_raise(L, "luaconcurrent: argv[%d] contains a NUL byte", (int)i);
         argv[i - 1] = (char *)s;

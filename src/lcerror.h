@@ -11,6 +11,7 @@
 
 #include "lua.h"
 
+/* Never returns (lua_error longjmps); typed int for `return lc_raise(...)`. */
 static inline int lc_raise(lua_State *L, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
