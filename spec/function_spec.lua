@@ -18,19 +18,7 @@ local CLASSES = {
   { "ProcRunMp", lc.ProcRunMp },
 }
 
-local function nthreads()
-  local n = 0
-  for name in lfs.dir("/proc/self/task") do
-    if name:match("^%d+$") then n = n + 1 end
-  end
-  return n
-end
-
-local function count_success(results)
-  local n = 0
-  for _, r in ipairs(results) do if r.success then n = n + 1 end end
-  return n
-end
+local count_success = helpers.count_success
 
 local function tmpdir()
   local path = os.tmpname()
@@ -51,11 +39,7 @@ for _, class in ipairs(CLASSES) do
 
   describe(name .. " (functions)", function()
     helpers.leak_check(before_each, after_each)
-    local threads_before
-    before_each(function() threads_before = nthreads() end)
-    after_each(function()
-      assert.are.equal(threads_before, nthreads(), "worker threads left running")
-    end)
+    helpers.thread_check(before_each, after_each)
 
     describe("pyconcurrent's checks", function()
       local tasks = { { 1, 0.1 }, { 2, 0.4 }, { 3, 0.2 } }
@@ -427,11 +411,7 @@ end)
 
 describe("ProcRunMp (function specifics)", function()
   helpers.leak_check(before_each, after_each)
-  local threads_before
-  before_each(function() threads_before = nthreads() end)
-  after_each(function()
-    assert.are.equal(threads_before, nthreads(), "worker threads left running")
-  end)
+  helpers.thread_check(before_each, after_each)
 
   it("runs lc.run_prog in a worker and kills it at the deadline", function()
     local m = helpers.marker()

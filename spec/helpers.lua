@@ -226,6 +226,34 @@ function M.setstr(set)
   return table.concat(ks, ",")
 end
 
+--- How many results succeeded.
+function M.count_success(results)
+  local n = 0
+  for _, r in ipairs(results) do if r.success then n = n + 1 end end
+  return n
+end
+
+--- Threads of this process (thread workers must all be joined after a run).
+function M.nthreads()
+  local n = 0
+  for name in lfs.dir("/proc/self/task") do
+    if name:match("^%d+$") then n = n + 1 end
+  end
+  return n
+end
+
+--- Around every test of the enclosing describe: no worker thread left.
+function M.thread_check(before_each, after_each)
+  local before
+  before_each(function() before = M.nthreads() end)
+  after_each(function()
+    local now = M.nthreads()
+    if now ~= before then
+      error(string.format("worker threads left running: %d threads, %d before", now, before), 2)
+    end
+  end)
+end
+
 --- Number of elements of a table (any keys).
 function M.count(t)
   local n = 0

@@ -14,11 +14,7 @@ local function sum(results, field)
   return s
 end
 
-local function count_success(results)
-  local n = 0
-  for _, r in ipairs(results) do if r.success then n = n + 1 end end
-  return n
-end
+local count_success = helpers.count_success
 
 for _, runner in ipairs(RUNNERS) do
   local new = lc[runner]
