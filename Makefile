@@ -6,12 +6,9 @@ BINDIR     ?= $(PREFIX)/bin
 LUADIR     ?= $(PREFIX)/share/lua/5.4
 LIBDIR     ?= $(PREFIX)/lib/lua/5.4
 LUA_PC     ?= lua5.4
-# LuaRocks passes LUA_INCDIR; otherwise pkg-config finds Debian's headers.
-ifdef LUA_INCDIR
-LUA_CFLAGS := -I$(LUA_INCDIR)
-else
-LUA_CFLAGS := $(shell pkg-config --cflags $(LUA_PC) 2>/dev/null)
-endif
+# LuaRocks passes LUA_INCDIR (which may be empty or lack lua.h); pkg-config
+# finds Debian's headers either way.
+LUA_CFLAGS := $(if $(LUA_INCDIR),-I$(LUA_INCDIR)) $(shell pkg-config --cflags $(LUA_PC) 2>/dev/null)
 LUA_LIBS   := $(shell pkg-config --libs $(LUA_PC) 2>/dev/null)
 
 CC       ?= gcc
@@ -20,7 +17,9 @@ WERROR   ?=
 # Sanitizer flags, for compiling and linking (set by `make check`'s builds).
 SANFLAGS ?=
 CFLAGS   ?= $(OPT)
-CFLAGS   += -std=gnu11 -Wall -Wextra $(WERROR) -fPIC -D_GNU_SOURCE $(LUA_CFLAGS) $(SANFLAGS)
+# Kept apart from CFLAGS, which a caller (LuaRocks) may set on the command
+# line and which would then replace anything appended to it here.
+LC_CFLAGS := -std=gnu11 -Wall -Wextra $(WERROR) -fPIC -D_GNU_SOURCE $(LUA_CFLAGS) $(SANFLAGS)
 LDFLAGS  ?=
 
 B        := build
@@ -40,7 +39,7 @@ deps:
 	@sh scripts/ensure-deps.sh
 
 $(B)/obj/%.o: src/%.c $(wildcard src/*.h) | $(B)/obj
-	$(CC) $(CFLAGS) -c -o $@ $<
+	$(CC) $(CFLAGS) $(LC_CFLAGS) -c -o $@ $<
 
 $(B)/obj $(B)/lib/luaconcurrent:
 	mkdir -p $@
@@ -49,18 +48,18 @@ $(B)/embedded.c: scripts/embed.lua $(LUAMODS) | $(B)/obj
 	lua5.4 scripts/embed.lua $@ $(LUAMODS)
 
 $(B)/obj/embedded.o: $(B)/embedded.c
-	$(CC) $(CFLAGS) -c -o $@ $<
+	$(CC) $(CFLAGS) $(LC_CFLAGS) -c -o $@ $<
 
 # The executable links the system's shared liblua, so C modules it loads
 # (cjson) and the engine share one Lua; -E exports the API to them.
 # Both are linked beside their target and renamed onto it: a running
 # process keeps the old file instead of seeing it rewritten under it.
 $(EXE): $(B)/obj/main.o $(B)/obj/embedded.o $(ENGINE_OBJ)
-	$(CC) $(CFLAGS) $(LDFLAGS) -Wl,-E -o $@.tmp $^ $(LUA_LIBS) -lpthread && mv -f $@.tmp $@
+	$(CC) $(CFLAGS) $(LC_CFLAGS) $(LDFLAGS) -Wl,-E -o $@.tmp $^ $(LUA_LIBS) -lpthread && mv -f $@.tmp $@
 
 # The module links no liblua: the host interpreter provides the API.
 $(SO): $(ENGINE_OBJ) | $(B)/lib/luaconcurrent
-	$(CC) $(CFLAGS) $(LDFLAGS) -shared -o $@.tmp $^ -lpthread && mv -f $@.tmp $@
+	$(CC) $(CFLAGS) $(LC_CFLAGS) $(LDFLAGS) -shared -o $@.tmp $^ -lpthread && mv -f $@.tmp $@
 
 # Test build whose Lua allocator fails on demand (LC_FAIL_ALLOC_AT=n):
 # spec/oom_spec.lua runs it to show that running out of memory anywhere is
@@ -151,7 +150,7 @@ check-cppcheck:
 
 # busted runs under the executable (--lua re-runs busted's script with it,
 # as lua5.4 would be); the reports are shown whether or not busted failed.
-check-asan: $(ASAN_EXE)
+check-asan: $(ASAN_EXE) $(OOM_EXE)
 	@rm -rf $(CHECK_LOG)/asan*; mkdir -p $(CHECK_LOG)
 	$(ASAN_ENV) busted --lua=$(ASAN_EXE) $(CHECK_HOST) -o utfTerminal; \
 	  rc=$$?; sh scripts/check/logs.sh $(CHECK_LOG) asan || rc=1; exit $$rc
