@@ -190,8 +190,6 @@ local function returned_result(res, nret, first, answer)
   end
 end
 
-local function timeout_of(self) return self.timeout end
-
 --- The whole of run_all's work; `st` is shared with the error path.
 local function run_tasks(self, st)
   local loop = st.loop
@@ -203,7 +201,7 @@ local function run_tasks(self, st)
     -- No more workers (each a thread and a lua_State) than tasks.
     if self.ntasks and self.ntasks < nthreads then nthreads = math.max(self.ntasks, 1) end
     pcall(require, "cjson")  -- its one-time set-up must not race in workers
-    loop:pool_start(self.fn_bytes, nthreads, timeout_of(self), package.path, package.cpath)
+    loop:pool_start(self.fn_bytes, nthreads, self.timeout, package.path, package.cpath)
     limit = nthreads * POOL_QUEUE_PER_WORKER
   end
   local next_task = task_source(self.tasks, kind == "exec")
