@@ -94,7 +94,7 @@ static void close_fd(int *fd) {
 
 static void kill_group(lc_proc *p, int sig) {
     /* Only while the leader is unreaped: its pid pins the group id. */
-    if (p->wait_errno == 0) kill(-p->pid, sig);
+    if (p->wait_errno == 0 && !p->reaped) kill(-p->pid, sig);
 }
 
 static int buf_reserve(lc_buf *b, size_t extra) {
@@ -159,10 +159,10 @@ static void start_drain(lc_proc *p) {
 
 /* Has the leader exited? Peeks (WNOWAIT): it is reaped only when the
  * whole task is done, so its pid keeps pinning the group id till then. */
-static int leader_exited(lc_proc *p) {
+static int leader_exited(lc_proc *p, int reap) {
     siginfo_t si;
     si.si_pid = 0;
-    if (wait_leader(p, &si, WEXITED | WNOHANG | WNOWAIT) < 0) {
+    if (wait_leader(p, &si, WEXITED | WNOHANG | (reap ? 0 : WNOWAIT)) < 0) {
         if (errno == EINTR) return 0;
         /* ECHILD: someone else reaped it (a host's waitpid(-1)). */
         p->wait_errno = errno;
@@ -176,6 +176,7 @@ static int leader_exited(lc_proc *p) {
         p->signaled = 1;
     }
     p->exited = 1;
+    p->reaped = reap && !p->wait_errno;
     return 1;
 }
 
@@ -184,14 +185,20 @@ static void on_leader_exit(lc_proc *p);
 static void on_exit_event(lc_loop *loop, lc_watch *w, uint32_t events) {
     lc_proc *p = w->data;
     (void)events;
-    if (!leader_exited(p)) return;
+    /* A readable pidfd means the leader has exited. If its pipes are
+     * already at EOF (the common case) the task is over: kill what is left
+     * of the group while the zombie still pins the group id, then reap and
+     * read the status in one call. */
+    int over = p->outw.fd < 0 && p->errw.fd < 0;
+    if (over) kill_group(p, SIGKILL);
+    if (!leader_exited(p, over)) return;
     lc_watch_del(loop, w);
     on_leader_exit(p);
 }
 
 static void on_exit_poll(lc_loop *loop, lc_timer *t) {
     lc_proc *p = t->data;
-    if (leader_exited(p)) {
+    if (leader_exited(p, 0)) {
         on_leader_exit(p);
         return;
     }
