@@ -7,6 +7,8 @@
  *   loop:poll([max_wait]) -> { record, ... }   finished tasks, completion order
  *   loop:running() -> n
  *   loop:kill(id) -> true | false             kill one task's process group
+ *   loop:write(id, s), loop:close_input(id)   stdin of a stream proc
+ *   (spawn's 8th argument, stream: stdout comes as {id=, data=} records)
  *   loop:close() -> { record, ... }            kills and reaps what is left
  *   core.envblock({NAME = "value" | false, ...}) -> envblock
  *   core.sleep(s) -> true | false (interrupted by a signal)
@@ -22,6 +24,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -56,6 +61,7 @@ typedef struct {
     size_t npend;
     lc_job *fdone, *fdone_tail; /* finished, not yet returned by poll */
     size_t nfn;                 /* function jobs submitted and not returned */
+    lc_proc *sdata;             /* stream procs with stdout not yet returned */
 } loop_ud;
 
 typedef struct {
@@ -73,8 +79,30 @@ static void list_unlink(loop_ud *u, lc_proc *p) {
     u->nrunning--;
 }
 
+static void sdata_unlink(loop_ud *u, lc_proc *p) {
+    if (!p->data_queued) return;
+    for (lc_proc **pp = &u->sdata; *pp; pp = &(*pp)->data_next) {
+        if (*pp == p) {
+            *pp = p->data_next;
+            break;
+        }
+    }
+    p->data_queued = 0;
+    p->data_next = NULL;
+}
+
+/* A stream proc's stdout got bytes: poll hands them over. */
+static void on_proc_data(lc_proc *p) {
+    loop_ud *u = p->data;
+    if (p->data_queued) return;
+    p->data_queued = 1;
+    p->data_next = u->sdata;
+    u->sdata = p;
+}
+
 static void on_proc_done(lc_proc *p) {
     loop_ud *u = p->data;
+    sdata_unlink(u, p);                 /* what is left goes in its record */
     list_unlink(u, p);
     if (u->done_tail) u->done_tail->next = p;
     else u->done = p;
@@ -147,6 +175,7 @@ static void kill_all(loop_ud *u) {
 
 static void free_all(loop_ud *u) {
     lc_proc *p;
+    u->sdata = NULL;                    /* every proc goes below */
     stop_pool(u);
     jobs_free(u->fdone);
     u->fdone = u->fdone_tail = NULL;
@@ -291,6 +320,24 @@ static void push_job_records(lua_State *L, loop_ud *u) {
     }
 }
 
+/* Stream procs' new stdout bytes, as {id = , data = } records appended to
+ * the list on top. */
+static void push_stream_records(lua_State *L, loop_ud *u) {
+    lua_Integer i = (lua_Integer)luaL_len(L, -1);
+    while (u->sdata) {
+        lc_proc *p = u->sdata;
+        lua_createtable(L, 0, 2);
+        set_int(L, "id", p->tag);
+        lua_pushlstring(L, p->out.data ? p->out.data : "", p->out.len);
+        lua_setfield(L, -2, "data");
+        lua_rawseti(L, -2, ++i);
+        p->out.len = 0;                                /* keeps its buffer */
+        u->sdata = p->data_next;
+        p->data_queued = 0;
+        p->data_next = NULL;
+    }
+}
+
 /* ---- loop methods -------------------------------------------------------- */
 
 static loop_ud *check_loop(lua_State *L) {
@@ -345,8 +392,9 @@ static int l_spawn(lua_State *L) {
     size_t cwdlen = 0;
     char errbuf[512];
     memset(&spec, 0, sizeof spec);
-    lua_settop(L, 7);
-    spec.argv = build_argv(L, 2);                      /* argv block at 8 */
+    lua_settop(L, 8);
+    spec.stream = lua_toboolean(L, 8);
+    spec.argv = build_argv(L, 2);                      /* argv block at 9 */
     if (!lua_isnoneornil(L, 3))
         spec.envp = ((envblock *)luaL_checkudata(L, 3, ENV_MT))->vars;
     spec.cwd = opt_cstring(L, 4, "cwd", &cwdlen);
@@ -355,8 +403,8 @@ static int l_spawn(lua_State *L) {
     spec.kill_grace = luaL_optnumber(L, 7, 0.1);
 
     lc_proc *p;
-    int e = lc_proc_spawn(u->loop, &spec, on_proc_done, u, &p, errbuf,
-                          sizeof errbuf);
+    int e = lc_proc_spawn(u->loop, &spec, on_proc_done, on_proc_data, u, &p,
+                          errbuf, sizeof errbuf);
     if (e) {
         luaL_pushfail(L);
         lua_pushstring(L, errbuf);
@@ -394,7 +442,8 @@ static int l_poll(lua_State *L) {
         pthread_sigmask(SIG_BLOCK, &block, &old);
     }
     int err = 0;
-    while (u->done == NULL && u->fdone == NULL && !(guarded && lc_sig_pending) &&
+    while (u->done == NULL && u->fdone == NULL && u->sdata == NULL &&
+           !(guarded && lc_sig_pending) &&
            (max_wait >= 0 || u->nrunning > 0 || u->nfn > 0 ||
             lc_timer_count(u->loop) > 0)) {
         double left = -1;
@@ -412,6 +461,7 @@ static int l_poll(lua_State *L) {
     if (err) return lc_raise(L, "luaconcurrent: event loop: %s", strerror(err));
     push_done(L, u);
     push_job_records(L, u);
+    push_stream_records(L, u);
     return 1;
 }
 
@@ -429,6 +479,37 @@ static int l_kill(lua_State *L) {
     }
     lua_pushboolean(L, 0);
     return 1;
+}
+
+static lc_proc *find_proc(loop_ud *u, lua_Integer id) {
+    for (lc_proc *p = u->running; p; p = p->next)
+        if (p->tag == id) return p;
+    return NULL;
+}
+
+/* loop:write(id, bytes) -> true | nil, message: to a stream proc's stdin. */
+static int l_write(lua_State *L) {
+    loop_ud *u = check_loop(L);
+    lc_proc *p = find_proc(u, luaL_checkinteger(L, 2));
+    size_t len;
+    const char *data = luaL_checklstring(L, 3, &len);
+    int e = p && p->stream ? lc_proc_write(p, data, len) : ESRCH;
+    if (e) {
+        luaL_pushfail(L);
+        lua_pushfstring(L, "cannot write to task %d: %s", (int)luaL_checkinteger(L, 2),
+                        strerror(e));
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* loop:close_input(id): the stream proc's stdin reaches EOF. */
+static int l_close_input(lua_State *L) {
+    loop_ud *u = check_loop(L);
+    lc_proc *p = find_proc(u, luaL_checkinteger(L, 2));
+    if (p) lc_proc_close_input(p);
+    return 0;
 }
 
 static int l_running(lua_State *L) {
@@ -615,6 +696,59 @@ static int l_hup_pending(lua_State *L) {
     return 1;
 }
 
+/* In a process worker: keep the protocol to the runner on a private copy
+ * of stdout, and point fd 1 at an in-memory file, so what a task prints
+ * (and what its own children print) is kept apart from the answers and can
+ * be handed back with them (core.worker_take_stdout). Returns the protocol
+ * fd. */
+static int l_worker_stdout(lua_State *L) {
+    fflush(stdout);
+    int fd = fcntl(1, F_DUPFD_CLOEXEC, 3);
+    int mfd = fd < 0 ? -1 : memfd_create("luaconcurrent-task-stdout", 0);
+    if (mfd < 0 || dup2(mfd, 1) < 0)
+        return lc_raise(L, "luaconcurrent: worker cannot set up its stdout: %s", strerror(errno));
+    close(mfd);
+    lua_pushinteger(L, fd);
+    return 1;
+}
+
+/* What the task printed since the last call; empties the file. */
+static int l_worker_take_stdout(lua_State *L) {
+    fflush(stdout);
+    off_t size = lseek(1, 0, SEEK_END);
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (off_t off = 0; size > 0 && off < size;) {
+        size_t want = (size_t)(size - off);
+        if (want > LUAL_BUFFERSIZE) want = LUAL_BUFFERSIZE;
+        char *dst = luaL_prepbuffsize(&b, want);
+        ssize_t n = pread(1, dst, want, off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        luaL_addsize(&b, (size_t)n);
+        off += n;
+    }
+    if (ftruncate(1, 0) < 0 || lseek(1, 0, SEEK_SET) < 0)
+        return lc_raise(L, "luaconcurrent: worker cannot reset its stdout: %s", strerror(errno));
+    luaL_pushresult(&b);
+    return 1;
+}
+
+/* core.fd_write(fd, s): write all of s (the worker's answers). */
+static int l_fd_write(lua_State *L) {
+    int fd = (int)luaL_checkinteger(L, 1);
+    size_t len, off = 0;
+    const char *s = luaL_checklstring(L, 2, &len);
+    while (off < len) {
+        ssize_t n = write(fd, s + off, len - off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0)
+            return lc_raise(L, "luaconcurrent: worker cannot answer: %s", strerror(errno));
+        off += (size_t)n;
+    }
+    return 0;
+}
+
 static int l_cpu_count(lua_State *L) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     lua_pushinteger(L, n > 0 ? n : 1);
@@ -757,6 +891,8 @@ static const luaL_Reg loop_methods[] = {
     {"poll", l_poll},
     {"running", l_running},
     {"kill", l_kill},
+    {"write", l_write},
+    {"close_input", l_close_input},
     {"pool_start", l_pool_start},
     {"submit", l_submit},
     {"close", l_close},
@@ -781,6 +917,9 @@ static const luaL_Reg core_funcs[] = {
     {"worker_check", l_worker_check},
     {"cancel_sentinel", l_cancel_sentinel},
     {"cpu_count", l_cpu_count},
+    {"worker_stdout", l_worker_stdout},
+    {"worker_take_stdout", l_worker_take_stdout},
+    {"fd_write", l_fd_write},
     {"marshal_string", l_marshal_string},
     {"unmarshal_string", l_unmarshal_string},
     {"host", l_host},

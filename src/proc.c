@@ -244,6 +244,10 @@ static void on_output(lc_loop *loop, lc_watch *w, uint32_t events) {
                 fcntl(w->fd, F_SETPIPE_SZ, BIG_PIPE);
                 b->pipe_grown = 1;
             }
+            if (p->stream && b == &p->out) {
+                p->on_data(p);              /* the owner takes it from out */
+                return;
+            }
             if ((size_t)n < want) return;   /* drained for now */
             continue;
         }
@@ -291,7 +295,35 @@ static void on_input(lc_loop *loop, lc_watch *w, uint32_t events) {
             break;
         }
     }
-    lc_watch_close(loop, w);    /* all written, or the child closed stdin */
+    if (p->stream && !p->input_errno && !p->input_closing)
+        lc_watch_del(loop, w);  /* all written: wait for lc_proc_write */
+    else
+        lc_watch_close(loop, w);    /* all written, or the child closed stdin */
+}
+
+int lc_proc_write(lc_proc *p, const char *data, size_t len) {
+    if (p->inw.fd < 0) return p->input_errno ? p->input_errno : EPIPE;
+    if (p->input_off == p->input_len) p->input_off = p->input_len = 0;
+    if (p->input_cap - p->input_len < len) {
+        size_t cap = p->input_cap ? 2 * p->input_cap : 4096;
+        while (cap - p->input_len < len) cap *= 2;
+        char *d = realloc(p->input, cap);
+        if (d == NULL) return ENOMEM;
+        p->input = d;
+        p->input_cap = cap;
+    }
+    memcpy(p->input + p->input_len, data, len);
+    p->input_len += len;
+    if (!p->inw.registered) return lc_watch_add(p->loop, &p->inw, EPOLLOUT);
+    return 0;
+}
+
+/* What was written so far still reaches the child first. */
+void lc_proc_close_input(lc_proc *p) {
+    if (p->inw.fd >= 0 && p->input_off < p->input_len && !p->input_errno)
+        p->input_closing = 1;
+    else
+        lc_watch_close(p->loop, &p->inw);
 }
 
 static void on_timer(lc_loop *loop, lc_timer *t) {
@@ -371,7 +403,7 @@ static int spawn_child(lc_proc *p, const lc_proc_spec *spec, int in[2],
     else
         e = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
     if (!e) e = posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-    if (!e) e = posix_spawn_file_actions_adddup2(&fa, err[1], 2);
+    if (!e && err[1] >= 0) e = posix_spawn_file_actions_adddup2(&fa, err[1], 2);
     if (!e && spec->cwd) e = posix_spawn_file_actions_addchdir_np(&fa, spec->cwd);
     /* Lua's io.open cannot ask for O_CLOEXEC: close every fd >= 3. */
     if (!e) e = posix_spawn_file_actions_addclosefrom_np(&fa, 3);
@@ -393,8 +425,8 @@ static int spawn_child(lc_proc *p, const lc_proc_spec *spec, int in[2],
 }
 
 int lc_proc_spawn(lc_loop *loop, const lc_proc_spec *spec,
-                  lc_proc_done_fn *on_done, void *data, lc_proc **out_p,
-                  char *errbuf, size_t errlen) {
+                  lc_proc_done_fn *on_done, lc_proc_done_fn *on_data, void *data,
+                  lc_proc **out_p, char *errbuf, size_t errlen) {
     int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
     int e;
     const char *what = "create pipes for";
@@ -407,6 +439,7 @@ int lc_proc_spawn(lc_loop *loop, const lc_proc_spec *spec,
     p->track_slot = -1;
     p->pidw.fd = p->outw.fd = p->errw.fd = p->inw.fd = -1;
     p->on_done = on_done;
+    p->on_data = on_data;
     p->data = data;
     p->kill_grace = spec->kill_grace;
     if ((e = lc_timer_init(loop, &p->timer, on_timer, p)) != 0) {
@@ -414,14 +447,16 @@ int lc_proc_spawn(lc_loop *loop, const lc_proc_spec *spec,
         snprintf(errbuf, errlen, "cannot run '%s': out of memory", spec->argv[0]);
         return e;
     }
-    if (spec->input) {
+    p->stream = spec->stream;
+    if (spec->input || spec->stream) {
         p->input = malloc(spec->input_len ? spec->input_len : 1);
         if (p->input == NULL) { e = ENOMEM; what = "buffer input for"; goto fail; }
-        memcpy(p->input, spec->input, spec->input_len);
-        p->input_len = spec->input_len;
+        if (spec->input) memcpy(p->input, spec->input, spec->input_len);
+        p->input_len = p->input_cap = spec->input ? spec->input_len : 0;
         if ((e = make_pipe(in)) != 0) goto fail;
     }
-    if ((e = make_pipe(out)) != 0 || (e = make_pipe(err)) != 0) goto fail;
+    if ((e = make_pipe(out)) != 0) goto fail;
+    if (!spec->stream && (e = make_pipe(err)) != 0) goto fail;
 
     p->t_start = lc_now();
     p->wall_start = lc_wallclock();
@@ -467,13 +502,13 @@ int lc_proc_spawn(lc_loop *loop, const lc_proc_spec *spec,
     out[0] = err[0] = in[1] = -1;   /* the watchers own them now */
 
     fcntl(p->outw.fd, F_SETFL, O_NONBLOCK);
-    fcntl(p->errw.fd, F_SETFL, O_NONBLOCK);
+    if (p->errw.fd >= 0) fcntl(p->errw.fd, F_SETFL, O_NONBLOCK);
     if (p->pidw.fd >= 0) e = lc_watch_add(loop, &p->pidw, EPOLLIN);
     if (!e) e = lc_watch_add(loop, &p->outw, EPOLLIN);
-    if (!e) e = lc_watch_add(loop, &p->errw, EPOLLIN);
+    if (!e && p->errw.fd >= 0) e = lc_watch_add(loop, &p->errw, EPOLLIN);
     if (!e && p->inw.fd >= 0) {
         fcntl(p->inw.fd, F_SETFL, O_NONBLOCK);
-        e = lc_watch_add(loop, &p->inw, EPOLLOUT);
+        if (p->input_len > 0 || !p->stream) e = lc_watch_add(loop, &p->inw, EPOLLOUT);
     }
     if (e) {
         what = "watch";

@@ -33,6 +33,9 @@ typedef struct lc_proc_spec {
     size_t input_len;
     double timeout;             /* seconds; <= 0: none */
     double kill_grace;          /* seconds between TERM and KILL */
+    int stream;                 /* a long-lived worker: stdin stays open for
+                                 * lc_proc_write, stdout is handed over as it
+                                 * arrives (on_data), stderr is inherited */
 } lc_proc_spec;
 
 struct lc_proc {
@@ -40,8 +43,13 @@ struct lc_proc {
     pid_t pid;
     lc_watch pidw, outw, errw, inw;
     lc_buf out, err;
-    char *input;                /* owned copy of spec->input */
-    size_t input_len, input_off;
+    char *input;                /* owned copy of spec->input, then writes */
+    size_t input_len, input_off, input_cap;
+    int stream;
+    int input_closing;          /* close stdin once the input is written */
+    lc_proc_done_fn *on_data;   /* stream: stdout has new bytes in out */
+    int data_queued;            /* the owner's: in its list of procs with data */
+    lc_proc *data_next;         /* the owner's link in that list */
     lc_timer timer;             /* deadline, kill escalation, EOF wait */
     lc_timer exit_poll;         /* without pidfds: polls the leader's pid */
     int polled;                 /* exit_poll is in use */
@@ -72,8 +80,14 @@ struct lc_proc {
 /* Spawn. Returns 0 and *out, or an errno with a message in errbuf naming
  * what failed (pipe, cwd, exec); nothing is left open on failure. */
 int lc_proc_spawn(lc_loop *loop, const lc_proc_spec *spec,
-                  lc_proc_done_fn *on_done, void *data, lc_proc **out,
-                  char *errbuf, size_t errlen);
+                  lc_proc_done_fn *on_done, lc_proc_done_fn *on_data, void *data,
+                  lc_proc **out, char *errbuf, size_t errlen);
+
+/* Stream mode: queue bytes for the child's stdin. 0 or an errno (EPIPE
+ * once the child has closed it). */
+int lc_proc_write(lc_proc *p, const char *data, size_t len);
+/* Stream mode: close the child's stdin (it sees EOF). */
+void lc_proc_close_input(lc_proc *p);
 
 /* Kill the whole group now (SIGKILL); the proc finishes through the loop
  * after a bounded wait for its pipes. */

@@ -12,8 +12,8 @@
 --   coro  ProcRunAsyncio with a function: one coroutine per task, here
 --   pool  ProcRunMp with a function: thread workers, each with its own
 --         lua_State (src/pool.c); tasks and answers cross as bytes
---   isolated  the same with isolation = "process": one worker process per
---         task (worker.lua), the same bytes over its stdin and stdout
+--   isolated  the same with isolation = "process": worker processes
+--         (worker.lua), the same bytes over their stdin and stdout
 
 local core = require "luaconcurrent.core"
 local validate = require "luaconcurrent.validate"
@@ -195,7 +195,6 @@ local function run_tasks(self, st)
   local loop = st.loop
   local kind = self.kind
   local limit = self.num_workers == 0 and math.huge or self.num_workers
-  if kind == "isolated" and self.num_workers == 0 then limit = core.cpu_count() end
   if kind == "pool" then
     local nthreads = self.num_workers == 0 and core.cpu_count() or self.num_workers
     -- No more workers (each a thread and a lua_State) than tasks.
@@ -261,7 +260,7 @@ local function run_tasks(self, st)
   -- lc.run_prog inside it find this run.
 
   local wall_offset = wallclock() - now()
-  local step
+  local step, worker_timeout
 
   local function complete(co, t, index, key, arg, t0, ok_run, nret, first, answer)
     running = running - 1
@@ -383,7 +382,9 @@ local function run_tasks(self, st)
     while top and top[1] <= t_now do
       timers:pop()
       local t, token = top[2], top[3]
-      if live[t] then
+      if top[4] == "worker" then
+        worker_timeout(t, token)
+      elseif live[t] then
         if token == false then
           if t.state ~= "running" then cancel(t) end
         elseif token == t.token and t.state == "sleep" then
@@ -454,8 +455,12 @@ local function run_tasks(self, st)
   st.job_result = job_result
 
   ---------------------------------------------------------------- processes
+  -- isolation = "process": worker processes started by exec, each serving
+  -- tasks one at a time over its stdin and stdout (worker.lua). One that
+  -- dies (crash, os.exit, a hard kill at a deadline) takes only its task
+  -- with it; the next task that needs a worker starts a new one.
 
-  -- isolation = "process": one worker process per task, started by exec.
+  local workers, idle = st.workers, {}
   local worker_argv, worker_head
   if kind == "isolated" then
     local embedded, exe = core.host()
@@ -469,46 +474,103 @@ local function run_tasks(self, st)
     end
     worker_head = string.pack("<s4s4", core.marshal_string(package.path, package.cpath),
       self.fn_bytes)
+    limit = self.num_workers == 0 and core.cpu_count() or self.num_workers
+    if self.ntasks and self.ntasks < limit then limit = math.max(self.ntasks, 1) end
+  end
+
+  local function task_result(task, t1)
+    return setmetatable({ key = task[2], arg = task[3], time_start = wall_offset + task.t0,
+      time_end = wall_offset + t1, time_run = t1 - task.t0 }, ProcResult)
   end
 
   local function start_isolated(index, key, arg)
-    local args = task_args(arg)
-    local sent, frame = pcall(core.marshal_string, key, args)
+    local sent, frame = pcall(core.marshal_string, key, task_args(arg))
     if not sent then return unsendable(index, key, arg, frame) end
-    local input = worker_head .. string.pack("<s4", frame)
-    -- A timeout is a hard kill: no grace for a worker to catch SIGTERM in.
-    local id, message, errname = loop:spawn(worker_argv, envblock, cwd, input, timeout, 0)
-    if id then
-      inflight[id] = { index, key, arg, isolated = true }
-      running = running + 1
-    else
-      finish(index, ProcResult.spawn_failure(key, arg, message, errname))
+    local w = table.remove(idle)
+    if not w then
+      -- A timeout is a hard kill, so the process gets no grace period.
+      local id, message, errname = loop:spawn(worker_argv, envblock, cwd, worker_head, 0, 0, true)
+      if not id then return finish(index, ProcResult.spawn_failure(key, arg, message, errname)) end
+      w = { id = id, buf = "", token = 0 }
+      workers[id] = w
     end
+    local t0 = now()
+    w.task = { index, key, arg, t0 = t0 }
+    w.token = w.token + 1
+    running = running + 1
+    if timeout > 0 then timers:push({ t0 + timeout, w, w.token, "worker" }) end
+    -- A worker that died meanwhile cannot take it: its record, coming, says why.
+    loop:write(w.id, string.pack("<s4", frame))
   end
 
-
-  -- A worker process's record: its answer, or why it gave none.
-  local function isolated_result(key, arg, rec)
-    local res = ProcResult.from_record(key, arg, rec, timeout)
-    res.returncode, res.signal = nil, nil
-    if rec.timeout or rec.interrupted then return res end
-    local decoded = table.pack(pcall(worker.decode, core, rec.stdout))
-    if decoded[1] and decoded[2] then
-      res.stdout = decoded[2]
-      res.error, res.exception = nil, nil
-      if decoded[3] == "ok" then
-        returned_result(res, decoded[4], decoded[5], decoded[6])
-      else
-        res.success, res.exception, res.error = false, "RuntimeError", decoded[4]
-      end
+  -- An answer from worker w for its task: the result, and w is idle again.
+  local function worker_answer(w, blob)
+    local task, t1 = w.task, now()
+    w.task, w.token = nil, w.token + 1
+    running = running - 1
+    local res = task_result(task, t1)
+    local decoded, status, a, b, c, d = pcall(core.unmarshal_string, blob)
+    if not decoded then
+      res.exception, res.error = "RuntimeError", "the worker's answer was corrupt: " .. tostring(status)
+    elseif status == "ok" then
+      res.stdout = a
+      returned_result(res, b, c, d)
     else
-      res.success, res.exception = false, "RuntimeError"
+      res.exception, res.error, res.stdout = "RuntimeError", a, b
+    end
+    if decoded and timeout > 0 and t1 - task.t0 >= timeout then
+      res.success, res.timeout, res.exception = false, true, "TimeoutError"
+      res.error = string.format("timed out after %g s", timeout)
+    end
+    if not w.dead then idle[#idle + 1] = w end
+    return task[1], res
+  end
+
+  -- Its deadline passed: a hard kill; the task's result is final now.
+  function worker_timeout(w, token)
+    if not w.task or w.token ~= token then return end
+    local task, t1 = w.task, now()
+    w.task, w.dead = nil, true
+    running = running - 1
+    loop:kill(w.id)
+    local res = task_result(task, t1)
+    res.timeout, res.exception = true, "TimeoutError"
+    res.error = string.format("timed out after %g s (its worker process was killed)", timeout)
+    finish(task[1], res)
+  end
+
+  -- Worker w's process ended (its final record): answers still in its
+  -- output count; a task it was running fails with the reason.
+  local function worker_ended(w, rec, out)
+    workers[w.id] = nil
+    w.dead = true
+    for k = #idle, 1, -1 do if idle[k] == w then table.remove(idle, k) end end
+    local blobs
+    blobs, w.buf = worker.frames(w.buf .. (rec.stdout or ""))
+    for _, blob in ipairs(blobs) do
+      if w.task then out[#out + 1] = { worker_answer(w, blob) } end
+    end
+    if w.task then
+      local task = w.task
+      w.task = nil
+      running = running - 1
+      local res = task_result(task, now())
+      local died = ProcResult.from_record(nil, nil, rec, timeout)
+      res.exception = rec.interrupted and "Interrupted" or "RuntimeError"
       res.error = "the worker process ended without answering: "
-        .. (res.error or string.format("exited with status %d", rec.returncode))
+        .. (died.error or string.format("exited with status %d", rec.returncode))
+      out[#out + 1] = { task[1], res }
     end
-    return res
   end
-  st.isolated_result = isolated_result
+  st.worker_ended = worker_ended
+
+  local function worker_output(w, data, out)
+    local blobs
+    blobs, w.buf = worker.frames(w.buf .. data)
+    for _, blob in ipairs(blobs) do
+      if w.task then out[#out + 1] = { worker_answer(w, blob) } end
+    end
+  end
 
   ---------------------------------------------------------------- records
 
@@ -520,14 +582,22 @@ local function run_tasks(self, st)
     for i = 1, n do
       local rec = records[i]
       local t = inflight[rec.id]
+      local w = workers[rec.id]
       if t then
         inflight[rec.id] = nil
         running = running - 1
         local res = rec.fn and job_result(t[2], t[3], rec)
-          or t.isolated and isolated_result(t[2], t[3], rec)
           or ProcResult.from_record(t[2], t[3], rec, timeout)
         store(t[1], res)
         finished[#finished + 1] = res
+      elseif w then
+        local answered = {}
+        if rec.data then worker_output(w, rec.data, answered)
+        else worker_ended(w, rec, answered) end
+        for _, a in ipairs(answered) do
+          store(a[1], a[2])
+          finished[#finished + 1] = a[2]
+        end
       end
     end
     for i = 1, #finished do report(finished[i]) end
@@ -589,7 +659,9 @@ local function run_tasks(self, st)
     end
     check_signals()
   end
-  -- Processes of cancelled tasks were killed; wait until they are reaped.
+  -- Idle workers end at EOF; processes of cancelled tasks were killed:
+  -- wait until all are reaped.
+  for id in pairs(workers) do loop:close_input(id) end
   while loop:running() > 0 do loop:poll() end
   if st.hup and type(self.tasks) == "table" then
     -- Drained after SIGHUP: the tasks never started still get a result.
@@ -609,10 +681,14 @@ local function abandon(self, st)
   local keep = self.keep_results
   for _, rec in ipairs(st.loop:close()) do
     local t = st.inflight[rec.id]
+    local w = st.workers[rec.id]
     if t and keep then
       self.result[t[1]] = rec.fn and st.job_result(t[2], t[3], rec)
-        or t.isolated and st.isolated_result(t[2], t[3], rec)
         or ProcResult.from_record(t[2], t[3], rec, self.timeout)
+    elseif w and keep and not rec.data then
+      local answered = {}
+      st.worker_ended(w, rec, answered)
+      for _, a in ipairs(answered) do self.result[a[1]] = a[2] end
     end
   end
   for t in pairs(st.live) do
@@ -640,6 +716,7 @@ function Runner:run_all()
   local st = {
     loop = core.new_loop(),
     inflight = {},          -- exec and worker tasks by id
+    workers = {},           -- process workers by process id
     waiting = {},           -- coroutine tasks by the process id they wait on
     live = {},              -- coroutine tasks not finished
     timers = async.heap(),

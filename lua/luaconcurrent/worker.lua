@@ -1,27 +1,30 @@
---- A process worker: runs one function task of a ProcRunMp run with
--- isolation = "process", then exits. A crash, os.exit or a hung C call
--- ends only this process; the runner turns that into the task's result.
+--- A process worker: one child process of a ProcRunMp run with
+-- isolation = "process", serving that run's tasks one after another until
+-- its stdin ends. A crash, os.exit or a hung C call ends only this process;
+-- the runner reports its task and starts a replacement.
 --
--- stdin: three length-prefixed marshalled frames (marshal.c's format):
---   package.path, package.cpath | the task function | key, args
--- stdout: whatever the task prints, then the marshalled answer, its length
--- as 16 hex digits and TRAILER:
---   "ok", nret, first, answer   or   "error", message
+-- Frames are length-prefixed (string.pack "<s4") marshalled values
+-- (marshal.c's format, the one thread workers use):
+--   stdin:  package.path, package.cpath | the task function | key, args ...
+--   stdout: one answer per task: "ok", output, nret, first, answer
+--                                | "error", message, output
+-- The answers travel on a private copy of stdout; fd 1 itself is an
+-- in-memory file, so what a task (or a child of it) prints cannot corrupt
+-- them and comes back as the task's output. stderr is the run's own.
 
 local M = {}
 
-M.TRAILER = "\0luaconcurrent-answer\0"
-
 local function answer_of(core, ok, ...)
+  local out = core.worker_take_stdout()
   if not ok then
     local err = ...
-    return core.marshal_string("error", tostring(err))
+    return core.marshal_string("error", tostring(err), out)
   end
   local n = select("#", ...)
   local first, second = ...
-  local sent, blob = pcall(core.marshal_string, "ok", n, first, second)
+  local sent, blob = pcall(core.marshal_string, "ok", out, n, first, second)
   if sent then return blob end
-  return core.marshal_string("error", "cannot send the task's answer back: " .. tostring(blob))
+  return core.marshal_string("error", "cannot send the task's answer back: " .. tostring(blob), out)
 end
 
 --- Error message and traceback, as thread workers report them.
@@ -37,36 +40,52 @@ function M.msghandler(err)
   return debug.traceback(err, 2)
 end
 
+local function read_frame()
+  local head = io.stdin:read(4)
+  if head == nil or #head < 4 then return nil end
+  local len = string.unpack("<I4", head)   -- (unpack also returns a position)
+  return io.stdin:read(len)
+end
+
+--- The worker's main loop; returns the exit status.
 function M.main()
   local core = require "luaconcurrent.core"
+  local out = core.worker_stdout()
   io.stdin:setvbuf("full")
-  local data = io.stdin:read("a")
-  local blob
-  local ok, err = pcall(function()
-    local paths, fn_frame, task_frame = string.unpack("<s4s4s4", data)
-    package.path, package.cpath = core.unmarshal_string(paths)
-    local fn = core.unmarshal_string(fn_frame)
-    local key, args = core.unmarshal_string(task_frame)
-    blob = answer_of(core, xpcall(fn, M.msghandler, key, args))
-  end)
-  if not ok then
-    blob = core.marshal_string("error", "the worker could not read its task: " .. tostring(err))
+  local paths, fn_frame = read_frame(), read_frame()
+  if not fn_frame then return 1 end
+  package.path, package.cpath = core.unmarshal_string(paths)
+  local loaded, fn = pcall(core.unmarshal_string, fn_frame)
+  for frame in read_frame do
+    local blob
+    if not loaded then
+      blob = core.marshal_string("error", "the worker could not load the task function: " .. tostring(fn))
+    else
+      local ok, err = pcall(function()
+        local key, args = core.unmarshal_string(frame)
+        blob = answer_of(core, xpcall(fn, M.msghandler, key, args))
+      end)
+      if not ok then
+        blob = core.marshal_string("error", "the worker could not read its task: " .. tostring(err),
+          core.worker_take_stdout())
+      end
+    end
+    core.fd_write(out, string.pack("<s4", blob))
   end
-  io.stdout:write(blob, string.format("%016x", #blob), M.TRAILER)
-  io.stdout:flush()
   return 0
 end
 
---- Parent side: split a finished worker's stdout into the task's own
--- output and its answer. Returns output, status, values... or nil.
-function M.decode(core, out)
-  local tl = #M.TRAILER
-  if #out < tl + 16 or out:sub(-tl) ~= M.TRAILER then return nil end
-  local len = tonumber(out:sub(-tl - 16, -tl - 1), 16)
-  if not len or len > #out - tl - 16 then return nil end
-  local stop = #out - tl - 16
-  local blob = out:sub(stop - len + 1, stop)
-  return out:sub(1, stop - len), core.unmarshal_string(blob)
+--- Runner side: take the complete answer frames off the front of buf.
+-- Returns a list of answer blobs and what is left of buf.
+function M.frames(buf)
+  local blobs, pos = {}, 1
+  while #buf - pos + 1 >= 4 do
+    local len = string.unpack("<I4", buf, pos)
+    if #buf - pos + 1 < 4 + len then break end
+    blobs[#blobs + 1] = buf:sub(pos + 4, pos + 3 + len)
+    pos = pos + 4 + len
+  end
+  return blobs, buf:sub(pos)
 end
 
 return M
