@@ -27,7 +27,9 @@ local now, wallclock = core.now, core.wallclock
 local signal_pending, hup_pending = core.signal_pending, core.hup_pending
 local SLEEP, WAIT, CANCEL = async.SLEEP, async.WAIT, async.CANCEL
 local task_resume = async.resume
-local co_create, co_status, co_close = coroutine.create, coroutine.status, coroutine.close
+local co_create, co_status, co_close, co_yield =
+  coroutine.create, coroutine.status, coroutine.close, coroutine.yield
+local DONE = setmetatable({}, { __name = "luaconcurrent.DONE" })
 local sethook, traceback = debug.sethook, debug.traceback
 
 local OPTIONS = {
@@ -297,10 +299,23 @@ local function run_tasks(self, st)
     finish(index, res)
   end
 
+  -- Task coroutines are reused: each runs `body`, which yields DONE and
+  -- the function's results after every task and takes the next task's
+  -- key and args. One whose task raised (or was cancelled) is dead and
+  -- closed instead.
+  local spare = {}
+  local function body(key, args)
+    while true do key, args = co_yield(DONE, fn(key, args)) end
+  end
+
   -- After a resume: finished, or suspended on a sleep, a process or a yield.
   function step(co, t, index, key, arg, t0, ok_run, ...)
     if co_status(co) == "dead" then
       return complete(co, t, index, key, arg, t0, ok_run, select("#", ...), ...)
+    end
+    if ... == DONE then
+      spare[#spare + 1] = co
+      return complete(co, t, index, key, arg, t0, true, select("#", ...) - 1, select(2, ...))
     end
     if not t then
       t = { co = co, index = index, key = key, arg = arg, t0 = t0, token = 0 }
@@ -360,7 +375,9 @@ local function run_tasks(self, st)
 
   local function start_coro(index, key, arg)
     local args = task_args(arg)
-    local co = co_create(fn)
+    local n = #spare
+    local co = spare[n]
+    if co then spare[n] = nil else co = co_create(body) end
     running = running + 1
     local t0 = now()
     local t
