@@ -15,17 +15,8 @@ local CWD = shell_out("pwd"):gsub("\n$", "")
 local EXE = CWD .. "/build/luaconcurrent"
 local FIX = CWD .. "/spec/fixtures/"
 
-local function q(s)  -- quote for sh
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
-local function readfile(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local helpers = require "helpers"
+local q, readfile = helpers.q, helpers.read_file
 
 local function writefile(path, s)
   local f = assert(io.open(path, "wb"))

@@ -322,26 +322,20 @@ static int l_poll(lua_State *L) {
     return 1;
 }
 
-/* Kill one task's whole process group; its record still arrives through
- * poll. Returns false if no such task is running. */
-static int l_kill(lua_State *L) {
-    loop_ud *u = lc_core_check_loop(L);
-    lua_Integer id = luaL_checkinteger(L, 2);
-    for (lc_proc *p = u->running; p; p = p->next) {
-        if (p->tag == id) {
-            lc_proc_kill(p);
-            lua_pushboolean(L, 1);
-            return 1;
-        }
-    }
-    lua_pushboolean(L, 0);
-    return 1;
-}
-
 static lc_proc *find_proc(loop_ud *u, lua_Integer id) {
     for (lc_proc *p = u->running; p; p = p->next)
         if (p->tag == id) return p;
     return NULL;
+}
+
+/* Kill one task's whole process group; its record still arrives through
+ * poll. Returns false if no such task is running. */
+static int l_kill(lua_State *L) {
+    loop_ud *u = lc_core_check_loop(L);
+    lc_proc *p = find_proc(u, luaL_checkinteger(L, 2));
+    if (p) lc_proc_kill(p);
+    lua_pushboolean(L, p != NULL);
+    return 1;
 }
 
 /* loop:write(id, bytes) -> true | nil, message: to a stream proc's stdin. */
