@@ -7,7 +7,8 @@
 -- terminated by a {NULL, ...} entry. Module names:
 --   .../luaconcurrent/init.lua -> "luaconcurrent"
 --   .../luaconcurrent/foo.lua  -> "luaconcurrent.foo"
--- Chunk names are "@luaconcurrent/<file>.lua", so tracebacks are readable.
+--   .../luaconcurrent/exec/foo.lua -> "luaconcurrent.exec.foo"
+-- Chunk names are "@luaconcurrent/<path>.lua", so tracebacks are readable.
 -- Sources are emitted as byte lists (no string-literal length limits, no
 -- escaping issues). The struct declaration is copied from src/embedded.h,
 -- so the generated file needs no include path.
@@ -38,12 +39,14 @@ local header = readfile(script_dir .. "/../src/embedded.h")
 local mods, seen = {}, {}
 for i = 2, #arg do
   local path = arg[i]
-  local file = path:match("([^/]+)%.lua$")
+  -- the path below lua/luaconcurrent/, e.g. "exec/coroutine"
+  local file = path:match("luaconcurrent/(.+)%.lua$") or path:match("([^/]+)%.lua$")
   if not file then fail("not a .lua file: " .. path) end
-  if not file:match("^[%w_]+$") then
-    fail("module file name must be [A-Za-z0-9_]+.lua: " .. path)
+  if not file:match("^[%w_]+$") and not file:match("^[%w_]+/[%w_]+$") then
+    fail("module path must be [A-Za-z0-9_]+[/[A-Za-z0-9_]+].lua: " .. path)
   end
-  local name = (file == "init") and "luaconcurrent" or ("luaconcurrent." .. file)
+  local name = (file == "init") and "luaconcurrent"
+    or ("luaconcurrent." .. file:gsub("/", "."))
   if seen[name] then fail("module " .. name .. " given twice: " .. path) end
   seen[name] = true
   local src = readfile(path)

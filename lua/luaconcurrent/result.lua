@@ -42,31 +42,101 @@ function ProcResult.spawn_failure(key, arg, message, errname)
   return res
 end
 
---- A result for a task that never started because the run was stopped.
-function ProcResult.not_started(key, arg)
-  local res = ProcResult.new(key, arg)
+local INTERRUPTED = {
+  not_started = "interrupted: the run was stopped before this task started",
+  running = "interrupted: the run was stopped while this task ran",
+  stopped = "interrupted: the run was stopped",
+}
+
+--- Mark res as interrupted; why is a key of INTERRUPTED or a message.
+function ProcResult.interrupt(res, why)
+  res.success = false
   res.exception = "Interrupted"
-  res.error = "interrupted: the run was stopped before this task started"
+  res.error = INTERRUPTED[why] or why
   return res
 end
 
---- A result from an engine record (see core.c push_record); timeout is the
--- limit the task ran under, for the message.
-function ProcResult.from_record(key, arg, rec, timeout)
+--- A result for a task that never started because the run was stopped
+-- (or, with a message, for another reason).
+function ProcResult.not_started(key, arg, why)
+  return ProcResult.interrupt(ProcResult.new(key, arg), why or "not_started")
+end
+
+--- Mark res as timed out after limit seconds. The one place a timeout's
+-- message is written; note says how it ended, when that is not plain.
+function ProcResult.time_out(res, limit, note)
+  res.success, res.timeout, res.exception = false, true, "TimeoutError"
+  res.error = note and string.format("timed out after %g s (%s)", limit, note)
+    or string.format("timed out after %g s", limit)
+  return res
+end
+
+--- Text of an error value that never raises: a value whose __tostring
+-- raises or returns a non-string must not escape its task.
+function ProcResult.error_text(err)
+  if type(err) == "string" then return err end
+  local ok, s = pcall(tostring, err)
+  if ok and type(s) == "string" then return s end
+  return string.format("(error object is a %s value)", type(err))
+end
+
+--- Fill res from what a task function returned. Returning nothing counts
+-- as success (the function ran to its end without raising); otherwise the
+-- first value's truth is success and the second value is the answer. A
+-- false or nil first value with a string second value also sets error to
+-- that string (Lua's `return nil, message`).
+function ProcResult.returned(res, nret, first, answer)
+  if nret == 0 then
+    res.success = true
+    return res
+  end
+  res.success = first ~= nil and first ~= false
+  res.answer = answer
+  if not res.success then
+    res.error = type(answer) == "string" and answer
+      or string.format("the task function returned %s", ProcResult.error_text(first))
+  end
+  return res
+end
+
+--- Mark res as failed by an error the task raised (message or traceback).
+function ProcResult.raised(res, message)
+  res.success = false
+  res.exception, res.error = "RuntimeError", message
+  return res
+end
+
+--- A result from a thread worker's job record (see core's job records):
+-- status "ok" | "timeout" | "cancelled" | "error".
+function ProcResult.from_job(key, arg, rec)
+  local res = setmetatable({ key = key, arg = arg, time_start = rec.time_start,
+    time_end = rec.time_end, time_run = rec.time_run }, ProcResult)
+  local status = rec.status
+  if status == "ok" then
+    return ProcResult.returned(res, rec.nret, rec.first, rec.answer)
+  elseif status == "timeout" then
+    return ProcResult.time_out(res, rec.limit)
+  elseif status == "cancelled" then
+    return ProcResult.interrupt(res, "stopped")
+  end
+  return ProcResult.raised(res, rec.error)
+end
+
+--- A result from a process record (see core's process records). A record
+-- carries everything, the time limit it ran under included.
+function ProcResult.from_record(key, arg, rec)
   local res = setmetatable({
     key = key, arg = arg, pid = rec.pid,
     returncode = rec.returncode, signal = rec.signal,
-    stdout = rec.stdout, stderr = rec.stderr, timeout = rec.timeout,
+    stdout = rec.stdout, stderr = rec.stderr,
     time_start = rec.time_start, time_end = rec.time_end, time_run = rec.time_run,
     success = false,
   }, ProcResult)
   local why
   if rec.interrupted then
-    res.exception = "Interrupted"
-    why = "interrupted: the run was stopped"
+    ProcResult.interrupt(res, "stopped")
   elseif rec.timeout then
-    res.exception = "TimeoutError"
-    why = string.format("timed out after %g s", timeout or rec.time_run)
+    ProcResult.time_out(res, rec.limit)
   elseif rec.wait_error then
     why = "exit status lost: the process was reaped by someone else (" .. rec.wait_error .. ")"
   elseif rec.signal then
@@ -77,6 +147,7 @@ function ProcResult.from_record(key, arg, rec, timeout)
     res.success = true
   end
   local notes = {}
+  if res.error then notes[1] = res.error end
   if why then notes[#notes + 1] = why end
   if rec.incomplete then
     notes[#notes + 1] = "output may be incomplete: its pipes were still held open "
@@ -87,7 +158,7 @@ function ProcResult.from_record(key, arg, rec, timeout)
     -- its own field and only joins error when the task failed anyway.
     res.input_error = string.format("stdin closed by the task after %d of %d bytes (%s)",
       rec.input_written, rec.input_size, rec.input_error)
-    if why then notes[#notes + 1] = res.input_error end
+    if not res.success then notes[#notes + 1] = res.input_error end
   end
   if #notes > 0 then res.error = table.concat(notes, "; ") end
   return res

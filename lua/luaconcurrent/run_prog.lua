@@ -34,7 +34,8 @@ local function run_prog(pargs, opts)
       opts.kill_grace or 0.1)
   end
   local function done(rec)
-    local res = ProcResult.from_record(nil, nil, rec, opts.timeout)
+    rec.limit = rec.limit or opts.timeout -- TEMP until records carry limit
+    local res = ProcResult.from_record(nil, nil, rec)
     return res.returncode, res.stdout, res.stderr, res
   end
   local function spawn_failed(message, errname)

@@ -75,17 +75,47 @@ function M.main()
   return 0
 end
 
---- Runner side: take the complete answer frames off the front of buf.
--- Returns a list of answer blobs and what is left of buf.
-function M.frames(buf)
-  local blobs, pos = {}, 1
-  while #buf - pos + 1 >= 4 do
-    local len = string.unpack("<I4", buf, pos)
-    if #buf - pos + 1 < 4 + len then break end
-    blobs[#blobs + 1] = buf:sub(pos + 4, pos + 3 + len)
-    pos = pos + 4 + len
+--- Runner side: a reader of answer frames. reader()(data, out) takes
+-- the next bytes from a worker and appends each frame they complete to
+-- out. Linear in the bytes read: a large answer's chunks are kept apart
+-- and joined once, when the frame is whole.
+function M.reader()
+  local parts, nparts = {}, 0
+  local pos = 1        -- where the unread bytes start in parts[1]
+  local have = 0       -- unread bytes in all parts
+  local size           -- the current frame's length, once its header is in
+  local concat, unpack = table.concat, string.unpack
+
+  local function join()
+    local s = concat(parts, "", 1, nparts):sub(pos)
+    parts, nparts, pos = { s }, 1, 1
   end
-  return blobs, buf:sub(pos)
+
+  return function(data, out)
+    nparts = nparts + 1
+    parts[nparts] = data
+    have = have + #data
+    while true do
+      if not size then
+        if have < 4 then return end
+        if #parts[1] - pos + 1 < 4 then join() end
+        size = unpack("<I4", parts[1], pos)
+      end
+      if have < 4 + size then return end
+      if #parts[1] - pos + 1 < 4 + size then join() end
+      local first = parts[1]
+      out[#out + 1] = first:sub(pos + 4, pos + 3 + size)
+      pos = pos + 4 + size
+      have = have - 4 - size
+      size = nil
+      if pos > #first then
+        table.remove(parts, 1)
+        nparts = nparts - 1
+        pos = 1
+        if nparts == 0 then parts = {} end
+      end
+    end
+  end
 end
 
 return M

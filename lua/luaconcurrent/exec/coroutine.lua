@@ -1,0 +1,222 @@
+--- Executor: function tasks as coroutines on the run's own thread
+-- (ProcRunAsyncio with a function).
+--
+-- Coroutines are reused: each runs `body`, which yields DONE and the
+-- function's results after every task and takes the next task's key and
+-- args. One whose task raised (or was cancelled) is dead and closed.
+--
+-- A task that finishes in its first resume costs no bookkeeping: the task
+-- record t is made only when it suspends or has a deadline. A suspended
+-- task is resumed by the loop's records: a timer (lc.sleep), a process
+-- (lc.run_prog), or on the next turn (any other yield). At its deadline a
+-- suspended task is closed; a running one is stopped by its count hook.
+
+local core = require "luaconcurrent.core"
+local async = require "luaconcurrent.async"
+local ProcResult = require "luaconcurrent.result"
+local function_task = require "luaconcurrent.exec.function_task"
+
+local SLEEP, WAIT, CANCEL = async.SLEEP, async.WAIT, async.CANCEL
+local task_resume = async.resume
+local co_create, co_status, co_close, co_yield =
+  coroutine.create, coroutine.status, coroutine.close, coroutine.yield
+local sethook, traceback = debug.sethook, debug.traceback
+local now, wallclock = core.now, core.wallclock
+local DONE = setmetatable({}, { __name = "luaconcurrent.DONE" })
+
+local M = {}
+
+-- The hook stays armed after it fires, so a pcall that swallows CANCEL
+-- gets it again at the next check, while a short __close handler still
+-- runs to its end. A task that keeps swallowing it is checked on every
+-- instruction from the third time on, which also catches a pcall in a
+-- loop. A task that returns anyway is timed out (complete, below).
+local function deadline_hook(t)
+  local cancels = 0
+  return function()
+    if now() >= t.deadline then
+      cancels = cancels + 1
+      if cancels == 3 then
+        local co = coroutine.running()
+        sethook(co, t.hook, "", 1)
+        if co ~= t.co then sethook(t.co, t.hook, "", 1) end
+      end
+      error(CANCEL, 0)
+    end
+  end
+end
+
+function M.new(cfg, loop, finish)
+  local fn, task_args = function_task.split(cfg.pargs)
+  local timeout = cfg.timeout
+  local run = { loop = loop }   -- what lc.sleep and lc.run_prog find (async.task)
+  local wall_offset = wallclock() - now()
+  local live = {}               -- [index] = t, every suspended or timed task
+  local by_event = {}           -- [timer or process id] = t
+  local ready = {}              -- tasks to resume on the next turn
+  local spare = {}              -- coroutines waiting for their next task
+
+  local function body(key, args)
+    while true do key, args = co_yield(DONE, fn(key, args)) end
+  end
+
+  local function forget(t)
+    live[t.index] = nil
+    t.state = "done"
+    if t.deadline then
+      sethook(t.co)
+      by_event[t.deadline_timer] = nil
+      loop:cancel_timer(t.deadline_timer)
+    end
+    if t.sleep_timer then
+      by_event[t.sleep_timer] = nil
+      loop:cancel_timer(t.sleep_timer)
+    end
+  end
+
+  local function complete(co, t, index, key, arg, t0, ok_run, nret, first, answer)
+    local t1 = now()
+    local res = setmetatable({
+      key = key, arg = arg, time_start = wall_offset + t0,
+      time_end = wall_offset + t1, time_run = t1 - t0,
+    }, ProcResult)
+    if t then forget(t) end
+    if not ok_run then
+      if first == CANCEL then
+        ProcResult.time_out(res, timeout)
+      else
+        ProcResult.raised(res, traceback(co, ProcResult.error_text(first)))
+      end
+      co_close(co)        -- run the to-be-closed variables it left pending
+    elseif t and t.deadline and t1 >= t.deadline then
+      -- It came back from something the hook could not interrupt.
+      ProcResult.time_out(res, timeout, string.format("it returned %.3g s late", t1 - t.deadline))
+      res.answer = answer
+    else
+      ProcResult.returned(res, nret, first, answer)
+    end
+    finish(index, res)
+  end
+
+  -- After a resume: finished, or suspended on a sleep, a process or a yield.
+  local function step(co, t, index, key, arg, t0, ok_run, ...)
+    if co_status(co) == "dead" then
+      return complete(co, t, index, key, arg, t0, ok_run, select("#", ...), ...)
+    end
+    if ... == DONE then
+      spare[#spare + 1] = co
+      return complete(co, t, index, key, arg, t0, true, select("#", ...) - 1, select(2, ...))
+    end
+    if not t then
+      t = { co = co, index = index, key = key, arg = arg, t0 = t0 }
+      live[index] = t
+    end
+    local what, value = ...
+    if what == SLEEP then
+      t.state = "sleep"
+      t.sleep_timer = loop:timer(value)
+      by_event[t.sleep_timer] = t
+    elseif what == WAIT then
+      t.state = "wait"
+      t.proc = value
+      by_event[value] = t
+    else
+      t.state = "ready"
+      ready[#ready + 1] = t
+    end
+  end
+
+  local function resume(t, ...)
+    t.state = "running"
+    return step(t.co, t, t.index, t.key, t.arg, t.t0, task_resume(run, t.co, ...))
+  end
+
+  -- End a suspended task now: kill what it waits on, close it.
+  local function cancel_suspended(t, why)
+    if t.proc then
+      by_event[t.proc] = nil
+      loop:kill(t.proc)
+      t.proc = nil
+    end
+    if why then
+      forget(t)
+      co_close(t.co)
+      local res = ProcResult.new(t.key, t.arg)
+      res.time_start = wall_offset + t.t0
+      return finish(t.index, ProcResult.interrupt(res, why))
+    end
+    complete(t.co, t, t.index, t.key, t.arg, t.t0, false, 1, CANCEL)
+  end
+
+  local ex = { slots = cfg.slots }
+
+  function ex.start(index, key, arg)
+    local args = task_args(arg)
+    local n = #spare
+    local co = spare[n]
+    if co then spare[n] = nil else co = co_create(body) end
+    local t0 = now()
+    local t
+    if timeout > 0 then
+      t = { co = co, index = index, key = key, arg = arg, t0 = t0,
+            state = "running", deadline = t0 + timeout }
+      live[index] = t
+      t.hook = deadline_hook(t)
+      sethook(co, t.hook, "", core.HOOK_COUNT)
+      t.deadline_timer = loop:timer(t.deadline)
+      by_event[t.deadline_timer] = t
+    end
+    return step(co, t, index, key, arg, t0, task_resume(run, co, key, args))
+  end
+
+  function ex.record(rec)
+    local t = by_event[rec.id]
+    if not t then return false end
+    by_event[rec.id] = nil
+    if t.state == "done" then return true end
+    if rec.timer then
+      if rec.id == t.deadline_timer then
+        cancel_suspended(t)
+      elseif rec.id == t.sleep_timer and t.state == "sleep" then
+        t.sleep_timer = nil
+        resume(t)
+      end
+    elseif t.state == "wait" then
+      t.proc = nil
+      resume(t, rec)
+    end
+    return true
+  end
+
+  --- Resume the tasks that yielded; true if some are ready again.
+  function ex.run_ready()
+    local queue = ready
+    ready = {}
+    for i = 1, #queue do
+      local t = queue[i]
+      if t.state == "ready" then resume(t) end
+    end
+    return #ready > 0
+  end
+
+  function ex.cancel(index, why)
+    local t = live[index]
+    if t and t.state ~= "running" then cancel_suspended(t, why) end
+  end
+
+  function ex.close() end
+
+  function ex.stop()
+    for index, t in pairs(live) do
+      live[index] = nil
+      if t.deadline then sethook(t.co) end
+      if co_status(t.co) ~= "running" then co_close(t.co) end
+      local res = ProcResult.new(t.key, t.arg)
+      finish(index, ProcResult.interrupt(res, "running"))
+    end
+  end
+
+  return ex
+end
+
+return M

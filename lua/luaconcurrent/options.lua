@@ -1,0 +1,105 @@
+--- A runner's settings: the options a runner takes, their defaults (the
+-- one place they are written), and the checks made at construction.
+
+local core = require "luaconcurrent.core"
+local validate = require "luaconcurrent.validate"
+
+local fail = validate.fail
+
+local M = {}
+
+M.NAMES = {
+  num_workers = true, timeout = true, verb = true, on_start = true,
+  on_result = true, on_progress = true, env = true, cwd = true, input = true,
+  keep_results = true, kill_grace = true, isolation = true,
+}
+
+-- num_workers = 0 means: no limit for subprocesses and coroutines, one
+-- worker per CPU for thread and process workers (the executors decide).
+M.DEFAULTS = {
+  num_workers = 4, timeout = 0, verb = false, keep_results = true,
+  kill_grace = 0.1,
+}
+
+--- Accept an options table, or pyconcurrent's (num_workers, timeout, verb).
+local function normalise(opts, ...)
+  if type(opts) == "table" then
+    if select("#", ...) > 0 then
+      fail("options given as a table take no further arguments")
+    end
+    return opts
+  end
+  if opts ~= nil and type(opts) ~= "number" then
+    fail("options must be a table (or num_workers, timeout, verb), got %s", type(opts))
+  end
+  if select("#", ...) > 2 then
+    fail("too many arguments: (pargs, tasks, num_workers, timeout, verb) takes at most 5, got %d",
+      select("#", ...) + 3)
+  end
+  local timeout, verb = ...
+  return { num_workers = opts, timeout = timeout, verb = verb }
+end
+
+-- Tasks listed up front for a worker: their keys and args must cross.
+local function check_sendable(tasks, ntasks)
+  if type(tasks) ~= "table" then return end
+  for i = 1, ntasks do
+    local key, arg = tasks[i][1], tasks[i][2]
+    for what, v in pairs({ key = key, arg = arg }) do
+      local t = type(v)
+      if t == "thread" or t == "userdata" then
+        fail("task %d %s cannot be sent to a worker: it is a %s", i, what,
+          t == "thread" and "coroutine" or t)
+      end
+    end
+  end
+end
+
+--- Which executor runs the tasks: "exec", "coro", "pool" or "isolated".
+local function kind_of(class, pargs, opts)
+  local kind = type(pargs[1]) == "function" and class.function_kind or "exec"
+  if opts.isolation ~= nil then
+    if opts.isolation ~= "thread" and opts.isolation ~= "process" then
+      fail('isolation must be "thread" or "process", got %s', validate.show(opts.isolation))
+    end
+    if kind ~= "pool" then
+      fail("isolation applies to ProcRunMp function tasks")
+    end
+    if opts.isolation == "process" then kind = "isolated" end
+  end
+  return kind
+end
+
+--- A new runner of class `class`, its settings checked and defaulted.
+function M.runner(class, pargs, tasks, opts, ...)
+  validate.pargs(pargs)
+  opts = validate.options(normalise(opts, ...), M.NAMES)
+  local kind = kind_of(class, pargs, opts)
+  local ntasks = validate.tasks(tasks, kind == "exec")
+  local fn_bytes
+  if kind == "pool" or kind == "isolated" then
+    check_sendable(tasks, ntasks)
+    -- Fail here, naming the value, if the function cannot reach a worker.
+    fn_bytes = core.marshal_string(pargs[1])
+    for i = 2, #pargs do
+      local sendable, err = pcall(core.marshal, pargs[i])
+      if not sendable then
+        fail("pargs[%d] cannot be sent to a %s: %s", i,
+          kind == "pool" and "thread worker" or "worker process",
+          (tostring(err):gsub("^luaconcurrent: ", "")))
+      end
+    end
+  end
+  local self = {
+    pargs = pargs, tasks = tasks, kind = kind, ntasks = ntasks, fn_bytes = fn_bytes,
+    on_start = opts.on_start, on_result = opts.on_result, on_progress = opts.on_progress,
+    env = opts.env, cwd = opts.cwd, input = opts.input,
+    result = {}, ok = nil, time_start = -1, time_end = -1, time_run = -1,
+  }
+  for name, default in pairs(M.DEFAULTS) do
+    if opts[name] == nil then self[name] = default else self[name] = opts[name] end
+  end
+  return setmetatable(self, class)
+end
+
+return M
