@@ -35,9 +35,19 @@ function M.new(cfg, loop, finish)
 
   local ex = { slots = cfg.slots }
 
-  function ex.start(index, key, arg)
+  local function argv_of(arg)
     local argv = { table.unpack(prefix, 1, nprefix) }
     append_arg(argv, nprefix, arg)
+    return argv
+  end
+
+  --- For verb = true: the command line.
+  function ex.describe(_, arg)
+    return ": " .. table.concat(argv_of(arg), " ")
+  end
+
+  function ex.start(index, key, arg)
+    local argv = argv_of(arg)
     local id, message, errname = loop:spawn(argv, envblock, cwd, input, timeout, grace)
     if not id then
       local res = ProcResult.spawn_failure(key, arg, message, errname)
