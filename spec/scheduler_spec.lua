@@ -4,16 +4,7 @@
 local lc = require "luaconcurrent"
 local helpers = require "helpers"
 
--- Error values whose text cannot be had: __tostring raises, or returns a
--- table. Each must fail its own task only.
-local function bad_error(key)
-  if key == 2 then
-    error(setmetatable({}, { __tostring = function() error("no text for you") end }))
-  elseif key == 3 then
-    error(setmetatable({}, { __tostring = function() return {} end }))
-  end
-  return true, key
-end
+local F = dofile(helpers.FIXTURES .. "/sched_tasks.lua")
 
 describe("the scheduler", function()
   helpers.leak_check(before_each, after_each)
@@ -24,7 +15,7 @@ describe("the scheduler", function()
     it("keeps an error object with a broken __tostring inside its task (" .. mode[1] .. ")", function()
       local opts = { num_workers = 2 }
       for k, v in pairs(mode[3]) do opts[k] = v end
-      local run = mode[2]({ bad_error }, { { 1 }, { 2 }, { 3 }, { 4 } }, opts)
+      local run = mode[2]({ F.bad_error }, { { 1 }, { 2 }, { 3 }, { 4 } }, opts)
       local results = run:run_all()
       assert.are.equal(4, #results)
       assert.is_true(results[1].success)
@@ -75,8 +66,7 @@ describe("the scheduler", function()
   end)
 
   it("brings a large answer back from a worker process whole", function()
-    local big = function(key) return true, string.rep("x", key * 1024 * 1024) end
-    local run = lc.ProcRunMp({ big }, { { 48 } }, { isolation = "process", num_workers = 1 })
+    local run = lc.ProcRunMp({ F.big }, { { 48 } }, { isolation = "process", num_workers = 1 })
     local res = run:run_all()[1]
     assert.is_true(res.success, res.error)
     assert.are.equal(48 * 1024 * 1024, #res.answer)

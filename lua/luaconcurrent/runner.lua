@@ -20,17 +20,18 @@
 -- timeout, kill_grace, envblock, cwd, input, num_workers, ntasks,
 -- fn_bytes, slots); loop is the run's engine loop; finish(index, res) is
 -- the one way to report a task's one result. new returns a table:
---   slots                how many tasks it may hold at once
---   start(index, key, arg)   start a task (or finish it at once)
---   record(rec) -> bool  an engine record (process, job, timer, stream
---                        data): take it if it is one of its own
---   run_ready() -> bool  optional: run work that needs no record (a
---                        yielded coroutine); true if more is ready now
---   cancel(index, why)   end one running task; its result says why
---   close()              no more tasks: release what is idle
---   stop(records)        the run is stopping; records are the loop's last
---                        (everything killed and reaped): finish every task
---                        still held
+--   ex.slots              how many tasks it may hold at once
+--   ex:start(index, key, arg)  start a task (or finish it at once)
+--   ex:record(rec) -> bool  an engine record (process, job, timer, stream
+--                         data): take it if it is one of its own
+--   ex:run_ready() -> bool  optional: run work that needs no record (a
+--                         yielded coroutine); true if more is ready now
+--   ex:describe(key, arg) optional: what verb = true logs at a start
+--   ex:cancel(index, why) end one running task; its result says why
+--   ex:close()            no more tasks: release what is idle
+--   ex:stop(records)      the run is stopping; records are the loop's last
+--                         (everything killed and reaped): finish every
+--                         task still held
 -- An executor never touches the scheduler's state; a new one is added by
 -- naming it in EXECUTORS, without editing the others or the loop below.
 
@@ -113,90 +114,96 @@ local function fill_not_started(self, from, why)
   end
 end
 
---- The whole of run_all's work; st is shared with the error path.
-local function run_tasks(self, st)
-  local loop, ex = st.loop, st.ex
-  local seen = {}
-  local next_task = task_source(self.tasks, self.kind == "exec", seen)
-  local limit, run_ready = ex.slots, ex.run_ready
-  local on_start, on_result, on_progress = self.on_start, self.on_result, self.on_progress
+--- How finished tasks reach the user: finish stores a result at once;
+-- flush runs the callbacks later, so a raising callback cannot lose a
+-- result the engine already handed over. Returns finish, flush and the
+-- counters (st.running, st.done, st.npending, st.ok).
+local function reporter(self, st, seen)
+  local on_result, on_progress = self.on_result, self.on_progress
   local keep, result, verb = self.keep_results, self.result, self.verb
-  local running, done, total, ok = 0, 0, self.ntasks, true
-  local pending, npending = {}, 0     -- finished, callbacks not yet run
+  local pending = {}
+  st.running, st.done, st.npending, st.ok, st.total = 0, 0, 0, true, self.ntasks
 
-  -- Stored at once; reported (callbacks) by flush, so a raising callback
-  -- cannot lose a result the engine already handed over.
-  function st.finish(index, res)
-    running = running - 1
+  local function finish(index, res)
+    st.running = st.running - 1
     if keep then result[index] = res else seen[res.key] = nil end
-    npending = npending + 1
-    pending[npending] = res
+    local n = st.npending + 1
+    st.npending, pending[n] = n, res
   end
 
   local function flush()
     local i = 1
-    while i <= npending do
+    while i <= st.npending do
       local res = pending[i]
       pending[i] = nil
       i = i + 1
-      if not res.success then ok = false end
-      done = done + 1
+      if not res.success then st.ok = false end
+      st.done = st.done + 1
       if verb then
         log("done %s in %.3f s: %s", validate.show(res.key), res.time_run,
           res.success and "ok" or (res.error or res.exception or "failed"))
       end
       if on_result then on_result(res) end
-      if on_progress then on_progress(done, total) end
+      if on_progress then on_progress(st.done, st.total) end
     end
-    npending = 0
+    st.npending = 0
   end
+  return finish, flush
+end
 
-  local exhausted = false
-  -- Signals (when handled: the executable, or lc.handle_signals()):
-  -- SIGINT/SIGTERM stop the run; SIGHUP starts no new task.
-  local function check_signals()
-    local sig = signal_pending()
-    if sig then error("luaconcurrent: interrupted by " .. sig, 0) end
-    if not exhausted and hup_pending() then exhausted, st.hup = true, true end
-  end
+-- Signals (when handled: the executable, or lc.handle_signals()):
+-- SIGINT/SIGTERM stop the run; SIGHUP starts no new task.
+local function check_signals(st)
+  local sig = signal_pending()
+  if sig then error("luaconcurrent: interrupted by " .. sig, 0) end
+  if not st.exhausted and hup_pending() then st.exhausted, st.hup = true, true end
+end
 
-  check_signals()
+--- The whole of run_all's work; st is shared with the error path.
+local function run_tasks(self, st)
+  local loop, ex = st.loop, st.ex
+  local seen = {}
+  local next_task = task_source(self.tasks, self.kind == "exec", seen)
+  local finish, flush = reporter(self, st, seen)
+  st.finish = finish
+  local limit, on_start, verb = ex.slots, self.on_start, self.verb
+  check_signals(st)
   while true do
-    while running < limit and not exhausted do
+    while st.running < limit and not st.exhausted do
       local index, key, arg = next_task()
       if index == nil then
-        exhausted, total = true, done + npending + running
+        st.exhausted, st.total = true, st.done + st.npending + st.running
         break
       end
       st.last_index = index
-      if verb then log("start %s%s", validate.show(key), ex.describe and ex.describe(key, arg) or "") end
+      if verb then log("start %s%s", validate.show(key), ex.describe and ex:describe(key, arg) or "") end
       if on_start then on_start(key, arg) end
-      running = running + 1
-      ex.start(index, key, arg)
-      if npending > 0 then flush() end
+      st.running = st.running + 1
+      ex:start(index, key, arg)
+      if st.npending > 0 then flush() end
     end
-    if exhausted and running == 0 then break end
+    if st.exhausted and st.running == 0 then break end
     local wait
-    if run_ready and run_ready() then wait = 0 end
-    if npending > 0 then flush() end
-    if running < limit and not exhausted then wait = 0 end
+    if ex.run_ready and ex:run_ready() then wait = 0 end
+    if st.npending > 0 then flush() end
+    if st.running < limit and not st.exhausted then wait = 0 end
     local records = loop:poll(wait)   -- returns at once if a signal is pending
-    for i = 1, #records do ex.record(records[i]) end
-    if npending > 0 then flush() end
-    check_signals()
+    for i = 1, #records do ex:record(records[i]) end
+    if st.npending > 0 then flush() end
+    check_signals(st)
   end
   -- Idle workers end at EOF; processes of cancelled tasks were killed:
   -- wait until all are reaped.
-  ex.close()
+  ex:close()
   while loop:running() > 0 do
     local records = loop:poll()
-    for i = 1, #records do ex.record(records[i]) end
+    for i = 1, #records do ex:record(records[i]) end
   end
   if st.hup then
     fill_not_started(self, st.last_index + 1,
       "not started: SIGHUP asked the run to finish its running tasks only")
   end
-  return ok
+  return st.ok
 end
 
 --- Run every task; returns self.result (one ProcResult per task, in order).
@@ -220,7 +227,7 @@ function Runner:run_all()
   else
     -- Stop: kill and reap what runs; every task gets a result.
     local records = loop:close()
-    if st.ex then st.ex.stop(records) end
+    if st.ex then st.ex:stop(records) end
     fill_not_started(self, 1)
     self.ok = false
   end

@@ -1,7 +1,7 @@
 --- Executor: function tasks as coroutines on the run's own thread
 -- (ProcRunAsyncio with a function).
 --
--- Coroutines are reused: each runs `body`, which yields DONE and the
+-- Coroutines are reused: each runs a body that yields DONE and the
 -- function's results after every task and takes the next task's key and
 -- args. One whose task raised (or was cancelled) is dead and closed.
 --
@@ -22,9 +22,11 @@ local co_create, co_status, co_close, co_yield =
   coroutine.create, coroutine.status, coroutine.close, coroutine.yield
 local sethook, traceback = debug.sethook, debug.traceback
 local now, wallclock = core.now, core.wallclock
+local setmetatable, select = setmetatable, select
 local DONE = setmetatable({}, { __name = "luaconcurrent.DONE" })
 
-local M = {}
+local Coroutines = {}
+Coroutines.__index = Coroutines
 
 -- The hook stays armed after it fires, so a pcall that swallows CANCEL
 -- gets it again at the next check, while a short __close handler still
@@ -46,177 +48,180 @@ local function deadline_hook(t)
   end
 end
 
+local M = {}
+
 function M.new(cfg, loop, finish)
   local fn, task_args = function_task.split(cfg.pargs)
-  local timeout = cfg.timeout
-  local run = { loop = loop }   -- what lc.sleep and lc.run_prog find (async.task)
-  local wall_offset = wallclock() - now()
-  local live = {}               -- [index] = t, every suspended or timed task
-  local by_event = {}           -- [timer or process id] = t
-  local ready = {}              -- tasks to resume on the next turn
-  local spare = {}              -- coroutines waiting for their next task
+  return setmetatable({
+    slots = cfg.slots, loop = loop, finish = finish, task_args = task_args,
+    timeout = cfg.timeout,
+    body = function(key, args)
+      while true do key, args = co_yield(DONE, fn(key, args)) end
+    end,
+    run = { loop = loop },      -- what lc.sleep and lc.run_prog find (async.task)
+    wall_offset = wallclock() - now(),
+    live = {},                  -- [index] = t, every suspended or timed task
+    by_event = {},              -- [timer or process id] = t
+    ready = {},                 -- tasks to resume on the next turn
+    spare = {},                 -- coroutines waiting for their next task
+  }, Coroutines)
+end
 
-  local function body(key, args)
-    while true do key, args = co_yield(DONE, fn(key, args)) end
+-- t is over: it holds no hook, timer or index entry any more.
+function Coroutines:forget(t)
+  self.live[t.index] = nil
+  t.state = "done"
+  if t.deadline then
+    sethook(t.co)
+    self.by_event[t.deadline_timer] = nil
+    self.loop:cancel_timer(t.deadline_timer)
   end
-
-  local function forget(t)
-    live[t.index] = nil
-    t.state = "done"
-    if t.deadline then
-      sethook(t.co)
-      by_event[t.deadline_timer] = nil
-      loop:cancel_timer(t.deadline_timer)
-    end
-    if t.sleep_timer then
-      by_event[t.sleep_timer] = nil
-      loop:cancel_timer(t.sleep_timer)
-    end
+  if t.sleep_timer then
+    self.by_event[t.sleep_timer] = nil
+    self.loop:cancel_timer(t.sleep_timer)
   end
+end
 
-  local function complete(co, t, index, key, arg, t0, ok_run, nret, first, answer)
-    local t1 = now()
-    local res = setmetatable({
-      key = key, arg = arg, time_start = wall_offset + t0,
-      time_end = wall_offset + t1, time_run = t1 - t0,
-    }, ProcResult)
-    if t then forget(t) end
-    if not ok_run then
-      if first == CANCEL then
-        ProcResult.time_out(res, timeout)
-      else
-        ProcResult.raised(res, traceback(co, ProcResult.error_text(first)))
-      end
-      co_close(co)        -- run the to-be-closed variables it left pending
-    elseif t and t.deadline and t1 >= t.deadline then
-      -- It came back from something the hook could not interrupt.
-      ProcResult.time_out(res, timeout, string.format("it returned %.3g s late", t1 - t.deadline))
-      res.answer = answer
+function Coroutines:complete(co, t, index, key, arg, t0, ok_run, nret, first, answer)
+  local t1 = now()
+  local off = self.wall_offset
+  local res = setmetatable({ key = key, arg = arg, time_start = off + t0,
+    time_end = off + t1, time_run = t1 - t0 }, ProcResult)
+  if t then self:forget(t) end
+  if not ok_run then
+    if first == CANCEL then
+      ProcResult.time_out(res, self.timeout)
     else
-      ProcResult.returned(res, nret, first, answer)
+      ProcResult.raised(res, traceback(co, ProcResult.error_text(first)))
     end
-    finish(index, res)
+    co_close(co)          -- run the to-be-closed variables it left pending
+  elseif t and t.deadline and t1 >= t.deadline then
+    -- It came back from something the hook could not interrupt.
+    ProcResult.time_out(res, self.timeout,
+      string.format("it returned %.3g s late", t1 - t.deadline))
+    res.answer = answer
+  else
+    ProcResult.returned(res, nret, first, answer)
   end
+  self.finish(index, res)
+end
 
-  -- After a resume: finished, or suspended on a sleep, a process or a yield.
-  local function step(co, t, index, key, arg, t0, ok_run, ...)
-    if co_status(co) == "dead" then
-      return complete(co, t, index, key, arg, t0, ok_run, select("#", ...), ...)
-    end
-    if ... == DONE then
-      spare[#spare + 1] = co
-      return complete(co, t, index, key, arg, t0, true, select("#", ...) - 1, select(2, ...))
-    end
-    if not t then
-      t = { co = co, index = index, key = key, arg = arg, t0 = t0 }
-      live[index] = t
-    end
-    local what, value = ...
-    if what == SLEEP then
-      t.state = "sleep"
-      t.sleep_timer = loop:timer(value)
-      by_event[t.sleep_timer] = t
-    elseif what == WAIT then
-      t.state = "wait"
-      t.proc = value
-      by_event[value] = t
-    else
-      t.state = "ready"
-      ready[#ready + 1] = t
-    end
+-- After a resume: finished, or suspended on a sleep, a process or a yield.
+function Coroutines:step(co, t, index, key, arg, t0, ok_run, ...)
+  if co_status(co) == "dead" then
+    return self:complete(co, t, index, key, arg, t0, ok_run, select("#", ...), ...)
   end
-
-  local function resume(t, ...)
-    t.state = "running"
-    return step(t.co, t, t.index, t.key, t.arg, t.t0, task_resume(run, t.co, ...))
+  if ... == DONE then
+    local spare = self.spare
+    spare[#spare + 1] = co
+    return self:complete(co, t, index, key, arg, t0, true, select("#", ...) - 1, select(2, ...))
   end
+  if not t then
+    t = { co = co, index = index, key = key, arg = arg, t0 = t0 }
+    self.live[index] = t
+  end
+  local what, value = ...
+  if what == SLEEP then
+    t.state = "sleep"
+    t.sleep_timer = self.loop:timer(value)
+    self.by_event[t.sleep_timer] = t
+  elseif what == WAIT then
+    t.state, t.proc = "wait", value
+    self.by_event[value] = t
+  else
+    t.state = "ready"
+    self.ready[#self.ready + 1] = t
+  end
+end
 
-  -- End a suspended task now: kill what it waits on, close it.
-  local function cancel_suspended(t, why)
-    if t.proc then
-      by_event[t.proc] = nil
-      loop:kill(t.proc)
-      t.proc = nil
+function Coroutines:resume(t, ...)
+  t.state = "running"
+  return self:step(t.co, t, t.index, t.key, t.arg, t.t0, task_resume(self.run, t.co, ...))
+end
+
+-- End a suspended task now: kill what it waits on, close it; its result
+-- says why (nil: its deadline passed).
+function Coroutines:end_suspended(t, why)
+  if t.proc then
+    self.by_event[t.proc] = nil
+    self.loop:kill(t.proc)
+    t.proc = nil
+  end
+  if not why then
+    return self:complete(t.co, t, t.index, t.key, t.arg, t.t0, false, 1, CANCEL)
+  end
+  self:forget(t)
+  co_close(t.co)
+  local res = ProcResult.new(t.key, t.arg)
+  res.time_start = self.wall_offset + t.t0
+  self.finish(t.index, ProcResult.interrupt(res, why))
+end
+
+function Coroutines:start(index, key, arg)
+  local args = self.task_args(arg)
+  local spare = self.spare
+  local n = #spare
+  local co = spare[n]
+  if co then spare[n] = nil else co = co_create(self.body) end
+  local t0 = now()
+  local t
+  if self.timeout > 0 then
+    t = { co = co, index = index, key = key, arg = arg, t0 = t0,
+          state = "running", deadline = t0 + self.timeout }
+    self.live[index] = t
+    t.hook = deadline_hook(t)
+    sethook(co, t.hook, "", core.HOOK_COUNT)
+    t.deadline_timer = self.loop:timer(t.deadline)
+    self.by_event[t.deadline_timer] = t
+  end
+  return self:step(co, t, index, key, arg, t0, task_resume(self.run, co, key, args))
+end
+
+function Coroutines:record(rec)
+  local t = self.by_event[rec.id]
+  if not t then return false end
+  self.by_event[rec.id] = nil
+  if t.state == "done" then return true end
+  if rec.timer then
+    if rec.id == t.deadline_timer then
+      self:end_suspended(t)
+    elseif rec.id == t.sleep_timer and t.state == "sleep" then
+      t.sleep_timer = nil
+      self:resume(t)
     end
-    if why then
-      forget(t)
-      co_close(t.co)
-      local res = ProcResult.new(t.key, t.arg)
-      res.time_start = wall_offset + t.t0
-      return finish(t.index, ProcResult.interrupt(res, why))
-    end
-    complete(t.co, t, t.index, t.key, t.arg, t.t0, false, 1, CANCEL)
+  elseif t.state == "wait" then
+    t.proc = nil
+    self:resume(t, rec)
   end
+  return true
+end
 
-  local ex = { slots = cfg.slots }
-
-  function ex.start(index, key, arg)
-    local args = task_args(arg)
-    local n = #spare
-    local co = spare[n]
-    if co then spare[n] = nil else co = co_create(body) end
-    local t0 = now()
-    local t
-    if timeout > 0 then
-      t = { co = co, index = index, key = key, arg = arg, t0 = t0,
-            state = "running", deadline = t0 + timeout }
-      live[index] = t
-      t.hook = deadline_hook(t)
-      sethook(co, t.hook, "", core.HOOK_COUNT)
-      t.deadline_timer = loop:timer(t.deadline)
-      by_event[t.deadline_timer] = t
-    end
-    return step(co, t, index, key, arg, t0, task_resume(run, co, key, args))
+--- Resume the tasks that yielded; true if some are ready again.
+function Coroutines:run_ready()
+  local queue = self.ready
+  if #queue == 0 then return false end
+  self.ready = {}
+  for i = 1, #queue do
+    local t = queue[i]
+    if t.state == "ready" then self:resume(t) end
   end
+  return #self.ready > 0
+end
 
-  function ex.record(rec)
-    local t = by_event[rec.id]
-    if not t then return false end
-    by_event[rec.id] = nil
-    if t.state == "done" then return true end
-    if rec.timer then
-      if rec.id == t.deadline_timer then
-        cancel_suspended(t)
-      elseif rec.id == t.sleep_timer and t.state == "sleep" then
-        t.sleep_timer = nil
-        resume(t)
-      end
-    elseif t.state == "wait" then
-      t.proc = nil
-      resume(t, rec)
-    end
-    return true
+function Coroutines:cancel(index, why)
+  local t = self.live[index]
+  if t and t.state ~= "running" then self:end_suspended(t, why) end
+end
+
+function Coroutines:close() end
+
+function Coroutines:stop()
+  for index, t in pairs(self.live) do
+    self.live[index] = nil
+    if t.deadline then sethook(t.co) end
+    if co_status(t.co) ~= "running" then co_close(t.co) end
+    self.finish(index, ProcResult.interrupt(ProcResult.new(t.key, t.arg), "running"))
   end
-
-  --- Resume the tasks that yielded; true if some are ready again.
-  function ex.run_ready()
-    local queue = ready
-    ready = {}
-    for i = 1, #queue do
-      local t = queue[i]
-      if t.state == "ready" then resume(t) end
-    end
-    return #ready > 0
-  end
-
-  function ex.cancel(index, why)
-    local t = live[index]
-    if t and t.state ~= "running" then cancel_suspended(t, why) end
-  end
-
-  function ex.close() end
-
-  function ex.stop()
-    for index, t in pairs(live) do
-      live[index] = nil
-      if t.deadline then sethook(t.co) end
-      if co_status(t.co) ~= "running" then co_close(t.co) end
-      local res = ProcResult.new(t.key, t.arg)
-      finish(index, ProcResult.interrupt(res, "running"))
-    end
-  end
-
-  return ex
 end
 
 return M

@@ -42,11 +42,11 @@ function M.new(cfg, loop, finish)
   end
 
   --- For verb = true: the command line.
-  function ex.describe(_, arg)
+  function ex:describe(_, arg)
     return ": " .. table.concat(argv_of(arg), " ")
   end
 
-  function ex.start(index, key, arg)
+  function ex:start(index, key, arg)
     local argv = argv_of(arg)
     local id, message, errname = loop:spawn(argv, envblock, cwd, input, timeout, grace)
     if not id then
@@ -64,7 +64,7 @@ function M.new(cfg, loop, finish)
     return res
   end
 
-  function ex.record(rec)
+  function ex:record(rec)
     local t = inflight[rec.id]
     if not t then return false end
     inflight[rec.id], by_index[t[1]] = nil, nil
@@ -75,17 +75,17 @@ function M.new(cfg, loop, finish)
 
   --- Kill one task's process group; its record still comes, and the
   -- result says why.
-  function ex.cancel(index, why)
+  function ex:cancel(index, why)
     local id = by_index[index]
     if id and loop:kill(id) then inflight[id][4] = why end
   end
 
-  function ex.close() end
+  function ex:close() end
 
   --- The run is over; records are the loop's last ones (its processes
   -- killed and reaped). Every task still held gets its result.
-  function ex.stop(records)
-    for _, rec in ipairs(records) do ex.record(rec) end
+  function ex:stop(records)
+    for _, rec in ipairs(records) do ex:record(rec) end
     for id, t in pairs(inflight) do
       inflight[id] = nil
       finish(t[1], ProcResult.not_started(t[2], t[3], "running"))

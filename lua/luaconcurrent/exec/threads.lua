@@ -41,13 +41,13 @@ function M.new(cfg, loop, finish)
 
   local ex = { slots = nthreads * QUEUE_PER_WORKER }
 
-  function ex.start(index, key, arg)
+  function ex:start(index, key, arg)
     local sent, id = pcall(loop.submit, loop, key, task_args(arg))
     if not sent then return finish(index, function_task.unsendable(key, arg, id)) end
     inflight[id] = { index, key, arg }
   end
 
-  function ex.record(rec)
+  function ex:record(rec)
     local t = inflight[rec.id]
     if not t then return false end
     inflight[rec.id] = nil
@@ -58,12 +58,12 @@ function M.new(cfg, loop, finish)
 
   -- A job cannot be taken back from a worker one at a time: it runs to its
   -- end (or deadline), or until the pool stops with the run.
-  function ex.cancel() end
+  function ex:cancel() end
 
-  function ex.close() end
+  function ex:close() end
 
-  function ex.stop(records)
-    for _, rec in ipairs(records) do ex.record(rec) end
+  function ex:stop(records)
+    for _, rec in ipairs(records) do ex:record(rec) end
     for id, t in pairs(inflight) do
       inflight[id] = nil
       finish(t[1], ProcResult.not_started(t[2], t[3], "running"))
