@@ -26,6 +26,7 @@ B        := build
 ENGINE   := src/loop.c src/proc.c src/hugemem.c src/signals.c src/marshal.c src/pool.c src/core.c src/core_workers.c
 LUAMODS  := $(wildcard lua/luaconcurrent/*.lua)
 EXECMODS := $(wildcard lua/luaconcurrent/exec/*.lua)
+CTLMODS  := $(wildcard lua/luaconcurrent/control/*.lua)
 EXE      := $(B)/luaconcurrent
 SO       := $(B)/lib/luaconcurrent/core.so
 
@@ -45,8 +46,8 @@ $(B)/obj/%.o: src/%.c $(wildcard src/*.h) | $(B)/obj
 $(B)/obj $(B)/lib/luaconcurrent:
 	mkdir -p $@
 
-$(B)/embedded.c: scripts/embed.lua $(LUAMODS) $(EXECMODS) | $(B)/obj
-	lua5.4 scripts/embed.lua $@ $(LUAMODS) $(EXECMODS)
+$(B)/embedded.c: scripts/embed.lua $(LUAMODS) $(EXECMODS) $(CTLMODS) | $(B)/obj
+	lua5.4 scripts/embed.lua $@ $(LUAMODS) $(EXECMODS) $(CTLMODS)
 
 $(B)/obj/embedded.o: $(B)/embedded.c
 	$(CC) $(CFLAGS) $(LC_CFLAGS) -c -o $@ $<
@@ -178,10 +179,11 @@ soak: deps
 	$(EXE) scripts/soak.lua
 
 install: all
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LUADIR)/luaconcurrent/exec $(DESTDIR)$(LIBDIR)/luaconcurrent
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LUADIR)/luaconcurrent/exec $(DESTDIR)$(LUADIR)/luaconcurrent/control $(DESTDIR)$(LIBDIR)/luaconcurrent
 	install -m 755 $(EXE) $(DESTDIR)$(BINDIR)/luaconcurrent
 	install -m 644 $(LUAMODS) $(DESTDIR)$(LUADIR)/luaconcurrent/
 	install -m 644 $(EXECMODS) $(DESTDIR)$(LUADIR)/luaconcurrent/exec/
+	install -m 644 $(CTLMODS) $(DESTDIR)$(LUADIR)/luaconcurrent/control/
 	install -m 755 $(SO) $(DESTDIR)$(LIBDIR)/luaconcurrent/core.so
 
 uninstall:

@@ -2,6 +2,7 @@
 -- one place they are written), and the checks made at construction.
 
 local core = require "luaconcurrent.core"
+local control = require "luaconcurrent.control"
 local validate = require "luaconcurrent.validate"
 
 local fail = validate.fail
@@ -12,6 +13,9 @@ M.NAMES = {
   num_workers = true, timeout = true, verb = true, on_start = true,
   on_result = true, on_progress = true, env = true, cwd = true, input = true,
   keep_results = true, kill_grace = true, isolation = true,
+  -- run control (control.lua)
+  retries = true, retry_delay = true, halt = true, joblog = true, resume = true,
+  progress = true, output = true, tag = true, results = true,
 }
 
 -- num_workers = 0 means: no limit for subprocesses and coroutines, one
@@ -75,6 +79,7 @@ function M.runner(class, pargs, tasks, opts, ...)
   validate.pargs(pargs)
   opts = validate.options(normalise(opts, ...), M.NAMES)
   local kind = kind_of(class, pargs, opts)
+  control.check(opts)
   local ntasks = validate.tasks(tasks, kind == "exec")
   local fn_bytes
   if kind == "pool" or kind == "isolated" then
@@ -94,6 +99,9 @@ function M.runner(class, pargs, tasks, opts, ...)
     pargs = pargs, tasks = tasks, kind = kind, ntasks = ntasks, fn_bytes = fn_bytes,
     on_start = opts.on_start, on_result = opts.on_result, on_progress = opts.on_progress,
     env = opts.env, cwd = opts.cwd, input = opts.input,
+    retries = opts.retries, retry_delay = opts.retry_delay, halt = opts.halt,
+    joblog = opts.joblog, resume = opts.resume, progress = opts.progress,
+    output = opts.output, tag = opts.tag, results = opts.results,
     result = {}, ok = nil, time_start = -1, time_end = -1, time_run = -1,
   }
   for name, default in pairs(M.DEFAULTS) do

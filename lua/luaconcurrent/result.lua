@@ -5,7 +5,7 @@
 -- collector work for function tasks). ProcResult:fields() lists them all.
 local ProcResult = {
   success = false, timeout = false, returncode = -1, stdout = "", stderr = "",
-  time_start = -1, time_end = -1, time_run = -1,
+  time_start = -1, time_end = -1, time_run = -1, attempts = 1,
 }
 ProcResult.__index = ProcResult
 
@@ -13,7 +13,7 @@ ProcResult.__index = ProcResult
 local FIELDS = {
   "key", "arg", "success", "timeout", "exception", "returncode", "signal",
   "stdout", "stderr", "answer", "error", "pid", "time_start", "time_end", "time_run",
-  "input_error",
+  "input_error", "attempts", "skipped",
 }
 ProcResult.FIELDS = FIELDS
 

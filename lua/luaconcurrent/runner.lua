@@ -39,6 +39,7 @@ local core = require "luaconcurrent.core"
 local validate = require "luaconcurrent.validate"
 local ProcResult = require "luaconcurrent.result"
 local options = require "luaconcurrent.options"
+local control = require "luaconcurrent.control"
 require "luaconcurrent.timer_shim"
 
 local fail = validate.fail
@@ -114,41 +115,58 @@ local function fill_not_started(self, from, why)
   end
 end
 
---- How finished tasks reach the user: finish stores a result at once;
--- flush runs the callbacks later, so a raising callback cannot lose a
--- result the engine already handed over. Returns finish, flush and the
--- counters (st.running, st.done, st.npending, st.ok).
-local function reporter(self, st, seen)
+--- How finished tasks reach the user: finish stores a result at once
+-- (or, when run control says so, queues the task to run again); flush
+-- runs the callbacks later, so a raising callback cannot lose a result the
+-- engine already handed over.
+local function reporter(self, st, seen, ctl)
   local on_result, on_progress = self.on_result, self.on_progress
   local keep, result, verb = self.keep_results, self.result, self.verb
-  local pending = {}
+  local pending, active = {}, st.active
   st.running, st.done, st.npending, st.ok, st.total = 0, 0, 0, true, self.ntasks
+
+  local function store(index, res)
+    if keep then result[index] = res else seen[res.key] = nil end
+    local n = st.npending + 2
+    st.npending, pending[n - 1], pending[n] = n, index, res
+  end
 
   local function finish(index, res)
     st.running = st.running - 1
-    if keep then result[index] = res else seen[res.key] = nil end
-    local n = st.npending + 1
-    st.npending, pending[n] = n, res
+    active[index] = nil
+    local delay = ctl and ctl:retry(index, res)
+    if not delay then return store(index, res) end
+    local again = { index, res.key, res.arg }
+    if delay <= 0 then
+      st.again[#st.again + 1] = again
+    else
+      st.delayed[st.loop:timer(now() + delay)] = again
+      st.ndelayed = st.ndelayed + 1
+    end
   end
 
   local function flush()
     local i = 1
     while i <= st.npending do
-      local res = pending[i]
-      pending[i] = nil
-      i = i + 1
+      local index, res = pending[i], pending[i + 1]
+      pending[i], pending[i + 1] = nil, nil
+      i = i + 2
       if not res.success then st.ok = false end
       st.done = st.done + 1
       if verb then
         log("done %s in %.3f s: %s", validate.show(res.key), res.time_run,
           res.success and "ok" or (res.error or res.exception or "failed"))
       end
+      if ctl then
+        local halt = ctl:finished(index, res, st)
+        if halt then st.halt(halt) end
+      end
       if on_result then on_result(res) end
       if on_progress then on_progress(st.done, st.total) end
     end
     st.npending = 0
   end
-  return finish, flush
+  return store, finish, flush
 end
 
 -- Signals (when handled: the executable, or lc.handle_signals()):
@@ -159,51 +177,89 @@ local function check_signals(st)
   if not st.exhausted and hup_pending() then st.exhausted, st.hup = true, true end
 end
 
+--- The next task to start: one to run again, else the source's next.
+local function next_of(st, source)
+  local n = #st.again
+  if n > 0 then
+    local t = table.remove(st.again, 1)
+    return t[1], t[2], t[3]
+  end
+  if st.exhausted then return nil end
+  return source()
+end
+
+--- A batch of engine records: run-control timers here, the rest to the
+-- executor.
+local function take(st, ex, records)
+  for i = 1, #records do
+    local rec = records[i]
+    local again = st.delayed[rec.id]
+    if again then
+      st.delayed[rec.id], st.ndelayed = nil, st.ndelayed - 1
+      st.again[#st.again + 1] = again
+    else
+      ex:record(rec)
+    end
+  end
+end
+
 --- The whole of run_all's work; st is shared with the error path.
 local function run_tasks(self, st)
   local loop, ex = st.loop, st.ex
   local seen = {}
-  local next_task = task_source(self.tasks, self.kind == "exec", seen)
-  local finish, flush = reporter(self, st, seen)
+  local source = task_source(self.tasks, self.kind == "exec", seen)
+  local ctl = control.new(self, function(key, arg) return ex.describe and ex:describe(key, arg) or "" end)
+  st.ctl = ctl
+  local store, finish, flush = reporter(self, st, seen, ctl)
   st.finish = finish
+  function st.halt(mode)
+    st.exhausted, st.halted, self.halted = true, self.halt, self.halt
+    if mode == "now" then
+      for index in pairs(st.active) do ex:cancel(index, "halted: " .. self.halt) end
+    end
+  end
   local limit, on_start, verb = ex.slots, self.on_start, self.verb
   check_signals(st)
   while true do
-    while st.running < limit and not st.exhausted do
-      local index, key, arg = next_task()
+    while st.running < limit do
+      local index, key, arg = next_of(st, source)
       if index == nil then
-        st.exhausted, st.total = true, st.done + st.npending + st.running
+        if not st.exhausted then st.exhausted, st.total = true, st.done + st.npending + st.running end
         break
       end
-      st.last_index = index
-      if verb then log("start %s%s", validate.show(key), ex.describe and ex:describe(key, arg) or "") end
-      if on_start then on_start(key, arg) end
-      st.running = st.running + 1
-      ex:start(index, key, arg)
+      st.last_index = math.max(st.last_index, index)
+      local skipped = ctl and ctl:skip(index, key, arg)
+      if skipped then
+        store(index, skipped)
+      else
+        if verb then log("start %s%s", validate.show(key), ex.describe and (": " .. ex:describe(key, arg)) or "") end
+        if on_start then on_start(key, arg) end
+        st.running, st.active[index] = st.running + 1, true
+        ex:start(index, key, arg)
+      end
       if st.npending > 0 then flush() end
     end
-    if st.exhausted and st.running == 0 then break end
+    if st.exhausted and st.running == 0 and #st.again == 0 and st.ndelayed == 0 then break end
     local wait
     if ex.run_ready and ex:run_ready() then wait = 0 end
     if st.npending > 0 then flush() end
-    if st.running < limit and not st.exhausted then wait = 0 end
-    local records = loop:poll(wait)   -- returns at once if a signal is pending
-    for i = 1, #records do ex:record(records[i]) end
+    if st.running < limit and (not st.exhausted or #st.again > 0) then wait = 0 end
+    take(st, ex, loop:poll(wait))   -- returns at once if a signal is pending
     if st.npending > 0 then flush() end
     check_signals(st)
   end
   -- Idle workers end at EOF; processes of cancelled tasks were killed:
   -- wait until all are reaped.
   ex:close()
-  while loop:running() > 0 do
-    local records = loop:poll()
-    for i = 1, #records do ex:record(records[i]) end
-  end
+  while loop:running() > 0 do take(st, ex, loop:poll()) end
   if st.hup then
     fill_not_started(self, st.last_index + 1,
       "not started: SIGHUP asked the run to finish its running tasks only")
+  elseif st.halted then
+    fill_not_started(self, st.last_index + 1, "not started: the run halted (halt = " .. st.halted .. ")")
   end
-  return st.ok
+  if ctl then ctl:close() end
+  return st.ok and not st.halted
 end
 
 --- Run every task; returns self.result (one ProcResult per task, in order).
@@ -212,7 +268,7 @@ function Runner:run_all()
     fail("run_all is a method: call it as run:run_all()")
   end
   local loop = core.new_loop()
-  local st = { loop = loop, last_index = 0 }
+  local st = { loop = loop, last_index = 0, active = {}, again = {}, delayed = {}, ndelayed = 0 }
   self.result = {}
   self.time_start = wallclock()
   local t0 = now()
@@ -228,6 +284,7 @@ function Runner:run_all()
     -- Stop: kill and reap what runs; every task gets a result.
     local records = loop:close()
     if st.ex then st.ex:stop(records) end
+    if st.ctl then st.ctl:close() end
     fill_not_started(self, 1)
     self.ok = false
   end

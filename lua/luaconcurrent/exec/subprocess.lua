@@ -43,7 +43,7 @@ function M.new(cfg, loop, finish)
 
   --- For verb = true: the command line.
   function ex:describe(_, arg)
-    return ": " .. table.concat(argv_of(arg), " ")
+    return table.concat(argv_of(arg), " ")
   end
 
   function ex:start(index, key, arg)

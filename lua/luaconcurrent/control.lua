@@ -1,0 +1,131 @@
+--- Run control: what a long run needs beyond running tasks, for every
+-- kind of task alike. The scheduler asks it four things:
+--   skip(index, key, arg) -> res | nil   resume: already run, per the joblog
+--   retry(index, res) -> delay | nil     run a failed task again?
+--   finished(index, res, st) -> nil | "soon" | "now"
+--                                        a final result: log it, show it,
+--                                        and say whether the run halts
+--   close()                              the run is over
+-- Each feature is a module of its own under control/.
+
+local ProcResult = require "luaconcurrent.result"
+local validate = require "luaconcurrent.validate"
+local halt = require "luaconcurrent.control.halt"
+local joblog = require "luaconcurrent.control.joblog"
+local output = require "luaconcurrent.control.output"
+local progress = require "luaconcurrent.control.progress"
+
+local M = {}
+M.__index = M
+
+--- Check the run-control options at construction (named errors).
+function M.check(opts)
+  if opts.retries ~= nil and not (validate.is_integer(opts.retries) and opts.retries >= 0) then
+    validate.fail("retries must be a non-negative integer, got %s", validate.show(opts.retries))
+  end
+  local d = opts.retry_delay
+  if d ~= nil and type(d) ~= "function"
+      and not (type(d) == "number" and d >= 0 and d < math.huge) then
+    validate.fail("retry_delay must be a non-negative number or a function(attempt), got %s",
+      validate.show(d))
+  end
+  halt.parse(opts.halt)
+  for _, name in ipairs({ "joblog", "results", "timeline" }) do
+    if opts[name] ~= nil and type(opts[name]) ~= "string" then
+      validate.fail("%s must be a file path (string), got %s", name, type(opts[name]))
+    end
+  end
+  if opts.resume ~= nil and opts.resume ~= true and opts.resume ~= false and opts.resume ~= "failed" then
+    validate.fail('resume must be true, false or "failed", got %s', validate.show(opts.resume))
+  end
+  if opts.resume and not opts.joblog then
+    validate.fail("resume needs a joblog to read")
+  end
+  if opts.progress ~= nil and type(opts.progress) ~= "boolean" then
+    validate.fail("progress must be a boolean, got %s", type(opts.progress))
+  end
+  output.check(opts.output, opts.tag)
+end
+
+--- describe(key, arg) -> the command line (for the joblog). nil when the
+-- run asks for no run control: the scheduler then pays nothing per task.
+function M.new(run, describe)
+  if (run.retries or 0) == 0 and not (run.halt and run.halt ~= "never") and not run.joblog
+      and not run.results and not run.progress and (run.output or "collect") == "collect" then
+    return nil
+  end
+  local self = setmetatable({
+    retries = run.retries or 0, retry_delay = run.retry_delay or 0,
+    attempts = {}, policy = halt.parse(run.halt), describe = describe,
+    counts = { fail = 0, success = 0, done = 0 },
+  }, M)
+  if run.resume then self.logged = joblog.read(run.joblog) end
+  self.resume_failed = run.resume == "failed"
+  if run.joblog then self.log = joblog.open(run.joblog) end
+  if run.results then
+    self.results = assert(io.open(run.results, "a"))
+  end
+  if run.progress then self.bar = progress.new() end
+  local bar = self.bar
+  self.out = output.new(run.output, run.tag, bar and function(after)
+    if after then bar:draw(self.st, true) else bar:clear() end
+  end)
+  return self
+end
+
+function M:skip(index, key, arg)
+  if not self.logged then return nil end
+  local ok = self.logged[joblog.key_text(key)]
+  if ok == nil or (self.resume_failed and not ok) then return nil end
+  local res = ProcResult.new(key, arg)
+  res.success, res.skipped = ok, true
+  res.error = not ok and "skipped: the joblog records it as failed" or nil
+  if self.out then self.out:finished(index, false) end
+  return res
+end
+
+function M:retry(index, res)
+  local n = (self.attempts[index] or 1)
+  if res.success or res.exception == "Interrupted" or n > self.retries or self.halted then
+    self.attempts[index] = nil
+    if n > 1 then res.attempts = n end
+    return nil
+  end
+  self.attempts[index] = n + 1
+  local d = self.retry_delay
+  if type(d) == "function" then d = tonumber(d(n)) or 0 end
+  return d
+end
+
+function M:finished(index, res, st)
+  self.st = st
+  if res.skipped then return nil end    -- logged and shown by an earlier run
+  local interrupted = res.exception == "Interrupted"
+  if not interrupted then
+    local counts = self.counts
+    counts.done = counts.done + 1
+    if res.success then counts.success = counts.success + 1 else counts.fail = counts.fail + 1 end
+    st.failed = counts.fail
+    if self.log then self.log:write(index, res, self.describe(res.key, res.arg)) end
+    if self.results then
+      local ok, line = pcall(res.to_json, res)
+      self.results:write(ok and line or string.format('{"key":%s,"error":%q}',
+        joblog.key_text(res.key), tostring(line)), "\n")
+      self.results:flush()
+    end
+  end
+  if self.out then self.out:finished(index, res) end
+  if self.bar then self.bar:draw(st) end
+  local mode = not self.halted and not interrupted and halt.reached(self.policy, self.counts, st.total)
+  if mode then self.halted = mode end
+  return mode or nil
+end
+
+function M:close()
+  if self.out then self.out:drain() end
+  if self.bar then self.bar:clear() end
+  if self.log then self.log:close() end
+  if self.results then self.results:close() end
+end
+
+return M

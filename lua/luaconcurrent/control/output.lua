@@ -1,0 +1,82 @@
+--- output: how tasks' output reaches the runner's own stdout and stderr
+-- while the run goes on.
+--   "collect"  only in the results (the default)
+--   "stream"   each task's output as soon as it finishes
+--   "ordered"  in task order, each as soon as every earlier task is done
+--              (GNU parallel -k)
+--   "lines"    as "stream", whole lines only: a last line without a
+--              newline gets one, so two tasks never share a line
+-- tag = true prefixes each line with the task's key and a tab; a function
+-- tag(res) gives the prefix itself.
+
+local validate = require "luaconcurrent.validate"
+
+local M = {}
+M.MODES = { collect = true, stream = true, ordered = true, lines = true }
+
+function M.check(mode, tag)
+  if mode ~= nil and not M.MODES[mode] then
+    validate.fail('output must be "collect", "stream", "ordered" or "lines", got %s',
+      validate.show(mode))
+  end
+  if tag ~= nil and type(tag) ~= "boolean" and type(tag) ~= "function" then
+    validate.fail("tag must be a boolean or a function, got %s", type(tag))
+  end
+end
+
+local function prefix_of(tag, res)
+  if tag == true then return tostring(res.key) .. "\t" end
+  if tag then return tostring(tag(res)) end
+  return nil
+end
+
+local function emit(fh, text, prefix, whole_lines)
+  if text == nil or text == "" then return end
+  if prefix then
+    text = prefix .. text:gsub("\n(.)", "\n" .. prefix:gsub("%%", "%%%%") .. "%1")
+  end
+  if (whole_lines or prefix) and text:sub(-1) ~= "\n" then text = text .. "\n" end
+  fh:write(text)
+end
+
+--- An output writer, or nil for "collect". before/after run around every
+-- write (the progress bar steps aside).
+function M.new(mode, tag, around)
+  if mode == nil or mode == "collect" then return nil end
+  local self = { mode = mode, tag = tag, around = around, held = {}, next_index = 1 }
+  return setmetatable(self, { __index = M })
+end
+
+function M:write_one(res)
+  if res == false then return end     -- a task with nothing to show
+  local prefix = prefix_of(self.tag, res)
+  if self.around then self.around(false) end
+  emit(io.stdout, res.stdout, prefix, self.mode == "lines")
+  io.stdout:flush()
+  emit(io.stderr, res.stderr, prefix, self.mode == "lines")
+  if self.around then self.around(true) end
+end
+
+--- Task index finished with res (false: show nothing, e.g. skipped).
+function M:finished(index, res)
+  if self.mode ~= "ordered" then return self:write_one(res) end
+  self.held[index] = res
+  while self.held[self.next_index] ~= nil do
+    local r = self.held[self.next_index]
+    self.held[self.next_index] = nil
+    self.next_index = self.next_index + 1
+    self:write_one(r)
+  end
+end
+
+--- The run is over: what "ordered" still holds (after a halt or a
+-- stop, tasks that never ran leave gaps) goes out in task order.
+function M:drain()
+  local left = {}
+  for index in pairs(self.held) do left[#left + 1] = index end
+  table.sort(left)
+  for _, index in ipairs(left) do self:write_one(self.held[index]) end
+  self.held = {}
+end
+
+return M
