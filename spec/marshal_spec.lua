@@ -309,6 +309,18 @@ describe("marshal errors", function()
       "cannot send a userdata to another Lua state: field [3], in field 'list'")
   end)
 
+  -- issue 8 item 1: a numeric step's text was pushed on top of the message
+  -- buffer while it could grow (a use-after-free under ASan at 940-948).
+  it("names a numeric step after a long key, whatever the message's length", function()
+    for n = 900, 1100 do
+      local key = string.rep("k", n)
+      local err = marshal_error({ [1] = { [key] = io.stdout } })
+      has(err, "cannot send a userdata to another Lua state: field '" .. key .. "', in field [1]")
+      err = marshal_error({ [2.5] = { [key] = io.stdout } })
+      has(err, "field '" .. key .. "', in field [2.5]")
+    end
+  end)
+
   it("names a coroutine upvalue", function()
     local co = coroutine.create(function() end)
     local function f() return co end

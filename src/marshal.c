@@ -110,10 +110,17 @@ static int fail_at(wctx *c, const char *what) {
             luaL_addstring(&b, lua_tostring(L, s->idx));
             luaL_addstring(&b, "'");
         } else if (s->idx && lua_type(L, s->idx) == LUA_TNUMBER) {
-            luaL_addstring(&b, " [");
-            luaL_addstring(&b, lua_pushfstring(L, "%s", lua_tostring(L, s->idx)));
-            lua_pop(L, 1);
-            luaL_addstring(&b, "]");
+            /* Formatted in C: anything pushed now would sit on top of the
+             * buffer, which may be growing on the stack (and lua_tostring
+             * would turn the key itself into a string). */
+            char num[64];
+            if (lua_isinteger(L, s->idx))
+                snprintf(num, sizeof num, " [" LUA_INTEGER_FMT "]",
+                         (LUAI_UACINT)lua_tointeger(L, s->idx));
+            else
+                snprintf(num, sizeof num, " [" LUA_NUMBER_FMT "]",
+                         (LUAI_UACNUMBER)lua_tonumber(L, s->idx));
+            luaL_addstring(&b, num);
         }
     }
     luaL_pushresult(&b);
