@@ -489,8 +489,9 @@ local function run_tasks(self, st)
         "package.path = %q; package.cpath = %q; os.exit(require('luaconcurrent.worker').main(), true)",
         package.path, package.cpath) }
     end
-    worker_head = string.pack("<s4s4", core.marshal_string(package.path, package.cpath),
-      self.fn_bytes)
+    -- The run's marshal key first: the worker checks every frame with it.
+    worker_head = string.pack("<s4s4s4", core.marshal_key(),
+      core.marshal_string(package.path, package.cpath), self.fn_bytes)
     limit = self.num_workers == 0 and core.cpu_count() or self.num_workers
     if self.ntasks and self.ntasks < limit then limit = math.max(self.ntasks, 1) end
   end
