@@ -1,9 +1,9 @@
 -- src/marshal.c through core.marshal / core.unmarshal: what crosses to
 -- another Lua state (and how), and the named errors for what cannot.
 --
--- Functions defined in this file avoid globals: their _ENV would be busted's
--- environment table, not _G. Functions that use globals come from
--- spec/fixtures/fn_tasks.lua (their _ENV, _G, crosses by name).
+-- Functions defined in this file have busted's environment table as _ENV;
+-- it crosses as the receiver's globals (marshal.h), like _G does for the
+-- functions of spec/fixtures/fn_tasks.lua.
 
 local lc = require "luaconcurrent"
 local core = require "luaconcurrent.core"
