@@ -484,6 +484,13 @@ describe("marshal shared upvalues", function()
     h = function() return h end
     local h2 = rt(h)
     assert.are.equal(h2, h2())
+    -- g's upvalue holds h, whose own upvalue is that same variable: h is
+    -- read (and joined) while g's upvalue is still being read
+    local function g() return h end
+    local g2 = rt(g)
+    local h3 = g2()
+    assert.are.equal(h3, h3())
+    assert.are_not.equal(h, h3)
     local g1, g2 = rt(F.globals, F.globals)
     assert.are.equal(g1, g2)
   end)
