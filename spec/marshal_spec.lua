@@ -1,9 +1,9 @@
 -- src/marshal.c through core.marshal / core.unmarshal: what crosses to
 -- another Lua state (and how), and the named errors for what cannot.
 --
--- Functions defined in this file avoid globals: their _ENV would be busted's
--- environment table, not _G. Functions that use globals come from
--- spec/fixtures/fn_tasks.lua (their _ENV, _G, crosses by name).
+-- Functions defined in this file have busted's environment table as _ENV;
+-- it crosses as the receiver's globals (marshal.h), like _G does for the
+-- functions of spec/fixtures/fn_tasks.lua.
 
 local lc = require "luaconcurrent"
 local core = require "luaconcurrent.core"
@@ -41,7 +41,9 @@ describe("marshal round trips", function()
     local b = core.marshal(1, "two")
     assert.are.equal("userdata", type(b))
     assert.is_true(b:size() > 0)
-    assert.are.equal(0, core.marshal():size())
+    -- no values: a frame is still its magic (4 bytes) and its check (8)
+    assert.are.equal(12, core.marshal():size())
+    assert.are.equal(0, select("#", core.unmarshal(core.marshal())))
   end)
 
   it("keeps nil and the number of values", function()
@@ -309,6 +311,18 @@ describe("marshal errors", function()
       "cannot send a userdata to another Lua state: field [3], in field 'list'")
   end)
 
+  -- issue 8 item 1: a numeric step's text was pushed on top of the message
+  -- buffer while it could grow (a use-after-free under ASan at 940-948).
+  it("names a numeric step after a long key, whatever the message's length", function()
+    for n = 900, 1100 do
+      local key = string.rep("k", n)
+      local err = marshal_error({ [1] = { [key] = io.stdout } })
+      has(err, "cannot send a userdata to another Lua state: field '" .. key .. "', in field [1]")
+      err = marshal_error({ [2.5] = { [key] = io.stdout } })
+      has(err, "field '" .. key .. "', in field [2.5]")
+    end
+  end)
+
   it("names a coroutine upvalue", function()
     local co = coroutine.create(function() end)
     local function f() return co end
@@ -432,5 +446,200 @@ describe("ProcRunMp construction", function()
     local result = lc.ProcRunAsyncio({ f, io.stderr }, { { 1 } }, {}):run_all()
     assert.is_true(result[1].success)
     assert.are.equal("file", result[1].answer)
+  end)
+end)
+
+-- issue 8 item 21: upvalues that closures share stay shared within one
+-- message (lua_upvalueid / lua_upvaluejoin).
+describe("marshal shared upvalues", function()
+  local function counter()
+    local n = 0
+    local function inc() n = n + 1 return n end
+    local function get() return n end
+    return inc, get
+  end
+
+  it("keeps an upvalue two closures share shared in the copy", function()
+    local inc, get = counter()
+    local inc2, get2 = rt(inc, get)
+    inc2()
+    inc2()
+    assert.are.equal(2, get2())
+    assert.are.equal(0, get())         -- the original is a separate snapshot
+    local t = rt({ inc = inc, get = get })
+    t.inc()
+    assert.are.equal(1, t.get())
+  end)
+
+  it("keeps the sharing when the closures are reached through another's upvalues", function()
+    local inc, get = counter()
+    local function both() inc() inc() return get() end
+    local copy = rt(both)
+    assert.are.equal(2, copy())
+    assert.are.equal(4, copy())
+  end)
+
+  it("keeps a function whose upvalue holds itself, and shared _ENV", function()
+    local h
+    h = function() return h end
+    local h2 = rt(h)
+    assert.are.equal(h2, h2())
+    -- g's upvalue holds h, whose own upvalue is that same variable: h is
+    -- read (and joined) while g's upvalue is still being read
+    local function g() return h end
+    local g2 = rt(g)
+    local h3 = g2()
+    assert.are.equal(h3, h3())
+    assert.are_not.equal(h, h3)
+    local g1, g2 = rt(F.globals, F.globals)
+    assert.are.equal(g1, g2)
+  end)
+
+  it("crosses to thread and process workers with the sharing kept", function()
+    local inc, get = counter()
+    local function task(k) inc() inc() return true, get() + k end
+    for _, isolation in ipairs({ "thread", "process" }) do
+      local r = lc.ProcRunMp({ task }, { { 1 }, { 10 } }, { num_workers = 1, isolation = isolation })
+        :run_all()
+      assert.is_true(r[1].success, r[1].error)
+      -- one worker runs both tasks with one copy of the function
+      assert.are.equal(1 + 2, r[1].answer, isolation)
+      assert.are.equal(10 + 4, r[2].answer, isolation)
+    end
+  end)
+end)
+
+-- issue 8 item 20: a function's environment binds to the receiver's
+-- globals; modules load in an order that works, the same every run.
+describe("marshal environments and module order", function()
+  it("binds a busted-like environment (a proxy table over _G) to the receiver's globals", function()
+    local hidden = io.stdout           -- would not cross, if the env were copied
+    local env = setmetatable({}, { __index = function(_, k) return hidden and _G[k] end })
+    local fn = load("return string.rep('a', 3), x", "=busted-like", "t", env)
+    local copy = rt(fn)
+    local a, x = copy()
+    assert.are.equal("aaa", a)
+    assert.is_nil(x)
+    local name, value = debug.getupvalue(copy, 1)
+    assert.are.equal("_ENV", name)
+    assert.are.equal(_G, value)
+  end)
+
+  it("still copies an _ENV that is a plain table", function()
+    local fn = load("return x", "=plain", "t", { x = 5 })
+    local copy = rt(fn)
+    assert.are.equal(5, copy())
+    assert.are_not.equal(_G, select(2, debug.getupvalue(copy, 1)))
+  end)
+
+  it("runs a spec-file function that uses globals in workers, every time", function()
+    -- written here, its _ENV is busted's environment table
+    local function task(k)
+      return true, string.format("%s:%d", type(describe), math.floor(k * 2.5))
+    end
+    for round = 1, 5 do
+      for _, isolation in ipairs({ "thread", "process" }) do
+        local r = lc.ProcRunMp({ task }, { { 2 }, { 4 } }, { num_workers = 2, isolation = isolation })
+          :run_all()
+        for i, want in ipairs({ "nil:5", "nil:10" }) do
+          assert.is_true(r[i].success, isolation .. " round " .. round .. ": " .. tostring(r[i].error))
+          assert.are.equal(want, r[i].answer)
+        end
+      end
+    end
+  end)
+
+  it("loads a module after the prefixes of its name the sender had loaded (term before term.cursor)", function()
+    require "term"
+    local cursor = require "term.cursor"
+    local function task() return true, type(cursor.jump) end
+    for _, isolation in ipairs({ "thread", "process" }) do
+      local r = lc.ProcRunMp({ task }, { { 1 } }, { isolation = isolation }):run_all()
+      assert.is_true(r[1].success, tostring(r[1].error))
+      assert.are.equal("function", r[1].answer)
+    end
+  end)
+
+  it("names a table two modules hold by the shorter name, the same every time", function()
+    local t = {}
+    package.loaded["lc_spec_mod.inner"] = t
+    package.loaded["lc_spec_m"] = t
+    local ok, err = pcall(function()
+      local s = core.marshal_string(t)
+      assert.truthy(s:find("lc_spec_m", 1, true))
+      assert.falsy(s:find("lc_spec_mod.inner", 1, true))
+    end)
+    package.loaded["lc_spec_mod.inner"], package.loaded["lc_spec_m"] = nil, nil
+    assert(ok, err)
+  end)
+end)
+
+-- issue 8 item 2: frames are checked; malformed input is a named error.
+describe("marshal frame checks", function()
+  it("refuses a frame that was changed, cut short or lengthened", function()
+    local s = core.marshal_string({ 1, "two", { 3 } }, function() return 1 end)
+    assert.is_true(pcall(core.unmarshal_string, s))
+    for i = 1, #s do
+      local b = s:byte(i)
+      local flipped = s:sub(1, i - 1) .. string.char(b ~ 0x10) .. s:sub(i + 1)
+      local ok, err = pcall(core.unmarshal_string, flipped)
+      assert.is_false(ok)
+      assert.truthy(err:find("luaconcurrent: a transfer", 1, true), err)
+    end
+    for n = 0, #s - 1 do
+      assert.is_false(pcall(core.unmarshal_string, s:sub(1, n)))
+    end
+    assert.is_false(pcall(core.unmarshal_string, s .. "n"))
+    local _, err = pcall(core.unmarshal_string, "")
+    assert.are.equal("luaconcurrent: a transfer is not a frame of this version", err)
+  end)
+
+  it("refuses a frame made under another key", function()
+    local key = core.marshal_key()
+    assert.are.equal(16, #key)
+    core.marshal_set_key(string.rep("k", 16))
+    local s = core.marshal_string(function() return 42 end)
+    core.marshal_set_key(key)
+    local ok, err = pcall(core.unmarshal_string, s)
+    assert.is_false(ok)
+    assert.are.equal("luaconcurrent: a transfer failed its check (corrupt, or not made by this run)", err)
+    assert.has_error(function() core.marshal_set_key("short") end,
+      "luaconcurrent: a marshal key is 16 bytes, got 5")
+  end)
+
+  it("names a module that is not a table on the receiving side (no crash)", function()
+    local name = "lc_spec_truthy_mod"
+    package.loaded[name] = { f = function() return 1 end }
+    local ok, err = pcall(function()
+      local s1 = core.marshal_string(package.loaded[name])
+      local s2 = core.marshal_string(package.loaded[name].f)
+      package.loaded[name] = true
+      local ok1, err1 = pcall(core.unmarshal_string, s1)
+      assert.is_false(ok1)
+      assert.are.equal("luaconcurrent: module '" .. name .. "' is a boolean here, not a table", err1)
+      package.loaded[name] = {}
+      local ok2, err2 = pcall(core.unmarshal_string, s2)
+      assert.is_false(ok2)
+      assert.are.equal("luaconcurrent: a module here has no function 'f'", err2)
+    end)
+    package.loaded[name] = nil
+    assert(ok, err)
+  end)
+
+  it("reads a frame without its check only as data: stubs for functions", function()
+    local s = core.marshal_string({ a = 1 }, function() return 1 end, string.format)
+    local t, fn, fmt = core.unmarshal_unchecked(s)
+    assert.are.same({ a = 1 }, t)
+    assert.are.equal(string.format, fmt)
+    local ok, err = pcall(fn)
+    assert.is_false(ok)
+    assert.truthy(err:find("cannot run", 1, true))
+    -- and requires nothing
+    package.loaded["lc_spec_gone"] = {}
+    local s2 = core.marshal_string(package.loaded["lc_spec_gone"])
+    package.loaded["lc_spec_gone"] = nil
+    local ok2, err2 = pcall(core.unmarshal_unchecked, s2)
+    assert.is_false(ok2)
+    assert.truthy(err2:find("module 'lc_spec_gone' is not loaded", 1, true), err2)
   end)
 end)

@@ -5,7 +5,9 @@
 --
 -- Frames are length-prefixed (string.pack "<s4") marshalled values
 -- (marshal.c's format, the one thread workers use):
---   stdin:  package.path, package.cpath | the task function | key, args ...
+--   stdin:  the run's marshal key (16 raw bytes, not a marshalled value:
+--           frames are checked with it, see marshal.h)
+--           | package.path, package.cpath | the task function | key, args ...
 --   stdout: one answer per task: "ok", output, nret, first, answer
 --                                | "error", message, output
 -- The answers travel on a private copy of stdout; fd 1 itself is an
@@ -52,8 +54,9 @@ function M.main()
   local core = require "luaconcurrent.core"
   local out = core.worker_stdout()
   io.stdin:setvbuf("full")
-  local paths, fn_frame = read_frame(), read_frame()
+  local key, paths, fn_frame = read_frame(), read_frame(), read_frame()
   if not fn_frame then return 1 end
+  core.marshal_set_key(key)
   package.path, package.cpath = core.unmarshal_string(paths)
   local loaded, fn = pcall(core.unmarshal_string, fn_frame)
   for frame in read_frame do

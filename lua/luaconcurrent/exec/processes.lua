@@ -39,7 +39,9 @@ function M.new(cfg, loop, finish)
     slots = threads.count(cfg), loop = loop, finish = finish, task_args = task_args,
     timeout = cfg.timeout, envblock = cfg.envblock, cwd = cfg.cwd,
     argv = worker_argv(),
-    head = string.pack("<s4s4", core.marshal_string(package.path, package.cpath), cfg.fn_bytes),
+    -- The run's marshal key first: the worker checks every frame with it.
+    head = string.pack("<s4s4s4", core.marshal_key(),
+      core.marshal_string(package.path, package.cpath), cfg.fn_bytes),
     wall_offset = wallclock() - now(),
     workers = {},      -- [process id] = w, every live worker
     idle = {},         -- workers with no task
