@@ -1,4 +1,4 @@
--- Engine requirements (DESIGN.md, ENGINE-FACTS.md 3.1-3.4), one spec each:
+-- The engine's promises about child processes, one spec each:
 -- process groups, signal state and fds in the child, coexistence with
 -- os.execute/io.popen, killing whole groups, bounded waits, big outputs and
 -- inputs, spawn failures, signals, errors raised in callbacks.
@@ -270,7 +270,7 @@ describe("engine", function()
       assert.is_true(r[1].success, r[1].error)
       assert.is_true(r[2].success, r[2].error)
       assert.are.equal("xxxxxxxxxx", r[2].stdout)
-      -- notes/API.md: "exit 0: success=true, exception=nil, error=nil" -- a
+      -- README's result table: exit 0 is success with no exception and no error -- a
       -- task that does not read all of its input is not an error (Python's
       -- communicate() ignores the broken pipe too)
       assert.is_nil(r[1].error)
@@ -528,9 +528,9 @@ describe("engine", function()
       assert.are.equal("Interrupted", run.result[3] and run.result[3].exception)
     end)
 
-    -- DESIGN.md: "No task is ever lost: every task yields exactly one
-    -- result, whatever happened to it (spawn failure, crash, signal,
-    -- timeout, error, Ctrl-C)". Tasks of a list that never started when a
+    -- No task is ever lost: every task yields exactly one result, whatever
+    -- happened to it (spawn failure, crash, signal, timeout, error,
+    -- Ctrl-C). Tasks of a list that never started when a
     -- callback raised must still get a result.
     it("gives tasks that never started a result too (no task is ever lost)", function()
       local run = lc.ProcRunAsyncio({ "/usr/bin/sleep" }, { { 1, 0 }, { 2, 0.5 }, { 3, 0.5 } }, {

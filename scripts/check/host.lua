@@ -33,8 +33,9 @@ end
 if maps:find("/core.so", 1, true) then
   fail("a core.so is mapped into the sanitized host")
 end
--- cjson's one-time set-up (fpconv_init) must not race in thread workers
--- (ENGINE-FACTS 3.7); the runner does this too.
+-- cjson's one-time set-up (fpconv_init) is not thread-safe and must not
+-- run in two thread workers at once: load it here first; the runner does
+-- this too.
 require "cjson"
 -- TSan starts a thread of its own at the first pthread_create; start it
 -- now, with one thread-worker task, so the specs that count this process's
