@@ -162,6 +162,24 @@ describe("engine", function()
       assert.are.same({}, left)
     end)
 
+    it("sends SIGTERM to the whole group first, grandchildren included", function()
+      -- A grandchild traps TERM and reports it on the task's stdout; the
+      -- leader traps TERM too and waits for it, so the group outlives the
+      -- SIGTERM. A SIGTERM to the leader alone would leave the grandchild
+      -- unaware until the group's SIGKILL after kill_grace (10 s here).
+      local m = helpers.marker()
+      local grandchild = "trap 'echo TERM; exit 0' TERM; echo ready; sleep " .. m .. " & wait"
+      local leader = "trap : TERM; /bin/sh -c \"$0\" & wait; wait"
+      local r = run1({ "/bin/sh", "-c", leader, grandchild }, nil, { timeout = 1, kill_grace = 10 })
+      local left = helpers.wait_marker_gone(m)
+      helpers.kill_marker(m)
+      assert.is_true(r.timeout)
+      assert.are.equal("TimeoutError", r.exception)
+      assert.are.equal("ready\nTERM\n", r.stdout, "the grandchild did not see SIGTERM before the timeout")
+      assert.is_true(r.time_run < 6, "the group needed the SIGKILL: time_run " .. r.time_run)
+      assert.are.same({}, left)
+    end)
+
     it("keeps the output produced before the kill", function()
       local r = run1({ "/bin/sh", "-c", "echo before; echo e1 >&2; sleep 30" }, nil, { timeout = 0.3 })
       assert.is_true(r.timeout)
