@@ -185,6 +185,14 @@ soak: deps
 	@$(MAKE) --no-print-directory all
 	$(EXE) scripts/soak.lua
 
+# LuaRocks (`luarocks make`, see the rockspec): a build directory of its
+# own (B=build/luarocks), emptied first, so every object is compiled with
+# the flags LuaRocks passes and none is reused from an earlier `make`.
+.PHONY: rock
+rock:
+	rm -rf $(B)
+	@$(MAKE) --no-print-directory all
+
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LUADIR)/luaconcurrent $(DESTDIR)$(LIBDIR)/luaconcurrent
 	install -m 755 $(EXE) $(DESTDIR)$(BINDIR)/luaconcurrent
