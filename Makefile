@@ -77,10 +77,17 @@ demo: deps
 # busted's script starts with `#!/usr/bin/env lua`, and `lua` may be another
 # version (installing luarocks makes it lua5.1): run it with lua5.4.
 BUSTED := lua5.4 /usr/bin/busted
+# A bound on the whole run (seconds), so that a hang (a broken timeout, a
+# lost wake-up) fails the run loudly, naming the test that was running,
+# instead of stalling it and CI. The suite takes about a minute; the
+# sanitizer builds run several times slower.
+TEST_TIMEOUT  ?= 900
+CHECK_TIMEOUT ?= 3600
+BOUNDED = sh scripts/bounded.sh
 
 test: deps
 	@$(MAKE) --no-print-directory all $(OOM_EXE)
-	$(BUSTED)
+	$(BOUNDED) $(TEST_TIMEOUT) $(BUSTED)
 
 bench: deps
 	@sh scripts/ensure-deps.sh parallel time
@@ -157,15 +164,17 @@ check-cppcheck:
 # busted's script runs under the sanitized executable itself (its shebang
 # would pick whatever `lua` is); the reports are shown whether or not
 # busted failed.
-check-asan: $(ASAN_EXE) $(OOM_EXE)
+# The specs also run the normal build (build/luaconcurrent, build/lib's
+# core.so for child lua5.4 processes): build it first, as on a fresh clone.
+check-asan: all $(ASAN_EXE) $(OOM_EXE)
 	@rm -rf $(CHECK_LOG)/asan*; mkdir -p $(CHECK_LOG)
-	$(ASAN_ENV) $(ASAN_EXE) /usr/bin/busted $(CHECK_HOST) -o utfTerminal; \
+	$(ASAN_ENV) $(BOUNDED) $(CHECK_TIMEOUT) $(ASAN_EXE) /usr/bin/busted $(CHECK_HOST) -o utfTerminal; \
 	  rc=$$?; sh scripts/check/logs.sh $(CHECK_LOG) asan || rc=1; exit $$rc
 
 # Run directly rather than through --lua, to put setarch in front.
-check-tsan: $(TSAN_EXE)
+check-tsan: all $(TSAN_EXE)
 	@rm -rf $(CHECK_LOG)/tsan*; mkdir -p $(CHECK_LOG)
-	$(TSAN_ENV) $(NO_ASLR) $(TSAN_EXE) /usr/bin/busted $(CHECK_HOST) -o utfTerminal $(TSAN_SPECS); \
+	$(TSAN_ENV) $(BOUNDED) $(CHECK_TIMEOUT) $(NO_ASLR) $(TSAN_EXE) /usr/bin/busted $(CHECK_HOST) -o utfTerminal $(TSAN_SPECS); \
 	  rc=$$?; sh scripts/check/logs.sh $(CHECK_LOG) tsan || rc=1; exit $$rc
 
 # Marshal fuzz (issue 8 item 2): spec/marshal_fuzz_spec.lua with FUZZ_N
@@ -186,6 +195,14 @@ check-valgrind: all
 soak: deps
 	@$(MAKE) --no-print-directory all
 	$(EXE) scripts/soak.lua
+
+# LuaRocks (`luarocks make`, see the rockspec): a build directory of its
+# own (B=build/luarocks), emptied first, so every object is compiled with
+# the flags LuaRocks passes and none is reused from an earlier `make`.
+.PHONY: rock
+rock:
+	rm -rf $(B)
+	@$(MAKE) --no-print-directory all
 
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LUADIR)/luaconcurrent/exec $(DESTDIR)$(LUADIR)/luaconcurrent/control $(DESTDIR)$(LIBDIR)/luaconcurrent

@@ -256,11 +256,45 @@ describe("luaconcurrent executable", function()
       assert.are.equal(3, doc.results[2].returncode)
     end)
 
-    it("rejects an unknown mode", function()
+    it("rejects an unknown mode, naming the file", function()
       local rc, out, err = lcx(q(FIX .. "cli_tasks_badmode.lua"))
       assert.are.equal(1, rc)
       assert.are.equal("", out)
-      assert.is_truthy(err:find('luaconcurrent: mode must be "asyncio" or "mp", got "thread"', 1, true), err)
+      assert.is_truthy(err:find('luaconcurrent: ' .. FIX .. 'cli_tasks_badmode.lua: mode must be "asyncio" or "mp", got "thread"\n', 1, true), err)
+    end)
+
+    it("names the file in the runner's errors about it", function()
+      local rc, out, err = lcx("-", 'return {pargs = {"/bin/echo"}, tasks = {{1}}, timout = 3}')
+      assert.are.equal(1, rc)
+      assert.are.equal("", out)
+      assert.is_truthy(err:find("^luaconcurrent: stdin: unknown option 'timout'\n"), err)
+    end)
+
+    it("--json writes task output that is not UTF-8 as valid JSON, bytes in base64", function()
+      local rc, out, err = lcx("--json -",
+        [[return {pargs = {"/bin/sh", "-c", "printf '\\377\\376ok\\300'"}, tasks = {{1}}}]])
+      assert.are.equal("", err)
+      assert.are.equal(0, rc)
+      assert.is_not_nil(utf8.len(out), "not UTF-8: " .. out)
+      local r = cjson.decode(out).results[1]
+      assert.are.equal("\u{FFFD}\u{FFFD}ok\u{FFFD}", r.stdout)
+      assert.are.equal("//5va8A=", r.stdout_b64)
+    end)
+
+    it("--json with an answer it cannot encode writes everything else and says what", function()
+      local rc, out, err = lcx("--json -", [[return {
+        pargs = {function(k) if k == 2 then return true, print end return true, k * 10 end},
+        tasks = {{1}, {2}, {3}}, mode = "mp"}]])
+      assert.are.equal(0, rc, err)
+      local doc = cjson.decode(out)
+      assert.is_true(doc.ok)
+      assert.are.same({ 10, cjson.null, 30 }, { doc.results[1].answer, doc.results[2].answer, doc.results[3].answer })
+      assert.is_true(doc.results[2].success)
+      assert.matches("^cannot encode function as JSON", doc.results[2].unencoded.answer)
+      assert.is_nil(doc.results[1].unencoded)
+      -- one line on stderr for the result, one prefix
+      assert.is_truthy(err:find("^luaconcurrent: %-%-json: result 2 %(key 2%): answer written as null: cannot encode function"), err)
+      assert.is_nil(err:find("luaconcurrent:.*luaconcurrent:"), err)
     end)
   end)
 

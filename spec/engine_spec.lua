@@ -1,4 +1,4 @@
--- Engine requirements (DESIGN.md, ENGINE-FACTS.md 3.1-3.4), one spec each:
+-- The engine's promises about child processes, one spec each:
 -- process groups, signal state and fds in the child, coexistence with
 -- os.execute/io.popen, killing whole groups, bounded waits, big outputs and
 -- inputs, spawn failures, signals, errors raised in callbacks.
@@ -162,6 +162,24 @@ describe("engine", function()
       assert.are.same({}, left)
     end)
 
+    it("sends SIGTERM to the whole group first, grandchildren included", function()
+      -- A grandchild traps TERM and reports it on the task's stdout; the
+      -- leader traps TERM too and waits for it, so the group outlives the
+      -- SIGTERM. A SIGTERM to the leader alone would leave the grandchild
+      -- unaware until the group's SIGKILL after kill_grace (10 s here).
+      local m = helpers.marker()
+      local grandchild = "trap 'echo TERM; exit 0' TERM; echo ready; sleep " .. m .. " & wait"
+      local leader = "trap : TERM; /bin/sh -c \"$0\" & wait; wait"
+      local r = run1({ "/bin/sh", "-c", leader, grandchild }, nil, { timeout = 1, kill_grace = 10 })
+      local left = helpers.wait_marker_gone(m)
+      helpers.kill_marker(m)
+      assert.is_true(r.timeout)
+      assert.are.equal("TimeoutError", r.exception)
+      assert.are.equal("ready\nTERM\n", r.stdout, "the grandchild did not see SIGTERM before the timeout")
+      assert.is_true(r.time_run < 6, "the group needed the SIGKILL: time_run " .. r.time_run)
+      assert.are.same({}, left)
+    end)
+
     it("keeps the output produced before the kill", function()
       local r = run1({ "/bin/sh", "-c", "echo before; echo e1 >&2; sleep 30" }, nil, { timeout = 0.3 })
       assert.is_true(r.timeout)
@@ -270,7 +288,7 @@ describe("engine", function()
       assert.is_true(r[1].success, r[1].error)
       assert.is_true(r[2].success, r[2].error)
       assert.are.equal("xxxxxxxxxx", r[2].stdout)
-      -- notes/API.md: "exit 0: success=true, exception=nil, error=nil" -- a
+      -- README's result table: exit 0 is success with no exception and no error -- a
       -- task that does not read all of its input is not an error (Python's
       -- communicate() ignores the broken pipe too)
       assert.is_nil(r[1].error)
@@ -528,9 +546,9 @@ describe("engine", function()
       assert.are.equal("Interrupted", run.result[3] and run.result[3].exception)
     end)
 
-    -- DESIGN.md: "No task is ever lost: every task yields exactly one
-    -- result, whatever happened to it (spawn failure, crash, signal,
-    -- timeout, error, Ctrl-C)". Tasks of a list that never started when a
+    -- No task is ever lost: every task yields exactly one result, whatever
+    -- happened to it (spawn failure, crash, signal, timeout, error,
+    -- Ctrl-C). Tasks of a list that never started when a
     -- callback raised must still get a result.
     it("gives tasks that never started a result too (no task is ever lost)", function()
       local run = lc.ProcRunAsyncio({ "/usr/bin/sleep" }, { { 1, 0 }, { 2, 0.5 }, { 3, 0.5 } }, {

@@ -78,6 +78,21 @@ describe("ProcResult", function()
   end)
 
   describe("to_json()", function()
+    -- RFC 4648 base64, decoded independently of the encoder under test
+    local function decode64(s)
+      local A = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+      local bits = s:gsub("=", ""):gsub(".", function(c)
+        local v = A:find(c, 1, true) - 1
+        local b = {}
+        for i = 5, 0, -1 do b[#b + 1] = (v >> i) & 1 end
+        return table.concat(b)
+      end)
+      return (bits:gsub("%d%d%d?%d?%d?%d?%d?%d?", function(byte)
+        if #byte ~= 8 then return "" end
+        return string.char(tonumber(byte, 2))
+      end))
+    end
+
     it("encodes every field; cjson parses it", function()
       local r = lc.ProcRunAsyncio({ "/bin/sh", "-c", 'echo "o $0"; echo e >&2' }, { { "k", "x" } }, {}):run_all()[1]
       local d = cjson.decode(r:to_json())
@@ -108,7 +123,56 @@ describe("ProcResult", function()
       assert.are.equal(9, d.signal)
       assert.are.equal("killed by signal 9 (SIGKILL)", d.error)
       assert.are.equal("a\0b\255", r.stdout)
-      assert.are.equal(r.stdout, d.stdout)
+      -- not UTF-8: text with U+FFFD for the bad byte, the bytes in base64
+      assert.are.equal("a\0b\u{FFFD}", d.stdout)
+      assert.are.equal("YQBi/w==", d.stdout_b64)
+    end)
+
+    it("writes valid UTF-8 whatever the output, and the exact bytes beside it", function()
+      local bytes = "\255\254ok\192 caf\195\169 \237\160\128 \240\159\152\128"
+      local r = lc.ProcResult.new("k")
+      r.stdout, r.stderr, r.error = bytes, "plain \226\156\147", bytes:sub(1, 2)
+      local json = r:to_json()
+      assert.is_not_nil(utf8.len(json), "the JSON text is not valid UTF-8")
+      local d = cjson.decode(json)
+      -- valid sequences kept (é, 😀), each invalid byte one U+FFFD
+      -- (a lone 0xC0, a UTF-16 surrogate encoded in UTF-8: three bytes)
+      assert.are.equal("\u{FFFD}\u{FFFD}ok\u{FFFD} café \u{FFFD}\u{FFFD}\u{FFFD} \u{1F600}", d.stdout)
+      assert.are.equal(bytes, decode64(d.stdout_b64))
+      assert.are.equal("plain \u{2713}", d.stderr)
+      assert.is_nil(d.stderr_b64)
+      assert.are.equal(r.error, decode64(d.error_b64))
+      assert.is_nil(d.unencoded)
+    end)
+
+    it("base64 round-trips every byte and every length", function()
+      local all = {}
+      for i = 0, 255 do all[#all + 1] = string.char(i) end
+      all = table.concat(all)
+      for n = 0, 6 do
+        assert.are.equal(all:sub(1, n), decode64(lc.ProcResult.base64(all:sub(1, n))))
+      end
+      assert.are.equal(all, decode64(lc.ProcResult.base64(all)))
+      assert.are.equal("Zm9vYmFy", lc.ProcResult.base64("foobar"))
+    end)
+
+    it("writes a field it cannot encode as null and says why, without raising", function()
+      local r = lc.ProcResult.new({ "\255" }, { n = 0 / 0 })
+      r.answer = print
+      r.success = true
+      local json, unencoded = r:to_json_checked()
+      assert.are.equal(json, r:to_json())
+      local d = cjson.decode(json)
+      assert.are.equal(cjson.null, d.key)
+      assert.are.equal(cjson.null, d.arg)
+      assert.are.equal(cjson.null, d.answer)
+      assert.is_true(d.success)
+      assert.are.same(unencoded, d.unencoded)
+      assert.matches("^cannot encode function as JSON", d.unencoded.answer)
+      assert.matches("not valid UTF%-8", d.unencoded.key)
+      assert.matches("^cannot encode table as JSON", d.unencoded.arg)
+      assert.is_nil(select(2, lc.ProcResult.new(1):to_json_checked()))
+      assert.are.equal(1, select("#", r:to_json()))
     end)
 
     it("encodes a list arg as an array", function()

@@ -98,8 +98,33 @@ describe("signals", function()
         assert.matches("1 true none", out)
         assert.matches("2 true none", out)
         assert.matches("3 false Interrupted", out)
-        assert.is_not_nil(status)
+        -- a drain is not an interruption: run_all returns, the script ends
+        -- normally and so does the host
+        assert.matches("ok=true", out)
+        assert.are.equal(0, status, out)
       end)
+
+      for sig, code in pairs({ INT = 130, TERM = 143 }) do
+        it("SIG" .. sig .. " keeps a finished task's result and a killed task's output and pid", function()
+          local h = start(host, "kept", true)
+          -- task 1's result is in and tasks 2 and 3 sleep (after their echo)
+          assert.is_true(wait_started(h, 2), "tasks did not start")
+          signal(h, sig)
+          local status, out, left = finish(h)
+          assert.are.equal(code, status, out)
+          assert.are.same({}, left)
+          assert.matches("ok=false", out)
+          assert.matches("1 true none", out)
+          assert.matches('detail 1 pid=%d+ stdout="one\\\n"', out)
+          for i = 2, 3 do
+            assert.matches(i .. " false Interrupted", out)
+            -- the pid the task printed is the pid its result names
+            local pid, printed = out:match("detail " .. i .. ' pid=(%d+) stdout="pid=(%d+)\\\n"')
+            assert.is_not_nil(pid, out)
+            assert.are.equal(pid, printed)
+          end
+        end)
+      end
     end)
   end
 

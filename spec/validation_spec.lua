@@ -1,5 +1,5 @@
 -- Bad input is rejected at construction with a clear "luaconcurrent: ..."
--- error naming the offending value (notes/API.md, "Errors").
+-- error naming the offending value (README, "Bad input raises at construction").
 
 local lc = require "luaconcurrent"
 local helpers = require "helpers"

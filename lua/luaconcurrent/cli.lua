@@ -9,8 +9,28 @@
 
 local M = {}
 
-local function fail(msg)
-  error("luaconcurrent: " .. msg, 0)
+-- Errors about a task file name the file: opts.name, else the script the
+-- executable is running (arg[0], set as lua5.4 sets it).
+local function file_name(opts)
+  if type(opts.name) == "string" then return opts.name end
+  local a = rawget(_G, "arg")
+  if type(a) == "table" and type(a[0]) == "string" then
+    return a[0] == "-" and "stdin" or a[0]
+  end
+  return "task file"
+end
+
+local function fail(opts, msg)
+  error("luaconcurrent: " .. file_name(opts) .. ": " .. msg, 0)
+end
+
+-- A runner's own "luaconcurrent: ..." error, with the file's name put in.
+local function refail(opts, err)
+  if type(err) == "string" then
+    local rest = err:match("^luaconcurrent: (.*)$")
+    if rest then fail(opts, rest) end
+  end
+  error(err, 0)
 end
 
 local function describe(v)
@@ -23,21 +43,21 @@ end
 function M.run_task_file(tbl, opts)
   opts = opts or {}
   if type(tbl) ~= "table" then
-    fail("a task file must return a table, got " .. type(tbl))
+    fail(opts, "a task file must return a table, got " .. type(tbl))
   end
-  if tbl.pargs == nil then fail("task file has no 'pargs'") end
-  if tbl.tasks == nil then fail("task file has no 'tasks'") end
+  if tbl.pargs == nil then fail(opts, "task file has no 'pargs'") end
+  if tbl.tasks == nil then fail(opts, "task file has no 'tasks'") end
   local mode = tbl.mode
   if mode == nil then mode = "asyncio" end
   if mode ~= "asyncio" and mode ~= "mp" then
-    fail('mode must be "asyncio" or "mp", got ' .. describe(mode))
+    fail(opts, 'mode must be "asyncio" or "mp", got ' .. describe(mode))
   end
 
   local options = {}
   for k, v in pairs(tbl) do
     if k ~= "pargs" and k ~= "tasks" and k ~= "mode" then
       if type(k) ~= "string" then
-        fail("task file has a non-string field " .. describe(k))
+        fail(opts, "task file has a non-string field " .. describe(k))
       end
       options[k] = v
     end
@@ -45,7 +65,8 @@ function M.run_task_file(tbl, opts)
 
   local lc = require "luaconcurrent"
   local ctor = (mode == "mp") and lc.ProcRunMp or lc.ProcRunAsyncio
-  local run = ctor(tbl.pargs, tbl.tasks, options)
+  local built, run = pcall(ctor, tbl.pargs, tbl.tasks, options)
+  if not built then refail(opts, run) end
   local ok, err = pcall(run.run_all, run)
 
   if opts.json then
@@ -53,7 +74,14 @@ function M.run_task_file(tbl, opts)
     local enc = cjson.encode
     local results = {}
     for i, res in ipairs(run.result or {}) do
-      results[i] = res:to_json()
+      -- every result is written; a field that cannot be is null, named in
+      -- the result's "unencoded" and here
+      local json, unencoded = res:to_json_checked()
+      results[i] = json
+      for name, why in pairs(unencoded or {}) do
+        io.stderr:write(string.format("luaconcurrent: --json: result %d (key %s): %s written as null: %s\n",
+          i, describe(res.key), name, why))
+      end
     end
     local doc = table.concat({
       '{"ok":', enc(run.ok and true or false),

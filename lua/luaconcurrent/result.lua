@@ -192,20 +192,133 @@ function ProcResult:print()
   if self.answer ~= nil then print(string.format("  answer            : %s", show(self.answer))) end
 end
 
---- The result as one JSON object; absent fields are null.
-function ProcResult:to_json()
-  local cjson = require "cjson"
-  local parts = {}
-  for i, name in ipairs(FIELDS) do
-    local v = self[name]
-    local ok, enc = pcall(cjson.encode, v == nil and cjson.null or v)
-    if not ok then
-      error(string.format("luaconcurrent: cannot encode field %s of result %s as JSON: %s",
-        name, tostring(self.key), enc), 2)
+-- ---- JSON ------------------------------------------------------------------
+-- JSON text must be UTF-8, and task output is bytes. to_json writes a
+-- string field that is not valid UTF-8 twice: under its own name as text
+-- (each byte that is not part of a valid UTF-8 sequence replaced by U+FFFD),
+-- and as `<name>_b64`, the exact bytes in base64 (RFC 4648, with padding).
+-- A reader that wants the bytes takes `<name>_b64` when it is present. A
+-- field that cannot be written at all (a function, a table with a string
+-- that is not UTF-8 or a NaN inside, a sparse array) is written as null and
+-- named, with the reason, in the object `unencoded` ({"answer": "..."}).
+
+local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+local B64_PAIRS            -- two base64 digits per 12-bit value, built once
+
+local function base64(s)
+  if not B64_PAIRS then
+    B64_PAIRS = {}
+    for i = 0, 4095 do
+      B64_PAIRS[i] = B64:sub(i // 64 + 1, i // 64 + 1) .. B64:sub(i % 64 + 1, i % 64 + 1)
     end
-    parts[i] = cjson.encode(name) .. ":" .. enc
   end
-  return "{" .. table.concat(parts, ",") .. "}"
+  local out, n, byte = {}, 0, string.byte
+  local full = #s - #s % 3
+  for i = 1, full, 3 do
+    local a, b, c = byte(s, i, i + 2)
+    local v = a << 16 | b << 8 | c
+    n = n + 1
+    out[n] = B64_PAIRS[v >> 12] .. B64_PAIRS[v & 4095]
+  end
+  local rest = #s - full
+  if rest == 1 then
+    local v = byte(s, full + 1) << 16
+    n = n + 1
+    out[n] = B64_PAIRS[v >> 12] .. "=="
+  elseif rest == 2 then
+    local a, b = byte(s, full + 1, full + 2)
+    local v = a << 16 | b << 8
+    n = n + 1
+    out[n] = B64_PAIRS[v >> 12] .. B64:sub((v >> 6 & 63) + 1, (v >> 6 & 63) + 1) .. "="
+  end
+  return table.concat(out)
+end
+ProcResult.base64 = base64
+
+-- s with every byte that is not part of a valid UTF-8 sequence replaced by
+-- U+FFFD; nil when s is valid UTF-8 already.
+local function utf8_text(s)
+  if utf8.len(s) then return nil end
+  local out, i = {}, 1
+  while true do
+    local ok, bad = utf8.len(s, i)
+    if ok then
+      out[#out + 1] = s:sub(i)
+      break
+    end
+    out[#out + 1] = s:sub(i, bad - 1)
+    out[#out + 1] = "\u{FFFD}"
+    i = bad + 1
+    if i > #s then break end
+  end
+  return table.concat(out)
+end
+
+-- Why `v` (a table) cannot be JSON because of a string that is not UTF-8
+-- inside it, or nil. (cjson itself rejects functions, NaN, sparse arrays.)
+local function invalid_utf8_in(v, seen)
+  seen = seen or {}
+  if seen[v] then return nil end
+  seen[v] = true
+  for k, x in pairs(v) do
+    if type(k) == "string" and not utf8.len(k) then return "a key that is not valid UTF-8" end
+    if type(x) == "string" and not utf8.len(x) then return "a string that is not valid UTF-8" end
+    if type(x) == "table" then
+      local why = invalid_utf8_in(x, seen)
+      if why then return why end
+    end
+  end
+  return nil
+end
+
+--- The result as one JSON object (valid UTF-8 whatever the task printed);
+-- absent fields are null. Returns the JSON text and, when some field could
+-- not be written, a table {field = reason} (also in the object's
+-- `unencoded`); never raises for a value a task produced.
+function ProcResult:to_json_checked()
+  local cjson = require "cjson"
+  local enc = cjson.encode
+  local parts, unencoded = {}, nil
+  for _, name in ipairs(FIELDS) do
+    local v = self[name]
+    local text, why
+    if type(v) == "string" then
+      local fixed = utf8_text(v)
+      text = enc(fixed or v)
+      if fixed then
+        parts[#parts + 1] = enc(name) .. ":" .. text
+        name, text = name .. "_b64", enc(base64(v))
+      end
+    else
+      if type(v) == "table" then why = invalid_utf8_in(v) end
+      if not why then
+        local ok, e = pcall(enc, v == nil and cjson.null or v)
+        if ok then text = e else why = tostring(e) end
+      end
+      if why then
+        text = "null"
+        unencoded = unencoded or {}
+        unencoded[name] = "cannot encode " .. type(v) .. " as JSON: " .. why
+      end
+    end
+    parts[#parts + 1] = enc(name) .. ":" .. text
+  end
+  if unencoded then
+    local names = {}
+    for name in pairs(unencoded) do names[#names + 1] = name end
+    table.sort(names)
+    local kv = {}
+    for i, name in ipairs(names) do
+      kv[i] = enc(name) .. ":" .. enc(utf8_text(unencoded[name]) or unencoded[name])
+    end
+    parts[#parts + 1] = '"unencoded":{' .. table.concat(kv, ",") .. "}"
+  end
+  return "{" .. table.concat(parts, ",") .. "}", unencoded
+end
+
+--- The JSON text alone (one value: `cjson.decode(res:to_json())` works).
+function ProcResult:to_json()
+  return (self:to_json_checked())
 end
 
 return ProcResult

@@ -19,7 +19,9 @@
 -- CAN_SPAWN branches stay for an engine built without that fallback.)
 local lc = require "luaconcurrent"
 local core = require "luaconcurrent.core"
-require "cjson"  -- before any worker starts (ENGINE-FACTS 3.7)
+-- cjson's one-time set-up (fpconv_init) is not thread-safe: load it here,
+-- before any thread worker can load it concurrently.
+require "cjson"
 
 local CAN_SPAWN
 do

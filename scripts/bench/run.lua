@@ -1,0 +1,699 @@
+-- luaconcurrent benchmark driver: luaconcurrent vs `xargs -P` vs GNU parallel.
+-- Run by scripts/bench.sh (`make bench`) under lua5.4 with the checkout's
+-- modules; the shell is used only to launch the tools, each under coreutils
+-- `timeout` (a guard) and GNU `/usr/bin/time` (CPU and peak RSS).
+--
+--   W1  5000 x /bin/true, concurrency 2 and 8            -> tasks/s
+--   W2  500 x `sleep 0.5`, concurrency 250                -> wall (ideal 1.0 s)
+--   W3  4 x 200 MB to stdout, concurrency 4, all captured -> MB/s, peak RSS
+--   W4  50 x `sleep 10`, timeout 0.2 s, concurrency 50    -> wall, leftover sleeps
+--       (W4a: the sleep itself; W4b: sh starting two grandchild sleeps)
+--   W5  100 000 trivial function tasks, results kept       -> tasks/s
+--       (ProcRunAsyncio num_workers 4 and 0, ProcRunMp 2 workers, beside two
+--       plain-Lua references under the same executable: a coroutine per task
+--       keeping a small result table, and a bare loop keeping nothing)
+--   W6  16 CPU-bound function tasks (~0.25 s each, calibrated at start),
+--       ProcRunMp 1 vs 2 workers                         -> speed-up
+--   W7  10 000 function tasks each lc.sleep(0.1), ProcRunAsyncio, unlimited -> wall
+--
+-- Every workload runs each tool in turn, interleaved (lc, xargs, parallel,
+-- lc, xargs, parallel, ...), BENCH_RUNS times (default 5). Tables: median
+-- wall, fastest..slowest run, the rate from the median, median CPU
+-- (user+sys of the tool and its children), peak RSS (the largest single
+-- process of the tree), runs verified; then each target with PASS/FAIL.
+-- One statistic throughout: the median of n values is the middle one, or
+-- the mean of the two middle ones when n is even.
+-- The luaconcurrent side is scripts/bench/wN.lua, run by build/luaconcurrent.
+-- W5-W7 have no external peer: their rows are luaconcurrent configurations
+-- (and W5's plain-Lua references), each in its own process; their scripts
+-- time only run_all (or the reference loop) with the core's monotonic clock
+-- and print elapsed=, shown beside the process's own wall time.
+--
+-- Environment:
+--   BENCH_RUNS=5            repetitions per workload
+--   BENCH_ONLY="W1 W2 W3 W4 W5 W6 W7" workloads to run
+--   BENCH_STRICT=1          exit 1 when a target fails (0: report only)
+--   LC_BIN=build/luaconcurrent
+--   BENCH_W3DIR             where xargs/parallel put W3's captured output
+--                           (default /dev/shm when writable, else the temp dir)
+-- and from scripts/bench.sh: BENCH_ROOT (the checkout), BENCH_WORK (a
+-- temporary directory it removes afterwards).
+
+local core = require "luaconcurrent.core"
+local now = core.now
+
+local ROOT = assert(os.getenv("BENCH_ROOT"), "run me through scripts/bench.sh")
+local BDIR = ROOT .. "/scripts/bench"
+local RUNS = os.getenv("BENCH_RUNS") or "5"
+local ONLY = " " .. (os.getenv("BENCH_ONLY") or "W1 W2 W3 W4 W5 W6 W7") .. " "
+local STRICT = (os.getenv("BENCH_STRICT") or "1") == "1"
+local LC = os.getenv("LC_BIN") or (ROOT .. "/build/luaconcurrent")
+local PAR = "parallel --will-cite"
+
+if not RUNS:match("^%d+$") or tonumber(RUNS) == 0 then
+  io.stderr:write("bench: BENCH_RUNS must be a positive integer\n")
+  os.exit(2)
+end
+RUNS = tonumber(RUNS)
+
+-- ---------------------------------------------------------------- shell
+
+local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+local function words(list)
+  local out = {}
+  for i, w in ipairs(list) do out[i] = q(w) end
+  return table.concat(out, " ")
+end
+
+local function sh(cmd)                  -- stdout of a shell command, trimmed
+  local p = assert(io.popen(cmd))
+  local s = p:read("a")
+  p:close()
+  return (s:gsub("%s+$", ""))
+end
+
+local function ok(cmd) return os.execute(cmd) == true end
+
+local function read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function write(path, s, mode)
+  local f = assert(io.open(path, mode or "wb"))
+  f:write(s)
+  f:close()
+end
+
+local function size(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local n = f:seek("end")
+  f:close()
+  return n
+end
+
+local function out(fmt, ...)
+  io.stdout:write(string.format(fmt, ...))
+  io.stdout:flush()
+end
+
+-- ---------------------------------------------------------------- statistics
+
+local function sorted(xs)
+  local t = {}
+  for i, x in ipairs(xs) do t[i] = x end
+  table.sort(t)
+  return t
+end
+
+-- The one median of this bench.
+local function median(xs)
+  local n = #xs
+  if n == 0 then return nil end
+  local t = sorted(xs)
+  if n % 2 == 1 then return t[(n + 1) // 2] end
+  return (t[n // 2] + t[n // 2 + 1]) / 2
+end
+
+local function minmax(xs)
+  local t = sorted(xs)
+  return t[1], t[#t]
+end
+
+local function max(xs)
+  local m
+  for _, x in ipairs(xs) do if m == nil or x > m then m = x end end
+  return m
+end
+
+local function sum(xs)
+  local s = 0
+  for _, x in ipairs(xs) do s = s + x end
+  return s
+end
+
+-- ---------------------------------------------------------------- set-up
+
+for _, t in ipairs({ "/usr/bin/time", "xargs", "parallel", "timeout" }) do
+  if not ok("command -v " .. q(t) .. " >/dev/null 2>&1") then
+    io.stderr:write("bench: missing tool: ", t, " (run make bench)\n")
+    os.exit(2)
+  end
+end
+
+local WORK = assert(os.getenv("BENCH_WORK"), "run me through scripts/bench.sh")
+local W3DIR = assert(os.getenv("BENCH_W3DIR"), "run me through scripts/bench.sh")
+ok("mkdir -p " .. q(W3DIR))
+
+local MARKERS = {}                      -- W4's unique sleep durations
+local marked                            -- defined with W4
+
+-- (bench.sh removes WORK and W3DIR)
+local function cleanup()
+  for _, m in ipairs(MARKERS) do
+    for _, pid in ipairs(marked(m)) do ok("kill -KILL " .. pid .. " 2>/dev/null") end
+  end
+end
+
+local HAVE_LC = ok("[ -x " .. q(LC) .. " ]")
+if not HAVE_LC then
+  io.stderr:write("bench: ", LC, " not found or not executable; luaconcurrent rows will be n/a\n")
+end
+-- Where the binary came from, then a private copy of it: every run uses the
+-- same binary even if the checkout is rebuilt while the bench runs.
+local LC_SRC = LC
+local LC_GIT = sh("git -C " .. q(ROOT) .. " rev-parse --short HEAD 2>/dev/null || echo '?'")
+if not ok("git -C " .. q(ROOT) .. " diff --quiet HEAD -- src lua 2>/dev/null") then
+  LC_GIT = LC_GIT .. " + uncommitted changes in src/ lua/"
+end
+if HAVE_LC and ok("cp " .. q(LC) .. " " .. q(WORK .. "/luaconcurrent")) then
+  LC = WORK .. "/luaconcurrent"
+end
+
+-- ---------------------------------------------------------------- one run
+
+-- Results: R[id][tool] = { runs = { {wall=, rss=, rc=, cpu=} ... },
+--   verdicts = { "ok" | "bad:why" ... }, inner = {...}, build = {...},
+--   leak = { {right_after, a_second_later} ... } }
+local R = {}
+local function slot(id, tool)
+  R[id] = R[id] or {}
+  R[id][tool] = R[id][tool] or { runs = {}, verdicts = {}, inner = {}, build = {}, leak = {} }
+  return R[id][tool]
+end
+
+local last                              -- the last run's {wall, rss, rc, cpu}
+
+-- One timed repetition: argv run with stdin from `input`, stdout to
+-- `output`, stderr appended to WORK/ID.TOOL.err, under a `limit` s guard.
+local function run(id, tool, limit, input, output, argv)
+  local s = slot(id, tool)
+  local rssf = WORK .. "/rss"
+  write(rssf, "")
+  local errf = WORK .. "/" .. id .. "." .. tool .. ".err"
+  local cmd = string.format("timeout -k 5 %s /usr/bin/time -o %s -f '%%M %%U %%S' %s <%s >%s 2>>%s",
+    limit, q(rssf), words(argv), q(input), q(output), q(errf))
+  local t0 = now()
+  local _, how, code = os.execute(cmd)
+  local wall = now() - t0
+  local rc = how == "exit" and code or 128 + code
+  local rss, u, sy = (read(rssf) or ""):match("(%d+) ([%d.]+) ([%d.]+)%s*$")
+  last = { wall = wall, rc = rc, rss = tonumber(rss) or -1,
+           cpu = rss and (tonumber(u) + tonumber(sy)) or -1 }
+  if rc == 124 or rc == 137 then
+    write(errf, string.format("bench: %s %s: killed after the %s s guard\n", id, tool, limit), "ab")
+  end
+  s.runs[#s.runs + 1] = last
+  return last
+end
+
+local function mark(id, tool, verdict) local v = slot(id, tool).verdicts; v[#v + 1] = verdict end
+local function said(tool) out(" %s %.4fs", tool, last.wall) end
+
+local function bad_count(id, tool)
+  local n = 0
+  for _, v in ipairs(slot(id, tool).verdicts) do if v ~= "ok" then n = n + 1 end end
+  return n
+end
+
+local function walls(id, tool)
+  local w = {}
+  for i, r in ipairs(slot(id, tool).runs) do w[i] = r.wall end
+  return w
+end
+local function field(id, tool, name)
+  local w = {}
+  for i, r in ipairs(slot(id, tool).runs) do w[i] = r[name] end
+  return w
+end
+local function wall(id, tool) return median(walls(id, tool)) end
+
+local function tail(path, n, prefix)
+  local lines = {}
+  for line in (read(path) or ""):gmatch("[^\n]+") do lines[#lines + 1] = line end
+  for i = math.max(1, #lines - n + 1), #lines do out("%s%s\n", prefix, lines[i]) end
+end
+
+-- The luaconcurrent repetition of a workload: script args..., checked by
+-- its exit status (the scripts verify every result).
+local function lc_run(id, limit, script, ...)
+  if not HAVE_LC then return end
+  local outf = WORK .. "/" .. id .. ".lc.out"
+  run(id, "lc", limit, "/dev/null", outf, { LC, script, ... })
+  mark(id, "lc", last.rc == 0 and "ok" or "bad:rc=" .. last.rc)
+  local t = (read(outf) or ""):match(".*time_run=([%d.e+-]+)")
+  if t then local s = slot(id, "lc"); s.inner[#s.inner + 1] = tonumber(t) end
+  if last.rc ~= 0 then tail(WORK .. "/" .. id .. ".lc.err", 3, "     lc| ") end
+  said("lc")
+end
+
+-- A peer's repetition, verified by its exit status being `want`.
+local function peer_run(id, tool, limit, input, argv, want)
+  run(id, tool, limit, input, "/dev/null", argv)
+  mark(id, tool, last.rc == (want or 0) and "ok" or "bad:rc=" .. last.rc)
+  said(tool)
+end
+
+-- ---------------------------------------------------------------- reporting
+
+local function fmt(f, x) if x == nil then return "n/a" end return string.format(f, x) end
+local function ratio(a, b) if a == nil or b == nil then return nil end return a / b end
+local function x_(r) return r and string.format("%.2fx", r) or "n/a" end
+local function s_(v) return v and string.format("%.3f s", v) or "n/a" end
+local function rate(n, w) return w and string.format("%.0f/s", n / w) or "n/a" end
+
+local SUMMARY, FAILS = {}, 0
+local function target(name, pass, detail)
+  local line = string.format("  %-4s %-58s %s", pass and "PASS" or "FAIL", name, detail)
+  out("%s\n", line)
+  SUMMARY[#SUMMARY + 1] = line
+  if not pass then FAILS = FAILS + 1 end
+end
+
+local NAMES = { lc = "luaconcurrent", xargs = "xargs -P", parallel = "GNU parallel" }
+
+-- Table of the process-timed rows; rate_of(w) from the median wall.
+local function table_(id, label, rate_of)
+  out("  %-14s %8s %15s %10s %7s %8s  %s\n", "tool", "wall(s)", "min..max", label, "cpu(s)", "maxRSS", "runs ok")
+  for _, tool in ipairs({ "lc", "xargs", "parallel" }) do
+    local w = wall(id, tool)
+    if w == nil then
+      out("  %-14s %8s\n", NAMES[tool], "n/a")
+    else
+      local lo, hi = minmax(walls(id, tool))
+      out("  %-14s %8.3f %15s %10.1f %7.2f %7.1fM  %d/%d\n", NAMES[tool], w,
+        string.format("%.3f..%.3f", lo, hi), rate_of(w), median(field(id, tool, "cpu")),
+        max(field(id, tool, "rss")) / 1024, RUNS - bad_count(id, tool), RUNS)
+    end
+  end
+  local inner = slot(id, "lc").inner
+  if #inner > 0 then
+    out("  (luaconcurrent run.time_run median %.3f s: time inside run_all)\n", median(inner))
+  end
+end
+
+-- The failures of a tool's runs, with the tail of its stderr.
+local function show_err(id, tool)
+  if bad_count(id, tool) == 0 then return end
+  local counts, keys = {}, {}
+  for _, v in ipairs(slot(id, tool).verdicts) do
+    if v ~= "ok" then
+      if not counts[v] then keys[#keys + 1] = v end
+      counts[v] = (counts[v] or 0) + 1
+    end
+  end
+  local parts = {}
+  for i, k in ipairs(keys) do parts[i] = counts[k] .. " " .. k end
+  out("  -- %s failures: %s\n", tool, table.concat(parts, ", "))
+  tail(WORK .. "/" .. id .. "." .. tool .. ".err", 8, "     | ")
+end
+
+-- luaconcurrent ran and every repetition verified
+local function valid(id, tool)
+  tool = tool or "lc"
+  return HAVE_LC and #slot(id, tool).runs > 0 and bad_count(id, tool) == 0
+end
+
+local function progress(r) out("  run %d/%d:", r, RUNS) end
+local function want(w) return ONLY:find(" " .. w .. " ", 1, true) ~= nil end
+local function loadavg() return sh("cut -d' ' -f1-3 /proc/loadavg") end
+
+-- ---------------------------------------------------------------- header
+
+out("luaconcurrent benchmark — %s\n", os.date("!%Y-%m-%d %H:%M:%S UTC"))
+out("machine: nproc=%s, %s, kernel %s, %s\n", sh("nproc"),
+  sh("grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'"), sh("uname -r"),
+  string.format("%.1f GiB RAM", tonumber((read("/proc/meminfo") or ""):match("MemTotal:%s*(%d+)") or 0) / 1048576))
+out("tools:   luaconcurrent %s,\n", HAVE_LC and string.format("%s (git %s; built %s, run from a copy)",
+  LC_SRC, LC_GIT, sh("date -u -r " .. q(LC_SRC) .. " '+%H:%M:%S UTC'")) or "n/a")
+out("         %s, %s, GNU time %s\n", sh("xargs --version | head -n 1"), sh("parallel --version | head -n 1"),
+  sh("dpkg-query -W -f '${Version}' time 2>/dev/null || echo '?'"))
+out("load:    %s (1/5/15 min; other work on the machine skews the numbers)\n", loadavg())
+out("runs:    %d per tool per workload, interleaved; wall = median; PARALLEL_SHELL=%s\n\n",
+  RUNS, os.getenv("PARALLEL_SHELL") or "")
+
+-- warm-up (untimed): page cache, parallel's first-run setup
+write(WORK .. "/warm", sh("seq 20") .. "\n")
+ok("xargs -P 2 -n 1 /bin/true <" .. q(WORK .. "/warm") .. " >/dev/null 2>&1")
+ok(PAR .. " -j 2 /bin/true <" .. q(WORK .. "/warm") .. " >/dev/null 2>&1")
+if HAVE_LC then ok(q(LC) .. " " .. q(BDIR .. "/w1.lua") .. " 2 20 </dev/null >/dev/null 2>&1") end
+
+local function lines_file(path, line, n)
+  write(path, string.rep(line .. "\n", n))
+end
+local function seq_file(path, n)
+  local t = {}
+  for i = 1, n do t[i] = tostring(i) end
+  write(path, table.concat(t, "\n") .. "\n")
+end
+local function par(...) local t = { "parallel", "--will-cite" }; for _, a in ipairs({ ... }) do t[#t + 1] = a end; return t end
+
+-- ---------------------------------------------------------------- W1
+
+if want("W1") then
+  seq_file(WORK .. "/w1.in", 5000)
+  for _, c in ipairs({ 2, 8 }) do
+    local id = "w1c" .. c
+    out("W1  5000 x /bin/true, concurrency %d (lc captures stdout+stderr; xargs captures nothing; parallel groups output)\n", c)
+    for r = 1, RUNS do
+      progress(r)
+      lc_run(id, 300, BDIR .. "/w1.lua", c, 5000)
+      peer_run(id, "xargs", 300, WORK .. "/w1.in", { "xargs", "-P", c, "-n", "1", "/bin/true" })
+      peer_run(id, "parallel", 300, WORK .. "/w1.in", par("-j", c, "/bin/true"))
+      out("\n")
+    end
+    table_(id, "tasks/s", function(w) return 5000 / w end)
+    for _, t in ipairs({ "lc", "xargs", "parallel" }) do show_err(id, t) end
+    local wl, wx, wp = wall(id, "lc"), wall(id, "xargs"), wall(id, "parallel")
+    local rx, rp = ratio(wx, wl), ratio(wp, wl)
+    target(("W1 c=%d: lc >= 1.3x xargs -P throughput"):format(c), valid(id) and rx ~= nil and rx >= 1.3,
+      ("%s (lc %s, xargs %s)"):format(x_(rx), rate(5000, wl), rate(5000, wx)))
+    target(("W1 c=%d: lc >= 5x GNU parallel throughput"):format(c), valid(id) and rp ~= nil and rp >= 5,
+      ("%s (lc %s, parallel %s)"):format(x_(rp), rate(5000, wl), rate(5000, wp)))
+    out("\n")
+  end
+end
+
+-- ---------------------------------------------------------------- W2
+
+if want("W2") then
+  local id = "w2"
+  lines_file(WORK .. "/w2.in", "0.5", 500)
+  out("W2  500 x 'sleep 0.5', concurrency 250 (ideal wall 1.0 s)\n")
+  for r = 1, RUNS do
+    progress(r)
+    lc_run(id, 120, BDIR .. "/w2.lua", 500, 250, 0.5)
+    peer_run(id, "xargs", 120, WORK .. "/w2.in", { "xargs", "-P", 250, "-n", "1", "/bin/sleep" })
+    peer_run(id, "parallel", 120, WORK .. "/w2.in", par("-j", 250, "/bin/sleep"))
+    out("\n")
+  end
+  table_(id, "tasks/s", function(w) return 500 / w end)
+  for _, t in ipairs({ "lc", "xargs", "parallel" }) do show_err(id, t) end
+  local wl, wx, wp = wall(id, "lc"), wall(id, "xargs"), wall(id, "parallel")
+  out("  ratios (peer wall / lc wall): xargs %s, parallel %s\n", x_(ratio(wx, wl)), x_(ratio(wp, wl)))
+  target("W2: lc wall <= xargs -P 250 wall", valid(id) and wx ~= nil and wl <= wx,
+    ("lc %s vs xargs %s"):format(s_(wl), s_(wx)))
+  out("\n")
+end
+
+-- ---------------------------------------------------------------- W3
+
+if want("W3") then
+  local id, BYTES = "w3", 200000000
+  seq_file(WORK .. "/w3.in", 4)
+  out("W3  4 x 200 MB to stdout ('head -c %d /dev/zero'), concurrency 4, all captured\n", BYTES)
+  out("    lc: in memory; xargs: each task's stdout to its own file; parallel: --files (its temp files), in %s\n", W3DIR)
+  for r = 1, RUNS do
+    progress(r)
+    lc_run(id, 120, BDIR .. "/w3.lua", 4, BYTES, 4)
+    ok("rm -f " .. q(W3DIR) .. "/x.*")
+    run(id, "xargs", 120, WORK .. "/w3.in", "/dev/null", { "xargs", "-P", 4, "-I{}", "sh", "-c",
+      'exec head -c "$1" /dev/zero >"$2"', "sh", BYTES, W3DIR .. "/x.{}" })
+    local why = last.rc == 0 and "ok" or "bad:rc=" .. last.rc
+    for i = 1, 4 do
+      if size(W3DIR .. "/x." .. i) ~= BYTES then why = "bad:short-output" end
+    end
+    mark(id, "xargs", why); said("xargs")
+    ok("rm -f " .. q(W3DIR) .. "/x.*")
+    ok("mkdir -p " .. q(W3DIR .. "/p"))
+    run(id, "parallel", 120, WORK .. "/w3.in", WORK .. "/w3.files",
+      par("-j", 4, "-N0", "--files", "--tmpdir", W3DIR .. "/p", "head", "-c", BYTES, "/dev/zero"))
+    why = last.rc == 0 and "ok" or "bad:rc=" .. last.rc
+    local files = {}
+    for f in (read(WORK .. "/w3.files") or ""):gmatch("[^\n]+") do files[#files + 1] = f end
+    if #files ~= 4 then why = "bad:files=" .. #files end
+    for _, f in ipairs(files) do
+      if size(f) ~= BYTES then why = "bad:short-output" end
+    end
+    mark(id, "parallel", why); said("parallel")
+    ok("rm -rf " .. q(W3DIR .. "/p"))
+    out("\n")
+  end
+  table_(id, "MB/s", function(w) return 4 * BYTES / 1e6 / w end)
+  for _, t in ipairs({ "lc", "xargs", "parallel" }) do show_err(id, t) end
+  local wl, wx, wp = wall(id, "lc"), wall(id, "xargs"), wall(id, "parallel")
+  local v = valid(id)
+  out("  ratios (lc throughput / peer): xargs %s, parallel %s\n", x_(ratio(wx, wl)), x_(ratio(wp, wl)))
+  target(("W3: no deadlock, every output exactly %d bytes"):format(BYTES), v,
+    ("%d/%d runs ok"):format(#slot(id, "lc").runs - bad_count(id, "lc"), RUNS))
+  -- RSS bound: captured (4 x 200 MB) + largest single output (200 MB) + 32 MiB
+  local lim = (4 * BYTES + BYTES + 32 * 1048576) // 1024
+  local rl = max(field(id, "lc", "rss"))
+  target("W3: lc peak RSS <= captured + largest + 32 MiB", v and rl ~= nil and rl > 0 and rl <= lim,
+    ("%s (max of runs) vs limit %.1f MiB"):format(fmt("%.1f MiB", rl and rl / 1024), lim / 1024))
+  local mb = wl and 4 * BYTES / 1e6 / wl
+  target("W3: lc captures >= 700 MB/s", v and mb ~= nil and mb >= 700, fmt("%.0f MB/s", mb))
+  out("\n")
+end
+
+-- ---------------------------------------------------------------- W4
+
+-- pids of live (not zombie) processes whose command line holds `m`
+function marked(m)
+  local pids = {}
+  local self = tonumber(sh("echo $PPID"))   -- this driver (the shell's parent)
+  local p = io.popen("ls /proc")
+  for name in p:lines() do
+    local pid = tonumber(name)
+    if pid and name:match("^%d+$") and pid ~= self then
+      local cmd = read("/proc/" .. name .. "/cmdline")
+      local stat = read("/proc/" .. name .. "/stat")
+      if cmd and stat and cmd:find(m, 1, true) and stat:match("^%d+ %b() (%S)") ~= "Z" then
+        pids[#pids + 1] = pid
+      end
+    end
+  end
+  p:close()
+  return pids
+end
+
+-- Leftovers right after the run and, if any, a second later; then killed.
+local function leak_check(id, tool, m)
+  local n0 = #marked(m)
+  local n1 = 0
+  if n0 > 0 then
+    ok("sleep 1")
+    n1 = #marked(m)
+  end
+  local l = slot(id, tool).leak
+  l[#l + 1] = { n0, n1 }
+  for _, pid in ipairs(marked(m)) do ok("kill -KILL " .. pid .. " 2>/dev/null") end
+  if n0 > 0 then out("(%d left)", n0) end
+end
+
+local function new_marker()            -- a unique sleep duration per run
+  local m = string.format("10.%09d", math.random(0, 999999999))
+  MARKERS[#MARKERS + 1] = m
+  return m
+end
+
+if want("W4") then
+  math.randomseed(os.time(), math.floor(now() * 1e6) % 1000000)
+  local GRAND = 'sleep "$0" & sleep "$0"; wait'
+  for _, mode in ipairs({ "sleep", "grand" }) do
+    local id
+    if mode == "sleep" then
+      id = "w4a"
+      out("W4a 50 x 'sleep 10', timeout 0.2 s, concurrency 50 (xargs: coreutils 'timeout 0.2'; parallel: --timeout 0.2)\n")
+    else
+      id = "w4b"
+      out("W4b 50 x sh -c 'sleep 10 & sleep 10; wait' (grandchildren), timeout 0.2 s, concurrency 50\n")
+    end
+    for r = 1, RUNS do
+      progress(r)
+      local m = new_marker()
+      if HAVE_LC then
+        lc_run(id, 60, BDIR .. "/w4.lua", mode, m, 50, 0.2, 50)
+        leak_check(id, "lc", m)
+      end
+      lines_file(WORK .. "/w4.in", m, 50)
+      -- xargs exits 123 when invocations fail (timeout exits 124): expected
+      local xa = { "xargs", "-P", 50, "-n", 1, "timeout", 0.2, "/bin/sleep" }
+      if mode == "grand" then xa = { "xargs", "-P", 50, "-n", 1, "timeout", 0.2, "/bin/sh", "-c", GRAND } end
+      peer_run(id, "xargs", 60, WORK .. "/w4.in", xa, 123)
+      leak_check(id, "xargs", m)
+      m = new_marker()
+      lines_file(WORK .. "/w4.in", m, 50)
+      -- parallel exits with the number of failed jobs: 50 expected
+      local pa = par("-j", 50, "--timeout", 0.2, "/bin/sleep")
+      if mode == "grand" then pa = par("-j", 50, "--timeout", 0.2, "-q", "/bin/sh", "-c", GRAND) end
+      peer_run(id, "parallel", 60, WORK .. "/w4.in", pa, 50)
+      leak_check(id, "parallel", m)
+      out("\n")
+    end
+    table_(id, "tasks/s", function(w) return 50 / w end)
+    for _, t in ipairs({ "lc", "xargs", "parallel" }) do show_err(id, t) end
+    for _, t in ipairs({ "lc", "xargs", "parallel" }) do
+      local l = slot(id, t).leak
+      if #l > 0 then
+        local a, b = 0, 0
+        for _, e in ipairs(l) do a, b = a + e[1], b + e[2] end
+        out("  leftover processes (sleep or sh with the marker), %-8s right after exit: %d   1 s later: %d (sum over runs)\n", t, a, b)
+      end
+    end
+    local wl, wx, wp = wall(id, "lc"), wall(id, "xargs"), wall(id, "parallel")
+    if wp and wp > 2 then
+      out("  note: GNU parallel's --timeout did not end these jobs in time: it returned after %.3f s (the sleeps ran out)\n", wp)
+    end
+    out("  ratios (peer wall / lc wall): xargs %s, parallel %s\n", x_(ratio(wx, wl)), x_(ratio(wp, wl)))
+    local v = valid(id)
+    target(id:upper() .. ": lc wall <= 0.26 s", v and wl <= 0.26, ("lc %s (xargs %s)"):format(s_(wl), s_(wx)))
+    local lk
+    if #slot(id, "lc").leak > 0 then
+      lk = 0
+      for _, e in ipairs(slot(id, "lc").leak) do lk = lk + e[1] end
+    end
+    target(id:upper() .. ": no sleep left running after lc exits", v and lk == 0, fmt("%d", lk) .. " left (all runs)")
+    out("\n")
+  end
+end
+
+-- ---------------------------------------------------------------- function tasks (W5-W7)
+
+-- One repetition of a script that prints elapsed=SECONDS (and build=).
+local function fn_run(id, tool, limit, script, ...)
+  if not HAVE_LC then return end
+  local outf = WORK .. "/" .. id .. "." .. tool .. ".out"
+  run(id, tool, limit, "/dev/null", outf, { LC, script, ... })
+  local text = read(outf) or ""
+  local t = text:match(".*elapsed=([%d.e+-]+)")
+  local b = text:match(".*build=([%d.e+-]+)")
+  local s = slot(id, tool)
+  if last.rc == 0 and t then
+    mark(id, tool, "ok")
+    s.inner[#s.inner + 1] = tonumber(t)
+    if b then s.build[#s.build + 1] = tonumber(b) end
+    out(" %s %.3fs", tool, tonumber(t))
+  else
+    mark(id, tool, "bad:rc=" .. last.rc)
+    out(" %s FAILED(rc=%d)\n", tool, last.rc)
+    tail(WORK .. "/" .. id .. "." .. tool .. ".err", 3, "     " .. tool .. "| ")
+  end
+end
+
+local function inner(id, tool) return median(slot(id, tool).inner) end
+
+-- Table of rows timed inside the scripts; rate_of(m) from the median inner time.
+local function itable(id, label, rate_of, rows)
+  out("  %-32s %8s %15s %10s %8s %7s %8s  %s\n", "row", "inner(s)", "min..max", label, "wall(s)", "cpu(s)", "maxRSS", "runs ok")
+  for _, row in ipairs(rows) do
+    local tool, name = row[1], row[2]
+    local m = inner(id, tool)
+    if m == nil then
+      out("  %-32s %8s %15s %10s %8s %7s %8s  %s\n", name, "n/a", "", "", "", "", "", "0/" .. RUNS)
+    else
+      local lo, hi = minmax(slot(id, tool).inner)
+      local v = rate_of(m)
+      out("  %-32s %8.4f %15s %10s %8.3f %7.2f %7.1fM  %d/%d\n", name, m, string.format("%.3f..%.3f", lo, hi),
+        string.format(v >= 100 and "%.0f" or "%.2f", v), wall(id, tool), median(field(id, tool, "cpu")),
+        max(field(id, tool, "rss")) / 1024, RUNS - bad_count(id, tool), RUNS)
+    end
+  end
+end
+
+if want("W5") then
+  local id, N = "w5", 100000
+  local modes = { "async4", "async0", "mp2", "refco", "refloop" }
+  out("W5  %d trivial function tasks, function(key) return true, key * 2 end; results kept\n", N)
+  out("    inner = run_all only (lc; building tasks and runner not timed) or the loop only (references),\n")
+  out("    core monotonic clock; wall = the whole process; each row its own process of the same luaconcurrent binary\n")
+  for r = 1, RUNS do
+    progress(r)
+    for _, m in ipairs(modes) do fn_run(id, m, 120, BDIR .. "/w5.lua", m, N) end
+    out("\n")
+  end
+  itable(id, "tasks/s", function(m) return N / m end, {
+    { "async4", "ProcRunAsyncio num_workers=4" }, { "async0", "ProcRunAsyncio num_workers=0" },
+    { "mp2", "ProcRunMp num_workers=2" }, { "refco", "ref (a) coroutine per task" },
+    { "refloop", "ref (b) bare loop, no results" } })
+  for _, m in ipairs(modes) do show_err(id, m) end
+  local ico, ilo = inner(id, "refco"), inner(id, "refloop")
+  local b = median(slot(id, "async4").build)
+  if b then out("  (runner construction, outside the timed part: median %.4f s for ProcRunAsyncio num_workers=4)\n", b) end
+  local vco = valid(id, "refco")
+  for _, m in ipairs({ "async4", "async0" }) do
+    local im, v, nw = inner(id, m), valid(id, m), m:sub(6)
+    out("  ProcRunAsyncio num_workers=%s vs references (rate ratio): ref (a) %s, ref (b) %s\n", nw,
+      x_(ratio(ico, im)), x_(ratio(ilo, im)))
+    target(("W5: ProcRunAsyncio nw=%s >= 250000 tasks/s"):format(nw), v and N / im >= 250000, rate(N, im))
+    local r = ratio(ico, im)
+    target(("W5: ProcRunAsyncio nw=%s >= 0.8x ref (a) coroutine loop"):format(nw), v and vco and r >= 0.8,
+      ("%s (lc %s, ref (a) %s)"):format(x_(r), rate(N, im), rate(N, ico)))
+  end
+  local im = inner(id, "mp2")
+  target("W5: ProcRunMp 2 workers >= 200000 tasks/s", valid(id, "mp2") and N / im >= 200000,
+    ("%s (%s ref (a))"):format(rate(N, im), x_(ratio(ico, im))))
+  out("\n")
+end
+
+if want("W6") then
+  local id, N = "w6", 16
+  local loops, cal
+  if HAVE_LC then
+    local text = sh(q(LC) .. " " .. q(BDIR .. "/w6.lua") .. " calibrate 0.25 2>" .. q(WORK .. "/w6.cal.err"))
+    loops, cal = text:match("loops=(%d+)"), tonumber(text:match("secs=([%d.]+)"))
+    if not loops then tail(WORK .. "/w6.cal.err", 3, "     cal| ") end
+  end
+  out("W6  %d CPU-bound function tasks (pure-Lua loop), ProcRunMp num_workers 1 vs 2\n", N)
+  out("    calibrated once (plain Lua state of the same binary, no hook): loops=%s, one pass %s s; load now %s\n",
+    loops or "n/a", fmt("%.4f", cal), loadavg())
+  if loops then
+    for r = 1, RUNS do
+      progress(r)
+      fn_run(id, "mp1", 300, BDIR .. "/w6.lua", 1, loops, N)
+      fn_run(id, "mp2", 300, BDIR .. "/w6.lua", 2, loops, N)
+      out("\n")
+    end
+  end
+  itable(id, "tasks/s", function(m) return N / m end,
+    { { "mp1", "ProcRunMp num_workers=1" }, { "mp2", "ProcRunMp num_workers=2" } })
+  show_err(id, "mp1"); show_err(id, "mp2")
+  local i1, i2 = inner(id, "mp1"), inner(id, "mp2")
+  local v = valid(id, "mp1") and valid(id, "mp2")
+  if i1 and cal then
+    out("  one task on a worker: %.3f s (1 worker, inner / %d) vs %.4f s calibrated in the plain state: %s\n",
+      i1 / N, N, cal, x_(i1 / N / cal))
+  end
+  local w2, c2 = wall(id, "mp2"), median(field(id, "mp2", "cpu"))
+  if w2 then
+    out("  CPUs the 2-worker run got: %.2f (median cpu / median wall; 2.00 = both workers ran all along)\n", c2 / w2)
+    if c2 / w2 < 1.6 then
+      out("  note: the 2-worker run did not get two CPUs (load %s on %s CPUs): the speed-up is bounded by the machine, not measured\n",
+        loadavg(), sh("nproc"))
+    end
+  end
+  local r = ratio(i1, i2)
+  target("W6: ProcRunMp 2 workers >= 1.8x faster than 1 worker", v and r ~= nil and r >= 1.8,
+    ("%s (1 worker %s, 2 workers %s)"):format(x_(r), s_(i1), s_(i2)))
+  out("\n")
+end
+
+if want("W7") then
+  local id, N = "w7", 10000
+  out("W7  %d function tasks each lc.sleep(0.1), ProcRunAsyncio num_workers=0 (ideal inner 0.1 s)\n", N)
+  for r = 1, RUNS do
+    progress(r)
+    fn_run(id, "async0", 60, BDIR .. "/w7.lua", N, 0.1)
+    out("\n")
+  end
+  itable(id, "tasks/s", function(m) return N / m end, { { "async0", "ProcRunAsyncio num_workers=0" } })
+  show_err(id, "async0")
+  local i = inner(id, "async0")
+  target("W7: run_all wall <= 0.4 s", valid(id, "async0") and i ~= nil and i <= 0.4,
+    ("%s (process wall %s)"):format(s_(i), s_(wall(id, "async0"))))
+  out("\n")
+end
+
+-- ---------------------------------------------------------------- summary
+
+out("load at end: %s\n", loadavg())
+out("Summary (%d runs each; luaconcurrent %s):\n", RUNS, HAVE_LC and "present" or "MISSING")
+for _, line in ipairs(SUMMARY) do out("%s\n", line) end
+out("%d passed, %d failed\n", #SUMMARY - FAILS, FAILS)
+cleanup()
+os.exit((STRICT and FAILS > 0) and 1 or 0)
