@@ -334,12 +334,15 @@ static void *worker_main(void *arg) {
         if (n < 1) n = 1;
         if (n > MAX_BATCH) n = MAX_BATCH;
         lc_job_queue batch = LC_QUEUE_EMPTY, finished = LC_QUEUE_EMPTY;
-        for (size_t i = 0; i < n; i++) {
+        size_t taken = 0;
+        while (taken < n) {
             lc_job *job;
             LC_QUEUE_POP(&pool->jobs, job, next);
+            if (job == NULL) break;                /* (njobs says it is not) */
             LC_QUEUE_PUSH(&batch, job, next);
+            taken++;
         }
-        pool->njobs -= n;
+        pool->njobs -= taken;
         pthread_mutex_unlock(&pool->mu);
 
         double since = lc_now();
