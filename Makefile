@@ -98,8 +98,9 @@ TSAN_FLAGS := -fsanitize=thread
 ASAN_EXE   := $(B)/asan/luaconcurrent
 TSAN_EXE   := $(B)/tsan/luaconcurrent
 CHECK_LOG  := $(B)/check-logs
-# Thread-worker specs: function tasks and marshal round trips under ProcRunMp.
-TSAN_SPECS := spec/function_spec.lua spec/marshal_spec.lua
+# Thread-worker specs: function tasks and marshal round trips under ProcRunMp,
+# and the records of thread jobs and loop timers driven directly.
+TSAN_SPECS := spec/function_spec.lua spec/marshal_spec.lua spec/core_spec.lua
 CHECK_HOST := --helper=scripts/check/host.lua
 # A spawned sanitized child may report into the same log directory; the
 # run fails on any report whatever the exit status says. (UBSan, built
