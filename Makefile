@@ -23,7 +23,8 @@ LC_CFLAGS := -std=gnu11 -Wall -Wextra $(WERROR) -fPIC -D_GNU_SOURCE $(LUA_CFLAGS
 LDFLAGS  ?=
 
 B        := build
-ENGINE   := src/loop.c src/proc.c src/hugemem.c src/signals.c src/marshal.c src/pool.c src/core.c src/core_workers.c
+ENGINE   := src/loop.c src/proc.c src/hugemem.c src/signals.c src/marshal.c src/pool.c \
+            src/host.c src/core.c src/core_loop.c src/core_pool.c src/core_marshal.c src/core_misc.c
 LUAMODS  := $(wildcard lua/luaconcurrent/*.lua)
 EXECMODS := $(wildcard lua/luaconcurrent/exec/*.lua)
 CTLMODS  := $(wildcard lua/luaconcurrent/control/*.lua)
@@ -106,8 +107,9 @@ TSAN_FLAGS := -fsanitize=thread
 ASAN_EXE   := $(B)/asan/luaconcurrent
 TSAN_EXE   := $(B)/tsan/luaconcurrent
 CHECK_LOG  := $(B)/check-logs
-# Thread-worker specs: function tasks and marshal round trips under ProcRunMp.
-TSAN_SPECS := spec/function_spec.lua spec/marshal_spec.lua
+# Thread-worker specs: function tasks and marshal round trips under ProcRunMp,
+# and the records of thread jobs and loop timers driven directly.
+TSAN_SPECS := spec/function_spec.lua spec/marshal_spec.lua spec/core_spec.lua
 CHECK_HOST := --helper=scripts/check/host.lua
 # A spawned sanitized child may report into the same log directory; the
 # run fails on any report whatever the exit status says. (UBSan, built

@@ -23,6 +23,28 @@ lc.ProcRunMp({ f }, tasks, { num_workers = 2 }):run_all()
 print("finished")
 ]]
 
+-- Thread workers: one pool after another, one worker each; the k-th
+-- worker state fails from its (k+1)-th allocation on
+-- (LC_FAIL_WORKER_ALLOC_AT=1,1), so the run sweeps every allocation point
+-- of a worker: setting up, running a task, raising, and packing an answer
+-- that cannot cross (task 1), where the error message is built.
+local WORKER_SCRIPT = [[
+local lc = require "luaconcurrent"
+local runs = tonumber(arg[1])
+local function f(k)
+  if k == 1 then return true, { io.stdout } end   -- cannot cross back
+  if k == 2 then error(string.rep("e", 100)) end
+  return true, { k = k }
+end
+local oks = 0
+for _ = 1, runs do
+  local res = lc.ProcRunMp({ f }, { { 1 }, { 2 }, { 3 } }, { num_workers = 1 }):run_all()
+  for k = 1, 3 do assert(res[k], "a task without a result") end
+  if res[3].success then oks = oks + 1 end
+end
+print("finished", oks)
+]]
+
 describe("out of memory inside Lua", function()
   it("is a clean error wherever it happens, with nothing left running", function()
     assert.is_not_nil(helpers.read_file(OOM), "build/oom/luaconcurrent is missing (make test builds it)")
@@ -56,5 +78,22 @@ describe("out of memory inside Lua", function()
     assert.is_true(failures > 20, "too few injected failures: " .. failures)
     assert.is_true(finished > 0, "the run never got past the injection range")
     assert.are.same({}, left)
+  end)
+
+  -- issue 8, item 4: a memory error while a worker built a task's error
+  -- message ran outside any pcall, and the panic aborted the process.
+  it("in a thread worker is the task's error, never an abort", function()
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write(WORKER_SCRIPT)
+    f:close()
+    local out, err, code = helpers.sh("LC_FAIL_WORKER_ALLOC_AT=1,1 " .. helpers.q(OOM) .. " "
+      .. helpers.q(script) .. " 1500")
+    os.remove(script)
+    assert.are.equal(0, code, err)
+    local oks = tonumber(out:match("^finished\t(%d+)\n$"))
+    assert.is_not_nil(oks, out)
+    -- the sweep ends past the worker's last allocation: the last runs pass
+    assert.is_true(oks > 0 and oks < 1500, "runs that passed: " .. oks)
   end)
 end)

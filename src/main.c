@@ -24,7 +24,7 @@
 
 #include "embedded.h"
 #include "hugemem.h"
-#include "pool.h"
+#include "host.h"
 #include "signals.h"
 
 #define LC_PROGNAME "luaconcurrent"
@@ -569,6 +569,7 @@ static int pmain (lua_State *L) {
 ** captured output becomes one Lua string, and its pages fault in once.
 */
 #ifdef LC_ALLOC_FAILURES
+#include <stdatomic.h>
 /*
 ** Test build only: with LC_FAIL_ALLOC_AT=n in the environment, the n-th
 ** allocation that grows memory (and every one after it) fails, so specs
@@ -583,9 +584,38 @@ static void *lc_lalloc (void *ud, void *ptr, size_t osize, size_t nsize) {
   return lc_mem_realloc(ptr, osize, nsize);
 }
 
+/*
+** LC_FAIL_WORKER_ALLOC_AT=base,step does the same in thread-worker
+** states: the k-th worker state created (k = 0, 1, ...) fails from its
+** (base + k*step)-th allocation on, so one run of many pools sweeps the
+** allocation points of a worker. Each worker thread makes one state and
+** allocates only in it, hence the thread-local counters.
+*/
+static long worker_fail_base = -1, worker_fail_step = 0;
+static atomic_long worker_states;
+static _Thread_local long worker_allocs, worker_fail_at = -1;
+
+static void *lc_worker_lalloc (void *ud, void *ptr, size_t osize, size_t nsize) {
+  (void)ud;
+  if (worker_fail_at < 0)  /* this thread's first allocation: its state */
+    worker_fail_at = worker_fail_base
+                     + atomic_fetch_add(&worker_states, 1) * worker_fail_step;
+  if (nsize > (ptr ? osize : 0) && ++worker_allocs >= worker_fail_at)
+    return NULL;
+  if (nsize == 0) {
+    free(ptr);
+    return NULL;
+  }
+  return realloc(ptr, nsize);
+}
+
 static void init_alloc_failures (void) {
   const char *at = getenv("LC_FAIL_ALLOC_AT");
   if (at) fail_at = atol(at);
+  at = getenv("LC_FAIL_WORKER_ALLOC_AT");
+  if (at && sscanf(at, "%ld,%ld", &worker_fail_base, &worker_fail_step) >= 1
+      && worker_fail_base > 0)
+    lc_worker_alloc = lc_worker_lalloc;
 }
 #else
 static void *lc_lalloc (void *ud, void *ptr, size_t osize, size_t nsize) {
@@ -602,6 +632,7 @@ int main (int argc, char **argv) {
   lua_State *L;
   /* SIGPIPE keeps its default: the engine blocks it around its own writes
    * to children, so `luaconcurrent script | head` ends like lua5.4 does. */
+  lc_embedded = 1;
   lc_state_setup = register_preloads;  /* worker states get them too */
   lc_signals_install(laction);
   L = luaL_newstate();  /* create state */

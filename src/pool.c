@@ -19,13 +19,12 @@
 #include "lcerror.h"
 #include "lualib.h"
 
+#include "host.h"
 #include "loop.h"
 
-#define HOOK_COUNT 1000        /* instructions between deadline checks */
 #define MAX_BATCH 64           /* jobs a worker takes at once */
 #define PUBLISH_AFTER 0.005    /* seconds a worker may sit on finished jobs */
 
-void (*lc_state_setup)(lua_State *L) = NULL;
 const char lc_cancel_sentinel = 0;
 
 typedef struct lc_worker {
@@ -40,9 +39,9 @@ struct lc_pool {
     pthread_mutex_t mu;
     pthread_cond_t work;       /* jobs queued, or stopping */
     pthread_cond_t wake;       /* stopping: sleeping tasks wake up */
-    lc_job *jobs, *jobs_tail;  /* queued, not started */
+    lc_job_queue jobs;         /* queued, not started */
     size_t njobs;
-    lc_job *done, *done_tail;  /* finished, not yet taken */
+    lc_job_queue done;         /* finished, not yet taken */
     int stopping;              /* under mu */
     atomic_int cancel;         /* read by hooks without the lock */
     int efd;
@@ -63,6 +62,14 @@ void lc_job_free(lc_job *job) {
     lc_bytes_free(&job->in);
     lc_bytes_free(&job->out);
     free(job);
+}
+
+void lc_jobs_free(lc_job *list) {
+    while (list) {
+        lc_job *next = list->next;
+        lc_job_free(list);
+        list = next;
+    }
 }
 
 static void set_message(lc_job *job, const char *msg, size_t len) {
@@ -109,6 +116,7 @@ double lc_worker_check(lua_State *L) {
     return left;
 }
 
+/* t must be finite and below the time_t range: callers clamp it. */
 static struct timespec abs_monotonic(double t) {
     struct timespec ts;
     ts.tv_sec = (time_t)t;
@@ -117,8 +125,14 @@ static struct timespec abs_monotonic(double t) {
     return ts;
 }
 
+/* A sleep is cut to a billion seconds, as the main thread's is: a longer
+ * one (1e300, inf) would overflow time_t in abs_monotonic, and the wait
+ * would return at once, over and over, while holding the pool's lock. */
+#define MAX_SLEEP 1e9
+
 void lc_worker_sleep(lua_State *L, double s) {
     lc_worker *w = current_worker;
+    if (!(s <= MAX_SLEEP)) s = MAX_SLEEP;              /* NaN too */
     double until = lc_now() + s;
     if (until > w->deadline) until = w->deadline;
     lc_pool *pool = w->pool;
@@ -184,6 +198,37 @@ static int job_prepare(lua_State *L) {
     return 3;
 }
 
+/* Under pcall: (prefix, error object) -> the message, as a string. */
+static int describe_error(lua_State *L) {
+    const char *prefix = lua_touserdata(L, 1);
+    const char *msg = lua_tostring(L, 2);
+    if (msg == NULL) msg = "(error object is not a string)";
+    lua_pushfstring(L, "%s%s", prefix, msg);
+    return 1;
+}
+
+/* The job fails with prefix + the error object on top. Building the
+ * message allocates, which may fail too: it is done under pcall, so an
+ * out-of-memory there gives a fixed message instead of a panic that
+ * would abort the whole process. Pops the error object. */
+static void fail_job(lua_State *L, lc_job *job, const char *prefix) {
+    static const char fallback[] =
+        "luaconcurrent: not enough memory to report the task's error";
+    job->status = LC_JOB_ERROR;
+    lua_pushcfunction(L, describe_error);              /* err f */
+    lua_insert(L, -2);                                 /* f err */
+    lua_pushlightuserdata(L, (void *)prefix);
+    lua_insert(L, -2);                                 /* f prefix err */
+    if (lua_pcall(L, 2, 1, 0) == LUA_OK) {
+        size_t len;
+        const char *msg = lua_tolstring(L, -1, &len);  /* a string: no allocation */
+        set_message(job, msg, len);
+    } else {
+        set_message(job, fallback, sizeof fallback - 1);
+    }
+    lua_pop(L, 1);
+}
+
 /* Under pcall: nret, first, answer -> bytes. */
 static int job_pack(lua_State *L) {
     lc_job *job = lua_touserdata(L, 1);
@@ -213,7 +258,7 @@ static void run_job(lc_worker *w, lua_State *L, const char *setup_error, lc_job 
          * twice as slow on pure-Lua loops), so only a task with a deadline
          * gets one. Without it, stopping the run waits for a CPU-bound
          * task to return; lc.sleep and lc.run_prog still see the stop. */
-        if (pool->timeout > 0) lua_sethook(L, deadline_hook, LUA_MASKCOUNT, HOOK_COUNT);
+        if (pool->timeout > 0) lua_sethook(L, deadline_hook, LUA_MASKCOUNT, LC_HOOK_COUNT);
         st = lua_pcall(L, 2, LUA_MULTRET, 1);              /* msgh results... */
         lua_sethook(L, NULL, 0, 0);
     }
@@ -227,14 +272,8 @@ static void run_job(lc_worker *w, lua_State *L, const char *setup_error, lc_job 
         lua_insert(L, 2);
         lua_pushlightuserdata(L, job);
         lua_insert(L, 3);                                  /* msgh pack job nret first answer */
-        if (lua_pcall(L, 4, 0, 0) != LUA_OK) {     /* the message alone */
-            size_t len;
-            const char *msg = lua_tolstring(L, -1, &len);
-            job->status = LC_JOB_ERROR;
-            lua_pushfstring(L, "cannot send the task's answer back: %s",
-                            msg ? msg : "(no message)");
-            msg = lua_tolstring(L, -1, &len);
-            set_message(job, msg, len);
+        if (lua_pcall(L, 4, 0, 0) != LUA_OK) {     /* msgh err */
+            fail_job(L, job, "cannot send the task's answer back: ");
         } else if (job->t_end >= w->deadline) {
             job->status = LC_JOB_TIMEOUT;                  /* came back late */
         } else {
@@ -243,21 +282,15 @@ static void run_job(lc_worker *w, lua_State *L, const char *setup_error, lc_job 
     } else if (lua_touserdata(L, -1) == &lc_cancel_sentinel) {
         job->status = job->t_end >= w->deadline ? LC_JOB_TIMEOUT : LC_JOB_CANCELLED;
     } else {
-        size_t len;
-        const char *msg = lua_tolstring(L, -1, &len);
-        job->status = LC_JOB_ERROR;
-        if (msg == NULL) msg = "(error object is not a string)", len = strlen(msg);
-        set_message(job, msg, len);
+        fail_job(L, job, "");
     }
     lua_settop(L, 0);
 }
 
-static void publish(lc_pool *pool, lc_job *first, lc_job *last) {
+static void publish(lc_pool *pool, lc_job_queue *finished) {
     pthread_mutex_lock(&pool->mu);
-    int was_empty = pool->done == NULL;
-    if (pool->done_tail) pool->done_tail->next = first;
-    else pool->done = first;
-    pool->done_tail = last;
+    int was_empty = pool->done.head == NULL;
+    LC_QUEUE_MOVE(&pool->done, finished, next);
     pthread_mutex_unlock(&pool->mu);
     if (was_empty) {
         uint64_t one = 1;
@@ -273,7 +306,8 @@ static void *worker_main(void *arg) {
     w->deadline = HUGE_VAL;
 
     char *setup_error = NULL;
-    lua_State *L = luaL_newstate();
+    lua_State *L = lc_worker_alloc ? lua_newstate(lc_worker_alloc, NULL)
+                                   : luaL_newstate();
     if (L == NULL) {
         setup_error = strdup("luaconcurrent: cannot create a worker state: out of memory");
     } else {
@@ -288,7 +322,7 @@ static void *worker_main(void *arg) {
 
     for (;;) {
         pthread_mutex_lock(&pool->mu);
-        while (!pool->stopping && pool->jobs == NULL)
+        while (!pool->stopping && pool->jobs.head == NULL)
             pthread_cond_wait(&pool->work, &pool->mu);
         if (pool->stopping) {
             pthread_mutex_unlock(&pool->mu);
@@ -298,31 +332,31 @@ static void *worker_main(void *arg) {
         size_t n = pool->njobs / (2 * (size_t)pool->nthreads);
         if (n < 1) n = 1;
         if (n > MAX_BATCH) n = MAX_BATCH;
-        lc_job *batch = pool->jobs, *tail = batch;
-        for (size_t i = 1; i < n; i++) tail = tail->next;
-        pool->jobs = tail->next;
-        if (pool->jobs == NULL) pool->jobs_tail = NULL;
-        pool->njobs -= n;
-        tail->next = NULL;
+        lc_job_queue batch = LC_QUEUE_EMPTY, finished = LC_QUEUE_EMPTY;
+        size_t taken = 0;
+        while (taken < n) {
+            lc_job *job;
+            LC_QUEUE_POP(&pool->jobs, job, next);
+            if (job == NULL) break;                /* (njobs says it is not) */
+            LC_QUEUE_PUSH(&batch, job, next);
+            taken++;
+        }
+        pool->njobs -= taken;
         pthread_mutex_unlock(&pool->mu);
 
-        lc_job *first = NULL, *last = NULL;
         double since = lc_now();
-        while (batch) {
-            lc_job *job = batch;
-            batch = job->next;
-            job->next = NULL;
+        for (;;) {
+            lc_job *job;
+            LC_QUEUE_POP(&batch, job, next);
+            if (job == NULL) break;
             if (cancelled(w)) {
                 job->status = LC_JOB_CANCELLED;        /* never started */
             } else {
                 run_job(w, L, setup_error, job);
             }
-            if (last) last->next = job;
-            else first = job;
-            last = job;
-            if (batch == NULL || lc_now() - since > PUBLISH_AFTER) {
-                publish(pool, first, last);
-                first = last = NULL;
+            LC_QUEUE_PUSH(&finished, job, next);
+            if (batch.head == NULL || lc_now() - since > PUBLISH_AFTER) {
+                publish(pool, &finished);
                 since = lc_now();
             }
         }
@@ -392,8 +426,7 @@ lc_pool *lc_pool_new(const lc_pool_config *cfg, int *err) {
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (e) {
         *err = e;
-        lc_job_free(lc_pool_stop(pool));       /* nothing queued yet */
-        lc_pool_free(pool);
+        lc_pool_free(pool);                    /* stops what started */
         return NULL;
     }
     return pool;
@@ -401,11 +434,9 @@ lc_pool *lc_pool_new(const lc_pool_config *cfg, int *err) {
 
 int lc_pool_fd(const lc_pool *pool) { return pool->efd; }
 
-void lc_pool_submit(lc_pool *pool, lc_job *first, lc_job *last, size_t n) {
+void lc_pool_submit(lc_pool *pool, lc_job_queue *jobs, size_t n) {
     pthread_mutex_lock(&pool->mu);
-    if (pool->jobs_tail) pool->jobs_tail->next = first;
-    else pool->jobs = first;
-    pool->jobs_tail = last;
+    LC_QUEUE_MOVE(&pool->jobs, jobs, next);
     pool->njobs += n;
     if (n > 1)
         pthread_cond_broadcast(&pool->work);
@@ -414,20 +445,18 @@ void lc_pool_submit(lc_pool *pool, lc_job *first, lc_job *last, size_t n) {
     pthread_mutex_unlock(&pool->mu);
 }
 
-lc_job *lc_pool_take(lc_pool *pool) {
+void lc_pool_take(lc_pool *pool, lc_job_queue *into) {
     uint64_t count;
     /* Reset the eventfd before taking, so a result published after this
      * point writes it again. */
     while (read(pool->efd, &count, sizeof count) < 0 && errno == EINTR)
         ;
     pthread_mutex_lock(&pool->mu);
-    lc_job *list = pool->done;
-    pool->done = pool->done_tail = NULL;
+    LC_QUEUE_MOVE(into, &pool->done, next);
     pthread_mutex_unlock(&pool->mu);
-    return list;
 }
 
-lc_job *lc_pool_stop(lc_pool *pool) {
+void lc_pool_stop(lc_pool *pool, lc_job_queue *into) {
     atomic_store(&pool->cancel, 1);
     pthread_mutex_lock(&pool->mu);
     pool->stopping = 1;
@@ -439,22 +468,16 @@ lc_job *lc_pool_stop(lc_pool *pool) {
         pool->workers[i].started = 0;
     }
     /* Workers are gone: no lock needed. Finished first, then unstarted. */
-    lc_job *list = pool->done, *tail = pool->done_tail;
-    if (tail) tail->next = pool->jobs;
-    else list = pool->jobs;
-    pool->done = pool->done_tail = pool->jobs = pool->jobs_tail = NULL;
+    LC_QUEUE_MOVE(into, &pool->done, next);
+    LC_QUEUE_MOVE(into, &pool->jobs, next);
     pool->njobs = 0;
-    return list;
 }
 
 void lc_pool_free(lc_pool *pool) {
     if (pool == NULL) return;
-    lc_job *left = lc_pool_stop(pool);
-    while (left) {
-        lc_job *next = left->next;
-        lc_job_free(left);
-        left = next;
-    }
+    lc_job_queue left = LC_QUEUE_EMPTY;
+    lc_pool_stop(pool, &left);
+    lc_jobs_free(left.head);
     if (pool->efd >= 0) close(pool->efd);
     pthread_cond_destroy(&pool->work);
     pthread_cond_destroy(&pool->wake);

@@ -16,6 +16,15 @@
 
 #include "lua.h"
 #include "marshal.h"
+#include "queue.h"
+
+/* Instructions between deadline checks of a running Lua task, here and in
+ * the coroutine executor (exported as core.HOOK_COUNT). Any count hook
+ * makes Lua 5.4 trace every instruction (pure-Lua loops run about twice
+ * as slow), so only a task with a deadline gets one; without it, stopping
+ * a run waits for a CPU-bound task to return, while lc.sleep and
+ * lc.run_prog still see the stop. */
+#define LC_HOOK_COUNT 1000
 
 enum { LC_JOB_OK, LC_JOB_ERROR, LC_JOB_TIMEOUT, LC_JOB_CANCELLED };
 
@@ -28,6 +37,9 @@ typedef struct lc_job {
     double t_start, t_end;            /* lc_now(); 0 if never started */
 } lc_job;
 
+/* A FIFO of jobs linked through next (queue.h); its holder owns them. */
+typedef LC_QUEUE(lc_job) lc_job_queue;
+
 typedef struct lc_pool lc_pool;
 
 typedef struct lc_pool_config {
@@ -38,22 +50,21 @@ typedef struct lc_pool_config {
     const char *path, *cpath;   /* package.path / cpath for worker states */
 } lc_pool_config;
 
-/* Optional: called on every new worker state after the standard
- * libraries are open (the executable registers its embedded modules). */
-extern void (*lc_state_setup)(lua_State *L);
-
 /* Light userdata identity raised to cancel a task. */
 extern const char lc_cancel_sentinel;
 
 lc_pool *lc_pool_new(const lc_pool_config *cfg, int *err);
 int lc_pool_fd(const lc_pool *pool);          /* readable: results waiting */
-void lc_pool_submit(lc_pool *pool, lc_job *first, lc_job *last, size_t n);
-lc_job *lc_pool_take(lc_pool *pool);          /* finished jobs, in order done */
-/* Cancel everything, join the workers; returns every job not yet taken
- * (finished or never started, the latter with t_start == 0). */
-lc_job *lc_pool_stop(lc_pool *pool);
+/* Hand over the n jobs of *jobs (which empties) under one lock. */
+void lc_pool_submit(lc_pool *pool, lc_job_queue *jobs, size_t n);
+/* Append the finished jobs, in the order they finished, to *into. */
+void lc_pool_take(lc_pool *pool, lc_job_queue *into);
+/* Cancel everything, join the workers; append every job not yet taken
+ * (finished ones first, then the never started, with t_start == 0). */
+void lc_pool_stop(lc_pool *pool, lc_job_queue *into);
 void lc_pool_free(lc_pool *pool);
 void lc_job_free(lc_job *job);
+void lc_jobs_free(lc_job *list);              /* a list linked through next */
 
 /* For code running inside a worker (NULL / no-ops elsewhere). */
 int lc_worker_active(void);

@@ -39,6 +39,7 @@ enum { PH_RUN, PH_TERM, PH_KILL, PH_DRAIN, PH_DONE };
 #define EOF_WAIT   0.2            /* seconds to wait for EOF after a kill */
 #define MIN_FREE   (64 * 1024)    /* read directly into the buffer above this */
 #define BIG_PIPE   (1024 * 1024)  /* pipe size once a child writes a lot */
+#define MAX_WAKE   (16 * 1024 * 1024)  /* stream bytes taken per wake-up */
 
 extern char **environ;
 
@@ -218,6 +219,7 @@ static void on_output(lc_loop *loop, lc_watch *w, uint32_t events) {
     lc_proc *p = w->data;
     lc_buf *b = (w == &p->outw) ? &p->out : &p->err;
     char chunk[MIN_FREE];
+    int got = 0, open = 1;
     (void)events;
     for (;;) {
         size_t want;
@@ -239,25 +241,29 @@ static void on_output(lc_loop *loop, lc_watch *w, uint32_t events) {
                 memcpy(b->data + b->len, chunk, (size_t)n);
             }
             b->len += (size_t)n;
+            got = 1;
             if ((size_t)n == want && want >= MIN_FREE && !b->pipe_grown) {
                 /* A full default-size pipe: let the child run ahead. */
                 fcntl(w->fd, F_SETPIPE_SZ, BIG_PIPE);
                 b->pipe_grown = 1;
             }
-            if (p->stream && b == &p->out) {
-                p->on_data(p);              /* the owner takes it from out */
-                return;
-            }
-            if ((size_t)n < want) return;   /* drained for now */
+            if ((size_t)n < want) break;    /* drained for now */
+            /* A stream (a process worker's answers) is read on until the
+             * pipe is empty too, so a big answer crosses in few wake-ups;
+             * the bound keeps one chatty worker from starving the loop. */
+            if (p->stream && b == &p->out && b->len >= MAX_WAKE) break;
             continue;
         }
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && errno == EAGAIN) return;
+        if (n < 0 && errno == EAGAIN) break;
         if (n < 0) p->incomplete = 1;
         lc_watch_close(loop, w);            /* EOF or error */
-        check_done(p);
-        return;
+        open = 0;
+        break;
     }
+    if (got && p->stream && b == &p->out)
+        p->on_data(p);                      /* the owner takes it from out */
+    if (!open) check_done(p);
 }
 
 /* Write without letting SIGPIPE kill the host: block it for this thread
@@ -442,6 +448,7 @@ int lc_proc_spawn(lc_loop *loop, const lc_proc_spec *spec,
     p->on_data = on_data;
     p->data = data;
     p->kill_grace = spec->kill_grace;
+    p->timeout = spec->timeout;
     if ((e = lc_timer_init(loop, &p->timer, on_timer, p)) != 0) {
         free(p);
         snprintf(errbuf, errlen, "cannot run '%s': out of memory", spec->argv[0]);

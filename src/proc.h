@@ -16,6 +16,10 @@
 
 #include "loop.h"
 
+/* Seconds between SIGTERM and SIGKILL when a deadline passes, unless the
+ * caller gives its own (the Lua layer always does). */
+#define LC_KILL_GRACE 0.1
+
 typedef struct lc_buf {
     char *data;
     size_t len, cap;
@@ -57,6 +61,7 @@ struct lc_proc {
     int reaped;
     int phase;                  /* see proc.c */
     double kill_grace;
+    double timeout;             /* spec->timeout: the limit it ran under */
     double t_start, t_end;      /* lc_now() */
     double wall_start;          /* lc_wallclock() at spawn */
 

@@ -1,5 +1,5 @@
 --- Coroutine function tasks: what a task yields to its runner, the registry
--- of running task coroutines, and a timer heap.
+-- of running task coroutines. (Timers are the loop's: loop:timer.)
 --
 -- A task coroutine talks to its runner only by yielding one of these:
 --   coroutine.yield(SLEEP, wake_time)   resume me (with nothing) at wake_time
@@ -42,55 +42,6 @@ function M.resume(run, co, ...)
   local prev_co, prev_run = M.co, M.run
   M.co, M.run = co, run
   return restore(prev_co, prev_run, coroutine.resume(co, ...))
-end
-
---- A binary min-heap of {when, ...} entries.
-local Heap = {}
-Heap.__index = Heap
-
-function M.heap()
-  return setmetatable({ n = 0 }, Heap)
-end
-
-function Heap:push(entry)
-  local n = self.n + 1
-  self.n = n
-  local when = entry[1]
-  while n > 1 do
-    local parent = n // 2
-    local p = self[parent]
-    if p[1] <= when then break end
-    self[n] = p
-    n = parent
-  end
-  self[n] = entry
-end
-
-function Heap:peek()
-  return self[1]
-end
-
-function Heap:pop()
-  local top = self[1]
-  if not top then return nil end
-  local n = self.n
-  local last = self[n]
-  self[n] = nil
-  n = n - 1
-  self.n = n
-  if n > 0 then
-    local i, when = 1, last[1]
-    while true do
-      local c = 2 * i
-      if c > n then break end
-      if c < n and self[c + 1][1] < self[c][1] then c = c + 1 end
-      if when <= self[c][1] then break end
-      self[i] = self[c]
-      i = c
-    end
-    self[i] = last
-  end
-  return top
 end
 
 return M

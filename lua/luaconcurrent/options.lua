@@ -20,9 +20,9 @@ M.NAMES = {
 
 -- num_workers = 0 means: no limit for subprocesses and coroutines, one
 -- worker per CPU for thread and process workers (the executors decide).
+-- kill_grace is the engine's (LC_KILL_GRACE, 0.1 s) unless given.
 M.DEFAULTS = {
   num_workers = 4, timeout = 0, verb = false, keep_results = true,
-  kill_grace = 0.1,
 }
 
 --- Accept an options table, or pyconcurrent's (num_workers, timeout, verb).
@@ -98,7 +98,7 @@ function M.runner(class, pargs, tasks, opts, ...)
   local self = {
     pargs = pargs, tasks = tasks, kind = kind, ntasks = ntasks, fn_bytes = fn_bytes,
     on_start = opts.on_start, on_result = opts.on_result, on_progress = opts.on_progress,
-    env = opts.env, cwd = opts.cwd, input = opts.input,
+    env = opts.env, cwd = opts.cwd, input = opts.input, kill_grace = opts.kill_grace,
     retries = opts.retries, retry_delay = opts.retry_delay, halt = opts.halt,
     joblog = opts.joblog, resume = opts.resume, progress = opts.progress,
     output = opts.output, tag = opts.tag, results = opts.results,

@@ -31,10 +31,9 @@ local function run_prog(pargs, opts)
   local envblock = opts.env and core.envblock(opts.env) or nil
   local function spawn(loop)
     return loop:spawn(argv, envblock, opts.cwd, opts.input, opts.timeout or 0,
-      opts.kill_grace or 0.1)
+      opts.kill_grace)                 -- nil: the engine's default
   end
   local function done(rec)
-    rec.limit = rec.limit or opts.timeout -- TEMP until records carry limit
     local res = ProcResult.from_record(nil, nil, rec)
     return res.returncode, res.stdout, res.stderr, res
   end

@@ -40,7 +40,6 @@ local validate = require "luaconcurrent.validate"
 local ProcResult = require "luaconcurrent.result"
 local options = require "luaconcurrent.options"
 local control = require "luaconcurrent.control"
-require "luaconcurrent.timer_shim"
 
 local fail = validate.fail
 local now, wallclock = core.now, core.wallclock

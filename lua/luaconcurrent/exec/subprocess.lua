@@ -68,7 +68,6 @@ function M.new(cfg, loop, finish)
     local t = inflight[rec.id]
     if not t then return false end
     inflight[rec.id], by_index[t[1]] = nil, nil
-    rec.limit = rec.limit or timeout -- TEMP until records carry limit
     finish(t[1], result_of(t, rec))
     return true
   end

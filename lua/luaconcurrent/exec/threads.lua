@@ -51,7 +51,6 @@ function M.new(cfg, loop, finish)
     local t = inflight[rec.id]
     if not t then return false end
     inflight[rec.id] = nil
-    rec.limit = rec.limit or cfg.timeout -- TEMP until records carry limit
     finish(t[1], ProcResult.from_job(t[2], t[3], rec))
     return true
   end

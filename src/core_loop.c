@@ -1,0 +1,589 @@
+/*
+ * core_loop.c — the loop userdata: processes, Lua timers and the records
+ * poll returns.
+ *
+ *   core.new_loop() -> loop
+ *   loop:spawn(argv, envblock|nil, cwd|nil, input|nil, timeout, kill_grace
+ *              [, stream]) -> id | nil, message, errno_name
+ *        (stream: stdin stays open for loop:write, stdout comes as
+ *        {id=, data=} records)
+ *   loop:poll([max_wait]) -> { record, ... }
+ *   loop:running() -> n          processes and jobs whose record is to come
+ *   loop:kill(id) -> true | false           kill one task's process group
+ *   loop:write(id, s), loop:close_input(id) stdin of a stream proc
+ *   loop:timer(when) -> id       when on the core.now() clock; its record
+ *                                {id =, timer = true} comes through poll
+ *   loop:cancel_timer(id) -> true if it was armed, false otherwise
+ *   loop:close() -> { record, ... }         kills and reaps what is left
+ *
+ * Ids of processes, jobs and timers are one space. The loop userdata owns
+ * every proc and timer, and its extension (the thread pool, core_pool.c);
+ * none outlives it (close, __gc and __close all end in one idempotent
+ * teardown).
+ */
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lcerror.h"
+
+#include "bindings.h"
+#include "hugemem.h"
+#include "signals.h"
+
+#define TEARDOWN_LIMIT 2.0  /* seconds to wait for killed tasks' pipes */
+
+/* A Lua timer: a small allocation around the loop's intrusive timer. */
+struct lc_ltimer {
+    lc_timer t;                 /* in the loop's heap while armed */
+    long long id;
+    loop_ud *u;
+    lc_ltimer *next;            /* in u->fired once expired */
+};
+
+/* One entry of the index of armed timers; t is NULL once it left. */
+struct lc_tslot {
+    long long id;
+    lc_ltimer *t;
+};
+
+/* ---- proc bookkeeping -------------------------------------------------- */
+
+static void list_unlink(loop_ud *u, lc_proc *p) {
+    if (p->prev) p->prev->next = p->next;
+    else u->running = p->next;
+    if (p->next) p->next->prev = p->prev;
+    p->prev = p->next = NULL;
+    u->nrunning--;
+}
+
+static void sdata_unlink(loop_ud *u, lc_proc *p) {
+    if (!p->data_queued) return;
+    for (lc_proc **pp = &u->sdata; *pp; pp = &(*pp)->data_next) {
+        if (*pp == p) {
+            *pp = p->data_next;
+            break;
+        }
+    }
+    p->data_queued = 0;
+    p->data_next = NULL;
+}
+
+/* A stream proc's stdout got bytes: poll hands them over. */
+static void on_proc_data(lc_proc *p) {
+    loop_ud *u = p->data;
+    if (p->data_queued) return;
+    p->data_queued = 1;
+    p->data_next = u->sdata;
+    u->sdata = p;
+}
+
+static void on_proc_done(lc_proc *p) {
+    loop_ud *u = p->data;
+    sdata_unlink(u, p);                 /* what is left goes in its record */
+    list_unlink(u, p);
+    LC_QUEUE_PUSH(&u->done, p, next);
+}
+
+/* ---- timers --------------------------------------------------------------- */
+
+/* The slot of an armed timer, or NULL. */
+static struct lc_tslot *tindex_find(loop_ud *u, long long id) {
+    size_t lo = 0, hi = u->ntindex;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (u->tindex[mid].id < id) lo = mid + 1;
+        else hi = mid;
+    }
+    if (lo < u->ntindex && u->tindex[lo].id == id && u->tindex[lo].t)
+        return &u->tindex[lo];
+    return NULL;
+}
+
+/* Drop the slot; squeeze the holes out once they are half the index, so
+ * each removal costs O(log n) amortised. */
+static void tindex_remove(loop_ud *u, struct lc_tslot *s) {
+    s->t = NULL;
+    if (++u->ntombs * 2 < u->ntindex) return;
+    size_t n = 0;
+    for (size_t i = 0; i < u->ntindex; i++)
+        if (u->tindex[i].t) u->tindex[n++] = u->tindex[i];
+    u->ntindex = n;
+    u->ntombs = 0;
+}
+
+static void on_timer(lc_loop *loop, lc_timer *t) {
+    lc_ltimer *lt = t->data;
+    loop_ud *u = lt->u;
+    (void)loop;
+    tindex_remove(u, tindex_find(u, lt->id));
+    LC_QUEUE_PUSH(&u->fired, lt, next);     /* in expiry order: the heap's */
+}
+
+static void ltimer_free(loop_ud *u, lc_ltimer *lt) {
+    lc_timer_release(u->loop, &lt->t);     /* cancels too */
+    free(lt);
+}
+
+/* loop:timer(when) -> id */
+static int l_timer(lua_State *L) {
+    loop_ud *u = lc_core_check_loop(L);
+    double when = luaL_checknumber(L, 2);
+    if (when != when) return lc_raise(L, "luaconcurrent: timer time is NaN");
+    if (u->ntindex == u->captindex) {
+        size_t cap = u->captindex ? 2 * u->captindex : 64;
+        struct lc_tslot *ix = realloc(u->tindex, cap * sizeof *ix);
+        if (ix == NULL) return lc_raise(L, "luaconcurrent: out of memory");
+        u->tindex = ix;
+        u->captindex = cap;
+    }
+    lc_ltimer *lt = calloc(1, sizeof *lt);
+    if (lt == NULL || lc_timer_init(u->loop, &lt->t, on_timer, lt) != 0) {
+        free(lt);
+        return lc_raise(L, "luaconcurrent: out of memory");
+    }
+    lt->u = u;
+    lt->id = lc_core_new_id(u);
+    lc_timer_arm(u->loop, &lt->t, when);
+    u->tindex[u->ntindex].id = lt->id;     /* ids only grow: still sorted */
+    u->tindex[u->ntindex].t = lt;
+    u->ntindex++;
+    lua_pushinteger(L, lt->id);
+    return 1;
+}
+
+/* loop:cancel_timer(id) -> true if it was armed (it will give no record),
+ * false otherwise (unknown, or already expired). */
+static int l_cancel_timer(lua_State *L) {
+    loop_ud *u = lc_core_check_loop(L);
+    struct lc_tslot *s = tindex_find(u, luaL_checkinteger(L, 2));
+    if (s) {
+        lc_ltimer *lt = s->t;
+        tindex_remove(u, s);
+        ltimer_free(u, lt);
+    }
+    lua_pushboolean(L, s != NULL);
+    return 1;
+}
+
+static void free_timers(loop_ud *u) {
+    lc_ltimer *lt;
+    for (size_t i = 0; i < u->ntindex; i++)
+        if (u->tindex[i].t) ltimer_free(u, u->tindex[i].t);
+    free(u->tindex);
+    u->tindex = NULL;
+    u->ntindex = u->captindex = u->ntombs = 0;
+    for (;;) {
+        LC_QUEUE_POP(&u->fired, lt, next);
+        if (lt == NULL) break;
+        ltimer_free(u, lt);
+    }
+}
+
+/* ---- teardown ------------------------------------------------------------ */
+
+/* Kill everything still running and give it a bounded time to finish
+ * through the loop, so records keep the output that was produced. */
+static void kill_all(loop_ud *u) {
+    for (lc_proc *p = u->running; p; p = p->next) lc_proc_kill(p);
+    double limit = lc_now() + TEARDOWN_LIMIT;
+    while (u->nrunning > 0) {
+        double left = limit - lc_now();
+        if (left <= 0) break;
+        lc_loop_run_once(u->loop, left);   /* EINTR: just go round */
+    }
+}
+
+static void free_all(loop_ud *u) {
+    lc_proc *p;
+    u->sdata = NULL;                    /* every proc goes below */
+    if (u->ext) {
+        u->ext->ops->free(u->ext);
+        u->ext = NULL;
+    }
+    free_timers(u);
+    while ((p = u->running) != NULL) {
+        list_unlink(u, p);
+        lc_proc_free(p);                   /* synchronous kill and reap */
+    }
+    for (;;) {
+        LC_QUEUE_POP(&u->done, p, next);
+        if (p == NULL) break;
+        lc_proc_free(p);
+    }
+    lc_loop_free(u->loop);
+    u->loop = NULL;
+}
+
+/* ---- records ------------------------------------------------------------- */
+
+/* The list of records being built is anchored in the loop's user value
+ * LC_UV_RECORDS until it is returned. A record leaves its queue only once
+ * it is in that list, so a memory error midway loses nothing: the next
+ * poll (or close) returns the list with what it already held. */
+static void records_begin(lua_State *L) {
+    if (lua_getiuservalue(L, 1, LC_UV_RECORDS) == LUA_TNIL) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_setiuservalue(L, 1, LC_UV_RECORDS);
+    }
+}
+
+static void records_end(lua_State *L) {        /* the list stays on top */
+    lua_pushnil(L);
+    lua_setiuservalue(L, 1, LC_UV_RECORDS);
+}
+
+static void set_output(lua_State *L, const char *k, const lc_buf *b) {
+    lua_pushlstring(L, b->data ? b->data : "", b->len);
+    lua_setfield(L, -2, k);
+}
+
+static void push_record(lua_State *L, lc_proc *p) {
+    lua_createtable(L, 0, 17);                         /* rec */
+    lc_set_int(L, "id", p->tag);
+    lc_set_int(L, "pid", p->pid);
+    if (p->wait_errno) {
+        lc_set_int(L, "returncode", -1);
+        lc_set_str(L, "wait_error", lc_errno_name(p->wait_errno));
+    } else if (p->signaled) {
+        lc_set_int(L, "returncode", -p->code);
+        lc_set_int(L, "signal", p->code);
+        lc_set_str(L, "signal_name", lc_signal_name(p->code));
+    } else if (p->exited) {
+        lc_set_int(L, "returncode", p->code);
+    } else {
+        lc_set_int(L, "returncode", -1);                  /* never seen to exit */
+    }
+    lc_set_bool(L, "timeout", p->timed_out);
+    if (p->timeout > 0) lc_set_num(L, "limit", p->timeout);
+    lc_set_bool(L, "interrupted", p->interrupted);
+    lc_set_bool(L, "incomplete", p->incomplete);
+    if (p->input_errno) {
+        lc_set_str(L, "input_error", lc_errno_name(p->input_errno));
+        lc_set_int(L, "input_written", (lua_Integer)p->input_off);
+        lc_set_int(L, "input_size", (lua_Integer)p->input_len);
+    }
+    double end = p->t_end > 0 ? p->t_end : lc_now();
+    lc_set_num(L, "time_start", p->wall_start);
+    lc_set_num(L, "time_end", p->wall_start + (end - p->t_start));
+    lc_set_num(L, "time_run", end - p->t_start);
+    set_output(L, "stdout", &p->out);
+    set_output(L, "stderr", &p->err);
+}
+
+/* Records of every finished proc, in completion order. The proc (and its
+ * output buffers) is freed once its record is in the list, so only one
+ * extra copy of one output exists at any time. */
+static void push_done(lua_State *L, loop_ud *u) {
+    lua_Integer i = (lua_Integer)lua_rawlen(L, -1);
+    while (u->done.head) {
+        lc_proc *p;
+        push_record(L, u->done.head);                  /* list rec */
+        lua_rawseti(L, -2, ++i);                       /* list */
+        LC_QUEUE_POP(&u->done, p, next);
+        lc_proc_free(p);
+    }
+}
+
+/* Stream procs' new stdout bytes, as {id = , data = } records. */
+static void push_stream_records(lua_State *L, loop_ud *u) {
+    lua_Integer i = (lua_Integer)lua_rawlen(L, -1);
+    while (u->sdata) {
+        lc_proc *p = u->sdata;
+        lua_createtable(L, 0, 2);
+        lc_set_int(L, "id", p->tag);
+        lua_pushlstring(L, p->out.data ? p->out.data : "", p->out.len);
+        lua_setfield(L, -2, "data");
+        lua_rawseti(L, -2, ++i);
+        p->out.len = 0;                                /* keeps its buffer */
+        u->sdata = p->data_next;
+        p->data_queued = 0;
+        p->data_next = NULL;
+    }
+}
+
+/* Expired timers, in expiry order, as {id = , timer = true} records. */
+static void push_timer_records(lua_State *L, loop_ud *u) {
+    lua_Integer i = (lua_Integer)lua_rawlen(L, -1);
+    while (u->fired.head) {
+        lc_ltimer *lt;
+        lua_createtable(L, 0, 2);
+        lc_set_int(L, "id", u->fired.head->id);
+        lc_set_bool(L, "timer", 1);
+        lua_rawseti(L, -2, ++i);
+        LC_QUEUE_POP(&u->fired, lt, next);
+        ltimer_free(u, lt);
+    }
+}
+
+static void push_all_records(lua_State *L, loop_ud *u) {
+    push_done(L, u);
+    if (u->ext) u->ext->ops->push_records(L, u->ext);
+    push_stream_records(L, u);
+    push_timer_records(L, u);
+}
+
+/* ---- loop methods -------------------------------------------------------- */
+
+loop_ud *lc_core_check_loop(lua_State *L) {
+    loop_ud *u = luaL_checkudata(L, 1, LOOP_MT);
+    if (u->loop == NULL) lc_raise(L, "luaconcurrent: loop is closed");
+    return u;
+}
+
+long long lc_core_new_id(loop_ud *u) { return ++u->next_id; }
+
+static int l_new_loop(lua_State *L) {
+    loop_ud *u = lua_newuserdatauv(L, sizeof *u, LC_UV_COUNT);  /* created closed */
+    memset(u, 0, sizeof *u);
+    luaL_setmetatable(L, LOOP_MT);
+    u->loop = lc_loop_new();
+    if (u->loop == NULL)
+        return lc_raise(L, "luaconcurrent: cannot create event loop: %s",
+                          strerror(errno));
+    return 1;
+}
+
+/* argv strings stay anchored by the argv table (argument 2) throughout.
+ * Its length comes from Lua (a __len may say anything): it is bounded
+ * before it is used in a size, so (n + 1) * sizeof cannot wrap. */
+static char **build_argv(lua_State *L, int idx) {
+    luaL_checktype(L, idx, LUA_TTABLE);
+    lua_Integer n = luaL_len(L, idx);
+    if (n < 1) lc_raise(L, "luaconcurrent: empty argv");
+    if (n > INT_MAX - 1)                               /* the kernel's bound */
+        lc_raise(L, "luaconcurrent: argv has too many entries (%I)", (LUAI_UACINT)n);
+    char **argv = lua_newuserdatauv(L, (size_t)(n + 1) * sizeof *argv, 0);
+    for (lua_Integer i = 1; i <= n; i++) {
+        size_t len;
+        if (lua_rawgeti(L, idx, i) != LUA_TSTRING)   /* (numbers too: no coercion) */
+            lc_raise(L, "luaconcurrent: argv[%d] is not a string", (int)i);
+        const char *s = lua_tolstring(L, -1, &len);
+        if (strlen(s) != len)
+            lc_raise(L, "luaconcurrent: argv[%d] contains a NUL byte", (int)i);
+        argv[i - 1] = (char *)s;
+        lua_pop(L, 1);
+    }
+    argv[n] = NULL;
+    return argv;                                       /* userdata on stack */
+}
+
+static const char *opt_cstring(lua_State *L, int idx, const char *what,
+                               size_t *len) {
+    if (lua_isnoneornil(L, idx)) return NULL;
+    const char *s = luaL_checklstring(L, idx, len);
+    if (what && strlen(s) != *len)
+        lc_raise(L, "luaconcurrent: %s contains a NUL byte", what);
+    return s;
+}
+
+static int l_spawn(lua_State *L) {
+    loop_ud *u = lc_core_check_loop(L);
+    lc_proc_spec spec;
+    size_t cwdlen = 0;
+    char errbuf[512];
+    memset(&spec, 0, sizeof spec);
+    lua_settop(L, 8);
+    spec.stream = lua_toboolean(L, 8);
+    spec.argv = build_argv(L, 2);                      /* argv block at 9 */
+    if (!lua_isnoneornil(L, 3))
+        spec.envp = ((envblock *)luaL_checkudata(L, 3, ENV_MT))->vars;
+    spec.cwd = opt_cstring(L, 4, "cwd", &cwdlen);
+    spec.input = opt_cstring(L, 5, NULL, &spec.input_len);
+    spec.timeout = luaL_optnumber(L, 6, 0);
+    spec.kill_grace = luaL_optnumber(L, 7, LC_KILL_GRACE);
+
+    lc_proc *p;
+    int e = lc_proc_spawn(u->loop, &spec, on_proc_done, on_proc_data, u, &p,
+                          errbuf, sizeof errbuf);
+    if (e) {
+        luaL_pushfail(L);
+        lua_pushstring(L, errbuf);
+        lua_pushstring(L, lc_errno_name(e));
+        return 3;
+    }
+    p->tag = lc_core_new_id(u);
+    p->next = u->running;
+    if (u->running) u->running->prev = p;
+    u->running = p;
+    u->nrunning++;
+    lua_pushinteger(L, p->tag);
+    return 1;
+}
+
+static int has_records(const loop_ud *u) {
+    return u->done.head || u->sdata || u->fired.head ||
+           (u->ext && u->ext->ops->ready(u->ext));
+}
+
+static size_t ext_pending(const loop_ud *u) {
+    return u->ext ? u->ext->ops->pending(u->ext) : 0;
+}
+
+/* Run the loop until at least one record is ready, max_wait passed (nil:
+ * no limit) or a signal interrupted the wait; return the records.
+ * Something to wait for: a running proc, a pending job, an armed timer
+ * (a Lua one, or a proc's). */
+static int l_poll(lua_State *L) {
+    loop_ud *u = lc_core_check_loop(L);
+    double max_wait = luaL_optnumber(L, 2, -1);
+    double limit = max_wait >= 0 ? lc_now() + max_wait : 0;
+    /* With a limit, wait it out even with nothing running: the Lua side
+     * may use it as its timer. */
+    if (u->ext) u->ext->ops->flush(u->ext);
+    /* With our signal handlers in place, keep SIGINT/SIGTERM/SIGHUP
+     * blocked except inside the wait itself, so one that arrives after
+     * the run last looked cannot leave us waiting for the tasks to end. */
+    int guarded = lc_signals_installed();
+    sigset_t block, old;
+    if (guarded) {
+        sigemptyset(&block);
+        sigaddset(&block, SIGINT);
+        sigaddset(&block, SIGTERM);
+        sigaddset(&block, SIGHUP);
+        pthread_sigmask(SIG_BLOCK, &block, &old);
+    }
+    int err = 0;
+    while (!has_records(u) && !(guarded && lc_sig_pending) &&
+           (max_wait >= 0 || u->nrunning > 0 || ext_pending(u) > 0 ||
+            lc_timer_count(u->loop) > 0)) {
+        double left = -1;
+        if (max_wait >= 0) {
+            left = limit - lc_now();
+            if (left < 0) left = 0;
+        }
+        if (lc_loop_run_once_mask(u->loop, left, guarded ? &old : NULL) < 0) {
+            if (errno != EINTR) err = errno;
+            break;                  /* EINTR: let a pending hook (Ctrl-C) run */
+        }
+        if (max_wait >= 0 && lc_now() >= limit) break;
+    }
+    if (guarded) pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (err) return lc_raise(L, "luaconcurrent: event loop: %s", strerror(err));
+    lua_settop(L, 1);
+    records_begin(L);
+    push_all_records(L, u);
+    records_end(L);
+    return 1;
+}
+
+static lc_proc *find_proc(loop_ud *u, lua_Integer id) {
+    for (lc_proc *p = u->running; p; p = p->next)
+        if (p->tag == id) return p;
+    return NULL;
+}
+
+/* Kill one task's whole process group; its record still arrives through
+ * poll. Returns false if no such task is running. */
+static int l_kill(lua_State *L) {
+    loop_ud *u = lc_core_check_loop(L);
+    lc_proc *p = find_proc(u, luaL_checkinteger(L, 2));
+    if (p) lc_proc_kill(p);
+    lua_pushboolean(L, p != NULL);
+    return 1;
+}
+
+/* loop:write(id, bytes) -> true | nil, message: to a stream proc's stdin. */
+static int l_write(lua_State *L) {
+    loop_ud *u = lc_core_check_loop(L);
+    lua_Integer id = luaL_checkinteger(L, 2);
+    lc_proc *p = find_proc(u, id);
+    size_t len;
+    const char *data = luaL_checklstring(L, 3, &len);
+    int e = p && p->stream ? lc_proc_write(p, data, len) : ESRCH;
+    if (e) {
+        luaL_pushfail(L);
+        lua_pushfstring(L, "cannot write to task %I: %s", (LUAI_UACINT)id,
+                        strerror(e));
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* loop:close_input(id): the stream proc's stdin reaches EOF. */
+static int l_close_input(lua_State *L) {
+    loop_ud *u = lc_core_check_loop(L);
+    lc_proc *p = find_proc(u, luaL_checkinteger(L, 2));
+    if (p) lc_proc_close_input(p);
+    return 0;
+}
+
+/* Processes and jobs only: timers are not tasks. */
+static int l_running(lua_State *L) {
+    loop_ud *u = lc_core_check_loop(L);
+    lua_pushinteger(L, (lua_Integer)(u->nrunning + ext_pending(u)));
+    return 1;
+}
+
+/* ---- teardown: close, __gc and __close ------------------------------- */
+
+static int l_close(lua_State *L) {
+    loop_ud *u = luaL_checkudata(L, 1, LOOP_MT);
+    lua_settop(L, 1);
+    if (u->loop == NULL) {
+        lua_newtable(L);
+        return 1;
+    }
+    kill_all(u);
+    if (u->ext) u->ext->ops->stop(u->ext);
+    /* Whatever did not finish in time is recorded as it stands. */
+    for (lc_proc *p = u->running; p; p = u->running) {
+        sdata_unlink(u, p);             /* its stdout goes in its record */
+        list_unlink(u, p);
+        p->incomplete = 1;
+        LC_QUEUE_PUSH(&u->done, p, next);
+    }
+    records_begin(L);
+    push_all_records(L, u);
+    records_end(L);
+    free_all(u);
+    return 1;
+}
+
+static int l_gc(lua_State *L) {
+    loop_ud *u = luaL_checkudata(L, 1, LOOP_MT);
+    if (u->loop) {
+        kill_all(u);
+        free_all(u);
+    }
+    return 0;
+}
+
+static const luaL_Reg loop_methods[] = {
+    {"spawn", l_spawn},
+    {"poll", l_poll},
+    {"running", l_running},
+    {"kill", l_kill},
+    {"write", l_write},
+    {"close_input", l_close_input},
+    {"timer", l_timer},
+    {"cancel_timer", l_cancel_timer},
+    {"close", l_close},
+    {NULL, NULL},
+};
+
+static const luaL_Reg loop_meta[] = {
+    {"__gc", l_gc},
+    {"__close", l_gc},
+    {"__index", NULL},
+    {NULL, NULL},
+};
+
+/* The loop metatable (its methods in __index, where core_pool.c adds
+ * its own) and core.new_loop in the module table on top. */
+void lc_core_loop_open(lua_State *L) {
+    if (luaL_newmetatable(L, LOOP_MT)) {               /* mod mt */
+        luaL_setfuncs(L, loop_meta, 0);
+        luaL_newlib(L, loop_methods);                  /* mod mt methods */
+        lua_setfield(L, -2, "__index");
+    }
+    lua_pop(L, 1);
+    lua_pushcfunction(L, l_new_loop);
+    lua_setfield(L, -2, "new_loop");
+}

@@ -1,0 +1,252 @@
+/*
+ * core_pool.c — thread workers for function tasks, bound to a loop:
+ *
+ *   loop:pool_start(fn_string, nthreads, timeout, path, cpath)
+ *        fn_string from core.marshal_string(fn)
+ *   loop:submit(key, args) -> id        handed over at the next poll
+ *   records through loop:poll: {id =, fn = true, status = "ok" | "error" |
+ *        "timeout" | "cancelled", nret =, first =, answer = | error =,
+ *        limit = (the timeout, if any), time_start =, time_end =, time_run =}
+ *   core.worker_check() -> seconds left (inside a worker; nil elsewhere)
+ *   core.cancel_sentinel() -> the light userdata a cancelled task raises
+ *
+ * The pool plugs into the loop as its extension (lc_core_ext, bindings.h): the
+ * loop calls it before waiting, asks whether records or tasks are pending,
+ * has it append its records, and stops and frees it with itself. The
+ * extension owns the pool and every job until the job's record is in a
+ * poll's list.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+
+#include "lcerror.h"
+
+#include "bindings.h"
+#include "pool.h"
+
+typedef struct {
+    lc_core_ext ext;            /* first: the loop holds &ext */
+    lc_loop *loop;
+    lc_pool *pool;              /* NULL once stopped */
+    lc_watch w;                 /* the pool's eventfd */
+    lc_job_queue pend;          /* submitted, not yet handed to the pool */
+    size_t npend;
+    lc_job_queue fdone;         /* finished, not yet returned by poll */
+    size_t nfn;                 /* jobs submitted and not returned */
+    double timeout;             /* every job's limit; <= 0: none */
+} pool_ext;
+
+static void on_pool_ready(lc_loop *loop, lc_watch *w, uint32_t events) {
+    pool_ext *px = w->data;
+    (void)loop;
+    (void)events;
+    lc_pool_take(px->pool, &px->fdone);
+}
+
+static void px_flush(lc_core_ext *x) {
+    pool_ext *px = (pool_ext *)x;
+    if (px->pend.head == NULL || px->pool == NULL) return;
+    lc_pool_submit(px->pool, &px->pend, px->npend);
+    px->npend = 0;
+}
+
+static int px_ready(const lc_core_ext *x) {
+    return ((const pool_ext *)x)->fdone.head != NULL;
+}
+
+static size_t px_pending(const lc_core_ext *x) {
+    return ((const pool_ext *)x)->nfn;
+}
+
+/* Stop the workers: finished and unstarted jobs join the done list. */
+static void px_stop(lc_core_ext *x) {
+    pool_ext *px = (pool_ext *)x;
+    if (px->pool == NULL) return;
+    lc_watch_del(px->loop, &px->w);
+    lc_pool_stop(px->pool, &px->fdone);
+    LC_QUEUE_MOVE(&px->fdone, &px->pend, next);
+    px->npend = 0;
+    lc_pool_free(px->pool);
+    px->pool = NULL;
+}
+
+static void px_free(lc_core_ext *x) {
+    pool_ext *px = (pool_ext *)x;
+    px_stop(x);
+    lc_jobs_free(px->fdone.head);
+    free(px);
+}
+
+static const char *const job_status[] = {"ok", "error", "timeout", "cancelled"};
+
+/* Under pcall: the answer bytes -> nret, first, answer fields of rec. */
+static int unpack_answer(lua_State *L) {
+    lc_job *job = lua_touserdata(L, 2);
+    lua_settop(L, 1);                                  /* rec */
+    int n = lc_unmarshal(L, job->out.data, job->out.len);
+    if (n != 3) return lc_raise(L, "luaconcurrent: an answer did not arrive whole");
+    lua_setfield(L, 1, "answer");
+    lua_setfield(L, 1, "first");
+    lua_setfield(L, 1, "nret");
+    return 0;
+}
+
+static void push_job_record(lua_State *L, const pool_ext *px, lc_job *job,
+                            double wall_offset) {
+    lua_createtable(L, 0, 11);                         /* rec */
+    lc_set_int(L, "id", job->id);
+    lc_set_bool(L, "fn", 1);
+    int status = job->status;
+    if (job->t_start == 0) status = LC_JOB_CANCELLED;  /* never started */
+    if (status == LC_JOB_OK) {
+        lua_pushcfunction(L, unpack_answer);
+        lua_pushvalue(L, -2);
+        lua_pushlightuserdata(L, job);
+        if (lua_pcall(L, 2, 0, 0) != LUA_OK) {       /* rec err */
+            status = LC_JOB_ERROR;
+            lua_setfield(L, -2, "error");
+        }
+    } else if (status == LC_JOB_ERROR && job->out.data) {
+        lua_pushlstring(L, job->out.data, job->out.len);
+        lua_setfield(L, -2, "error");
+    }
+    lc_set_str(L, "status", job_status[status]);
+    if (px->timeout > 0) lc_set_num(L, "limit", px->timeout);
+    if (job->t_start > 0) {
+        double end = job->t_end > 0 ? job->t_end : lc_now();
+        lc_set_num(L, "time_start", wall_offset + job->t_start);
+        lc_set_num(L, "time_end", wall_offset + end);
+        lc_set_num(L, "time_run", end - job->t_start);
+    }
+}
+
+/* Records of finished jobs, appended to the list on top; a job leaves
+ * fdone only once its record is in the list. */
+static void px_push_records(lua_State *L, lc_core_ext *x) {
+    pool_ext *px = (pool_ext *)x;
+    lua_Integer i = (lua_Integer)lua_rawlen(L, -1);
+    double wall_offset = lc_wallclock() - lc_now();
+    while (px->fdone.head) {
+        lc_job *job;
+        push_job_record(L, px, px->fdone.head, wall_offset);
+        lua_rawseti(L, -2, ++i);
+        LC_QUEUE_POP(&px->fdone, job, next);
+        px->nfn--;
+        lc_job_free(job);
+    }
+}
+
+static const lc_core_ext_ops pool_ops = {
+    px_flush, px_ready, px_pending, px_push_records, px_stop, px_free,
+};
+
+static pool_ext *check_pool(lua_State *L, loop_ud *u) {
+    if (u->ext == NULL || u->ext->ops != &pool_ops)
+        lc_raise(L, "luaconcurrent: no thread workers");
+    return (pool_ext *)u->ext;
+}
+
+/* loop:pool_start(fn_string, nthreads, timeout, path, cpath) */
+static int l_pool_start(lua_State *L) {
+    loop_ud *u = lc_core_check_loop(L);
+    size_t fn_len;
+    const char *fn = luaL_checklstring(L, 2, &fn_len);
+    lua_Integer nthreads = luaL_checkinteger(L, 3);
+    lc_pool_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    if (nthreads > INT_MAX)                          /* before the cast */
+        return lc_raise(L, "luaconcurrent: too many thread workers (%I)",
+                        (LUAI_UACINT)nthreads);
+    cfg.nthreads = (int)nthreads;
+    cfg.timeout = luaL_optnumber(L, 4, 0);
+    cfg.path = luaL_checkstring(L, 5);
+    cfg.cpath = luaL_checkstring(L, 6);
+    cfg.fn = fn;
+    cfg.fn_len = fn_len;
+    if (u->ext) return lc_raise(L, "luaconcurrent: workers already started");
+    lc_marshal_names(L);                               /* one map for the run */
+    lua_setiuservalue(L, 1, LC_UV_NAMES);
+    pool_ext *px = calloc(1, sizeof *px);
+    if (px == NULL) return lc_raise(L, "luaconcurrent: out of memory");
+    int e = 0;
+    px->pool = lc_pool_new(&cfg, &e);
+    if (px->pool == NULL) {
+        free(px);
+        return lc_raise(L, "luaconcurrent: cannot start %d thread workers: %s",
+                          cfg.nthreads, strerror(e));
+    }
+    px->ext.ops = &pool_ops;
+    px->loop = u->loop;
+    px->timeout = cfg.timeout;
+    px->w.fd = lc_pool_fd(px->pool);
+    px->w.fn = on_pool_ready;
+    px->w.data = px;
+    if ((e = lc_watch_add(u->loop, &px->w, EPOLLIN)) != 0) {
+        lc_pool_free(px->pool);
+        free(px);
+        return lc_raise(L, "luaconcurrent: cannot watch thread workers: %s", strerror(e));
+    }
+    u->ext = &px->ext;
+    return 0;
+}
+
+/* loop:submit(key, args) -> id. The job is handed over at the next poll,
+ * with every other job submitted before it, under one lock. */
+static int l_submit(lua_State *L) {
+    loop_ud *u = lc_core_check_loop(L);
+    pool_ext *px = check_pool(L, u);
+    lua_settop(L, 3);
+    lua_getiuservalue(L, 1, LC_UV_NAMES);              /* 4: from pool_start */
+    bytes_ud *bu = lc_core_new_bytes(L);               /* owns the bytes if we raise */
+    lc_marshal(L, 2, 2, 4, &bu->b);
+    lc_job *job = calloc(1, sizeof *job);
+    if (job == NULL) return lc_raise(L, "luaconcurrent: out of memory");
+    job->in = bu->b;                                   /* the job owns them now */
+    memset(&bu->b, 0, sizeof bu->b);
+    job->id = lc_core_new_id(u);
+    LC_QUEUE_PUSH(&px->pend, job, next);
+    px->npend++;
+    px->nfn++;
+    lua_pushinteger(L, job->id);
+    return 1;
+}
+
+/* Inside a thread worker: seconds left before the task's deadline (nil
+ * outside a worker); raises the cancel sentinel once it has passed. */
+static int l_worker_check(lua_State *L) {
+    if (!lc_worker_active()) return 0;
+    lua_pushnumber(L, lc_worker_check(L));
+    return 1;
+}
+
+static int l_cancel_sentinel(lua_State *L) {
+    lua_pushlightuserdata(L, (void *)&lc_cancel_sentinel);
+    return 1;
+}
+
+static const luaL_Reg pool_methods[] = {
+    {"pool_start", l_pool_start},
+    {"submit", l_submit},
+    {NULL, NULL},
+};
+
+static const luaL_Reg pool_funcs[] = {
+    {"worker_check", l_worker_check},
+    {"cancel_sentinel", l_cancel_sentinel},
+    {NULL, NULL},
+};
+
+/* The loop's pool methods (after lc_core_loop_open) and the worker
+ * functions, into the module table on top. */
+void lc_core_pool_open(lua_State *L) {
+    luaL_getmetatable(L, LOOP_MT);                     /* mod mt */
+    lua_getfield(L, -1, "__index");                    /* mod mt methods */
+    luaL_setfuncs(L, pool_methods, 0);
+    lua_pop(L, 2);
+    luaL_setfuncs(L, pool_funcs, 0);
+    lua_pushinteger(L, LC_HOOK_COUNT);
+    lua_setfield(L, -2, "HOOK_COUNT");
+}
