@@ -209,13 +209,14 @@ rock:
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LUADIR)/luaconcurrent/exec $(DESTDIR)$(LUADIR)/luaconcurrent/control $(DESTDIR)$(LIBDIR)/luaconcurrent
 	install -m 755 $(EXE) $(DESTDIR)$(BINDIR)/luaconcurrent
+	ln -sf luaconcurrent $(DESTDIR)$(BINDIR)/lcparallel
 	install -m 644 $(LUAMODS) $(DESTDIR)$(LUADIR)/luaconcurrent/
 	install -m 644 $(EXECMODS) $(DESTDIR)$(LUADIR)/luaconcurrent/exec/
 	install -m 644 $(CTLMODS) $(DESTDIR)$(LUADIR)/luaconcurrent/control/
 	install -m 755 $(SO) $(DESTDIR)$(LIBDIR)/luaconcurrent/core.so
 
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/luaconcurrent
+	rm -f $(DESTDIR)$(BINDIR)/luaconcurrent $(DESTDIR)$(BINDIR)/lcparallel
 	rm -rf $(DESTDIR)$(LUADIR)/luaconcurrent $(DESTDIR)$(LIBDIR)/luaconcurrent
 
 clean:

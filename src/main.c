@@ -92,6 +92,8 @@ static void print_usage (FILE *f, const char *badoption) {
   "  -E        ignore environment variables\n"
   "  -W        turn warnings on\n"
   "  --json    a declarative task file prints its results as one JSON document\n"
+  "  --parallel ...  the command line for shell users, GNU parallel's way\n"
+  "            (luaconcurrent --parallel --help lists its options)\n"
   "  -h, --help  show this help\n"
   "  --        stop handling options\n"
   "  -         stop handling options and execute stdin\n"
@@ -495,13 +497,49 @@ static void register_preloads (lua_State *L) {
 ** Main body of stand-alone interpreter (to be called in protected mode).
 ** Reads the options and handles them all. Returns the exit status.
 */
+/*
+** The command line for shell users: `luaconcurrent --parallel ...`, or this
+** executable run under the name lcparallel. A form no Lua script run can be
+** mistaken for; the work is luaconcurrent.shell's (built on the Lua API).
+*/
+static int parallel_mode (char **argv) {
+  if (argv[0] == NULL) return 0;
+  const char *base = strrchr(argv[0], '/');
+  base = base ? base + 1 : argv[0];
+  if (strcmp(base, "lcparallel") == 0) return 1;
+  return argv[1] != NULL && strcmp(argv[1], "--parallel") == 0 ? 2 : 0;
+}
+
+static int run_parallel (lua_State *L, char **argv, int first) {
+  int i;
+  luaL_openlibs(L);
+  register_preloads(L);
+  lua_gc(L, LUA_GCRESTART);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "luaconcurrent.shell");
+  if (docall(L, 1, 1) != LUA_OK) return EXIT_FAILURE;
+  lua_getfield(L, -1, "main");
+  lua_newtable(L);
+  for (i = first; argv[i] != NULL; i++) {
+    lua_pushstring(L, argv[i]);
+    lua_rawseti(L, -2, i - first + 1);
+  }
+  if (docall(L, 1, 1) != LUA_OK) return 255;
+  return (int)lua_tointeger(L, -1);
+}
+
 static int pmain (lua_State *L) {
   int argc = (int)lua_tointeger(L, 1);
   char **argv = (char **)lua_touserdata(L, 2);
   int script;
   int exitcode = EXIT_SUCCESS;
-  int args = collectargs(argv, &script);
+  int parallel = parallel_mode(argv);
+  int args = parallel ? 0 : collectargs(argv, &script);
   luaL_checkversion(L);  /* check that interpreter has correct version */
+  if (parallel) {
+    lua_pushinteger(L, run_parallel(L, argv, parallel));
+    return 1;
+  }
   if (args == has_error) {  /* bad arg? */
     print_usage(stderr, argv[script]);  /* 'script' has index of bad arg. */
     lua_pushinteger(L, EXIT_FAILURE);

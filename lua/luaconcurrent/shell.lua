@@ -132,7 +132,7 @@ end
 
 -- Shell syntax that a direct exec would not honour.
 local function needs_shell(word)
-  return word:find("[|&;<>()$`\\\"'*?%[%]#~=%%]") ~= nil and not word:match("^{[%w/.#]*}$")
+  return word:find("[%s|&;<>()$`\\\"'*?%[%]#~=%%]") ~= nil and not word:match("^{[%w/.#]*}$")
 end
 
 local function quote(s)
@@ -219,7 +219,11 @@ function M.main(argv)
     tasks[seq] = { seq, arg, prog = words[1], label = table.concat(values, " ") }
   end
   if o.dry_run then
-    for _, t in ipairs(tasks) do io.stdout:write(t.prog, " ", table.concat(t[2], " "), "\n") end
+    for _, t in ipairs(tasks) do
+      local shown = (t.prog == "sh" and t[2][1] == "-c") and t[2][2]
+        or table.concat({ t.prog, table.unpack(t[2]) }, " ")
+      io.stdout:write(shown, "\n")
+    end
     return 0
   end
   return M.run(o, tasks)
