@@ -33,7 +33,11 @@ ENGINE_OBJ := $(ENGINE:src/%.c=$(B)/obj/%.o)
 .PHONY: all deps demo test bench install uninstall clean \
         check check-deps check-cppcheck check-asan check-tsan check-valgrind
 
-all: $(EXE) $(SO)
+all: $(EXE) $(SO) $(B)/deny_pidfd
+
+# Test helper: runs a command with pidfds refused (spec/orphans_spec.lua).
+$(B)/deny_pidfd: scripts/check/deny_pidfd.c | $(B)/obj
+	$(CC) $(CFLAGS) -std=gnu11 -Wall -Wextra $(WERROR) -o $@ $<
 
 deps:
 	@sh scripts/ensure-deps.sh

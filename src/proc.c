@@ -108,9 +108,31 @@ static int buf_reserve(lc_buf *b, size_t extra) {
     return 0;
 }
 
-/* Without pidfds (Linux < 5.3, or valgrind, which answers ENOSYS) a proc
- * polls its own pid on a timer instead: still never waitpid(-1). */
-static atomic_int pidfd_missing;
+/* Without pidfds each proc polls its own pid on a timer instead: still
+ * never waitpid(-1). Both calls used are probed once, on our own pid, and
+ * any failure means polling: pidfd_open is Linux 5.3, waitid(P_PIDFD) 5.4
+ * (EINVAL before), valgrind answers ENOSYS and container seccomp profiles
+ * EPERM. A probe short of fds (EMFILE) decides nothing: the spawn's own
+ * pidfd_open fails the same way and says so. */
+static atomic_int pidfd_state;      /* 0 unknown, 1 usable, -1 missing */
+
+static int pidfd_usable(void) {
+    int state = atomic_load_explicit(&pidfd_state, memory_order_relaxed);
+    if (state) return state > 0;
+    int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+    if (fd < 0) {
+        if (errno == EMFILE || errno == ENFILE || errno == ENOMEM) return 1;
+        state = -1;
+    } else {
+        siginfo_t si;
+        /* Not our child: ECHILD is the only answer of a working kernel. */
+        state = (waitid(P_PIDFD, (id_t)fd, &si, WEXITED | WNOHANG) < 0 &&
+                 errno == ECHILD) ? 1 : -1;
+        close(fd);
+    }
+    atomic_store(&pidfd_state, state);
+    return state > 0;
+}
 
 static int wait_leader(lc_proc *p, siginfo_t *si, int flags) {
     if (p->pidw.fd >= 0) return waitid(P_PIDFD, (id_t)p->pidw.fd, si, flags);
@@ -469,18 +491,17 @@ int lc_proc_spawn(lc_loop *loop, const lc_proc_spec *spec,
     close_fd(&out[1]);
     close_fd(&err[1]);
 
-    if (!atomic_load_explicit(&pidfd_missing, memory_order_relaxed))
+    if (pidfd_usable()) {
         p->pidw.fd = (int)syscall(SYS_pidfd_open, p->pid, 0);
-    if (p->pidw.fd < 0 && (atomic_load(&pidfd_missing) || errno == ENOSYS)) {
-        atomic_store(&pidfd_missing, 1);
+        if (p->pidw.fd < 0) e = errno;
+    }
+    if (p->pidw.fd < 0 && !e) {
         e = lc_timer_init(loop, &p->exit_poll, on_exit_poll, p);
         if (!e) {
             p->polled = 1;
             p->poll_every = 0.001;
             lc_timer_arm(loop, &p->exit_poll, lc_now() + p->poll_every);
         }
-    } else if (p->pidw.fd < 0) {
-        e = errno;
     }
     if (e || (p->pidw.fd < 0 && !p->polled)) {
         if (!e) e = EINVAL;
