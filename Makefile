@@ -23,7 +23,7 @@ LC_CFLAGS := -std=gnu11 -Wall -Wextra $(WERROR) -fPIC -D_GNU_SOURCE $(LUA_CFLAGS
 LDFLAGS  ?=
 
 B        := build
-ENGINE   := src/loop.c src/proc.c src/hugemem.c src/signals.c src/marshal.c src/pool.c src/core.c src/core_workers.c
+ENGINE   := src/loop.c src/proc.c src/hugemem.c src/signals.c src/marshal.c src/pool.c src/core.c src/core_workers.c src/workerproc.c
 LUAMODS  := $(wildcard lua/luaconcurrent/*.lua)
 EXE      := $(B)/luaconcurrent
 SO       := $(B)/lib/luaconcurrent/core.so

@@ -5,6 +5,8 @@
 -- sleeps carry a marker in /proc), ends the host, and checks its exit
 -- status, its output, and that no task process is left.
 --
+--   issue 8 item 11  a worker process's task reads /dev/null, not frames
+--   issue 8 item 12  worker processes of the executable collect garbage
 --   issue 8 item 17  pidfds refused (EPERM, or no waitid(P_PIDFD)): polling
 
 local helpers = require "helpers"
@@ -113,6 +115,45 @@ local HOSTS = {
 }
 
 describe("run control", function()
+  describe("a worker process's task", function()
+    -- (loaded, so that its _ENV is the real globals, not busted's
+    -- environment: issue 8 item 20)
+    local stdin_task = load([[
+      return function()
+        local line = io.read("l")
+        local ok, how, code = os.execute("cat >/dev/null")
+        return true, { line == nil, ok, how, code, collectgarbage("isrunning") }
+      end]])()
+
+    it("reads EOF from stdin instead of the frame pipe (module host)", function()
+      local run = lc.ProcRunMp({ stdin_task }, { { 1 }, { 2 } },
+        { isolation = "process", timeout = BOUND, num_workers = 1 })
+      local results = run:run_all()
+      for i = 1, 2 do
+        assert.is_true(results[i].success, results[i].error)
+        assert.are.same({ true, true, "exit", 0, true }, results[i].answer)
+      end
+    end)
+
+    it("reads EOF from stdin and collects garbage (the executable)", function()
+      local code = [[
+        local lc = require "luaconcurrent"
+        local run = lc.ProcRunMp({ function(key)
+          local line = io.read("l")
+          local ok = os.execute("cat >/dev/null")
+          -- about 400 MiB of garbage: bounded only if the collector runs
+          for i = 1, 400 do local s = string.rep("x", 1 << 20) .. i end
+          return true, { line == nil, ok, collectgarbage("isrunning"),
+                         collectgarbage("count") < 64 * 1024 }
+        end }, { { 1 } }, { isolation = "process", timeout = ]] .. BOUND .. [[ })
+        local r = run:run_all()[1]
+        print(r.success, r.error, table.unpack(r.answer or {}))
+      ]]
+      local out, err = helpers.sh(q(EXE) .. " -e " .. q(code))
+      assert.are.equal("true\tnil\ttrue\ttrue\ttrue\ttrue\n", out, err)
+    end)
+  end)
+
   describe("without usable pidfds", function()
     for _, how in ipairs({ "open", "waitid" }) do
       it("children are watched by polling (" .. (how == "open"

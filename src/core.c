@@ -34,6 +34,7 @@
 #include "core.h"
 #include "hugemem.h"
 #include "signals.h"
+#include "workerproc.h"
 
 #define ENV_MT "luaconcurrent.envblock"
 #define TEARDOWN_LIMIT 2.0  /* seconds to wait for killed tasks' pipes */
@@ -587,5 +588,6 @@ int luaopen_luaconcurrent_core(lua_State *L) {
     lc_core_workers_open(L);
     luaL_newlib(L, core_funcs);
     luaL_setfuncs(L, lc_core_worker_funcs, 0);
+    luaL_setfuncs(L, lc_workerproc_funcs, 0);
     return 1;
 }

@@ -525,6 +525,7 @@ static int pmain (lua_State *L) {
   }
   luaL_openlibs(L);  /* open standard libraries */
   register_preloads(L);
+  lua_gc(L, LUA_GCRESTART);  /* start GC (worker processes too)... */
   if (args & has_worker) {  /* one task of an isolation = "process" run */
     lua_getglobal(L, "require");
     lua_pushliteral(L, "luaconcurrent.worker");
@@ -535,7 +536,6 @@ static int pmain (lua_State *L) {
     return 1;
   }
   createargtable(L, argv, argc, script);  /* create table 'arg' */
-  lua_gc(L, LUA_GCRESTART);  /* start GC... */
   if (!(args & has_E)) {  /* no option '-E'? */
     if (handle_luainit(L) != LUA_OK)  /* run LUA_INIT */
       goto fail;  /* error running LUA_INIT */
