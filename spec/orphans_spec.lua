@@ -5,8 +5,14 @@
 -- sleeps carry a marker in /proc), ends the host, and checks its exit
 -- status, its output, and that no task process is left.
 --
+--   issue 8 item 6   the second SIGINT/SIGTERM exits, even while the first
+--                    is being acted on (a CPU-bound thread task)
+--   issue 8 item 9   a script that catches the interrupt still ends by it
 --   issue 8 item 11  a worker process's task reads /dev/null, not frames
 --   issue 8 item 12  worker processes of the executable collect garbage
+--   issue 8 item 15  a task that removes its hooks cannot make the run
+--                    unstoppable
+--   issue 8 item 16  SIGHUP does not make a script's io.read fail
 --   issue 8 item 17  pidfds refused (EPERM, or no waitid(P_PIDFD)): polling
 
 local helpers = require "helpers"
@@ -115,6 +121,57 @@ local HOSTS = {
 }
 
 describe("run control", function()
+  describe("a second SIGINT/SIGTERM", function()
+    for _, host in ipairs(HOSTS) do
+      for _, mode in ipairs({ "spin_thread", "sethook_thread" }) do
+        local what = mode == "spin_thread" and "a CPU-bound thread task with no timeout"
+          or "a thread task that removed its hook"
+        it("exits at once while the first one is being acted on (" .. what .. ", " .. host[3] .. ")", function()
+          local h = start(host[1], mode, { handle = host[2] })
+          assert.is_true(wait_started(h), "tasks did not start")
+          local pid = host_pid(h)
+          assert.are.equal(3, nthreads(pid))       -- main + two thread workers
+          signal(h, "TERM")
+          -- The run is being stopped once the idle worker has been joined:
+          -- the pool now waits for the spinning one, which never returns.
+          assert.is_true(helpers.wait_until(function()
+            return not helpers.read_file("/proc/" .. pid .. "/status") or nthreads(pid) == 2
+          end, BOUND), "the first SIGTERM did not stop the run")
+          signal(h, "TERM")
+          local status, out = finish(h)
+          assert.are.equal(143, status, out)
+          assert.is_nil(out:find("ok=", 1, true))   -- it never got to report
+        end)
+      end
+
+      it("exits while a coroutine task that removed its hook spins (" .. host[3] .. ")", function()
+        local h = start(host[1], "sethook_coro", { handle = host[2] })
+        assert.is_true(wait_started(h, 1), "tasks did not start")
+        local pid = signal(h, "TERM")
+        assert.is_true(delivered(pid), "the first SIGTERM was not delivered")
+        signal(h, "TERM")
+        local status, out, left = finish(h)
+        assert.are.equal(143, status, out)
+        assert.are.same({}, left)
+      end)
+    end
+  end)
+
+  describe("a script that catches the interrupt", function()
+    for _, host in ipairs(HOSTS) do
+      it("still ends by SIGTERM, and the error names it (" .. host[3] .. ")", function()
+        local h = start(host[1], "swallow", { handle = host[2] })
+        assert.is_true(wait_started(h, 2), "tasks did not start")
+        signal(h, "TERM")
+        local status, out, left = finish(h)
+        assert.are.equal(143, status, out)
+        assert.matches("ok=false\nerr=luaconcurrent: interrupted by SIGTERM\n", out, 1, true)
+        assert.matches("1 false Interrupted", out, 1, true)
+        assert.are.same({}, left)
+      end)
+    end
+  end)
+
   describe("a worker process's task", function()
     -- (loaded, so that its _ENV is the real globals, not busted's
     -- environment: issue 8 item 20)
@@ -152,6 +209,35 @@ describe("run control", function()
       local out, err = helpers.sh(q(EXE) .. " -e " .. q(code))
       assert.are.equal("true\tnil\ttrue\ttrue\ttrue\ttrue\n", out, err)
     end)
+  end)
+
+  describe("SIGHUP", function()
+    for _, host in ipairs(HOSTS) do
+      it("does not make a script's io.read fail (" .. host[3] .. ")", function()
+        local fifo = os.tmpname()
+        os.remove(fifo)
+        assert(os.execute("mkfifo " .. q(fifo)))
+        local h = start(host[1], "read_hup", { handle = host[2], stdin = fifo })
+        -- Read-write: opening it does not wait for the host, and a write
+        -- cannot raise SIGPIPE here if the host is already gone.
+        local w = assert(io.open(fifo, "r+"))
+        assert.is_true(wait_started(h), "the host did not start")
+        local pid = host_pid(h)
+        -- blocked in its read (nothing else in it can sleep)
+        assert.is_true(helpers.wait_until(function()
+          local stat = helpers.read_file("/proc/" .. pid .. "/stat") or ""
+          return stat:match("^%d+ %b() (%S)") == "S"
+        end, BOUND), "the host is not waiting for input")
+        signal(h, "HUP")
+        assert.is_true(delivered(pid), "SIGHUP was not delivered")
+        w:write("a line\n")
+        w:close()
+        local status, out = finish(h)
+        os.remove(fifo)
+        assert.are.equal("line=a line err=nil\n", out)
+        assert.are.equal(0, status)
+      end)
+    end
   end)
 
   describe("without usable pidfds", function()

@@ -16,6 +16,10 @@ volatile sig_atomic_t lc_sig_hup = 0;
 
 static void (*interrupt_cb)(int sig);
 static atomic_int installed;
+/* SIGINT/SIGTERM received since the handlers were installed. Only ever
+ * grows: acting on the first one (the run's stop path) must not make a
+ * second one look like a first. */
+static atomic_int interrupts;
 
 /* Slots hold a group id or 0. Lock-free atomics, so the handler may read
  * them while any thread adds or removes one. */
@@ -48,7 +52,7 @@ static void handler(int sig) {
     int saved = errno;
     if (sig == SIGHUP) {
         lc_sig_hup = 1;
-    } else if (lc_sig_pending) {
+    } else if (atomic_fetch_add(&interrupts, 1) > 0) {
         /* Asked twice: stop now, but leave no task behind. */
         lc_signals_kill_tracked();
         _exit(128 + sig);
@@ -60,16 +64,28 @@ static void handler(int sig) {
     errno = saved;
 }
 
-void lc_signals_install(void (*on_interrupt)(int sig)) {
+static void set_handler(int sig, int flags) {
     struct sigaction sa;
-    interrupt_cb = on_interrupt;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = handler;
     sigemptyset(&sa.sa_mask);
-    sa.sa_flags = 0;        /* no SA_RESTART: blocking waits return EINTR */
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
+    /* One handler at a time: a second signal waits for the first's end. */
+    sigaddset(&sa.sa_mask, SIGINT);
+    sigaddset(&sa.sa_mask, SIGTERM);
+    sigaddset(&sa.sa_mask, SIGHUP);
+    sa.sa_flags = flags;
+    sigaction(sig, &sa, NULL);
+}
+
+void lc_signals_install(void (*on_interrupt)(int sig)) {
+    interrupt_cb = on_interrupt;
+    /* No SA_RESTART for SIGINT/SIGTERM: a blocking read in plain Lua code
+     * returns (EINTR) so the interrupt hook can run. SIGHUP only asks runs
+     * to drain: restart, so a script's io.read does not fail because of
+     * it (epoll_pwait and sleeps return EINTR regardless). */
+    set_handler(SIGINT, 0);
+    set_handler(SIGTERM, 0);
+    set_handler(SIGHUP, SA_RESTART);
     atomic_store(&installed, 1);
 }
 

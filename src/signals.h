@@ -7,7 +7,9 @@
  *   first SIGINT/SIGTERM  recorded; blocking waits return (EINTR), the run
  *                         sees it, kills and reaps its tasks, raises
  *   second SIGINT/SIGTERM kills every live task group, _exit(128 + signum)
+ *                         (counted from the first, whatever the run did)
  *   SIGHUP                recorded; runs stop starting tasks and drain
+ *                         (SA_RESTART: a script's io.read goes on)
  */
 #ifndef LC_SIGNALS_H
 #define LC_SIGNALS_H
