@@ -5,8 +5,11 @@
 -- sleeps carry a marker in /proc), ends the host, and checks its exit
 -- status, its output, and that no task process is left.
 --
+--   issue 8 item 5   a program run with lc.run_prog in a worker process
+--                    dies with the task (timeout, Ctrl-C, runner SIGKILL)
 --   issue 8 item 6   the second SIGINT/SIGTERM exits, even while the first
 --                    is being acted on (a CPU-bound thread task)
+--   issue 8 item 7   os.exit, a Lua error, SIGPIPE on our stdout
 --   issue 8 item 9   a script that catches the interrupt still ends by it
 --   issue 8 item 11  a worker process's task reads /dev/null, not frames
 --   issue 8 item 12  worker processes of the executable collect garbage
@@ -170,6 +173,82 @@ describe("run control", function()
         assert.are.same({}, left)
       end)
     end
+  end)
+
+  describe("the host ending", function()
+    for _, host in ipairs(HOSTS) do
+      it("by SIGPIPE on its stdout (| head -1) kills every task first (" .. host[3] .. ")", function()
+        local h = start(host[1], "sigpipe", { handle = host[2], pipe = true })
+        local status, out, left = finish(h)
+        assert.are.equal(128 + 13, status, out)
+        assert.are.same({}, left)
+      end)
+    end
+
+    local plain = { { "exe", false, "the executable" }, { "lua", false, "lua5.4" },
+                    { "lua", true, "lua5.4 after handle_signals()" } }
+    for _, host in ipairs(plain) do
+      it("by os.exit in on_result kills the other tasks (" .. host[3] .. ")", function()
+        local h = start(host[1], "exit_on_result", { handle = host[2] })
+        local status, out, left = finish(h)
+        assert.are.equal(3, status, out)
+        assert.are.same({}, left)
+      end)
+
+      it("by os.exit in a coroutine task kills the other tasks (" .. host[3] .. ")", function()
+        local h = start(host[1], "exit_in_coro", { handle = host[2] })
+        local status, out, left = finish(h)
+        assert.are.equal(4, status, out)
+        assert.are.same({}, left)
+      end)
+
+      it("by a Lua error kills the other tasks (" .. host[3] .. ")", function()
+        local h = start(host[1], "error_in_coro", { handle = host[2] })
+        local status, out, left = finish(h)
+        assert.are.equal(1, status, out)
+        assert.matches("on_result raised", out, 1, true)
+        assert.are.same({}, left)
+      end)
+    end
+  end)
+
+  describe("a program a worker process started (isolation = \"process\")", function()
+    for _, host in ipairs(HOSTS) do
+      it("dies when the run is interrupted (" .. host[3] .. ")", function()
+        local h = start(host[1], "isolated", { handle = host[2] })
+        assert.is_true(helpers.wait_until(function()
+          return host_pid(h) and #helpers.find_marker(h.marker) >= 2
+        end, BOUND), "tasks did not start")
+        signal(h, "INT")
+        local status, out, left = finish(h)
+        assert.are.equal(130, status, out)
+        assert.matches("1 false Interrupted", out, 1, true)
+        assert.are.same({}, left)
+      end)
+
+      it("dies when the runner is killed with SIGKILL (" .. host[3] .. ")", function()
+        local h = start(host[1], "isolated", { handle = host[2] })
+        assert.is_true(helpers.wait_until(function()
+          return host_pid(h) and #helpers.find_marker(h.marker) >= 2
+        end, BOUND), "tasks did not start")
+        signal(h, "KILL")
+        local status, _, left = finish(h)
+        assert.are.equal(128 + 9, status)
+        assert.are.same({}, left)
+      end)
+    end
+
+    it("dies at the task's timeout", function()
+      local marker = helpers.marker()
+      local task = load([[return function(_, args)
+        return require("luaconcurrent").run_prog({ "sleep", args[1] })
+      end]])()   -- (its _ENV the real globals: issue 8 item 20)
+      local run = lc.ProcRunMp({ task }, { { 1, marker } }, { isolation = "process", timeout = 0.5 })
+      local results = run:run_all()
+      assert.is_true(results[1].timeout)
+      assert.are.same({}, helpers.wait_marker_gone(marker, 2))
+      helpers.kill_marker(marker)
+    end)
   end)
 
   describe("a worker process's task", function()

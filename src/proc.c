@@ -39,6 +39,10 @@ enum { PH_RUN, PH_TERM, PH_KILL, PH_DRAIN, PH_DONE };
 #define EOF_WAIT   0.2            /* seconds to wait for EOF after a kill */
 #define MIN_FREE   (64 * 1024)    /* read directly into the buffer above this */
 #define BIG_PIPE   (1024 * 1024)  /* pipe size once a child writes a lot */
+/* A worker process being stopped gets SIGTERM, which it answers by killing
+ * the programs its tasks started and then its own group; SIGKILL follows
+ * if it has not ended after this long. */
+#define WORKER_GRACE 1.0
 
 extern char **environ;
 
@@ -382,6 +386,16 @@ static void on_timer(lc_loop *loop, lc_timer *t) {
 void lc_proc_kill(lc_proc *p) {
     if (p->phase == PH_DONE || p->phase == PH_DRAIN) return;
     p->interrupted = 1;
+    if (p->stream && !p->exited) {
+        /* A worker process: asked first, so that it kills the groups of
+         * the programs its task started (they are not in its group). */
+        if (p->phase == PH_RUN) {
+            kill_group(p, SIGTERM);
+            p->phase = PH_TERM;
+            lc_timer_arm(p->loop, &p->timer, lc_now() + WORKER_GRACE);
+        }
+        return;
+    }
     lc_timer_cancel(p->loop, &p->timer);
     kill_group(p, SIGKILL);
     if (p->exited)
@@ -486,7 +500,7 @@ int lc_proc_spawn(lc_loop *loop, const lc_proc_spec *spec,
         describe_spawn_error(spec, e, errbuf, errlen);
         goto fail_described;
     }
-    p->track_slot = lc_signals_track(p->pid);
+    p->track_slot = lc_signals_track(p->pid, p->stream);
     close_fd(&in[0]);
     close_fd(&out[1]);
     close_fd(&err[1]);

@@ -7,7 +7,9 @@
  *     io.stdin, and the stdin of anything a task starts with os.execute or
  *     io.popen) becomes /dev/null, as thread and coroutine tasks have no
  *     stdin of theirs either: a task calling io.read() gets EOF instead of
- *     blocking or eating frames.
+ *     blocking or eating frames;
+ *   * installs the worker's signal handling (signals.h, lc_signals_worker):
+ *     told to stop, or orphaned, it kills the programs its tasks started.
  * Call it before anything reads io.stdin (its buffer would hold frames).
  */
 #include <errno.h>
@@ -21,6 +23,7 @@
 #include "lualib.h"
 
 #include "lcerror.h"
+#include "signals.h"
 #include "workerproc.h"
 
 static int frames_close(lua_State *L) {
@@ -55,6 +58,7 @@ static int l_worker_init(lua_State *L) {
                         strerror(e));
     }
     p->closef = frames_close;
+    lc_signals_worker();
     return 1;
 }
 

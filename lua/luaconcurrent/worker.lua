@@ -12,7 +12,8 @@
 -- in-memory file, so what a task (or a child of it) prints cannot corrupt
 -- them and comes back as the task's output. stderr is the run's own.
 -- Likewise the frames arrive on a private copy of stdin, and fd 0 is
--- /dev/null, so a task that reads stdin gets EOF (core.worker_init).
+-- /dev/null, so a task that reads stdin gets EOF (core.worker_init, which
+-- also makes the worker kill what its tasks started when it is stopped).
 
 local M = {}
 
