@@ -24,7 +24,7 @@ LDFLAGS  ?=
 
 B        := build
 ENGINE   := src/loop.c src/proc.c src/hugemem.c src/signals.c src/marshal.c src/pool.c \
-            src/host.c src/core.c src/core_loop.c src/core_pool.c src/core_marshal.c src/core_misc.c
+            src/host.c src/core.c src/core_loop.c src/core_pool.c src/core_marshal.c src/core_misc.c src/workerproc.c
 LUAMODS  := $(wildcard lua/luaconcurrent/*.lua)
 EXECMODS := $(wildcard lua/luaconcurrent/exec/*.lua)
 CTLMODS  := $(wildcard lua/luaconcurrent/control/*.lua)
@@ -36,7 +36,11 @@ ENGINE_OBJ := $(ENGINE:src/%.c=$(B)/obj/%.o)
 .PHONY: all deps demo test bench install uninstall clean \
         check check-deps check-cppcheck check-asan check-tsan check-valgrind check-fuzz
 
-all: $(EXE) $(SO)
+all: $(EXE) $(SO) $(B)/deny_pidfd
+
+# Test helper: runs a command with pidfds refused (spec/orphans_spec.lua).
+$(B)/deny_pidfd: scripts/check/deny_pidfd.c | $(B)/obj
+	$(CC) $(CFLAGS) -std=gnu11 -Wall -Wextra $(WERROR) -o $@ $<
 
 deps:
 	@sh scripts/ensure-deps.sh

@@ -3,6 +3,7 @@
  * per engine object (see bindings.h); this file only registers them.
  */
 #include "bindings.h"
+#include "workerproc.h"
 
 int luaopen_luaconcurrent_core(lua_State *L) {
     luaL_checkversion(L);
@@ -11,5 +12,6 @@ int luaopen_luaconcurrent_core(lua_State *L) {
     lc_core_pool_open(L);                              /* after the loop's */
     lc_core_marshal_open(L);
     lc_core_misc_open(L);
+    luaL_setfuncs(L, lc_workerproc_funcs, 0);     /* worker processes */
     return 1;
 }

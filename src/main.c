@@ -8,8 +8,9 @@
 ** engine (luaopen_luaconcurrent_core), so the executable needs no source
 ** tree at run time.
 **
-** Exit status: 0 ok; 1 error; 128+signum when SIGINT/SIGTERM interrupted
-** the run; for a declarative task file, what run_task_file returned.
+** Exit status: 0 ok; 1 error; for a declarative task file, what
+** run_task_file returned; but once SIGINT/SIGTERM interrupted a run, the
+** process ends by that signal (128+signum in the shell) whatever came after.
 */
 
 #include <signal.h>
@@ -25,6 +26,7 @@
 #include "embedded.h"
 #include "hugemem.h"
 #include "host.h"
+#include "proc.h"
 #include "signals.h"
 
 #define LC_PROGNAME "luaconcurrent"
@@ -54,7 +56,8 @@ static void lstop (lua_State *L, lua_Debug *ar) {
   (void)ar;  /* unused arg. */
   lua_sethook(L, NULL, 0, 0);  /* reset hook */
   lc_sig_pending = 0;  /* this error is the run's answer to it */
-  lua_pushliteral(L, "interrupted!");
+  lua_pushfstring(L, LC_PROGNAME ": interrupted by %s",
+                  lc_signal_name(lc_sig_last));
   lua_error(L);
 }
 
@@ -64,7 +67,8 @@ static void lstop (lua_State *L, lua_Debug *ar) {
 ** SIGTERM. Blocking system calls are not restarted, so the engine's event
 ** loop returns to Lua with EINTR and the hook runs; the run kills and reaps
 ** its tasks on the way out. A second signal kills every task group and
-** exits at once (signals.c).
+** exits at once (signals.c), however the first was handled. A script that
+** catches the error still ends by the signal (main, at exit).
 */
 static void laction (int sig) {
   int flag = LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT;
@@ -563,6 +567,7 @@ static int pmain (lua_State *L) {
   }
   luaL_openlibs(L);  /* open standard libraries */
   register_preloads(L);
+  lua_gc(L, LUA_GCRESTART);  /* start GC (worker processes too)... */
   if (args & has_worker) {  /* one task of an isolation = "process" run */
     lua_getglobal(L, "require");
     lua_pushliteral(L, "luaconcurrent.worker");
@@ -573,7 +578,6 @@ static int pmain (lua_State *L) {
     return 1;
   }
   createargtable(L, argv, argc, script);  /* create table 'arg' */
-  lua_gc(L, LUA_GCRESTART);  /* start GC... */
   if (!(args & has_E)) {  /* no option '-E'? */
     if (handle_luainit(L) != LUA_OK)  /* run LUA_INIT */
       goto fail;  /* error running LUA_INIT */
@@ -689,7 +693,14 @@ int main (int argc, char **argv) {
   result = (status == LUA_OK) ? (int)lua_tointeger(L, -1) : EXIT_FAILURE;
   report(L, status);
   lua_close(L);
-  if (result != EXIT_SUCCESS && lc_sig_last != 0)
-    result = 128 + lc_sig_last;  /* interrupted by SIGINT or SIGTERM */
+  if (lc_sig_last != 0) {
+    /* Interrupted by SIGINT or SIGTERM: end by it, as lua5.4 with the
+     * module does (l_signals_gc), even if the script caught the error. */
+    int sig = lc_sig_last;
+    fflush(NULL);
+    signal(sig, SIG_DFL);
+    raise(sig);
+    result = 128 + sig;  /* (if it was blocked) */
+  }
   return result;
 }

@@ -40,6 +40,10 @@ enum { PH_RUN, PH_TERM, PH_KILL, PH_DRAIN, PH_DONE };
 #define MIN_FREE   (64 * 1024)    /* read directly into the buffer above this */
 #define BIG_PIPE   (1024 * 1024)  /* pipe size once a child writes a lot */
 #define MAX_WAKE   (16 * 1024 * 1024)  /* stream bytes taken per wake-up */
+/* A worker process being stopped gets SIGTERM, which it answers by killing
+ * the programs its tasks started and then its own group; SIGKILL follows
+ * if it has not ended after this long. */
+#define WORKER_GRACE 1.0
 
 extern char **environ;
 
@@ -109,9 +113,31 @@ static int buf_reserve(lc_buf *b, size_t extra) {
     return 0;
 }
 
-/* Without pidfds (Linux < 5.3, or valgrind, which answers ENOSYS) a proc
- * polls its own pid on a timer instead: still never waitpid(-1). */
-static atomic_int pidfd_missing;
+/* Without pidfds each proc polls its own pid on a timer instead: still
+ * never waitpid(-1). Both calls used are probed once, on our own pid, and
+ * any failure means polling: pidfd_open is Linux 5.3, waitid(P_PIDFD) 5.4
+ * (EINVAL before), valgrind answers ENOSYS and container seccomp profiles
+ * EPERM. A probe short of fds (EMFILE) decides nothing: the spawn's own
+ * pidfd_open fails the same way and says so. */
+static atomic_int pidfd_state;      /* 0 unknown, 1 usable, -1 missing */
+
+static int pidfd_usable(void) {
+    int state = atomic_load_explicit(&pidfd_state, memory_order_relaxed);
+    if (state) return state > 0;
+    int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+    if (fd < 0) {
+        if (errno == EMFILE || errno == ENFILE || errno == ENOMEM) return 1;
+        state = -1;
+    } else {
+        siginfo_t si;
+        /* Not our child: ECHILD is the only answer of a working kernel. */
+        state = (waitid(P_PIDFD, (id_t)fd, &si, WEXITED | WNOHANG) < 0 &&
+                 errno == ECHILD) ? 1 : -1;
+        close(fd);
+    }
+    atomic_store(&pidfd_state, state);
+    return state > 0;
+}
 
 static int wait_leader(lc_proc *p, siginfo_t *si, int flags) {
     if (p->pidw.fd >= 0) return waitid(P_PIDFD, (id_t)p->pidw.fd, si, flags);
@@ -366,6 +392,16 @@ static void on_timer(lc_loop *loop, lc_timer *t) {
 void lc_proc_kill(lc_proc *p) {
     if (p->phase == PH_DONE || p->phase == PH_DRAIN) return;
     p->interrupted = 1;
+    if (p->stream && !p->exited) {
+        /* A worker process: asked first, so that it kills the groups of
+         * the programs its task started (they are not in its group). */
+        if (p->phase == PH_RUN) {
+            kill_group(p, SIGTERM);
+            p->phase = PH_TERM;
+            lc_timer_arm(p->loop, &p->timer, lc_now() + WORKER_GRACE);
+        }
+        return;
+    }
     lc_timer_cancel(p->loop, &p->timer);
     kill_group(p, SIGKILL);
     if (p->exited)
@@ -471,23 +507,22 @@ int lc_proc_spawn(lc_loop *loop, const lc_proc_spec *spec,
         describe_spawn_error(spec, e, errbuf, errlen);
         goto fail_described;
     }
-    p->track_slot = lc_signals_track(p->pid);
+    p->track_slot = lc_signals_track(p->pid, p->stream);
     close_fd(&in[0]);
     close_fd(&out[1]);
     close_fd(&err[1]);
 
-    if (!atomic_load_explicit(&pidfd_missing, memory_order_relaxed))
+    if (pidfd_usable()) {
         p->pidw.fd = (int)syscall(SYS_pidfd_open, p->pid, 0);
-    if (p->pidw.fd < 0 && (atomic_load(&pidfd_missing) || errno == ENOSYS)) {
-        atomic_store(&pidfd_missing, 1);
+        if (p->pidw.fd < 0) e = errno;
+    }
+    if (p->pidw.fd < 0 && !e) {
         e = lc_timer_init(loop, &p->exit_poll, on_exit_poll, p);
         if (!e) {
             p->polled = 1;
             p->poll_every = 0.001;
             lc_timer_arm(loop, &p->exit_poll, lc_now() + p->poll_every);
         }
-    } else if (p->pidw.fd < 0) {
-        e = errno;
     }
     if (e || (p->pidw.fd < 0 && !p->polled)) {
         if (!e) e = EINVAL;

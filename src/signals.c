@@ -4,8 +4,11 @@
 #include "signals.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #define MAX_TRACKED 16384
@@ -16,18 +19,41 @@ volatile sig_atomic_t lc_sig_hup = 0;
 
 static void (*interrupt_cb)(int sig);
 static atomic_int installed;
+/* SIGINT/SIGTERM received since the handlers were installed. Only ever
+ * grows: acting on the first one (the run's stop path) must not make a
+ * second one look like a first. */
+static atomic_int interrupts;
 
-/* Slots hold a group id or 0. Lock-free atomics, so the handler may read
- * them while any thread adds or removes one. */
+/* Slots hold a group id (a worker process's as its negative) or 0.
+ * Lock-free atomics, so the handler may read them while any thread adds or
+ * removes one. */
 static _Atomic pid_t tracked[MAX_TRACKED];
 static atomic_uint cursor;
+static pthread_once_t exit_hook_once = PTHREAD_ONCE_INIT;
+static pid_t exit_hook_pid;
 
-int lc_signals_track(pid_t pgid) {
+/* (A child forked by a host after that inherits the table: it must not
+ * kill its parent's tasks when it exits.) */
+static void kill_at_exit(void) {
+    if (getpid() == exit_hook_pid) lc_signals_kill_tracked();
+}
+
+/* The process may end in ways that run no run's cleanup: os.exit in a
+ * callback or a coroutine task, a C module calling exit(). Whatever is
+ * tracked then is killed. (In the module, glibc runs this at dlclose too.) */
+static void register_exit_hook(void) {
+    exit_hook_pid = getpid();
+    atexit(kill_at_exit);
+}
+
+int lc_signals_track(pid_t pgid, int worker) {
+    pthread_once(&exit_hook_once, register_exit_hook);
+    pid_t v = worker ? -pgid : pgid;
     unsigned start = atomic_fetch_add_explicit(&cursor, 1, memory_order_relaxed);
     for (unsigned i = 0; i < MAX_TRACKED; i++) {
         unsigned slot = (start + i) % MAX_TRACKED;
         pid_t expect = 0;
-        if (atomic_compare_exchange_strong(&tracked[slot], &expect, pgid))
+        if (atomic_compare_exchange_strong(&tracked[slot], &expect, v))
             return (int)slot;
     }
     return -1;
@@ -37,18 +63,42 @@ void lc_signals_untrack(int slot) {
     if (slot >= 0) atomic_store(&tracked[slot], 0);
 }
 
+/* A worker process is asked (SIGTERM to it alone) rather than killed: its
+ * handler kills the groups it started, then its own group. */
 void lc_signals_kill_tracked(void) {
     for (unsigned i = 0; i < MAX_TRACKED; i++) {
-        pid_t pgid = atomic_load_explicit(&tracked[i], memory_order_relaxed);
-        if (pgid > 0) kill(-pgid, SIGKILL);
+        pid_t v = atomic_load_explicit(&tracked[i], memory_order_relaxed);
+        if (v > 0) kill(-v, SIGKILL);
+        else if (v < 0) kill(-v, SIGTERM);
     }
+}
+
+/* Kill what we started, then end by `sig` (its default action). */
+static void die_by(int sig) {
+    struct sigaction dfl;
+    sigset_t set;
+    lc_signals_kill_tracked();
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
+    sigaction(sig, &dfl, NULL);
+    sigemptyset(&set);
+    sigaddset(&set, sig);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    raise(sig);
+    _exit(128 + sig);               /* (if it did not end us) */
 }
 
 static void handler(int sig) {
     int saved = errno;
     if (sig == SIGHUP) {
         lc_sig_hup = 1;
-    } else if (lc_sig_pending) {
+    } else if (sig == SIGPIPE) {
+        /* Our own stdout is gone (`luaconcurrent s.lua | head -1`): end as
+         * the default action would, leaving no task behind. Writes to a
+         * task's stdin never get here: they block SIGPIPE (proc.c). */
+        die_by(sig);
+    } else if (atomic_fetch_add(&interrupts, 1) > 0) {
         /* Asked twice: stop now, but leave no task behind. */
         lc_signals_kill_tracked();
         _exit(128 + sig);
@@ -60,17 +110,57 @@ static void handler(int sig) {
     errno = saved;
 }
 
-void lc_signals_install(void (*on_interrupt)(int sig)) {
-    struct sigaction sa;
-    interrupt_cb = on_interrupt;
+static void handler(int sig);
+
+/* only_if_default: unless the disposition is the default (or ours), leave
+ * it: a host that ignores SIGPIPE keeps that. */
+static void set_handler(int sig, void (*fn)(int), int flags, int only_if_default) {
+    struct sigaction sa, old;
+    if (only_if_default && (sigaction(sig, NULL, &old) < 0 ||
+                            (old.sa_handler != SIG_DFL && old.sa_handler != handler)))
+        return;
     memset(&sa, 0, sizeof sa);
-    sa.sa_handler = handler;
+    sa.sa_handler = fn;
     sigemptyset(&sa.sa_mask);
-    sa.sa_flags = 0;        /* no SA_RESTART: blocking waits return EINTR */
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
+    /* One handler at a time: a second signal waits for the first's end. */
+    sigaddset(&sa.sa_mask, SIGINT);
+    sigaddset(&sa.sa_mask, SIGTERM);
+    sigaddset(&sa.sa_mask, SIGHUP);
+    sa.sa_flags = flags;
+    sigaction(sig, &sa, NULL);
+}
+
+void lc_signals_install(void (*on_interrupt)(int sig)) {
+    interrupt_cb = on_interrupt;
+    /* No SA_RESTART for SIGINT/SIGTERM: a blocking read in plain Lua code
+     * returns (EINTR) so the interrupt hook can run. SIGHUP only asks runs
+     * to drain: restart, so a script's io.read does not fail because of
+     * it (epoll_pwait and sleeps return EINTR regardless). */
+    set_handler(SIGINT, handler, 0, 0);
+    set_handler(SIGTERM, handler, 0, 0);
+    set_handler(SIGHUP, handler, SA_RESTART, 0);
+    set_handler(SIGPIPE, handler, SA_RESTART, 1);
     atomic_store(&installed, 1);
 }
 
 int lc_signals_installed(void) { return atomic_load(&installed); }
+
+/* ---- worker processes --------------------------------------------------- */
+
+static void worker_handler(int sig) {
+    lc_signals_kill_tracked();      /* the programs its tasks started */
+    if (getpgrp() == getpid())
+        kill(0, SIGKILL);           /* its own group, itself included */
+    die_by(sig);
+}
+
+void lc_signals_worker(void) {
+    set_handler(SIGINT, worker_handler, 0, 0);
+    set_handler(SIGTERM, worker_handler, 0, 0);
+    set_handler(SIGPIPE, worker_handler, 0, 1);
+    /* Tied to the runner's life: if the thread that spawned us (the run's)
+     * ends, even by SIGKILL, we get SIGTERM and take our children along. If
+     * it ended before this call, the frame pipe is at EOF and we end when
+     * we look for our first task. */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+}

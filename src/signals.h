@@ -7,7 +7,13 @@
  *   first SIGINT/SIGTERM  recorded; blocking waits return (EINTR), the run
  *                         sees it, kills and reaps its tasks, raises
  *   second SIGINT/SIGTERM kills every live task group, _exit(128 + signum)
+ *                         (counted from the first, whatever the run did)
  *   SIGHUP                recorded; runs stop starting tasks and drain
+ *                         (SA_RESTART: a script's io.read goes on)
+ *   SIGPIPE               (if it was SIG_DFL) kills every live task group,
+ *                         then ends the process by SIGPIPE
+ * Whatever is still tracked when the process exits (os.exit in a callback)
+ * is killed by an atexit handler, registered when the first group is.
  */
 #ifndef LC_SIGNALS_H
 #define LC_SIGNALS_H
@@ -29,8 +35,15 @@ int lc_signals_installed(void);
 
 /* Live task process groups, kept so a forced exit leaves none behind.
  * track returns a slot (or -1 if the table is full). */
-int lc_signals_track(pid_t pgid);
+int lc_signals_track(pid_t pgid, int worker);
 void lc_signals_untrack(int slot);
-void lc_signals_kill_tracked(void);   /* async-signal-safe */
+/* SIGKILL every tracked group; a worker process (track's `worker`) gets
+ * SIGTERM instead, so it can kill what it started. Async-signal-safe. */
+void lc_signals_kill_tracked(void);
+
+/* In a worker process (isolation = "process"): SIGINT, SIGTERM and SIGPIPE
+ * kill the groups its tasks started and its own group, and the worker gets
+ * SIGTERM when the thread that spawned it ends (PR_SET_PDEATHSIG). */
+void lc_signals_worker(void);
 
 #endif

@@ -13,6 +13,9 @@
 -- The answers travel on a private copy of stdout; fd 1 itself is an
 -- in-memory file, so what a task (or a child of it) prints cannot corrupt
 -- them and comes back as the task's output. stderr is the run's own.
+-- Likewise the frames arrive on a private copy of stdin, and fd 0 is
+-- /dev/null, so a task that reads stdin gets EOF (core.worker_init, which
+-- also makes the worker kill what its tasks started when it is stopped).
 
 local M = {}
 
@@ -42,18 +45,21 @@ function M.msghandler(err)
   return debug.traceback(err, 2)
 end
 
+local frames   -- the frame pipe (core.worker_init)
+
 local function read_frame()
-  local head = io.stdin:read(4)
+  local head = frames:read(4)
   if head == nil or #head < 4 then return nil end
   local len = string.unpack("<I4", head)   -- (unpack also returns a position)
-  return io.stdin:read(len)
+  return frames:read(len)
 end
 
 --- The worker's main loop; returns the exit status.
 function M.main()
   local core = require "luaconcurrent.core"
+  frames = core.worker_init()
   local out = core.worker_stdout()
-  io.stdin:setvbuf("full")
+  frames:setvbuf("full")
   local key, paths, fn_frame = read_frame(), read_frame(), read_frame()
   if not fn_frame then return 1 end
   core.marshal_set_key(key)
