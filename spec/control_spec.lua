@@ -209,6 +209,30 @@ describe("run control", function()
     end)
   end)
 
+  describe("progress", function()
+    local cmd = helpers.q(helpers.ROOT .. "/build/luaconcurrent")
+      .. " --parallel --bar -j2 sleep ::: 0.2 0.2 0.2 0.2"
+
+    it("draws a bar in a real terminal and erases it at the end", function()
+      if helpers.sh("command -v script") == "" then
+        pending("script(1) is not installed")
+        return
+      end
+      local out, _, code = helpers.sh("script -qec " .. helpers.q(cmd) .. " /dev/null")
+      assert.are.equal(0, code)
+      assert.matches("\r%[=+>? *%] 4/4  0 running  0 failed  [%d.]+/s  ETA 0:00\27%[K", out)
+      assert.matches("1/4", out)
+      assert.are.equal("\r\27[K", out:sub(-4))   -- erased: nothing left on the line
+    end)
+
+    it("writes nothing when stderr is not a terminal", function()
+      local out, err, code = helpers.sh(cmd)
+      assert.are.equal(0, code)
+      assert.are.equal("", out)
+      assert.are.equal("", err)
+    end)
+  end)
+
   it("results writes each result as one JSON line", function()
     local path = tmp()
     lc.ProcRunMp({ function(k) return k ~= 2, k end }, { { 1 }, { 2 }, { 3 } },
