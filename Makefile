@@ -90,7 +90,11 @@ TEST_TIMEOUT  ?= 900
 CHECK_TIMEOUT ?= 3600
 BOUNDED = sh scripts/bounded.sh
 
+# Tools the specs use: xmllint (timeline SVG), script (a real terminal).
+TEST_PKGS := libxml2-utils bsdutils
+
 test: deps
+	@sh scripts/ensure-deps.sh $(TEST_PKGS)
 	@$(MAKE) --no-print-directory all $(OOM_EXE)
 	$(BOUNDED) $(TEST_TIMEOUT) $(BUSTED)
 

@@ -233,6 +233,29 @@ describe("run control", function()
     end)
   end)
 
+  it("timeline draws one bar per task on at most num_workers rows, as valid SVG", function()
+    local svg, log = tmp() .. ".svg", tmp()
+    local tasks = {}
+    for i = 1, 9 do tasks[i] = { "k<" .. i .. ">&", i % 3 == 0 and "exit 2" or "sleep 0.0" .. i } end
+    lc.ProcRunAsyncio({ "sh", "-c" }, tasks, { num_workers = 3, timeline = svg, joblog = log }):run_all()
+    local _, err, code = helpers.sh("xmllint --noout " .. helpers.q(svg))
+    assert.are.equal(0, code, err)
+    local doc = helpers.read_file(svg)
+    local _, bars = doc:gsub("<rect ", "")
+    assert.are.equal(9, bars)
+    assert.is_nil(doc:find("slot 4", 1, true))
+    assert.is_truthy(doc:find("k&lt;3&gt;&amp;: ", 1, true))
+    assert.is_truthy(doc:find("exit 2, failed", 1, true))
+    -- The same picture from the joblog.
+    local svg2 = tmp() .. ".svg"
+    lc.timeline(log, svg2)
+    _, err, code = helpers.sh("xmllint --noout " .. helpers.q(svg2))
+    assert.are.equal(0, code, err)
+    local _, bars2 = helpers.read_file(svg2):gsub("<rect ", "")
+    assert.are.equal(9, bars2)
+    os.remove(svg); os.remove(svg2); os.remove(log)
+  end)
+
   it("results writes each result as one JSON line", function()
     local path = tmp()
     lc.ProcRunMp({ function(k) return k ~= 2, k end }, { { 1 }, { 2 }, { 3 } },

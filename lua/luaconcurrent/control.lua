@@ -14,6 +14,7 @@ local halt = require "luaconcurrent.control.halt"
 local joblog = require "luaconcurrent.control.joblog"
 local output = require "luaconcurrent.control.output"
 local progress = require "luaconcurrent.control.progress"
+local timeline = require "luaconcurrent.control.timeline"
 
 local M = {}
 M.__index = M
@@ -51,7 +52,8 @@ end
 -- run asks for no run control: the scheduler then pays nothing per task.
 function M.new(run, describe)
   if (run.retries or 0) == 0 and not (run.halt and run.halt ~= "never") and not run.joblog
-      and not run.results and not run.progress and (run.output or "collect") == "collect" then
+      and not run.results and not run.progress and (run.output or "collect") == "collect"
+      and not run.timeline then
     return nil
   end
   local self = setmetatable({
@@ -66,6 +68,7 @@ function M.new(run, describe)
     self.results = assert(io.open(run.results, "a"))
   end
   if run.progress then self.bar = progress.new() end
+  if run.timeline then self.timeline, self.bars = run.timeline, {} end
   local bar = self.bar
   self.out = output.new(run.output, run.tag, bar and function(after)
     if after then bar:draw(self.st, true) else bar:clear() end
@@ -107,6 +110,7 @@ function M:finished(index, res, st)
     if res.success then counts.success = counts.success + 1 else counts.fail = counts.fail + 1 end
     st.failed = counts.fail
     if self.log then self.log:write(index, res, self.describe(res.key, res.arg)) end
+    if self.bars then self.bars[#self.bars + 1] = timeline.bar(res) end
     if self.results then
       local ok, line = pcall(res.to_json, res)
       self.results:write(ok and line or string.format('{"key":%s,"error":%q}',
@@ -126,6 +130,7 @@ function M:close()
   if self.bar then self.bar:clear() end
   if self.log then self.log:close() end
   if self.results then self.results:close() end
+  if self.timeline then timeline.write(self.timeline, self.bars) end
 end
 
 return M

@@ -37,6 +37,15 @@ function M.sleep(s)
   end
 end
 
+--- Draw a run's timeline (SVG) from its joblog.
+function M.timeline(joblog, svg)
+  if type(joblog) ~= "string" or type(svg) ~= "string" then
+    validate.fail("timeline needs a joblog path and an SVG path (strings)")
+  end
+  local timeline = require "luaconcurrent.control.timeline"
+  timeline.write(svg, timeline.from_joblog(joblog))
+end
+
 --- Handle SIGINT, SIGTERM and SIGHUP the way the executable does: the
 -- first SIGINT/SIGTERM stops a run (its tasks killed and reaped, run_all
 -- raises "luaconcurrent: interrupted by SIGINT", partial results kept) and

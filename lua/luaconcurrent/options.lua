@@ -15,7 +15,7 @@ M.NAMES = {
   keep_results = true, kill_grace = true, isolation = true,
   -- run control (control.lua)
   retries = true, retry_delay = true, halt = true, joblog = true, resume = true,
-  progress = true, output = true, tag = true, results = true,
+  progress = true, output = true, tag = true, results = true, timeline = true,
 }
 
 -- num_workers = 0 means: no limit for subprocesses and coroutines, one
@@ -101,7 +101,7 @@ function M.runner(class, pargs, tasks, opts, ...)
     env = opts.env, cwd = opts.cwd, input = opts.input, kill_grace = opts.kill_grace,
     retries = opts.retries, retry_delay = opts.retry_delay, halt = opts.halt,
     joblog = opts.joblog, resume = opts.resume, progress = opts.progress,
-    output = opts.output, tag = opts.tag, results = opts.results,
+    output = opts.output, tag = opts.tag, results = opts.results, timeline = opts.timeline,
     result = {}, ok = nil, time_start = -1, time_end = -1, time_run = -1,
   }
   for name, default in pairs(M.DEFAULTS) do

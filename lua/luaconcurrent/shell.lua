@@ -36,6 +36,7 @@ Runs command once per value (or combination of values), many at a time.
   --group             output of each task together when it ends (default)
   --tag               prefix output lines with the value
   --results FILE      each result as a JSON line in FILE
+  --timeline FILE     a picture of the run as SVG (one row per slot)
   --dry-run           print the commands, run nothing
   -h, --help          this text
 Values: ::: v1 v2 ...   :::: file ...   or lines on stdin.
@@ -51,6 +52,7 @@ local VALUE_OPTS = {
   ["-j"] = "jobs", ["--jobs"] = "jobs", ["--timeout"] = "timeout",
   ["--retries"] = "retries", ["--retry-delay"] = "retry_delay", ["--halt"] = "halt",
   ["--joblog"] = "joblog", ["--results"] = "results", ["--kill-grace"] = "kill_grace",
+  ["--timeline"] = "timeline",
 }
 local FLAG_OPTS = {
   ["--resume"] = { "resume", true }, ["--resume-failed"] = { "resume", "failed" },
@@ -254,6 +256,7 @@ function M.run(o, tasks)
     retries = o.retries and math.tointeger(number_of("--retries", o.retries)),
     retry_delay = o.retry_delay and number_of("--retry-delay", o.retry_delay),
     halt = o.halt, joblog = o.joblog, resume = o.resume, results = o.results,
+    timeline = o.timeline,
     progress = o.progress, output = o.output, keep_results = false,
   }
   if o.tag then
