@@ -256,6 +256,37 @@ describe("run control", function()
     os.remove(svg); os.remove(svg2); os.remove(log)
   end)
 
+  describe("max_capture", function()
+    it("keeps the first bytes in memory and all of the output in a file", function()
+      local r = lc.ProcRunAsyncio({ "sh", "-c" }, { { 1, "seq 100000" }, { 2, "echo small" } },
+        { max_capture = 100 }):run_all()
+      local whole = helpers.sh("seq 100000")
+      assert.are.equal(whole:sub(1, 100), r[1].stdout)
+      assert.are.equal(#whole, r[1].stdout_size)
+      assert.are.equal(whole, r[1].stdout_file:read("a"))
+      r[1].stdout_file:close()
+      assert.are.equal("small\n", r[2].stdout)
+      assert.is_nil(r[2].stdout_file)
+    end)
+
+    it("lets run_prog do the same, and streams the whole output", function()
+      local _, out, _, res = lc.run_prog({ "seq", "1000" }, { max_capture = 10 })
+      assert.are.equal("1\n2\n3\n4\n5\n", out)
+      assert.are.equal(3893, res.stdout_size)
+      res.stdout_file:close()
+      local streamed = helpers.run_lua([[
+        local lc = require "luaconcurrent"
+        lc.ProcRunAsyncio({"seq"}, {{1, 3000}}, {max_capture = 16, output = "stream"}):run_all()
+      ]])
+      assert.are.equal(helpers.sh("seq 3000"), streamed)
+    end)
+
+    it("rejects a size that is not a positive whole number", function()
+      assert.has_error(function() lc.ProcRunAsyncio({ "true" }, {}, { max_capture = 0 }) end,
+        "luaconcurrent: max_capture must be a positive whole number of bytes, got 0")
+    end)
+  end)
+
   it("results writes each result as one JSON line", function()
     local path = tmp()
     lc.ProcRunMp({ function(k) return k ~= 2, k end }, { { 1 }, { 2 }, { 3 } },

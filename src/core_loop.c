@@ -4,9 +4,11 @@
  *
  *   core.new_loop() -> loop
  *   loop:spawn(argv, envblock|nil, cwd|nil, input|nil, timeout, kill_grace
- *              [, stream]) -> id | nil, message, errno_name
+ *              [, stream [, max_capture]]) -> id | nil, message, errno_name
  *        (stream: stdin stays open for loop:write, stdout comes as
- *        {id=, data=} records)
+ *        {id=, data=} records; max_capture: bytes of each output kept in
+ *        memory, the whole output then in the record's stdout_file /
+ *        stderr_file, an unlinked temporary file, with stdout_size ...)
  *   loop:poll([max_wait]) -> { record, ... }
  *   loop:running() -> n          processes and jobs whose record is to come
  *   loop:kill(id) -> true | false           kill one task's process group
@@ -22,6 +24,8 @@
  * teardown).
  */
 #include <errno.h>
+#include <stdio.h>
+#include <unistd.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
@@ -238,9 +242,40 @@ static void records_end(lua_State *L) {        /* the list stays on top */
     lua_setiuservalue(L, 1, LC_UV_RECORDS);
 }
 
-static void set_output(lua_State *L, const char *k, const lc_buf *b) {
+static int spill_close(lua_State *L) {
+    luaL_Stream *s = luaL_checkudata(L, 1, LUA_FILEHANDLE);
+    int ok = fclose(s->f) == 0;
+    return luaL_fileresult(L, ok, NULL);
+}
+
+/* The spill file of an output past max_capture, as a Lua file read from
+ * its start (<k>_file), with the whole size (<k>_size). The file is Lua's
+ * from here: io's __gc or :close() closes it. */
+static void set_spill(lua_State *L, const char *k, lc_buf *b) {
+    if (b->spill_fd < 0) return;
+    lua_pushfstring(L, "%s_size", k);
+    lua_pushinteger(L, (lua_Integer)b->total);
+    lua_rawset(L, -3);
+    luaL_Stream *s = lua_newuserdatauv(L, sizeof *s, 0);
+    s->closef = NULL;                                  /* not open yet */
+    luaL_setmetatable(L, LUA_FILEHANDLE);
+    lseek(b->spill_fd, 0, SEEK_SET);
+    s->f = fdopen(b->spill_fd, "rb");
+    if (s->f == NULL) {
+        lua_pop(L, 1);
+        return;                                        /* lc_proc_free closes it */
+    }
+    b->spill_fd = -1;
+    s->closef = spill_close;
+    lua_pushfstring(L, "%s_file", k);
+    lua_insert(L, -2);
+    lua_rawset(L, -3);
+}
+
+static void set_output(lua_State *L, const char *k, lc_buf *b) {
     lua_pushlstring(L, b->data ? b->data : "", b->len);
     lua_setfield(L, -2, k);
+    set_spill(L, k, b);
 }
 
 static void push_record(lua_State *L, lc_proc *p) {
@@ -388,9 +423,11 @@ static int l_spawn(lua_State *L) {
     size_t cwdlen = 0;
     char errbuf[512];
     memset(&spec, 0, sizeof spec);
-    lua_settop(L, 8);
+    lua_settop(L, 9);
     spec.stream = lua_toboolean(L, 8);
-    spec.argv = build_argv(L, 2);                      /* argv block at 9 */
+    lua_Integer cap = luaL_optinteger(L, 9, 0);
+    spec.max_capture = cap > 0 ? (size_t)cap : 0;
+    spec.argv = build_argv(L, 2);                      /* argv block at 10 */
     if (!lua_isnoneornil(L, 3))
         spec.envp = ((envblock *)luaL_checkudata(L, 3, ENV_MT))->vars;
     spec.cwd = opt_cstring(L, 4, "cwd", &cwdlen);

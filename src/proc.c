@@ -241,6 +241,63 @@ static void on_leader_exit(lc_proc *p) {
     start_drain(p);
 }
 
+static int write_all(int fd, const char *s, size_t n) {
+    while (n > 0) {
+        ssize_t w = write(fd, s, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) return errno;
+        s += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* An unlinked temporary file for output past max_capture, with what was
+ * kept so far written first. -1 (and the output capped, incomplete) if
+ * none can be had. */
+static int spill_open(const lc_buf *b) {
+    const char *dir = getenv("TMPDIR");
+    if (dir == NULL || *dir == '\0') dir = "/tmp";
+    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/luaconcurrent-XXXXXX", dir);
+        fd = mkostemp(path, O_CLOEXEC);
+        if (fd >= 0) unlink(path);
+    }
+    if (fd >= 0 && write_all(fd, b->data, b->len) != 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+/* Keep n bytes at src: in memory up to max_capture, then in the spill
+ * file. Returns 0, or ENOMEM/an errno when they had to be dropped. */
+static int keep_output(lc_proc *p, lc_buf *b, const char *src, size_t n) {
+    b->total += n;
+    size_t room = p->max_capture == 0 || b->len >= p->max_capture ? 0 : p->max_capture - b->len;
+    if (p->max_capture == 0) room = n;
+    size_t here = n < room ? n : room;
+    if (here > 0) {
+        if (buf_reserve(b, here) != 0) return ENOMEM;
+        memcpy(b->data + b->len, src, here);
+        b->len += here;
+    }
+    if (here == n) return 0;
+    if (b->spill_fd < 0) {
+        if (b->spill_fd == -2) return EIO;         /* could not be had before */
+        b->spill_fd = spill_open(b);
+        if (b->spill_fd < 0) {
+            b->spill_fd = -2;
+            return EIO;
+        }
+        /* spill_open wrote the first len bytes; these follow. */
+        return write_all(b->spill_fd, src + here, n - here);
+    }
+    return write_all(b->spill_fd, src, n);
+}
+
 static void on_output(lc_loop *loop, lc_watch *w, uint32_t events) {
     lc_proc *p = w->data;
     lc_buf *b = (w == &p->outw) ? &p->out : &p->err;
@@ -250,7 +307,8 @@ static void on_output(lc_loop *loop, lc_watch *w, uint32_t events) {
     for (;;) {
         size_t want;
         char *dst;
-        if (b->cap - b->len >= MIN_FREE) {
+        /* Straight into the buffer while all of its room is under the cap. */
+        if (b->cap - b->len >= MIN_FREE && (p->max_capture == 0 || b->cap <= p->max_capture)) {
             dst = b->data + b->len;
             want = b->cap - b->len;
         } else {
@@ -260,13 +318,14 @@ static void on_output(lc_loop *loop, lc_watch *w, uint32_t events) {
         ssize_t n = read(w->fd, dst, want);
         if (n > 0) {
             if (dst == chunk) {
-                if (buf_reserve(b, (size_t)n) != 0) {
-                    p->incomplete = 1;   /* out of memory: drop, keep draining */
+                if (keep_output(p, b, chunk, (size_t)n) != 0) {
+                    p->incomplete = 1;   /* no memory or file: drop, keep draining */
                     continue;
                 }
-                memcpy(b->data + b->len, chunk, (size_t)n);
+            } else {
+                b->len += (size_t)n;
+                b->total += (size_t)n;
             }
-            b->len += (size_t)n;
             got = 1;
             if ((size_t)n == want && want >= MIN_FREE && !b->pipe_grown) {
                 /* A full default-size pipe: let the child run ahead. */
@@ -485,6 +544,8 @@ int lc_proc_spawn(lc_loop *loop, const lc_proc_spec *spec,
     p->data = data;
     p->kill_grace = spec->kill_grace;
     p->timeout = spec->timeout;
+    p->max_capture = spec->stream ? 0 : spec->max_capture;
+    p->out.spill_fd = p->err.spill_fd = -1;
     if ((e = lc_timer_init(loop, &p->timer, on_timer, p)) != 0) {
         free(p);
         snprintf(errbuf, errlen, "cannot run '%s': out of memory", spec->argv[0]);
@@ -593,6 +654,8 @@ void lc_proc_free(lc_proc *p) {
     lc_timer_release(p->loop, &p->timer);
     lc_mem_realloc(p->out.data, p->out.cap, 0);
     lc_mem_realloc(p->err.data, p->err.cap, 0);
+    if (p->out.spill_fd >= 0) close(p->out.spill_fd);
+    if (p->err.spill_fd >= 0) close(p->err.spill_fd);
     free(p->input);
     free(p);
 }

@@ -24,6 +24,11 @@ typedef struct lc_buf {
     char *data;
     size_t len, cap;
     int pipe_grown;             /* its pipe was enlarged to BIG_PIPE */
+    /* Past the spec's max_capture, data keeps the first max_capture bytes
+     * and all of the output goes to an unlinked temporary file: spill_fd,
+     * owned here until the record hands it over (-1: none). */
+    int spill_fd;
+    size_t total;               /* bytes read in all */
 } lc_buf;
 
 typedef struct lc_proc lc_proc;
@@ -37,6 +42,7 @@ typedef struct lc_proc_spec {
     size_t input_len;
     double timeout;             /* seconds; <= 0: none */
     double kill_grace;          /* seconds between TERM and KILL */
+    size_t max_capture;         /* bytes of stdout/stderr kept in memory; 0: all */
     int stream;                 /* a long-lived worker: stdin stays open for
                                  * lc_proc_write, stdout is handed over as it
                                  * arrives (on_data), stderr is inherited */
@@ -50,6 +56,7 @@ struct lc_proc {
     char *input;                /* owned copy of spec->input, then writes */
     size_t input_len, input_off, input_cap;
     int stream;
+    size_t max_capture;
     int input_closing;          /* close stdin once the input is written */
     lc_proc_done_fn *on_data;   /* stream: stdout has new bytes in out */
     int data_queued;            /* the owner's: in its list of procs with data */

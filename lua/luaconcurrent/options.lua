@@ -16,6 +16,7 @@ M.NAMES = {
   -- run control (control.lua)
   retries = true, retry_delay = true, halt = true, joblog = true, resume = true,
   progress = true, output = true, tag = true, results = true, timeline = true,
+  max_capture = true,
 }
 
 -- num_workers = 0 means: no limit for subprocesses and coroutines, one
@@ -102,6 +103,7 @@ function M.runner(class, pargs, tasks, opts, ...)
     retries = opts.retries, retry_delay = opts.retry_delay, halt = opts.halt,
     joblog = opts.joblog, resume = opts.resume, progress = opts.progress,
     output = opts.output, tag = opts.tag, results = opts.results, timeline = opts.timeline,
+    max_capture = opts.max_capture,
     result = {}, ok = nil, time_start = -1, time_end = -1, time_run = -1,
   }
   for name, default in pairs(M.DEFAULTS) do

@@ -13,7 +13,7 @@ ProcResult.__index = ProcResult
 local FIELDS = {
   "key", "arg", "success", "timeout", "exception", "returncode", "signal",
   "stdout", "stderr", "answer", "error", "pid", "time_start", "time_end", "time_run",
-  "input_error", "attempts", "skipped",
+  "input_error", "attempts", "skipped", "stdout_size", "stderr_size",
 }
 ProcResult.FIELDS = FIELDS
 
@@ -129,6 +129,8 @@ function ProcResult.from_record(key, arg, rec)
     key = key, arg = arg, pid = rec.pid,
     returncode = rec.returncode, signal = rec.signal,
     stdout = rec.stdout, stderr = rec.stderr,
+    stdout_file = rec.stdout_file, stdout_size = rec.stdout_size,
+    stderr_file = rec.stderr_file, stderr_size = rec.stderr_size,
     time_start = rec.time_start, time_end = rec.time_end, time_run = rec.time_run,
     success = false,
   }, ProcResult)

@@ -7,7 +7,7 @@ local async = require "luaconcurrent.async"
 
 local OPTIONS = {
   input = true, env = true, cwd = true, timeout = true, test = true, verb = true,
-  kill_grace = true,
+  kill_grace = true, max_capture = true,
 }
 
 --- Returns retc, stdout, stderr, res. retc is the exit status, -signum when
@@ -31,7 +31,8 @@ local function run_prog(pargs, opts)
   local envblock = opts.env and core.envblock(opts.env) or nil
   local function spawn(loop)
     return loop:spawn(argv, envblock, opts.cwd, opts.input, opts.timeout or 0,
-      opts.kill_grace)                 -- nil: the engine's default
+      opts.kill_grace,                 -- nil: the engine's default
+      false, opts.max_capture)
   end
   local function done(rec)
     local res = ProcResult.from_record(nil, nil, rec)

@@ -118,6 +118,11 @@ local checks = {
     end
   end,
   timeout = function(v) check_number("timeout", v) end,
+  max_capture = function(v)
+    if not is_integer(v) or v < 1 then
+      fail("max_capture must be a positive whole number of bytes, got %s", M.show(v))
+    end
+  end,
   kill_grace = function(v) check_number("kill_grace", v) end,
   verb = "boolean",
   keep_results = "boolean",

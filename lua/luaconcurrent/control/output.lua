@@ -30,7 +30,28 @@ local function prefix_of(tag, res)
   return nil
 end
 
-local function emit(fh, text, prefix, whole_lines)
+-- An output past max_capture is in its file: copied out in pieces, then
+-- the file is put back at its start for whoever reads the result.
+local function emit_file(fh, file, prefix, whole_lines)
+  file:seek("set", 0)
+  if prefix then
+    for line in file:lines("L") do
+      fh:write(prefix, line)
+      if line:sub(-1) ~= "\n" then fh:write("\n") end
+    end
+  else
+    local last
+    for piece in function() return file:read(1 << 16) end do
+      fh:write(piece)
+      last = piece
+    end
+    if whole_lines and last and last:sub(-1) ~= "\n" then fh:write("\n") end
+  end
+  file:seek("set", 0)
+end
+
+local function emit(fh, text, prefix, whole_lines, file)
+  if file then return emit_file(fh, file, prefix, whole_lines) end
   if text == nil or text == "" then return end
   if prefix then
     text = prefix .. text:gsub("\n(.)", "\n" .. prefix:gsub("%%", "%%%%") .. "%1")
@@ -51,9 +72,9 @@ function M:write_one(res)
   if res == false then return end     -- a task with nothing to show
   local prefix = prefix_of(self.tag, res)
   if self.around then self.around(false) end
-  emit(io.stdout, res.stdout, prefix, self.mode == "lines")
+  emit(io.stdout, res.stdout, prefix, self.mode == "lines", res.stdout_file)
   io.stdout:flush()
-  emit(io.stderr, res.stderr, prefix, self.mode == "lines")
+  emit(io.stderr, res.stderr, prefix, self.mode == "lines", res.stderr_file)
   if self.around then self.around(true) end
 end
 

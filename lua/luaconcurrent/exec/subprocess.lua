@@ -48,7 +48,8 @@ function M.new(cfg, loop, finish)
 
   function ex:start(index, key, arg)
     local argv = argv_of(arg)
-    local id, message, errname = loop:spawn(argv, envblock, cwd, input, timeout, grace)
+    local id, message, errname = loop:spawn(argv, envblock, cwd, input, timeout, grace,
+      false, cfg.max_capture)
     if not id then
       local res = ProcResult.spawn_failure(key, arg, message, errname)
       res.time_start, res.time_end, res.time_run = core.wallclock(), core.wallclock(), 0
