@@ -203,6 +203,28 @@ describe("run control", function()
       assert.are.equal("1\tout1\n2\tout2\n3\tout3\n4\tout4\n5\tout5\n", out)
     end)
 
+    it('"lines" shows each line while its task still runs', function()
+      local dir = tmp()
+      os.execute("mkdir " .. helpers.q(dir))
+      local out = dir .. "/out"
+      -- The task prints a line, then waits until the spec has seen that
+      -- line in the runner's output (it creates go), then ends.
+      local task = string.format("printf 'first\\npart'; while [ ! -e %s/go ]; do sleep 0.01; done; echo ial",
+        helpers.q(dir))
+      local cmd = helpers.lua_env() .. " lua5.4 -e " .. helpers.q(string.format([[
+        local lc = require "luaconcurrent"
+        lc.ProcRunAsyncio({"sh", "-c"}, {{"k", %q}}, {output = "lines", tag = true, timeout = 20}):run_all()
+      ]], task)) .. " > " .. helpers.q(out) .. " &"
+      os.execute(cmd)
+      local seen = helpers.wait_until(function() return (helpers.read_file(out) or ""):find("k\tfirst\n") end, 15)
+      local before = helpers.read_file(out)
+      assert(io.open(dir .. "/go", "w")):close()
+      assert.is_truthy(seen, "the first line did not show while the task ran")
+      assert.are.equal("k\tfirst\n", before)      -- the partial line waits
+      assert.is_true(helpers.wait_until(function() return helpers.read_file(out) == "k\tfirst\nk\tpartial\n" end, 15))
+      os.execute("rm -rf " .. helpers.q(dir))
+    end)
+
     it('"collect" writes nothing', function()
       local out = run_child('{num_workers = 5}')
       assert.are.equal("", out)

@@ -4,9 +4,11 @@
  *
  *   core.new_loop() -> loop
  *   loop:spawn(argv, envblock|nil, cwd|nil, input|nil, timeout, kill_grace
- *              [, stream [, max_capture]]) -> id | nil, message, errno_name
- *        (stream: stdin stays open for loop:write, stdout comes as
- *        {id=, data=} records; max_capture: bytes of each output kept in
+ *              [, mode [, max_capture]]) -> id | nil, message, errno_name
+ *        (mode true: a stream, stdin stays open for loop:write, stdout
+ *        comes as {id=, data=} records; "live": the output is captured
+ *        and also comes as it arrives, {id=, data= [, stderr=true]}, the
+ *        last bytes in the record's live_stdout / live_stderr; max_capture: bytes of each output kept in
  *        memory, the whole output then in the record's stdout_file /
  *        stderr_file, an unlinked temporary file, with stdout_size ...)
  *   loop:poll([max_wait]) -> { record, ... }
@@ -309,6 +311,12 @@ static void push_record(lua_State *L, lc_proc *p) {
     lc_set_num(L, "time_run", end - p->t_start);
     set_output(L, "stdout", &p->out);
     set_output(L, "stderr", &p->err);
+    if (p->live) {          /* what arrived after the last data record */
+        lua_pushlstring(L, p->live_out.data ? p->live_out.data : "", p->live_out.len);
+        lua_setfield(L, -2, "live_stdout");
+        lua_pushlstring(L, p->live_err.data ? p->live_err.data : "", p->live_err.len);
+        lua_setfield(L, -2, "live_stderr");
+    }
 }
 
 /* Records of every finished proc, in completion order. The proc (and its
@@ -325,17 +333,31 @@ static void push_done(lua_State *L, loop_ud *u) {
     }
 }
 
-/* Stream procs' new stdout bytes, as {id = , data = } records. */
+/* One {id = , data = [, stderr = true]} record of b's bytes; b is emptied
+ * (it keeps its memory). */
+static void push_data(lua_State *L, lua_Integer *i, lc_proc *p, lc_buf *b, int err) {
+    if (b->len == 0) return;
+    lua_createtable(L, 0, 3);
+    lc_set_int(L, "id", p->tag);
+    lua_pushlstring(L, b->data, b->len);
+    lua_setfield(L, -2, "data");
+    if (err) lc_set_bool(L, "stderr", 1);
+    lua_rawseti(L, -2, ++*i);
+    b->len = 0;
+}
+
+/* New bytes of stream procs (stdout) and live procs (both outputs), as
+ * {id = , data = [, stderr = true]} records. */
 static void push_stream_records(lua_State *L, loop_ud *u) {
     lua_Integer i = (lua_Integer)lua_rawlen(L, -1);
     while (u->sdata) {
         lc_proc *p = u->sdata;
-        lua_createtable(L, 0, 2);
-        lc_set_int(L, "id", p->tag);
-        lua_pushlstring(L, p->out.data ? p->out.data : "", p->out.len);
-        lua_setfield(L, -2, "data");
-        lua_rawseti(L, -2, ++i);
-        p->out.len = 0;                                /* keeps its buffer */
+        if (p->live) {
+            push_data(L, &i, p, &p->live_out, 0);
+            push_data(L, &i, p, &p->live_err, 1);
+        } else {
+            push_data(L, &i, p, &p->out, 0);
+        }
         u->sdata = p->data_next;
         p->data_queued = 0;
         p->data_next = NULL;
@@ -424,7 +446,10 @@ static int l_spawn(lua_State *L) {
     char errbuf[512];
     memset(&spec, 0, sizeof spec);
     lua_settop(L, 9);
-    spec.stream = lua_toboolean(L, 8);
+    if (lua_type(L, 8) == LUA_TSTRING && strcmp(lua_tostring(L, 8), "live") == 0)
+        spec.live = 1;
+    else
+        spec.stream = lua_toboolean(L, 8);
     lua_Integer cap = luaL_optinteger(L, 9, 0);
     spec.max_capture = cap > 0 ? (size_t)cap : 0;
     spec.argv = build_argv(L, 2);                      /* argv block at 10 */

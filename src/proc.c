@@ -316,6 +316,13 @@ static void on_output(lc_loop *loop, lc_watch *w, uint32_t events) {
             want = sizeof chunk;
         }
         ssize_t n = read(w->fd, dst, want);
+        if (n > 0 && p->live) {
+            lc_buf *fresh = b == &p->out ? &p->live_out : &p->live_err;
+            if (buf_reserve(fresh, (size_t)n) == 0) {   /* else shown at the end only */
+                memcpy(fresh->data + fresh->len, dst, (size_t)n);
+                fresh->len += (size_t)n;
+            }
+        }
         if (n > 0) {
             if (dst == chunk) {
                 if (keep_output(p, b, chunk, (size_t)n) != 0) {
@@ -346,8 +353,8 @@ static void on_output(lc_loop *loop, lc_watch *w, uint32_t events) {
         open = 0;
         break;
     }
-    if (got && p->stream && b == &p->out)
-        p->on_data(p);                      /* the owner takes it from out */
+    if (got && (p->live || (p->stream && b == &p->out)))
+        p->on_data(p);                      /* the owner takes the new bytes */
     if (!open) check_done(p);
 }
 
@@ -545,6 +552,7 @@ int lc_proc_spawn(lc_loop *loop, const lc_proc_spec *spec,
     p->kill_grace = spec->kill_grace;
     p->timeout = spec->timeout;
     p->max_capture = spec->stream ? 0 : spec->max_capture;
+    p->live = spec->stream ? 0 : spec->live;
     p->out.spill_fd = p->err.spill_fd = -1;
     if ((e = lc_timer_init(loop, &p->timer, on_timer, p)) != 0) {
         free(p);
@@ -654,6 +662,8 @@ void lc_proc_free(lc_proc *p) {
     lc_timer_release(p->loop, &p->timer);
     lc_mem_realloc(p->out.data, p->out.cap, 0);
     lc_mem_realloc(p->err.data, p->err.cap, 0);
+    lc_mem_realloc(p->live_out.data, p->live_out.cap, 0);
+    lc_mem_realloc(p->live_err.data, p->live_err.cap, 0);
     if (p->out.spill_fd >= 0) close(p->out.spill_fd);
     if (p->err.spill_fd >= 0) close(p->err.spill_fd);
     free(p->input);

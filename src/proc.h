@@ -43,6 +43,9 @@ typedef struct lc_proc_spec {
     double timeout;             /* seconds; <= 0: none */
     double kill_grace;          /* seconds between TERM and KILL */
     size_t max_capture;         /* bytes of stdout/stderr kept in memory; 0: all */
+    int live;                   /* output is also handed over as it arrives
+                                 * (on_data, live_out/live_err), and still
+                                 * captured: for output as tasks run */
     int stream;                 /* a long-lived worker: stdin stays open for
                                  * lc_proc_write, stdout is handed over as it
                                  * arrives (on_data), stderr is inherited */
@@ -57,8 +60,11 @@ struct lc_proc {
     size_t input_len, input_off, input_cap;
     int stream;
     size_t max_capture;
+    int live;
+    lc_buf live_out, live_err;  /* live: bytes not yet handed to the owner */
     int input_closing;          /* close stdin once the input is written */
-    lc_proc_done_fn *on_data;   /* stream: stdout has new bytes in out */
+    lc_proc_done_fn *on_data;   /* stream: stdout has new bytes in out;
+                                 * live: new bytes in live_out/live_err */
     int data_queued;            /* the owner's: in its list of procs with data */
     lc_proc *data_next;         /* the owner's link in that list */
     lc_timer timer;             /* deadline, kill escalation, EOF wait */

@@ -125,6 +125,14 @@ function M:finished(index, res, st)
   return mode or nil
 end
 
+--- Live output of a running task (output = "lines"), or nil when the
+-- run does not show output as it arrives.
+function M:live_output()
+  if not (self.out and self.out.mode == "lines") then return nil end
+  local out = self.out
+  return function(index, key, data, is_err) out:live(index, key, data, is_err) end
+end
+
 function M:close()
   if self.out then self.out:drain() end
   if self.bar then self.bar:clear() end

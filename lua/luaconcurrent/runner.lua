@@ -14,12 +14,14 @@
 --   threads     ProcRunMp with a function: thread workers (src/pool.c)
 --   processes   the same with isolation = "process": worker processes
 --
--- The executor interface. A module has new(cfg, loop, finish) and,
+-- The executor interface. A module has new(cfg, loop, finish, live) and,
 -- optionally, check(cfg) -> message | nil (refuse settings at
 -- construction). cfg holds the runner's settings, read only (pargs,
 -- timeout, kill_grace, envblock, cwd, input, num_workers, ntasks,
 -- fn_bytes, slots); loop is the run's engine loop; finish(index, res) is
--- the one way to report a task's one result. new returns a table:
+-- the one way to report a task's one result; live(index, key, data,
+-- is_stderr), nil unless output = "lines", takes output as it arrives (an
+-- executor that cannot, ignores it). new returns a table:
 --   ex.slots              how many tasks it may hold at once
 --   ex:start(index, key, arg)  start a task (or finish it at once)
 --   ex:record(rec) -> bool  an engine record (process, job, timer, stream
@@ -207,8 +209,7 @@ local function run_tasks(self, st)
   local loop, ex = st.loop, st.ex
   local seen = {}
   local source = task_source(self.tasks, self.kind == "exec", seen)
-  local ctl = control.new(self, function(key, arg) return ex.describe and ex:describe(key, arg) or "" end)
-  st.ctl = ctl
+  local ctl = st.ctl
   local store, finish, flush = reporter(self, st, seen, ctl)
   st.finish = finish
   function st.halt(mode)
@@ -272,8 +273,11 @@ function Runner:run_all()
   self.time_start = wallclock()
   local t0 = now()
   local ran, all_ok = pcall(function()
+    st.ctl = control.new(self, function(key, arg)
+      return st.ex.describe and st.ex:describe(key, arg) or ""
+    end)
     st.ex = EXECUTORS[self.kind].new(executor_cfg(self), loop,
-      function(index, res) return st.finish(index, res) end)
+      function(index, res) return st.finish(index, res) end, st.ctl and st.ctl:live_output())
     return run_tasks(self, st)
   end)
   if ran then

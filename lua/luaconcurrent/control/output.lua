@@ -4,8 +4,10 @@
 --   "stream"   each task's output as soon as it finishes
 --   "ordered"  in task order, each as soon as every earlier task is done
 --              (GNU parallel -k)
---   "lines"    as "stream", whole lines only: a last line without a
---              newline gets one, so two tasks never share a line
+--   "lines"    each line as soon as it is complete, while tasks run (GNU
+--              parallel --line-buffer): subprocess output arrives live;
+--              a function task's at its end. Never half a line from two
+--              tasks on one line: a last line without a newline gets one
 -- tag = true prefixes each line with the task's key and a tab; a function
 -- tag(res) gives the prefix itself.
 
@@ -64,7 +66,8 @@ end
 -- write (the progress bar steps aside).
 function M.new(mode, tag, around)
   if mode == nil or mode == "collect" then return nil end
-  local self = { mode = mode, tag = tag, around = around, held = {}, next_index = 1 }
+  local self = { mode = mode, tag = tag, around = around, held = {}, next_index = 1,
+                 partial = {} }
   return setmetatable(self, { __index = M })
 end
 
@@ -78,8 +81,36 @@ function M:write_one(res)
   if self.around then self.around(true) end
 end
 
+--- Live output of a running task (mode "lines"): complete lines go out
+-- now, a partial one waits for the rest.
+function M:live(index, key, data, is_err)
+  local parts = self.partial[index]
+  if not parts then
+    parts = { key = key, [true] = "", [false] = "" }
+    self.partial[index] = parts
+  end
+  local text = parts[is_err] .. data
+  local cut = text:match("^.*()\n")
+  if not cut then parts[is_err] = text; return end
+  parts[is_err] = text:sub(cut + 1)
+  local prefix = prefix_of(self.tag, { key = key })
+  if self.around then self.around(false) end
+  emit(is_err and io.stderr or io.stdout, text:sub(1, cut), prefix, true)
+  if not is_err then io.stdout:flush() end
+  if self.around then self.around(true) end
+end
+
 --- Task index finished with res (false: show nothing, e.g. skipped).
 function M:finished(index, res)
+  local parts = self.partial[index]
+  if parts then                       -- its lines went out live: only the rest
+    self.partial[index] = nil
+    local prefix = res and prefix_of(self.tag, res)
+    emit(io.stdout, parts[false], prefix, true)
+    io.stdout:flush()
+    emit(io.stderr, parts[true], prefix, true)
+    return
+  end
   if self.mode ~= "ordered" then return self:write_one(res) end
   self.held[index] = res
   while self.held[self.next_index] ~= nil do

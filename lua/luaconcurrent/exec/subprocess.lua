@@ -23,8 +23,9 @@ local function append_arg(argv, n, arg)
 end
 
 --- cfg: the runner's settings (read only); loop: the run's engine loop;
--- finish(index, res): report a task's one result.
-function M.new(cfg, loop, finish)
+-- finish(index, res): report a task's one result; live(index, key, data,
+-- is_stderr), when given: output as it arrives (output = "lines").
+function M.new(cfg, loop, finish, live)
   local prefix = {}
   for i, v in ipairs(cfg.pargs) do prefix[i] = tostring(v) end
   local nprefix = #prefix
@@ -49,7 +50,7 @@ function M.new(cfg, loop, finish)
   function ex:start(index, key, arg)
     local argv = argv_of(arg)
     local id, message, errname = loop:spawn(argv, envblock, cwd, input, timeout, grace,
-      false, cfg.max_capture)
+      live and "live" or false, cfg.max_capture)
     if not id then
       local res = ProcResult.spawn_failure(key, arg, message, errname)
       res.time_start, res.time_end, res.time_run = core.wallclock(), core.wallclock(), 0
@@ -68,6 +69,11 @@ function M.new(cfg, loop, finish)
   function ex:record(rec)
     local t = inflight[rec.id]
     if not t then return false end
+    if rec.data then return true, live(t[1], t[2], rec.data, rec.stderr == true) end
+    if live then
+      if rec.live_stdout ~= "" then live(t[1], t[2], rec.live_stdout, false) end
+      if rec.live_stderr ~= "" then live(t[1], t[2], rec.live_stderr, true) end
+    end
     inflight[rec.id], by_index[t[1]] = nil, nil
     finish(t[1], result_of(t, rec))
     return true
