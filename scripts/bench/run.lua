@@ -15,6 +15,8 @@
 --   W6  16 CPU-bound function tasks (~0.25 s each, calibrated at start),
 --       ProcRunMp 1 vs 2 workers                         -> speed-up
 --   W7  10 000 function tasks each lc.sleep(0.1), ProcRunAsyncio, unlimited -> wall
+--   W8  the command line (luaconcurrent --parallel) on W1's tasks, also
+--       with -k and --joblog, against xargs -P and GNU parallel
 --
 -- Every workload runs each tool in turn, interleaved (lc, xargs, parallel,
 -- lc, xargs, parallel, ...), BENCH_RUNS times (default 5). Tables: median
@@ -31,7 +33,7 @@
 --
 -- Environment:
 --   BENCH_RUNS=5            repetitions per workload
---   BENCH_ONLY="W1 W2 W3 W4 W5 W6 W7" workloads to run
+--   BENCH_ONLY="W1 W2 W3 W4 W5 W6 W7 W8" workloads to run
 --   BENCH_STRICT=1          exit 1 when a target fails (0: report only)
 --   LC_BIN=build/luaconcurrent
 --   BENCH_W3DIR             where xargs/parallel put W3's captured output
@@ -45,7 +47,7 @@ local now = core.now
 local ROOT = assert(os.getenv("BENCH_ROOT"), "run me through scripts/bench.sh")
 local BDIR = ROOT .. "/scripts/bench"
 local RUNS = os.getenv("BENCH_RUNS") or "5"
-local ONLY = " " .. (os.getenv("BENCH_ONLY") or "W1 W2 W3 W4 W5 W6 W7") .. " "
+local ONLY = " " .. (os.getenv("BENCH_ONLY") or "W1 W2 W3 W4 W5 W6 W7 W8") .. " "
 local STRICT = (os.getenv("BENCH_STRICT") or "1") == "1"
 local LC = os.getenv("LC_BIN") or (ROOT .. "/build/luaconcurrent")
 local PAR = "parallel --will-cite"
@@ -686,6 +688,50 @@ if want("W7") then
   local i = inner(id, "async0")
   target("W7: run_all wall <= 0.4 s", valid(id, "async0") and i ~= nil and i <= 0.4,
     ("%s (process wall %s)"):format(s_(i), s_(wall(id, "async0"))))
+  out("\n")
+end
+
+-- ---------------------------------------------------------------- W8
+
+if want("W8") and HAVE_LC then
+  local n = 5000
+  seq_file(WORK .. "/w8.in", n)
+  out("W8  the command line: %d x /bin/true, -j2, values on stdin (lc = luaconcurrent --parallel)\n", n)
+  local log = WORK .. "/w8.joblog"
+  local variants = {
+    { "lc", {} }, { "lc-k", { "-k" } }, { "lc-joblog", { "--joblog", log } },
+  }
+  for r = 1, RUNS do
+    progress(r)
+    for _, v in ipairs(variants) do
+      os.remove(log)
+      local argv = { LC, "--parallel", "-j2" }
+      for _, a in ipairs(v[2]) do argv[#argv + 1] = a end
+      argv[#argv + 1] = "/bin/true"
+      run("w8", v[1], 300, WORK .. "/w8.in", "/dev/null", argv)
+      mark("w8", v[1], last.rc == 0 and "ok" or "bad:rc=" .. last.rc)
+      said(v[1])
+    end
+    peer_run("w8", "xargs", 300, WORK .. "/w8.in", { "xargs", "-P", 2, "-n", "1", "/bin/true" })
+    peer_run("w8", "parallel", 300, WORK .. "/w8.in", par("-j", 2, "/bin/true"))
+    out("\n")
+  end
+  for _, t in ipairs({ "lc", "lc-k", "lc-joblog", "xargs", "parallel" }) do
+    local w = wall("w8", t)
+    out("  %-10s %8s  %s\n", t, s_(w), rate(n, w))
+    show_err("w8", t)
+  end
+  local wl, wx, wp = wall("w8", "lc"), wall("w8", "xargs"), wall("w8", "parallel")
+  local ok8 = valid("w8") and valid("w8", "lc-k") and valid("w8", "lc-joblog")
+  target("W8: command line >= 5x GNU parallel throughput", ok8 and ratio(wp, wl) ~= nil and ratio(wp, wl) >= 5,
+    ("%s (lc %s, parallel %s)"):format(x_(ratio(wp, wl)), rate(n, wl), rate(n, wp)))
+  target("W8: command line >= xargs -P throughput", ok8 and wx ~= nil and wl <= wx,
+    ("%s (lc %s, xargs %s)"):format(x_(ratio(wx, wl)), rate(n, wl), rate(n, wx)))
+  local wk, wj = wall("w8", "lc-k"), wall("w8", "lc-joblog")
+  target("W8: -k (ordered output) costs <= 5%", ok8 and wk ~= nil and wk <= wl * 1.05,
+    ("%+.1f%%"):format(wk and (wk / wl - 1) * 100 or 0))
+  target("W8: --joblog costs <= 5%", ok8 and wj ~= nil and wj <= wl * 1.05,
+    ("%+.1f%%"):format(wj and (wj / wl - 1) * 100 or 0))
   out("\n")
 end
 

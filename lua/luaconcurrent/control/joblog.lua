@@ -10,9 +10,11 @@ local M = {}
 
 local HEADER = "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand\tKey\n"
 
+local encode = require("cjson").encode
+
 local function key_text(key)
-  local cjson = require "cjson"
-  local ok, s = pcall(cjson.encode, key)
+  if math.type(key) == "integer" then return tostring(key) end
+  local ok, s = pcall(encode, key)
   if ok then return s end
   return tostring(key)
 end
@@ -20,7 +22,9 @@ M.key_text = key_text
 
 -- Tabs and newlines would break the columns.
 local function one_field(s)
-  return (tostring(s):gsub("[\t\n\r]", " "))
+  s = tostring(s)
+  if not s:find("[\t\n\r]") then return s end
+  return (s:gsub("[\t\n\r]", " "))
 end
 
 --- Open path for appending (the header only when the file is new or empty).
