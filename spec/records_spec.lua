@@ -205,7 +205,11 @@ describe("engine records (core.new_loop, no runner)", function()
       local m = helpers.marker()
       local a = spawn(loop, { "/bin/sh", "-c", "echo a-started; exec sleep " .. m })
       local b = spawn(loop, { "/bin/sleep", m })
-      assert.is_true(helpers.wait_until(function() return #helpers.find_marker(m) >= 2 end, 5))
+      -- Both run, and a's shell has echoed and exec'd sleep (its command
+      -- line no longer holds the echo).
+      assert.is_true(helpers.wait_until(function()
+        return #helpers.find_marker(m) >= 2 and #helpers.find_marker("echo a-started; exec") == 0
+      end, 5))
       local recs = loop:close()
       loop = nil
       assert.are.equal(2, #recs)
