@@ -104,7 +104,7 @@ local last_heard = os.time()
 local function kill(t)
   t.kill = true
   if t.pgid then
-    sh:write(string.format("kill -TERM -- -%d 2>/dev/null; (sleep %g; kill -KILL -- -%d 2>/dev/null) &\n",
+    sh:write(string.format("kill -TERM -%d 2>/dev/null; (sleep %g; kill -KILL -%d 2>/dev/null) &\n",
       t.pgid, grace, t.pgid))
   end
 end
@@ -209,7 +209,7 @@ for line in ev:lines() do
   sh:flush()
   if closing and (ntasks == 0 or closing_ticks > 5) then
     for _, t in pairs(tasks) do
-      if t.pgid then sh:write(string.format("kill -KILL -- -%d 2>/dev/null\n", t.pgid)) end
+      if t.pgid then sh:write(string.format("kill -KILL -%d 2>/dev/null\n", t.pgid)) end
     end
     finish_exit()
   end
