@@ -157,7 +157,20 @@ describe("remote hosts", function()
     assert.are.equal("ConnectionError", r[1].exception)
   end)
 
-  it("cost well under a millisecond per task over the channel", function()
+  it("report a missing program or cwd as the task's failure", function()
+    local r = run({ "no-such-program-lc" }, { { 1 } }, { hosts = { host() } })
+    assert.are.equal("FileNotFoundError", r[1].exception)
+    r = run({ "pwd" }, { { 1 } }, { hosts = { host() }, cwd = "/no/such/dir" })
+    assert.are.equal(126, r[1].returncode)
+  end)
+
+  it("cost well under a millisecond a round trip over the channel", function()
+    local rtt = require("luaconcurrent.exec.remote").ping(host(), 1000)
+    print(string.format("remote: round trip over one ssh channel: %.3f ms", rtt * 1000))
+    assert.is_true(rtt < 0.001)
+  end)
+
+  it("run many short tasks over one session", function()
     local tasks = {}
     for i = 1, 400 do tasks[i] = { i } end
     local t0 = helpers.mono()

@@ -221,7 +221,13 @@ function M.new(cfg, loop, finish)
     local t1 = now()
     rec.time_start, rec.time_end, rec.time_run = wallclock() - (t1 - t.t0), wallclock(), t1 - t.t0
     if t.timed_out then rec.timeout, rec.limit = true, timeout end
-    local res = ProcResult.from_record(t.key, t.arg, rec)
+    local res
+    if status == 127 and rec.stderr:find("No such file or directory\n?$") then
+      res = ProcResult.spawn_failure(t.key, t.arg, (rec.stderr:gsub("\n$", "")), "ENOENT")
+      res.returncode, res.stderr = 127, rec.stderr
+    else
+      res = ProcResult.from_record(t.key, t.arg, rec)
+    end
     if t.why and not res.success and not res.timeout then ProcResult.interrupt(res, t.why) end
     res.host = h.name
     return res
@@ -390,6 +396,38 @@ function M.new(cfg, loop, finish)
   ex.slots = total
   beat()
   return ex
+end
+
+--- Round trips over one host's channel: connect, send n P frames one
+-- after another, return the mean seconds a round trip (the per-task
+-- overhead of the channel itself) and the handshake's seconds.
+function M.ping(spec, n)
+  local h = hostlib.parse(spec, 1)
+  local loop = core.new_loop()
+  local t0 = now()
+  local argv, head = connect_argv(h, 0.1)
+  local id = assert(loop:spawn(argv, nil, nil, head, 0, 0, true))
+  local read, frames = reader(), {}
+  local function wait_frame()
+    while #frames == 0 do
+      for _, rec in ipairs(loop:poll(10)) do
+        if rec.data then read(rec.data, frames) elseif rec.id == id then error("the session ended: " .. tostring(rec.stderr)) end
+      end
+    end
+    return unpack_frame(table.remove(frames, 1))
+  end
+  assert(wait_frame()[1] == "hello")
+  local t1 = now()
+  for i = 1, n do
+    loop:write(id, line({ "P", tostring(i) }))
+    local f = wait_frame()
+    assert(f[1] == "pong" and f[2] == tostring(i))
+  end
+  local t2 = now()
+  loop:close_input(id)
+  while loop:running() > 0 do loop:poll(1) end
+  loop:close()
+  return (t2 - t1) / n, t1 - t0
 end
 
 return M

@@ -22,10 +22,11 @@
 -- "\\", "\n" and "\t" escaped; argv reaches the task through "$@", quoted
 -- here with single quotes, so any bytes but NUL arrive intact.
 -- Messages: R tid cwd has_input input nenv env... argv...; K tid (cancel:
--- TERM to the group, KILL after the grace); H (heartbeat).
+-- TERM to the group, KILL after the grace); H (heartbeat); P x (answered
+-- with pong x: a round trip over the channel, for measuring).
 -- Answers on stdout, length-prefixed (string.pack "<s4"), each a frame of
 -- "<s4" fields: hello version ncpu lua_version | done tid status stdout
--- stderr pgid | bye reason.
+-- stderr pgid | pong x.
 -- On EOF, or no message for CFG.hb_timeout seconds, every group this worker
 -- started gets TERM, then KILL, and the worker exits.
 
@@ -93,9 +94,6 @@ sh:flush()
 -- death before cleanup); tasks get it back when env can do that.
 local env_default = os.execute("env --default-signal=PIPE true >/dev/null 2>&1") and true or false
 
-local LAUNCH = 'i=$1; d=$2; shift 2; printf "S %s %s\\n" "$i" "$$" >&3; exec 3>&-; '
-  .. 'if [ -n "$d" ]; then cd "$d" || exit 126; fi; exec "$@"'
-
 local tasks = {}     -- [tid] = { pgid=, kill=true }
 local ntasks = 0
 local closing = false
@@ -119,7 +117,7 @@ local function run(m)
     f:write(input)
     f:close()
   end
-  local words = { "sh", q(tid), q(cwd) }
+  local words = {}
   local envargs = {}
   if env_default then envargs[1] = "--default-signal=PIPE" end
   for k = 7, 6 + nenv do
@@ -128,15 +126,21 @@ local function run(m)
       envargs[#envargs + 1] = "-u"; envargs[#envargs + 1] = e end
   end
   if #envargs > 0 then
-    words[#words + 1] = "env"
+    words[1] = "env"
     for _, e in ipairs(envargs) do words[#words + 1] = q(e) end
   end
   for k = 7 + nenv, #m do words[#words + 1] = q(m[k]) end
   tasks[tid] = {}
   ntasks = ntasks + 1
-  sh:write("( setsid sh -c ", q(LAUNCH), " ", table.concat(words, " "),
-    " <", q(stdin), " >", q(base .. ".o"), " 2>", q(base .. ".e"),
-    "; printf 'D %s %s\\n' ", q(tid), " $? >&3 ) &\n")
+  -- A subshell (not in the task's group) starts the task in the background
+  -- through setsid (it is no group leader, so setsid execs in place: $! is
+  -- the task's pid and process group), reports it, waits, reports the status.
+  local qt = q(tid)
+  sh:write("( ", cwd ~= "" and ("cd " .. q(cwd) .. " || { printf 'D %s 126\\n' " .. qt .. " >&3; exit; }; ") or "",
+    "setsid ", table.concat(words, " "),
+    " <", q(stdin), " >", q(base .. ".o"), " 2>", q(base .. ".e"), " 3>&- & ",
+    "printf 'S %s %s\\n' ", qt, " $! >&3; wait $!; printf 'D %s %s\\n' ", qt, " $? >&3 ) 2>",
+    q(base .. ".e"), " &\n")
 end
 
 local function slurp(path)
@@ -179,6 +183,7 @@ for line in ev:lines() do
       pieces = {}
       local what = m[1]
       if what == "R" and not closing then run(m)
+      elseif what == "P" then send("pong", m[2] or "")
       elseif what == "K" then local t = tasks[m[2]]; if t then kill(t) end
       end
     end
