@@ -157,6 +157,34 @@ describe("remote hosts", function()
     assert.are.equal("ConnectionError", r[1].exception)
   end)
 
+  it("run every task when sshd refuses handshakes (MaxStartups 2:100:2, MaxSessions 2)", function()
+    local dir2 = dir .. "-limited"
+    local port2 = port + 1
+    local o, e, c = helpers.sh(helpers.q(helpers.FIXTURES .. "/sshd_start.sh") .. " " .. helpers.q(dir2) .. " "
+      .. port2 .. " 2:100:2 2")
+    assert.are.equal(0, c, e)
+    local pid2 = tonumber(o:match("%d+"))
+    finally(function()
+      os.execute("kill " .. pid2 .. " 2>/dev/null")
+      os.execute("rm -rf " .. helpers.q(dir2))
+    end)
+    assert.is_true(helpers.wait_until(function()
+      local tcp = helpers.read_file("/proc/net/tcp") or ""
+      return tcp:find(string.format(":%04X 00000000:0000 0A", port2), 1, true) ~= nil
+    end, 5))
+    local opts = { "-i", dir2 .. "/id", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+      "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR" }
+    local hosts = {}
+    for i = 1, 6 do
+      hosts[i] = { host = i % 2 == 0 and "127.0.0.1" or "127.0.0.2", user = "root", port = port2, slots = 1,
+        ssh_options = opts, env = { N = tostring(i) } }
+    end
+    local tasks = {}
+    for i = 1, 24 do tasks[i] = { i, "echo $N" } end
+    local r = run({ "sh", "-c" }, tasks, { hosts = hosts })
+    assert.are.equal(24, helpers.count_success(r))
+  end)
+
   it("report a missing program or cwd as the task's failure", function()
     local r = run({ "no-such-program-lc" }, { { 1 } }, { hosts = { host() } })
     assert.are.equal("FileNotFoundError", r[1].exception)

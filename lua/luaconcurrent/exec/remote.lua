@@ -35,6 +35,14 @@ local HB_TIMEOUT = 30          -- the worker gives up after this silence
 local BACKOFF_MAX = 60
 local MAX_FAILS = 6            -- consecutive failures before a host is given up
 
+-- LC_REMOTE_TRACE=1: a line on stderr at each connect, hello and lost session.
+local TRACE = os.getenv("LC_REMOTE_TRACE")
+local function trace(h, fmt, ...)
+  if TRACE and TRACE ~= "" and TRACE ~= "0" then
+    io.stderr:write(string.format("luaconcurrent remote %s: " .. fmt .. "\n", h.name, ...))
+  end
+end
+
 local function esc(s)
   return (s:gsub("[\\\n\t]", { ["\\"] = "\\\\", ["\n"] = "\\n", ["\t"] = "\\t" }))
 end
@@ -152,12 +160,20 @@ function M.new(cfg, loop, finish)
   function connect(h)
     if closed then return end
     local argv, head = connect_argv(h, grace)
+    -- ssh's stderr (and the remote worker's) to a file: the host's error
+    -- when the session fails, not noise on ours.
+    h.errfile = h.errfile or os.tmpname()
+    table.insert(argv, 1, "sh")
+    table.insert(argv, 2, "-c")
+    table.insert(argv, 3, 'exec "$@" 2>"$0"')
+    table.insert(argv, 4, h.errfile)
     local id, message = loop:spawn(argv, nil, nil, head, 0, 0, true)
     if not id then
       h.state, h.error = "down", message
       return
     end
     h.id, h.state, h.read, h.running, h.nrunning = id, "connecting", reader(), {}, 0
+    trace(h, "connecting (attempt %d)", (h.fails or 0) + 1)
     procs[id] = h
   end
 
@@ -165,9 +181,13 @@ function M.new(cfg, loop, finish)
     procs[h.id] = nil
     h.id = nil
     local was_up = h.state == "up"
-    local why = (rec.stderr or ""):gsub("%s+$", "")
+    local why = ""
+    local f = h.errfile and io.open(h.errfile, "rb")
+    if f then why = f:read("a"):gsub("%s+$", ""):gsub("^.*\n", ""); f:close() end
     h.error = why ~= "" and why or string.format("session ended (status %s)", tostring(rec.returncode))
     -- Tasks in flight there go back on the queue, first, and prefer another host.
+    trace(h, "session ended (%s, status %s), %d task(s) in flight", was_up and "was up" or "before hello",
+      tostring(rec.returncode), h.nrunning or 0)
     local back = {}
     for _, t in pairs(h.running) do
       if t.timer then timers[t.timer] = nil; loop:cancel_timer(t.timer); t.timer = nil end
@@ -187,10 +207,15 @@ function M.new(cfg, loop, finish)
       end
     end
     h.running, h.nrunning = {}, 0
-    if closed then h.state = "closed"; return end
+    if closed then
+      h.state = "closed"
+      if h.errfile then os.remove(h.errfile); h.errfile = nil end
+      return
+    end
     h.fails = (h.fails or 0) + 1
     if (not h.ever_up and h.fails > QUICK_RETRIES) or h.fails > MAX_FAILS then
       h.state = "bad"     -- given up: its error is kept for the message
+      if h.errfile then os.remove(h.errfile); h.errfile = nil end
       pump_connects()
       dispatch()
       return
@@ -243,6 +268,7 @@ function M.new(cfg, loop, finish)
       end
       h.state, h.fails, h.ncpu, h.ever_up = "up", 0, tonumber(f[3]), true
       h.slots_now = h.slots or h.ncpu or 1
+      trace(h, "up: %s cpus, %d slots", tostring(h.ncpu), h.slots_now)
       pump_connects()
       dispatch()
     elseif what == "done" then
@@ -304,7 +330,9 @@ function M.new(cfg, loop, finish)
         local t = table.remove(queue, 1)
         tasks[t.index] = nil
         local res = ProcResult.new(t.key, t.arg)
-        res.exception, res.error = "ConnectionError", "no host can run it: " .. tostring(hosts[1].error)
+        local why = {}
+        for _, h in ipairs(hosts) do why[#why + 1] = h.name .. ": " .. tostring(h.error) end
+        res.exception, res.error = "ConnectionError", "no host can run it (" .. table.concat(why, "; ") .. ")"
         finish(t.index, res)
       end
     end
@@ -360,6 +388,7 @@ function M.new(cfg, loop, finish)
 
   function ex:stop(records)
     closed = true
+    for _, h in ipairs(hosts) do if h.errfile then os.remove(h.errfile); h.errfile = nil end end
     for _, rec in ipairs(records) do
       local h = procs[rec.id]
       if h and rec.data then ex:record(rec) end
