@@ -185,6 +185,15 @@ describe("remote hosts", function()
     assert.are.equal(24, helpers.count_success(r))
   end)
 
+  it("retry a failed task on a host where it has not failed", function()
+    for _ = 1, 3 do
+      local r = run({ "sh", "-c", 'test "$X" = b' }, { { 1 } }, { retries = 1,
+        hosts = { { host = ":", env = { X = "a" }, slots = 1 }, { host = ":", env = { X = "b" }, slots = 1 } } })
+      assert.is_true(r[1].success)
+      assert.are.equal(2, r[1].attempts)
+    end
+  end)
+
   it("report a missing program or cwd as the task's failure", function()
     local r = run({ "no-such-program-lc" }, { { 1 } }, { hosts = { host() } })
     assert.are.equal("FileNotFoundError", r[1].exception)

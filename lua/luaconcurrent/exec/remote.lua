@@ -112,10 +112,12 @@ function M.new(cfg, loop, finish)
   local timeout = cfg.timeout or 0
   local grace = cfg.kill_grace or 0.1
   local hosts = hostlib.list(cfg.hosts)
+  for i, h in ipairs(hosts) do h.uid = i end
   local queue = {}          -- tasks waiting for a slot (requeued ones first)
   local tasks = {}          -- [index] = task, every task held
   local procs = {}          -- [process id] = host
   local timers = {}         -- [timer id] = function
+  local failed_on = {}      -- [index] = { [host uid] = true }: retries go elsewhere
   local next_tid = 0
   local closed = false
   local ex = {}
@@ -193,7 +195,7 @@ function M.new(cfg, loop, finish)
       if t.timer then timers[t.timer] = nil; loop:cancel_timer(t.timer); t.timer = nil end
       t.host, t.tid = nil, nil
       t.lost_on = t.lost_on or {}
-      t.lost_on[h.name] = true
+      t.lost_on[h.uid] = true
       back[#back + 1] = t
     end
     table.sort(back, function(a, b) return a.index < b.index end)
@@ -277,7 +279,14 @@ function M.new(cfg, loop, finish)
       h.running[f[2]], h.nrunning = nil, h.nrunning - 1
       if t.timer then timers[t.timer] = nil; loop:cancel_timer(t.timer) end
       tasks[t.index] = nil
-      finish(t.index, result_of(t, f))
+      local res = result_of(t, f)
+      if res.success then
+        failed_on[t.index] = nil
+      else
+        failed_on[t.index] = failed_on[t.index] or {}
+        failed_on[t.index][h.uid] = true
+      end
+      finish(t.index, res)
       dispatch()
     end
   end
@@ -291,7 +300,7 @@ function M.new(cfg, loop, finish)
       if h.state == "up" then
         local free = h.slots_now - h.nrunning
         if free > 0 then
-          local score = free - ((t.lost_on and t.lost_on[h.name]) and 1e6 or 0)
+          local score = free - ((t.lost_on and t.lost_on[h.uid]) and 1e6 or 0)
           if not best or score > best_free then best, best_free = h, score end
         end
       end
@@ -342,6 +351,10 @@ function M.new(cfg, loop, finish)
 
   function ex:start(index, key, arg)
     local t = { index = index, key = key, arg = arg, argv = argv_of(arg) }
+    if failed_on[index] then    -- run again (retries): prefer a host it has not failed on
+      t.lost_on = {}
+      for name in pairs(failed_on[index]) do t.lost_on[name] = true end
+    end
     tasks[index] = t
     queue[#queue + 1] = t
     dispatch()
