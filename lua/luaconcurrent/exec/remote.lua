@@ -21,7 +21,8 @@
 
 local core = require "luaconcurrent.core"
 local ProcResult = require "luaconcurrent.result"
-local hostlib = require "luaconcurrent.remote.hosts"
+-- Loaded when a run uses hosts: the executable embeds exec/ but not remote/.
+local function hostlib() return require "luaconcurrent.remote.hosts" end
 
 local now, wallclock = core.now, core.wallclock
 
@@ -111,7 +112,7 @@ function M.new(cfg, loop, finish)
   for i, v in ipairs(cfg.pargs) do prefix[i] = tostring(v) end
   local timeout = cfg.timeout or 0
   local grace = cfg.kill_grace or 0.1
-  local hosts = hostlib.list(cfg.hosts)
+  local hosts = hostlib().list(cfg.hosts)
   for i, h in ipairs(hosts) do h.uid = i end
   local queue = {}          -- tasks waiting for a slot (requeued ones first)
   local tasks = {}          -- [index] = task, every task held
@@ -444,7 +445,7 @@ end
 -- after another, return the mean seconds a round trip (the per-task
 -- overhead of the channel itself) and the handshake's seconds.
 function M.ping(spec, n)
-  local h = hostlib.parse(spec, 1)
+  local h = hostlib().parse(spec, 1)
   local loop = core.new_loop()
   local t0 = now()
   local argv, head = connect_argv(h, 0.1)
