@@ -11,7 +11,7 @@ local system = require "system"
 local dir = os.tmpname()
 os.remove(dir)
 local port = 22000 + helpers.self_pid() % 2000
-local out, err, code = helpers.sh(helpers.q(helpers.FIXTURES .. "/sshd_start.sh") .. " "
+local out, err, code = helpers.sh("LC_SSHD_OWNER=" .. helpers.self_pid() .. " " .. helpers.q(helpers.FIXTURES .. "/sshd_start.sh") .. " "
   .. helpers.q(dir) .. " " .. port)
 local sshd_pid = code == 0 and tonumber(out:match("%d+"))
 local why_skipped = not sshd_pid and ("sshd could not start: " .. err:gsub("%s+$", "")) or nil
@@ -160,7 +160,7 @@ describe("remote hosts", function()
   it("run every task when sshd refuses handshakes (MaxStartups 2:100:2, MaxSessions 2)", function()
     local dir2 = dir .. "-limited"
     local port2 = port + 1
-    local o, e, c = helpers.sh(helpers.q(helpers.FIXTURES .. "/sshd_start.sh") .. " " .. helpers.q(dir2) .. " "
+    local o, e, c = helpers.sh("LC_SSHD_OWNER=" .. helpers.self_pid() .. " " .. helpers.q(helpers.FIXTURES .. "/sshd_start.sh") .. " " .. helpers.q(dir2) .. " "
       .. port2 .. " 2:100:2 2")
     assert.are.equal(0, c, e)
     local pid2 = tonumber(o:match("%d+"))
