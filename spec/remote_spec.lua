@@ -137,6 +137,31 @@ describe("remote hosts", function()
     assert.are.same({}, helpers.wait_marker_gone(m, 3))
   end)
 
+  it("requeue the tasks of a host whose server-side sshd session is killed", function()
+    local m = "1.5" .. helpers.marker():sub(4)
+    local tasks = {}
+    for i = 1, 3 do tasks[i] = { i, m } end
+    local killed = false
+    local r = run({ "sleep" }, tasks, {
+      hosts = { host("127.0.0.2", 2), "1/:" },
+      on_start = function(key)
+        if key == 3 and not killed then
+          killed = true
+          -- the listener's children: one per session (the privileged monitor)
+          local kids = {}
+          for _, pid in ipairs(helpers.find_marker("sshd")) do
+            local stat = helpers.read_file("/proc/" .. pid .. "/stat") or ""
+            if tonumber(stat:match("^%d+ %b() %S+ (%d+)")) == sshd_pid then kids[#kids + 1] = pid end
+          end
+          assert.is_true(#kids >= 1)
+          os.execute("(sleep 0.5; kill -KILL " .. table.concat(kids, " ") .. ") &")
+        end
+      end,
+    })
+    for i, res in ipairs(r) do assert.is_true(res.success, tostring(i) .. ": " .. tostring(res.error)) end
+    assert.are.same({}, helpers.wait_marker_gone(m, 3))
+  end)
+
   it("leave nothing running remotely when the local runner is SIGKILLed", function()
     local m = helpers.marker()
     local cmd = helpers.lua_env() .. " exec lua5.4 " .. helpers.q(helpers.FIXTURES .. "/remote_run.lua") .. " "
