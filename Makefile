@@ -26,8 +26,9 @@ B        := build
 ENGINE   := src/loop.c src/proc.c src/hugemem.c src/signals.c src/marshal.c src/pool.c \
             src/host.c src/core.c src/core_loop.c src/core_pool.c src/core_marshal.c src/core_misc.c src/workerproc.c
 LUAMODS  := $(wildcard lua/luaconcurrent/*.lua)
-EXECMODS := $(wildcard lua/luaconcurrent/exec/*.lua)
-CTLMODS  := $(wildcard lua/luaconcurrent/control/*.lua)
+# Modules in subfolders: executors, run control, remote hosts.
+SUBDIRS  := exec control remote
+SUBMODS  := $(foreach d,$(SUBDIRS),$(wildcard lua/luaconcurrent/$(d)/*.lua))
 EXE      := $(B)/luaconcurrent
 SO       := $(B)/lib/luaconcurrent/core.so
 
@@ -51,8 +52,8 @@ $(B)/obj/%.o: src/%.c $(wildcard src/*.h) | $(B)/obj
 $(B)/obj $(B)/lib/luaconcurrent:
 	mkdir -p $@
 
-$(B)/embedded.c: scripts/embed.lua $(LUAMODS) $(EXECMODS) $(CTLMODS) | $(B)/obj
-	lua5.4 scripts/embed.lua $@ $(LUAMODS) $(EXECMODS) $(CTLMODS)
+$(B)/embedded.c: scripts/embed.lua $(LUAMODS) $(SUBMODS) | $(B)/obj
+	lua5.4 scripts/embed.lua $@ $(LUAMODS) $(SUBMODS)
 
 $(B)/obj/embedded.o: $(B)/embedded.c
 	$(CC) $(CFLAGS) $(LC_CFLAGS) -c -o $@ $<
@@ -215,12 +216,12 @@ rock:
 	@$(MAKE) --no-print-directory all
 
 install: all
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LUADIR)/luaconcurrent/exec $(DESTDIR)$(LUADIR)/luaconcurrent/control $(DESTDIR)$(LIBDIR)/luaconcurrent
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/luaconcurrent \
+	  $(foreach d,$(SUBDIRS),$(DESTDIR)$(LUADIR)/luaconcurrent/$(d))
 	install -m 755 $(EXE) $(DESTDIR)$(BINDIR)/luaconcurrent
 	ln -sf luaconcurrent $(DESTDIR)$(BINDIR)/lcparallel
 	install -m 644 $(LUAMODS) $(DESTDIR)$(LUADIR)/luaconcurrent/
-	install -m 644 $(EXECMODS) $(DESTDIR)$(LUADIR)/luaconcurrent/exec/
-	install -m 644 $(CTLMODS) $(DESTDIR)$(LUADIR)/luaconcurrent/control/
+	for d in $(SUBDIRS); do install -m 644 lua/luaconcurrent/$$d/*.lua $(DESTDIR)$(LUADIR)/luaconcurrent/$$d/; done
 	install -m 755 $(SO) $(DESTDIR)$(LIBDIR)/luaconcurrent/core.so
 
 uninstall:

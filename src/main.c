@@ -480,14 +480,37 @@ static int embedded_loader (lua_State *L) {
 
 
 /*
-** package.preload gets the engine (luaconcurrent.core) and every
-** embedded module of the Lua layer.
+** luaconcurrent.sources(name) -> the source text of an embedded module, or
+** nil: code that ships a module to another host (the remote worker) reads
+** it here, as it reads the file when run as a module.
+*/
+static int embedded_source (lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  const struct lc_embedded *m;
+  for (m = lc_embedded_modules; m->name != NULL; m++)
+    if (strcmp(m->name, name) == 0) {
+      lua_pushlstring(L, m->source, m->len);
+      return 1;
+    }
+  return 0;
+}
+
+static int open_sources (lua_State *L) {
+  lua_pushcfunction(L, embedded_source);
+  return 1;
+}
+
+/*
+** package.preload gets the engine (luaconcurrent.core), every embedded
+** module of the Lua layer, and luaconcurrent.sources.
 */
 static void register_preloads (lua_State *L) {
   const struct lc_embedded *m;
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   lua_pushcfunction(L, luaopen_luaconcurrent_core);
   lua_setfield(L, -2, "luaconcurrent.core");
+  lua_pushcfunction(L, open_sources);
+  lua_setfield(L, -2, "luaconcurrent.sources");
   for (m = lc_embedded_modules; m->name != NULL; m++) {
     lua_pushlightuserdata(L, (void *)m);
     lua_pushcclosure(L, embedded_loader, 1);

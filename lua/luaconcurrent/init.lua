@@ -37,6 +37,12 @@ function M.sleep(s)
   end
 end
 
+--- The hosts of a host file (one GNU parallel host string a line, `#`
+-- comments), for the hosts option.
+function M.hosts_file(path)
+  return require("luaconcurrent.remote.hosts").read_file(path)
+end
+
 --- Draw a run's timeline (SVG) from its joblog.
 function M.timeline(joblog, svg)
   if type(joblog) ~= "string" or type(svg) ~= "string" then

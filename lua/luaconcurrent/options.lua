@@ -13,6 +13,7 @@ M.NAMES = {
   num_workers = true, timeout = true, verb = true, on_start = true,
   on_result = true, on_progress = true, env = true, cwd = true, input = true,
   keep_results = true, kill_grace = true, isolation = true,
+  hosts = true,   -- remote execution (exec/remote.lua)
   -- run control (control.lua)
   retries = true, retry_delay = true, halt = true, joblog = true, resume = true,
   progress = true, output = true, tag = true, results = true, timeline = true,
@@ -72,6 +73,11 @@ local function kind_of(class, pargs, opts)
     end
     if opts.isolation == "process" then kind = "isolated" end
   end
+  if opts.hosts ~= nil then
+    if kind ~= "exec" then fail("hosts: only subprocess tasks run on remote hosts (function tasks do not yet)") end
+    require("luaconcurrent.remote.hosts").list(opts.hosts)   -- fails naming a bad entry
+    kind = "remote"
+  end
   return kind
 end
 
@@ -81,7 +87,7 @@ function M.runner(class, pargs, tasks, opts, ...)
   opts = validate.options(normalise(opts, ...), M.NAMES)
   local kind = kind_of(class, pargs, opts)
   control.check(opts)
-  local ntasks = validate.tasks(tasks, kind == "exec")
+  local ntasks = validate.tasks(tasks, kind == "exec" or kind == "remote")
   local fn_bytes
   if kind == "pool" or kind == "isolated" then
     check_sendable(tasks, ntasks)
@@ -103,7 +109,7 @@ function M.runner(class, pargs, tasks, opts, ...)
     retries = opts.retries, retry_delay = opts.retry_delay, halt = opts.halt,
     joblog = opts.joblog, resume = opts.resume, progress = opts.progress,
     output = opts.output, tag = opts.tag, results = opts.results, timeline = opts.timeline,
-    max_capture = opts.max_capture,
+    max_capture = opts.max_capture, hosts = opts.hosts,
     result = {}, ok = nil, time_start = -1, time_end = -1, time_run = -1,
   }
   for name, default in pairs(M.DEFAULTS) do

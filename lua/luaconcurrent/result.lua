@@ -13,7 +13,7 @@ ProcResult.__index = ProcResult
 local FIELDS = {
   "key", "arg", "success", "timeout", "exception", "returncode", "signal",
   "stdout", "stderr", "answer", "error", "pid", "time_start", "time_end", "time_run",
-  "input_error", "attempts", "skipped", "stdout_size", "stderr_size",
+  "input_error", "attempts", "skipped", "stdout_size", "stderr_size", "host",
 }
 ProcResult.FIELDS = FIELDS
 

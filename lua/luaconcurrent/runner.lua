@@ -52,6 +52,7 @@ local EXECUTORS = {
   coro = "luaconcurrent.exec.coroutine",
   pool = "luaconcurrent.exec.threads",
   isolated = "luaconcurrent.exec.processes",
+  remote = "luaconcurrent.exec.remote",
 }
 -- Loaded now, not when a run needs them: a run short of fds could not.
 for kind, name in pairs(EXECUTORS) do EXECUTORS[kind] = require(name) end
@@ -100,7 +101,7 @@ local function executor_cfg(self)
     pargs = self.pargs, timeout = self.timeout, kill_grace = self.kill_grace,
     envblock = self.env and core.envblock(self.env) or nil, cwd = self.cwd,
     input = self.input, num_workers = self.num_workers, ntasks = self.ntasks,
-    fn_bytes = self.fn_bytes, max_capture = self.max_capture,
+    fn_bytes = self.fn_bytes, max_capture = self.max_capture, env = self.env, hosts = self.hosts,
     slots = self.num_workers == 0 and math.huge or self.num_workers,
   }
 end
@@ -208,7 +209,7 @@ end
 local function run_tasks(self, st)
   local loop, ex = st.loop, st.ex
   local seen = {}
-  local source = task_source(self.tasks, self.kind == "exec", seen)
+  local source = task_source(self.tasks, self.kind == "exec" or self.kind == "remote", seen)
   local ctl = st.ctl
   local store, finish, flush = reporter(self, st, seen, ctl)
   st.finish = finish

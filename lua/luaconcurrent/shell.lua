@@ -37,6 +37,9 @@ Runs command once per value (or combination of values), many at a time.
   --tag               prefix output lines with the value
   --results FILE      each result as a JSON line in FILE
   --timeline FILE     a picture of the run as SVG (one row per slot)
+  -S, --sshlogin L    run on hosts over ssh: [N/][user@]host[:port], comma
+                      separated, ":" for this machine (repeatable)
+  --slf FILE          hosts from FILE, one a line, # comments
   --dry-run           print the commands, run nothing
   -h, --help          this text
 Values: ::: v1 v2 ...   :::: file ...   or lines on stdin.
@@ -52,7 +55,8 @@ local VALUE_OPTS = {
   ["-j"] = "jobs", ["--jobs"] = "jobs", ["--timeout"] = "timeout",
   ["--retries"] = "retries", ["--retry-delay"] = "retry_delay", ["--halt"] = "halt",
   ["--joblog"] = "joblog", ["--results"] = "results", ["--kill-grace"] = "kill_grace",
-  ["--timeline"] = "timeline",
+  ["--timeline"] = "timeline", ["-S"] = "sshlogin", ["--sshlogin"] = "sshlogin",
+  ["--slf"] = "slf", ["--sshloginfile"] = "slf",
 }
 local FLAG_OPTS = {
   ["--resume"] = { "resume", true }, ["--resume-failed"] = { "resume", "failed" },
@@ -100,7 +104,14 @@ function M.parse(argv)
       local v = inline or (a:match("^%-j(.+)") ) or argv[i + 1]
       if v == nil then usage_error("%s needs a value", a) end
       if not inline and not a:match("^%-j.+") then i = i + 1 end
-      o[key] = v
+      if key == "sshlogin" or key == "slf" then     -- these add up
+        o.hosts = o.hosts or {}
+        local list = key == "slf" and require("luaconcurrent.remote.hosts").read_file(v) or {}
+        if key == "sshlogin" then for h in v:gmatch("[^,]+") do list[#list + 1] = h end end
+        for _, h in ipairs(list) do o.hosts[#o.hosts + 1] = h end
+      else
+        o[key] = v
+      end
     elseif FLAG_OPTS[a] then
       o[FLAG_OPTS[a][1]] = FLAG_OPTS[a][2]
     elseif a == "--" then
@@ -256,7 +267,7 @@ function M.run(o, tasks)
     retries = o.retries and math.tointeger(number_of("--retries", o.retries)),
     retry_delay = o.retry_delay and number_of("--retry-delay", o.retry_delay),
     halt = o.halt, joblog = o.joblog, resume = o.resume, results = o.results,
-    timeline = o.timeline,
+    timeline = o.timeline, hosts = o.hosts,
     progress = o.progress, output = o.output, keep_results = false,
   }
   if o.tag then

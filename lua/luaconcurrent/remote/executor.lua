@@ -1,0 +1,476 @@
+--- The remote executor's body (exec/remote.lua is its entry point):
+-- subprocess tasks on other hosts over OpenSSH (hosts = {...}).
+--
+-- One ssh session per host (`ssh -T -o BatchMode=yes ...`, the user's
+-- ssh_config honoured; ":" is this machine, started with `sh -c` and no
+-- ssh) runs the remote worker (remote/worker.lua) under the host's plain
+-- `lua5.4`: a loader given with `-e` reads the worker's text from stdin, so
+-- nothing needs installing remotely. The worker runs that host's slots
+-- itself; tasks and answers cross the one channel with a task id each
+-- (the formats are in remote/worker.lua).
+--
+-- The clock is kept here: at a task's deadline (or on cancel) a K frame
+-- asks the worker to TERM the task's process group, then KILL after
+-- kill_grace. A host whose session ends (ssh exit 255, EOF) while tasks ran
+-- there is a host failure: those tasks go back on this executor's queue
+-- (preferring another host) and the host is retried with backoff; only a
+-- final result reaches finish. Each result's `host` says where it ran.
+--
+-- Slots: a host's `slots`, else its CPU count, asked at the handshake;
+-- new() waits for the handshakes (at most MAX_CONNECTING at once, a
+-- refused one retried with jitter) so that ex.slots is their sum.
+
+local core = require "luaconcurrent.core"
+local ProcResult = require "luaconcurrent.result"
+local hostlib = require "luaconcurrent.remote.hosts"
+
+local now, wallclock = core.now, core.wallclock
+
+local M = {}
+
+local PROTOCOL = "1"
+local MAX_CONNECTING = 4       -- handshakes at once
+local QUICK_RETRIES = 3        -- refused handshakes retried with jitter
+local HEARTBEAT = 5            -- seconds between H frames
+local HB_TIMEOUT = 30          -- the worker gives up after this silence
+local BACKOFF_MAX = 60
+local MAX_FAILS = 6            -- consecutive failures before a host is given up
+
+-- LC_REMOTE_TRACE=1: a line on stderr at each connect, hello and lost session.
+local TRACE = os.getenv("LC_REMOTE_TRACE")
+local function trace(h, fmt, ...)
+  if TRACE and TRACE ~= "" and TRACE ~= "0" then
+    io.stderr:write(string.format("luaconcurrent remote %s: " .. fmt .. "\n", h.name, ...))
+  end
+end
+
+local function esc(s)
+  return (s:gsub("[\\\n\t]", { ["\\"] = "\\\\", ["\n"] = "\\n", ["\t"] = "\\t" }))
+end
+local function line(t)
+  for i = 1, #t do t[i] = esc(t[i]) end
+  return table.concat(t, "\t") .. "\n"
+end
+
+local worker_text
+local function worker_source()
+  if worker_text then return worker_text end
+  -- The executable carries it compiled in; the module reads the file.
+  local embedded, sources = pcall(require, "luaconcurrent.sources")
+  worker_text = embedded and sources("luaconcurrent.remote.worker")
+  if worker_text then return worker_text end
+  local path = package.searchpath("luaconcurrent.remote.worker", package.path)
+  local f = path and io.open(path, "rb")
+  if not f then
+    error("luaconcurrent: the remote worker (luaconcurrent/remote/worker.lua) is not on package.path", 0)
+  end
+  worker_text = f:read("a")
+  f:close()
+  return worker_text
+end
+
+local LOADER = 'local n=tonumber(io.read("l"))local s=io.read(n)'
+  .. 'assert(load(s,"=luaconcurrent-remote-worker"))()'
+
+local function shq(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+--- The command that starts a host's worker, and the bytes its stdin gets.
+local function connect_argv(h, grace)
+  local remote = "trap '' PIPE; exec " .. shq(h.lua) .. " -e " .. shq(LOADER)
+  local argv
+  if h.host == ":" then
+    argv = { "sh", "-c", remote }
+  else
+    argv = { "ssh", "-T", "-o", "BatchMode=yes", "-o", "ServerAliveInterval=5",
+      "-o", "ServerAliveCountMax=3", "-o", "ConnectTimeout=10" }
+    for _, o in ipairs(h.ssh_options or {}) do argv[#argv + 1] = o end
+    if h.port then argv[#argv + 1] = "-p"; argv[#argv + 1] = tostring(h.port) end
+    if h.user then argv[#argv + 1] = "-l"; argv[#argv + 1] = h.user end
+    argv[#argv + 1] = "--"
+    argv[#argv + 1] = h.host
+    argv[#argv + 1] = remote
+  end
+  local src = string.format("local CFG = { grace = %.17g, hb_timeout = %d, lua = %q }\n",
+    grace, HB_TIMEOUT, h.lua) .. worker_source()
+  return argv, #src .. "\n" .. src
+end
+
+local function reader()
+  return require("luaconcurrent.worker").reader()
+end
+
+local function unpack_frame(blob)
+  local t, pos = {}, 1
+  while pos <= #blob do
+    t[#t + 1], pos = string.unpack("<s4", blob, pos)
+  end
+  return t
+end
+
+function M.new(cfg, loop, finish)
+  local prefix = {}
+  for i, v in ipairs(cfg.pargs) do prefix[i] = tostring(v) end
+  local timeout = cfg.timeout or 0
+  local grace = cfg.kill_grace or 0.1
+  local hosts = hostlib.list(cfg.hosts)
+  for i, h in ipairs(hosts) do h.uid = i end
+  local queue = {}          -- tasks waiting for a slot (requeued ones first)
+  local tasks = {}          -- [index] = task, every task held
+  local procs = {}          -- [process id] = host
+  local timers = {}         -- [timer id] = function
+  local failed_on = {}      -- [index] = { [host uid] = true }: retries go elsewhere
+  local next_tid = 0
+  local closed = false
+  local ex = {}
+
+  local function at(when, fn) timers[loop:timer(when)] = fn end
+
+  local function argv_of(arg)
+    local argv = { table.unpack(prefix) }
+    if type(arg) == "table" then
+      for i = 1, #arg do argv[#argv + 1] = tostring(arg[i]) end
+    elseif arg ~= nil then
+      argv[#argv + 1] = tostring(arg)
+    end
+    return argv
+  end
+
+  local function env_of(h)
+    local env = {}
+    for _, src in ipairs({ cfg.env or {}, h.env or {} }) do
+      for k, v in pairs(src) do env[#env + 1] = v == false and k or (k .. "=" .. v) end
+    end
+    table.sort(env)
+    return env
+  end
+
+  local connect, dispatch
+
+  -- ---- hosts ------------------------------------------------------------
+  local function nconnecting()
+    local n = 0
+    for _, h in ipairs(hosts) do if h.state == "connecting" then n = n + 1 end end
+    return n
+  end
+
+  local function pump_connects()
+    for _, h in ipairs(hosts) do
+      if nconnecting() >= MAX_CONNECTING then return end
+      if h.state == "want" then connect(h) end
+    end
+  end
+
+  function connect(h)
+    if closed then return end
+    local argv, head = connect_argv(h, grace)
+    -- ssh's stderr (and the remote worker's) to a file: the host's error
+    -- when the session fails, not noise on ours.
+    h.errfile = h.errfile or os.tmpname()
+    table.insert(argv, 1, "sh")
+    table.insert(argv, 2, "-c")
+    table.insert(argv, 3, 'exec "$@" 2>"$0"')
+    table.insert(argv, 4, h.errfile)
+    local id, message = loop:spawn(argv, nil, nil, head, 0, 0, true)
+    if not id then
+      h.state, h.error = "down", message
+      return
+    end
+    h.id, h.state, h.read, h.running, h.nrunning = id, "connecting", reader(), {}, 0
+    trace(h, "connecting (attempt %d)", (h.fails or 0) + 1)
+    procs[id] = h
+  end
+
+  local function host_lost(h, rec)
+    procs[h.id] = nil
+    h.id = nil
+    local was_up = h.state == "up"
+    local why = ""
+    local f = h.errfile and io.open(h.errfile, "rb")
+    if f then why = f:read("a"):gsub("%s+$", ""):gsub("^.*\n", ""); f:close() end
+    h.error = why ~= "" and why or string.format("session ended (status %s)", tostring(rec.returncode))
+    -- Tasks in flight there go back on the queue, first, and prefer another host.
+    trace(h, "session ended (%s, status %s), %d task(s) in flight", was_up and "was up" or "before hello",
+      tostring(rec.returncode), h.nrunning or 0)
+    local back = {}
+    for _, t in pairs(h.running) do
+      if t.timer then timers[t.timer] = nil; loop:cancel_timer(t.timer); t.timer = nil end
+      t.host, t.tid = nil, nil
+      t.lost_on = t.lost_on or {}
+      t.lost_on[h.uid] = true
+      back[#back + 1] = t
+    end
+    table.sort(back, function(a, b) return a.index < b.index end)
+    for i = #back, 1, -1 do
+      local t = back[i]
+      if t.why then   -- cancelled meanwhile: it is over
+        tasks[t.index] = nil
+        finish(t.index, ProcResult.not_started(t.key, t.arg, t.why))
+      else
+        table.insert(queue, 1, t)
+      end
+    end
+    h.running, h.nrunning = {}, 0
+    if closed then
+      h.state = "closed"
+      if h.errfile then os.remove(h.errfile); h.errfile = nil end
+      return
+    end
+    h.fails = (h.fails or 0) + 1
+    if (not h.ever_up and h.fails > QUICK_RETRIES) or h.fails > MAX_FAILS then
+      h.state = "bad"     -- given up: its error is kept for the message
+      if h.errfile then os.remove(h.errfile); h.errfile = nil end
+      pump_connects()
+      dispatch()
+      return
+    end
+    local delay
+    if not was_up and h.fails <= QUICK_RETRIES then
+      delay = 0.2 + math.random() * 0.8 * h.fails    -- MaxStartups refusal: jitter
+    else
+      delay = math.min(BACKOFF_MAX, 2 ^ math.min(h.fails, 6)) * (0.75 + math.random() * 0.5)
+    end
+    h.state, h.retry_at = "down", now() + delay
+    at(h.retry_at, function()
+      if h.state == "down" and not closed then h.state = "want"; pump_connects() end
+    end)
+    pump_connects()
+    dispatch()
+  end
+
+  local function result_of(t, f)
+    local h = t.host
+    local status = tonumber(f[3])
+    local rec = { returncode = status, stdout = f[4], stderr = f[5], pid = tonumber(f[6]) }
+    if (t.why or t.timed_out) and status > 128 then
+      rec.signal = status - 128
+      rec.signal_name = ({ [9] = "SIGKILL", [15] = "SIGTERM", [2] = "SIGINT" })[rec.signal] or "signal"
+      rec.returncode = -rec.signal
+    end
+    local t1 = now()
+    rec.time_start, rec.time_end, rec.time_run = wallclock() - (t1 - t.t0), wallclock(), t1 - t.t0
+    if t.timed_out then rec.timeout, rec.limit = true, timeout end
+    local res
+    if status == 127 and rec.stderr:find("No such file or directory\n?$") then
+      res = ProcResult.spawn_failure(t.key, t.arg, (rec.stderr:gsub("\n$", "")), "ENOENT")
+      res.returncode, res.stderr = 127, rec.stderr
+    else
+      res = ProcResult.from_record(t.key, t.arg, rec)
+    end
+    if t.why and not res.success and not res.timeout then ProcResult.interrupt(res, t.why) end
+    res.host = h.name
+    return res
+  end
+
+  local function on_frame(h, f)
+    local what = f[1]
+    if what == "hello" then
+      if f[2] ~= PROTOCOL then
+        h.state, h.error = "bad", "remote worker speaks protocol " .. tostring(f[2])
+        loop:kill(h.id)
+        return
+      end
+      h.state, h.fails, h.ncpu, h.ever_up = "up", 0, tonumber(f[3]), true
+      h.slots_now = h.slots or h.ncpu or 1
+      trace(h, "up: %s cpus, %d slots", tostring(h.ncpu), h.slots_now)
+      pump_connects()
+      dispatch()
+    elseif what == "done" then
+      local t = h.running[f[2]]
+      if not t then return end
+      h.running[f[2]], h.nrunning = nil, h.nrunning - 1
+      if t.timer then timers[t.timer] = nil; loop:cancel_timer(t.timer) end
+      tasks[t.index] = nil
+      local res = result_of(t, f)
+      if res.success then
+        failed_on[t.index] = nil
+      else
+        failed_on[t.index] = failed_on[t.index] or {}
+        failed_on[t.index][h.uid] = true
+      end
+      finish(t.index, res)
+      dispatch()
+    end
+  end
+
+  local function send(h, msg) loop:write(h.id, msg) end
+
+  -- ---- tasks ------------------------------------------------------------
+  local function pick(t)
+    local best, best_free
+    for _, h in ipairs(hosts) do
+      if h.state == "up" then
+        local free = h.slots_now - h.nrunning
+        if free > 0 then
+          local score = free - ((t.lost_on and t.lost_on[h.uid]) and 1e6 or 0)
+          if not best or score > best_free then best, best_free = h, score end
+        end
+      end
+    end
+    return best
+  end
+
+  function dispatch()
+    while #queue > 0 do
+      local t = queue[1]
+      local h = pick(t)
+      if not h then break end
+      table.remove(queue, 1)
+      next_tid = next_tid + 1
+      local tid = tostring(next_tid)
+      t.host, t.tid, t.t0 = h, tid, now()
+      h.running[tid], h.nrunning = t, h.nrunning + 1
+      local msg = { "R", tid, cfg.cwd or "", cfg.input and "1" or "0", cfg.input or "" }
+      local env = env_of(h)
+      msg[#msg + 1] = tostring(#env)
+      for _, e in ipairs(env) do msg[#msg + 1] = e end
+      for _, a in ipairs(t.argv) do msg[#msg + 1] = a end
+      send(h, line(msg))
+      if timeout > 0 then
+        t.timer = loop:timer(t.t0 + timeout)
+        timers[t.timer] = function()
+          t.timer = nil
+          if t.host then t.timed_out = true; send(t.host, line({ "K", t.tid })) end
+        end
+      end
+    end
+    -- Nothing can ever run them: every host is gone for good.
+    if #queue > 0 then
+      for _, h in ipairs(hosts) do if h.state ~= "bad" then return end end
+      while #queue > 0 do
+        local t = table.remove(queue, 1)
+        tasks[t.index] = nil
+        local res = ProcResult.new(t.key, t.arg)
+        local why = {}
+        for _, h in ipairs(hosts) do why[#why + 1] = h.name .. ": " .. tostring(h.error) end
+        res.exception, res.error = "ConnectionError", "no host can run it (" .. table.concat(why, "; ") .. ")"
+        finish(t.index, res)
+      end
+    end
+  end
+
+  function ex:describe(_, arg) return table.concat(argv_of(arg), " ") end
+
+  function ex:start(index, key, arg)
+    local t = { index = index, key = key, arg = arg, argv = argv_of(arg) }
+    if failed_on[index] then    -- run again (retries): prefer a host it has not failed on
+      t.lost_on = {}
+      for name in pairs(failed_on[index]) do t.lost_on[name] = true end
+    end
+    tasks[index] = t
+    queue[#queue + 1] = t
+    dispatch()
+  end
+
+  function ex:record(rec)
+    local fn = timers[rec.id]
+    if fn then timers[rec.id] = nil; fn(); return true end
+    local h = procs[rec.id]
+    if not h then return false end
+    if rec.data then
+      local frames = {}
+      h.read(rec.data, frames)
+      for _, blob in ipairs(frames) do on_frame(h, unpack_frame(blob)) end
+    else
+      if rec.stdout and rec.stdout ~= "" then
+        local frames = {}
+        h.read(rec.stdout, frames)
+        for _, blob in ipairs(frames) do on_frame(h, unpack_frame(blob)) end
+      end
+      host_lost(h, rec)
+    end
+    return true
+  end
+
+  function ex:cancel(index, why)
+    local t = tasks[index]
+    if not t then return end
+    if t.host then
+      t.why = why
+      send(t.host, line({ "K", t.tid }))
+    else
+      for i, q in ipairs(queue) do if q == t then table.remove(queue, i) break end end
+      tasks[index] = nil
+      finish(index, ProcResult.not_started(t.key, t.arg, why))
+    end
+  end
+
+  --- No more tasks: each worker gets EOF and exits.
+  function ex:close()
+    closed = true
+    for id in pairs(procs) do loop:close_input(id) end
+  end
+
+  function ex:stop(records)
+    closed = true
+    for _, h in ipairs(hosts) do if h.errfile then os.remove(h.errfile); h.errfile = nil end end
+    for _, rec in ipairs(records) do
+      local h = procs[rec.id]
+      if h and rec.data then ex:record(rec) end
+    end
+    for index, t in pairs(tasks) do
+      tasks[index] = nil
+      finish(index, ProcResult.not_started(t.key, t.arg, t.host and "running" or "not_started"))
+    end
+  end
+
+  -- Heartbeats: an H line to every host now and then.
+  local function beat()
+    if closed then return end
+    for _, h in ipairs(hosts) do if h.state == "up" then send(h, "H\n") end end
+    at(now() + HEARTBEAT, beat)
+  end
+
+  -- The handshakes, before the scheduler asks for ex.slots.
+  for _, h in ipairs(hosts) do h.state = "want" end
+  pump_connects()
+  local deadline = now() + 60
+  while now() < deadline do
+    local pending = false
+    for _, h in ipairs(hosts) do
+      if h.state == "want" or h.state == "connecting" or (h.state == "down" and not h.ever_up) then
+        pending = true
+      end
+    end
+    if not pending then break end
+    for _, rec in ipairs(loop:poll(0.5)) do ex:record(rec) end
+  end
+  local total = 0
+  for _, h in ipairs(hosts) do total = total + (h.slots or h.slots_now or 1) end
+  ex.slots = total
+  beat()
+  return ex
+end
+
+--- Round trips over one host's channel: connect, send n P frames one
+-- after another, return the mean seconds a round trip (the per-task
+-- overhead of the channel itself) and the handshake's seconds.
+function M.ping(spec, n)
+  local h = hostlib.parse(spec, 1)
+  local loop = core.new_loop()
+  local t0 = now()
+  local argv, head = connect_argv(h, 0.1)
+  local id = assert(loop:spawn(argv, nil, nil, head, 0, 0, true))
+  local read, frames = reader(), {}
+  local function wait_frame()
+    while #frames == 0 do
+      for _, rec in ipairs(loop:poll(10)) do
+        if rec.data then read(rec.data, frames) elseif rec.id == id then error("the session ended: " .. tostring(rec.stderr)) end
+      end
+    end
+    return unpack_frame(table.remove(frames, 1))
+  end
+  assert(wait_frame()[1] == "hello")
+  local t1 = now()
+  for i = 1, n do
+    loop:write(id, line({ "P", tostring(i) }))
+    local f = wait_frame()
+    assert(f[1] == "pong" and f[2] == tostring(i))
+  end
+  local t2 = now()
+  loop:close_input(id)
+  while loop:running() > 0 do loop:poll(1) end
+  loop:close()
+  return (t2 - t1) / n, t1 - t0
+end
+
+return M

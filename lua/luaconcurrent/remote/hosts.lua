@@ -1,0 +1,82 @@
+--- Host specifications for remote execution: GNU parallel's strings
+-- ("4/user@host:2222", "host", ":" for this machine) and the table form
+-- {host=, user=, port=, slots=, ssh_options=, lua=, env=}; a host file
+-- (one string a line, `#` comments) through M.read_file.
+
+local M = {}
+
+local function fail(fmt, ...) error("luaconcurrent: " .. string.format(fmt, ...), 0) end
+
+local function words(s)
+  local t = {}
+  for w in s:gmatch("%S+") do t[#t + 1] = w end
+  return t
+end
+
+--- One host spec (string or table) -> normalised table.
+function M.parse(spec, i)
+  local h
+  if type(spec) == "string" then
+    local s = spec:match("^%s*(.-)%s*$")
+    h = {}
+    local n, rest = s:match("^(%d+)/(.*)$")
+    if n then h.slots, s = tonumber(n), rest end
+    if s == ":" then
+      h.host = ":"
+    else
+      -- "[user@]host[:port]"; an IPv6 literal goes in brackets.
+      local user, r = s:match("^([^@]+)@(.+)$")
+      if user then h.user, s = user, r end
+      local v6, port6 = s:match("^%[(.+)%]:?(%d*)$")
+      if v6 then
+        h.host, h.port = v6, tonumber(port6)
+      else
+        local host, port = s:match("^([^:]+):(%d+)$")
+        h.host, h.port = host or s, tonumber(port)
+      end
+    end
+  elseif type(spec) == "table" then
+    h = {}
+    for k, v in pairs(spec) do h[k] = v end
+    if type(h.ssh_options) == "string" then h.ssh_options = words(h.ssh_options) end
+  else
+    fail("hosts[%d] must be a string or a table, got %s", i, type(spec))
+  end
+  if type(h.host) ~= "string" or h.host == "" then fail("hosts[%d] has no host", i) end
+  if h.slots ~= nil and (math.type(h.slots) ~= "integer" or h.slots < 1) then
+    fail("hosts[%d].slots must be a positive integer", i)
+  end
+  if h.port ~= nil and math.type(h.port) ~= "integer" then fail("hosts[%d].port must be an integer", i) end
+  if h.ssh_options ~= nil and type(h.ssh_options) ~= "table" then
+    fail("hosts[%d].ssh_options must be a list of strings (or one string)", i)
+  end
+  if h.env ~= nil and type(h.env) ~= "table" then fail("hosts[%d].env must be a table", i) end
+  if h.lua ~= nil and type(h.lua) ~= "string" then fail("hosts[%d].lua must be a string", i) end
+  h.lua = h.lua or "lua5.4"
+  h.name = h.host == ":" and ":" or ((h.user and h.user .. "@" or "") .. h.host .. (h.port and ":" .. h.port or ""))
+  return h
+end
+
+--- The hosts option -> list of normalised hosts.
+function M.list(hosts)
+  if type(hosts) == "string" then hosts = { hosts } end
+  if type(hosts) ~= "table" or #hosts == 0 then fail("hosts must be a non-empty list") end
+  local t = {}
+  for i, spec in ipairs(hosts) do t[i] = M.parse(spec, i) end
+  return t
+end
+
+--- A host file: one spec a line, `#` comments, blank lines skipped.
+function M.read_file(path)
+  local f, err = io.open(path, "r")
+  if not f then fail("cannot read host file: %s", err) end
+  local t = {}
+  for line in f:lines() do
+    line = line:gsub("#.*$", ""):match("^%s*(.-)%s*$")
+    if line ~= "" then t[#t + 1] = line end
+  end
+  f:close()
+  return t
+end
+
+return M

@@ -1,0 +1,222 @@
+--- The remote worker: runs on a remote host under plain `lua5.4` (no C
+-- engine, no module installed there). The local side (exec/remote.lua)
+-- starts it over one ssh session as
+--     trap '' PIPE; exec lua5.4 -e '<loader>'
+-- and sends "<length>\n" and this file's text (after a `local CFG = {...}`
+-- line) on stdin; the loader reads exactly that and runs it. Nothing else
+-- is sent until this worker says hello.
+--
+-- Plain Lua cannot wait on two things at once, so everything the worker
+-- waits for arrives as lines on one FIFO in a private temp directory:
+--   I<text> / C<text>  a message from the local side, copied from stdin by a
+--                      small forwarder process in pieces of at most 4000
+--                      bytes (one atomic write each; C = more follows)
+--   S <tid> <pgid>     a task started (its process group)
+--   D <tid> <status>   a task ended (its shell status: 128+N for signal N)
+--   T                  a tick, once a second (heartbeat check)
+--   E                  stdin reached EOF: the local side (or ssh) is gone
+-- Tasks are started by one persistent `sh` reading commands from a pipe:
+-- each in its own session and process group (`setsid`), stdin from a temp
+-- file or /dev/null, stdout and stderr to temp files (binary-safe, apart).
+-- Messages from the local side are lines of tab-separated fields with
+-- "\\", "\n" and "\t" escaped; argv reaches the task through "$@", quoted
+-- here with single quotes, so any bytes but NUL arrive intact.
+-- Messages: R tid cwd has_input input nenv env... argv...; K tid (cancel:
+-- TERM to the group, KILL after the grace); H (heartbeat); P x (answered
+-- with pong x: a round trip over the channel, for measuring).
+-- Answers on stdout, length-prefixed (string.pack "<s4"), each a frame of
+-- "<s4" fields: hello version ncpu lua_version | done tid status stdout
+-- stderr pgid | pong x.
+-- On EOF, or no message for CFG.hb_timeout seconds, every group this worker
+-- started gets TERM, then KILL, and the worker exits.
+
+local CFG = CFG or {}
+local PROTOCOL = "1"
+local grace = tonumber(CFG.grace) or 0.1
+local hb_timeout = tonumber(CFG.hb_timeout) or 60
+local lua = CFG.lua or "lua5.4"
+
+local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+local UNESC = { ["\\"] = "\\", n = "\n", t = "\t" }
+local function split(msg)
+  local t = {}
+  for f in (msg .. "\t"):gmatch("([^\t]*)\t") do t[#t + 1] = (f:gsub("\\(.)", UNESC)) end
+  return t
+end
+
+local function readcmd(cmd)
+  local p = io.popen(cmd, "r")
+  local s = p and p:read("a") or ""
+  if p then p:close() end
+  return s
+end
+
+local out = io.stdout
+out:setvbuf("full")
+local alive = true   -- the channel to the local side
+local function send(...)
+  if not alive then return end
+  local n = select("#", ...)
+  local frame = string.pack("<" .. string.rep("s4", n), ...)
+  if not out:write(string.pack("<s4", frame)) then alive = false end
+end
+
+local dir = readcmd('mktemp -d "${TMPDIR:-/tmp}/lcremote.XXXXXX" 2>/dev/null'):match("[^\n]+")
+if not dir then
+  io.stderr:write("luaconcurrent remote worker: mktemp -d failed\n")
+  os.exit(2)
+end
+local fifo = dir .. "/ev"
+if not os.execute("mkfifo " .. q(fifo)) then
+  io.stderr:write("luaconcurrent remote worker: mkfifo failed\n")
+  os.execute("rm -rf " .. q(dir))
+  os.exit(2)
+end
+
+-- The forwarder: stdin lines to the FIFO in atomic pieces. Started first,
+-- so it holds none of the worker's other descriptors.
+local FWD = [[io.stdout:setvbuf("full",8192)
+for l in io.stdin:lines("L") do
+if l:sub(-1)~="\n" then break end
+local i,n=1,#l
+while n-i+1>4000 do io.stdout:write("C",l:sub(i,i+3998),"\n") io.stdout:flush() i=i+3999 end
+io.stdout:write("I",l:sub(i)) io.stdout:flush()
+end
+io.stdout:write("E\n") io.stdout:flush()]]
+os.execute("exec 4<&0; " .. q(lua) .. " -e " .. q(FWD) .. " <&4 4<&- >" .. q(fifo) .. " 2>/dev/null &")
+-- The persistent shell (its open of the FIFO waits for the reader below).
+local sh = io.popen("exec sh >/dev/null 2>&1 3>" .. q(fifo), "w")
+local ev = assert(io.open(fifo, "r+"))
+sh:write("while sleep 1; do echo T >&3 || exit; done &\n")
+sh:flush()
+
+-- SIGPIPE is ignored in this worker (so a lost channel is an error, not
+-- death before cleanup); tasks get it back when env can do that.
+local env_default = os.execute("env --default-signal=PIPE true >/dev/null 2>&1") and true or false
+
+local tasks = {}     -- [tid] = { pgid=, kill=true }
+local ntasks = 0
+local closing = false
+local last_heard = os.time()
+
+local function kill(t)
+  t.kill = true
+  if t.pgid then
+    sh:write(string.format("kill -TERM -%d 2>/dev/null; (sleep %g; kill -KILL -%d 2>/dev/null) &\n",
+      t.pgid, grace, t.pgid))
+  end
+end
+
+local function run(m)
+  local tid, cwd, has_input, input, nenv = m[2], m[3], m[4], m[5], tonumber(m[6])
+  local base = dir .. "/" .. tid
+  local stdin = "/dev/null"
+  if has_input == "1" then
+    stdin = base .. ".i"
+    local f = io.open(stdin, "wb")
+    f:write(input)
+    f:close()
+  end
+  local words = {}
+  local envargs = {}
+  if env_default then envargs[1] = "--default-signal=PIPE" end
+  for k = 7, 6 + nenv do
+    local e = m[k]
+    if e:find("=", 1, true) then envargs[#envargs + 1] = e else
+      envargs[#envargs + 1] = "-u"; envargs[#envargs + 1] = e end
+  end
+  if #envargs > 0 then
+    words[1] = "env"
+    for _, e in ipairs(envargs) do words[#words + 1] = q(e) end
+  end
+  for k = 7 + nenv, #m do words[#words + 1] = q(m[k]) end
+  tasks[tid] = {}
+  ntasks = ntasks + 1
+  -- A subshell (not in the task's group) starts the task in the background
+  -- through setsid (it is no group leader, so setsid execs in place: $! is
+  -- the task's pid and process group), reports it, waits, reports the status.
+  local qt = q(tid)
+  sh:write("( ", cwd ~= "" and ("cd " .. q(cwd) .. " || { printf 'D %s 126\\n' " .. qt .. " >&3; exit; }; ") or "",
+    "setsid ", table.concat(words, " "),
+    " <", q(stdin), " >", q(base .. ".o"), " 2>", q(base .. ".e"), " 3>&- & ",
+    "printf 'S %s %s\\n' ", qt, " $! >&3; wait $!; printf 'D %s %s\\n' ", qt, " $? >&3 ) 2>",
+    q(base .. ".e"), " &\n")
+end
+
+local function slurp(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local s = f:read("a")
+  f:close()
+  os.remove(path)
+  return s
+end
+
+local function shutdown_start()
+  if closing then return end
+  closing = true
+  for _, t in pairs(tasks) do kill(t) end
+end
+
+local function finish_exit()
+  sh:write("exit\n")
+  sh:close()
+  ev:close()
+  os.execute("rm -rf " .. q(dir))
+  out:flush()
+  os.exit(0, true)
+end
+
+local nproc = tonumber(readcmd("getconf _NPROCESSORS_ONLN 2>/dev/null")) or tonumber(readcmd("nproc 2>/dev/null")) or 1
+send("hello", PROTOCOL, tostring(nproc), _VERSION, env_default and "1" or "0")
+out:flush()
+
+local pieces = {}
+local closing_ticks = 0
+for line in ev:lines() do
+  local tag = line:sub(1, 1)
+  if tag == "I" or tag == "C" then
+    last_heard = os.time()
+    pieces[#pieces + 1] = line:sub(2)
+    if tag == "I" then
+      local m = split(table.concat(pieces))
+      pieces = {}
+      local what = m[1]
+      if what == "R" and not closing then run(m)
+      elseif what == "P" then send("pong", m[2] or "")
+      elseif what == "K" then local t = tasks[m[2]]; if t then kill(t) end
+      end
+    end
+  elseif tag == "S" then
+    local tid, pgid = line:match("^S (%S+) (%d+)")
+    local t = tasks[tid]
+    if t then
+      t.pgid = tonumber(pgid)
+      if t.kill then kill(t) end
+    end
+  elseif tag == "D" then
+    local tid, status = line:match("^D (%S+) (%d+)")
+    local t = tasks[tid]
+    if t then
+      tasks[tid], ntasks = nil, ntasks - 1
+      local base = dir .. "/" .. tid
+      os.remove(base .. ".i")
+      send("done", tid, status, slurp(base .. ".o"), slurp(base .. ".e"), tostring(t.pgid or 0))
+    end
+  elseif tag == "T" then
+    if closing then closing_ticks = closing_ticks + 1 end
+    if not closing and os.time() - last_heard > hb_timeout then shutdown_start() end
+  elseif tag == "E" then
+    alive = false
+    shutdown_start()
+  end
+  if alive and not out:flush() then alive = false; shutdown_start() end
+  sh:flush()
+  if closing and (ntasks == 0 or closing_ticks > 5) then
+    for _, t in pairs(tasks) do
+      if t.pgid then sh:write(string.format("kill -KILL -%d 2>/dev/null\n", t.pgid)) end
+    end
+    finish_exit()
+  end
+end
+finish_exit()

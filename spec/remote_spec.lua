@@ -1,0 +1,244 @@
+-- Remote execution (exec/remote.lua) against a real OpenSSH server on
+-- loopback: started here (spec/fixtures/sshd_start.sh: its own host key,
+-- a client key authorized for root, UsePAM no) on 127.0.0.1 and 127.0.0.2,
+-- killed by pid at the end. Skipped, saying why, when sshd cannot start
+-- (not root, openssh-server not installed: `.ci/run` installs it).
+
+local lc = require "luaconcurrent"
+local helpers = require "helpers"
+local system = require "system"
+
+local dir = os.tmpname()
+os.remove(dir)
+local port = 22000 + helpers.self_pid() % 2000
+local out, err, code = helpers.sh("LC_SSHD_OWNER=" .. helpers.self_pid() .. " " .. helpers.q(helpers.FIXTURES .. "/sshd_start.sh") .. " "
+  .. helpers.q(dir) .. " " .. port)
+local sshd_pid = code == 0 and tonumber(out:match("%d+"))
+local why_skipped = not sshd_pid and ("sshd could not start: " .. err:gsub("%s+$", "")) or nil
+
+local SSH_OPTS = { "-i", dir .. "/id", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+  "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR" }
+
+local function host(addr, slots)
+  return { host = addr or "127.0.0.1", user = "root", port = port, slots = slots, ssh_options = SSH_OPTS }
+end
+
+-- Wait until the server listens.
+if sshd_pid then
+  local ok = helpers.wait_until(function()
+    local tcp = helpers.read_file("/proc/net/tcp") or ""
+    return tcp:find(string.format(":%04X 00000000:0000 0A", port), 1, true) ~= nil
+  end, 5)
+  if not ok then why_skipped = "sshd did not listen on port " .. port end
+end
+
+-- The local ssh process (our child) of one host: by its command line.
+local function ssh_pids(addr)
+  local found = {}
+  for _, pid in ipairs(helpers.find_marker("-p " .. port .. " -l root -- " .. addr)) do
+    local cmd = helpers.read_file("/proc/" .. pid .. "/cmdline") or ""
+    if cmd:match("^ssh%z") then found[#found + 1] = pid end
+  end
+  return found
+end
+
+local function run(pargs, tasks, opts)
+  return lc.ProcRunAsyncio(pargs, tasks, opts):run_all()
+end
+
+describe("remote hosts", function()
+  if why_skipped then
+    it("are skipped: " .. why_skipped, function() print("SKIPPED remote_spec: " .. why_skipped) end)
+    return
+  end
+
+  teardown(function()
+    os.execute("kill " .. sshd_pid .. " 2>/dev/null")
+    os.execute("rm -rf " .. helpers.q(dir))
+  end)
+
+  it("run tasks remotely, results say which host", function()
+    local tasks = {}
+    for i = 1, 12 do tasks[i] = { i, { "echo", "task" .. i } } end
+    local r = run({ "env" }, tasks, { hosts = { host("127.0.0.1", 2), host("127.0.0.2", 2) } })
+    local where = {}
+    for i, res in ipairs(r) do
+      assert.is_true(res.success, res.error)
+      assert.are.equal("task" .. i .. "\n", res.stdout)
+      where[res.host] = true
+    end
+    assert.are.same({ ["root@127.0.0.1:" .. port] = true, ["root@127.0.0.2:" .. port] = true }, where)
+  end)
+
+  it("pass argv intact: spaces, quotes, newlines, backslashes, tabs", function()
+    local weird = { "a b", "it's", '"dq"', "line1\nline2", "back\\slash\\n", "tab\there", "$HOME `x` $(y)", "", "*" }
+    local r = run({ "lua5.4", "-e", "for i = 1, #arg do io.write(('%q'):format(arg[i]), ',') end",
+      "/dev/null" }, { { 1, weird } }, { hosts = { host() } })
+    assert.is_true(r[1].success, r[1].error)
+    local expect = {}
+    for i, w in ipairs(weird) do expect[i] = ("%q"):format(w) end
+    assert.are.equal(table.concat(expect, ",") .. ",", r[1].stdout)
+  end)
+
+  it("keep stdout and stderr apart and binary-safe; env, cwd and input work", function()
+    local code = [[
+      local s = {} for i = 0, 255 do s[#s + 1] = string.char(i) end
+      s = table.concat(s):rep(4096)         -- 1 MiB, every byte value
+      io.stdout:write(s) io.stderr:write("err\0\255", os.getenv("LCX") or "-", os.getenv("HOME") and "H" or "noH")
+      io.stderr:write(io.read("a"), (io.popen("pwd"):read("l")))]]
+    local r = run({ "lua5.4", "-e", code }, { { 1 } },
+      { hosts = { host() }, env = { LCX = "x y\nz", HOME = false }, cwd = "/tmp", input = "in\0put" })
+    local s = {}
+    for i = 0, 255 do s[#s + 1] = string.char(i) end
+    assert.is_true(r[1].success, r[1].error)
+    assert.are.equal(#table.concat(s) * 4096, #r[1].stdout)
+    assert.is_true(r[1].stdout == table.concat(s):rep(4096))
+    assert.are.equal("err\0\255x y\nznoHin\0put/tmp", r[1].stderr)
+  end)
+
+  it("report a task's failure (even 255) as the task's, on its host", function()
+    local r = run({ "sh", "-c" }, { { 1, "exit 255" }, { 2, "exit 3" }, { 3, "true" } }, { hosts = { host() } })
+    assert.are.equal(255, r[1].returncode)
+    assert.is_false(r[1].success)
+    assert.are.equal(3, r[2].returncode)
+    assert.is_true(r[3].success)
+    assert.are.equal("root@127.0.0.1:" .. port, r[1].host)
+  end)
+
+  it("time out a task: its whole remote process group is killed", function()
+    local m = helpers.marker()
+    local t0 = helpers.mono()
+    local r = run({ "sh", "-c", "sleep $0 & sleep $0" }, { { 1, m } }, { hosts = { host() }, timeout = 0.5 })
+    assert.is_true(r[1].timeout)
+    assert.is_true(helpers.mono() - t0 < 5)
+    assert.are.same({}, helpers.wait_marker_gone(m, 3))
+  end)
+
+  it("requeue the tasks of a host whose ssh is killed; they finish elsewhere", function()
+    local m = "1.5" .. helpers.marker():sub(4)
+    local tasks = {}
+    for i = 1, 3 do tasks[i] = { i, m } end
+    local killed = false
+    local r = run({ "sleep" }, tasks, {
+      hosts = { host("127.0.0.2", 2), "1/:" },
+      on_start = function(key)
+        if key == 3 and not killed then
+          killed = true
+          local pids = ssh_pids("127.0.0.2")
+          assert.are.equal(1, #pids)
+          os.execute("(sleep 0.5; kill -KILL " .. pids[1] .. ") &")
+        end
+      end,
+    })
+    for i, res in ipairs(r) do assert.is_true(res.success, tostring(i) .. ": " .. tostring(res.error)) end
+    local hosts = {}
+    for _, res in ipairs(r) do hosts[res.host] = (hosts[res.host] or 0) + 1 end
+    assert.is_true((hosts[":"] or 0) >= 2, helpers.setstr(hosts))
+    assert.are.same({}, helpers.wait_marker_gone(m, 3))
+  end)
+
+  it("requeue the tasks of a host whose server-side sshd session is killed", function()
+    local m = "1.5" .. helpers.marker():sub(4)
+    local tasks = {}
+    for i = 1, 3 do tasks[i] = { i, m } end
+    local killed = false
+    local r = run({ "sleep" }, tasks, {
+      hosts = { host("127.0.0.2", 2), "1/:" },
+      on_start = function(key)
+        if key == 3 and not killed then
+          killed = true
+          -- the listener's children: one per session (the privileged monitor)
+          local kids = {}
+          for _, pid in ipairs(helpers.find_marker("sshd")) do
+            local stat = helpers.read_file("/proc/" .. pid .. "/stat") or ""
+            if tonumber(stat:match("^%d+ %b() %S+ (%d+)")) == sshd_pid then kids[#kids + 1] = pid end
+          end
+          assert.is_true(#kids >= 1)
+          os.execute("(sleep 0.5; kill -KILL " .. table.concat(kids, " ") .. ") &")
+        end
+      end,
+    })
+    for i, res in ipairs(r) do assert.is_true(res.success, tostring(i) .. ": " .. tostring(res.error)) end
+    assert.are.same({}, helpers.wait_marker_gone(m, 3))
+  end)
+
+  it("leave nothing running remotely when the local runner is SIGKILLed", function()
+    local m = helpers.marker()
+    local cmd = helpers.lua_env() .. " exec lua5.4 " .. helpers.q(helpers.FIXTURES .. "/remote_run.lua") .. " "
+      .. helpers.q(dir) .. " " .. port .. " " .. m
+    local p = io.popen("echo $$; " .. cmd, "r")
+    local pid = tonumber(p:read("l"))
+    assert.are.equal("started", p:read("l"))
+    assert.is_true(helpers.wait_until(function() return #helpers.find_marker("sleep " .. m) == 2 end, 5))
+    os.execute("kill -KILL " .. pid)
+    p:close()
+    assert.are.same({}, helpers.wait_marker_gone(m, 5))
+    assert.are.same({}, helpers.wait_marker_gone("lcremote.", 3))
+  end)
+
+  it("give up on an unreachable host with an error per task", function()
+    local r = run({ "true" }, { { 1 } }, { hosts = { { host = "127.0.0.1", port = 1, ssh_options = SSH_OPTS } } })
+    assert.is_false(r[1].success)
+    assert.are.equal("ConnectionError", r[1].exception)
+  end)
+
+  it("run every task when sshd refuses handshakes (MaxStartups 2:100:2, MaxSessions 2)", function()
+    local dir2 = dir .. "-limited"
+    local port2 = port + 1
+    local o, e, c = helpers.sh("LC_SSHD_OWNER=" .. helpers.self_pid() .. " " .. helpers.q(helpers.FIXTURES .. "/sshd_start.sh") .. " " .. helpers.q(dir2) .. " "
+      .. port2 .. " 2:100:2 2")
+    assert.are.equal(0, c, e)
+    local pid2 = tonumber(o:match("%d+"))
+    finally(function()
+      os.execute("kill " .. pid2 .. " 2>/dev/null")
+      os.execute("rm -rf " .. helpers.q(dir2))
+    end)
+    assert.is_true(helpers.wait_until(function()
+      local tcp = helpers.read_file("/proc/net/tcp") or ""
+      return tcp:find(string.format(":%04X 00000000:0000 0A", port2), 1, true) ~= nil
+    end, 5))
+    local opts = { "-i", dir2 .. "/id", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+      "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR" }
+    local hosts = {}
+    for i = 1, 6 do
+      hosts[i] = { host = i % 2 == 0 and "127.0.0.1" or "127.0.0.2", user = "root", port = port2, slots = 1,
+        ssh_options = opts, env = { N = tostring(i) } }
+    end
+    local tasks = {}
+    for i = 1, 24 do tasks[i] = { i, "echo $N" } end
+    local r = run({ "sh", "-c" }, tasks, { hosts = hosts })
+    assert.are.equal(24, helpers.count_success(r))
+  end)
+
+  it("retry a failed task on a host where it has not failed", function()
+    for _ = 1, 3 do
+      local r = run({ "sh", "-c", 'test "$X" = b' }, { { 1 } }, { retries = 1,
+        hosts = { { host = ":", env = { X = "a" }, slots = 1 }, { host = ":", env = { X = "b" }, slots = 1 } } })
+      assert.is_true(r[1].success)
+      assert.are.equal(2, r[1].attempts)
+    end
+  end)
+
+  it("report a missing program or cwd as the task's failure", function()
+    local r = run({ "no-such-program-lc" }, { { 1 } }, { hosts = { host() } })
+    assert.are.equal("FileNotFoundError", r[1].exception)
+    r = run({ "pwd" }, { { 1 } }, { hosts = { host() }, cwd = "/no/such/dir" })
+    assert.are.equal(126, r[1].returncode)
+  end)
+
+  it("cost well under a millisecond a round trip over the channel", function()
+    local rtt = require("luaconcurrent.exec.remote").ping(host(), 1000)
+    print(string.format("remote: round trip over one ssh channel: %.3f ms", rtt * 1000))
+    assert.is_true(rtt < 0.001)
+  end)
+
+  it("run many short tasks over one session", function()
+    local tasks = {}
+    for i = 1, 400 do tasks[i] = { i } end
+    local t0 = helpers.mono()
+    local r = run({ "true" }, tasks, { hosts = { host(nil, 2) } })
+    local dt = helpers.mono() - t0
+    assert.are.equal(400, helpers.count_success(r))
+    print(string.format("remote: 400 x true on one ssh host, 2 slots: %.3f s (%.2f ms a task)", dt, dt / 400 * 1000))
+  end)
+end)
