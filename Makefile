@@ -91,8 +91,9 @@ TEST_TIMEOUT  ?= 900
 CHECK_TIMEOUT ?= 3600
 BOUNDED = sh scripts/bounded.sh
 
-# Tools the specs use: xmllint (timeline SVG), script (a real terminal).
-TEST_PKGS := libxml2-utils bsdutils
+# Tools the specs use: xmllint (timeline SVG), script (a real terminal),
+# sshd and ssh (remote hosts, on private servers on loopback).
+TEST_PKGS := libxml2-utils bsdutils openssh-server openssh-client
 
 test: deps
 	@sh scripts/ensure-deps.sh $(TEST_PKGS)
