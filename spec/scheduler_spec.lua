@@ -28,6 +28,39 @@ describe("the scheduler", function()
     end)
   end
 
+  it("reports every started task through on_result when a signal stops the run", function()
+    -- Thread workers hold jobs when SIGINT stops the run: the jobs that end
+    -- as it stops still reach on_result (with keep_results = false they
+    -- would otherwise be lost).
+    local out, err, code = helpers.run_lua([[
+      local lc = require "luaconcurrent"
+      lc.handle_signals()
+      local self_pid = io.open("/proc/self/stat"):read("a"):match("^%d+")
+      local tasks = {}
+      for i = 1, 40 do tasks[i] = { i, i } end
+      local reported, n = {}, 0
+      local run = lc.ProcRunMp({ function(key)
+        return require("luaconcurrent").run_prog({ "sleep", "0.3" }) == 0, key
+      end }, tasks, { num_workers = 4, on_result = function(res)
+        reported[res.key] = true
+        n = n + 1
+        -- (system() ignores SIGINT until it returns: the kill waits a moment)
+        if n == 4 then os.execute("(sleep 0.1; kill -INT " .. self_pid .. ") &") end
+      end })
+      print(pcall(run.run_all, run))
+      local missed = 0
+      for _, r in ipairs(run.result) do
+        if not reported[r.key] and not (r.error or ""):find("before this task started", 1, true) then
+          missed = missed + 1
+        end
+      end
+      print("missed " .. missed)
+    ]])
+    assert.are.equal(130, code, err)
+    assert.matches("false\tluaconcurrent: interrupted by SIGINT", out)
+    assert.matches("missed 0\n", out)
+  end)
+
   it("names the mistake when run_all is called with a dot", function()
     local run = lc.ProcRunAsyncio({ "true" }, { { 1 } })
     local ok, err = pcall(run.run_all)

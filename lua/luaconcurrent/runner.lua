@@ -125,7 +125,7 @@ local function reporter(self, st, seen, ctl)
   local on_result, on_progress = self.on_result, self.on_progress
   local keep, result, verb = self.keep_results, self.result, self.verb
   local pending, active = {}, st.active
-  st.running, st.done, st.npending, st.ok, st.total = 0, 0, 0, true, self.ntasks
+  st.running, st.done, st.npending, st.phead, st.ok, st.total = 0, 0, 0, 1, true, self.ntasks
 
   local function store(index, res)
     if keep then result[index] = res else seen[res.key] = nil end
@@ -136,7 +136,7 @@ local function reporter(self, st, seen, ctl)
   local function finish(index, res)
     st.running = st.running - 1
     active[index] = nil
-    local delay = ctl and ctl:retry(index, res)
+    local delay = ctl and not st.stopping and ctl:retry(index, res)
     if not delay then return store(index, res) end
     local again = { index, res.key, res.arg }
     if delay <= 0 then
@@ -147,12 +147,14 @@ local function reporter(self, st, seen, ctl)
     end
   end
 
+  -- st.phead: the next pending result to report; a raising callback
+  -- leaves the rest where a later flush (after a stop) finds them.
   local function flush()
-    local i = 1
-    while i <= st.npending do
+    while st.phead <= st.npending do
+      local i = st.phead
       local index, res = pending[i], pending[i + 1]
       pending[i], pending[i + 1] = nil, nil
-      i = i + 2
+      st.phead = i + 2
       if not res.success then st.ok = false end
       st.done = st.done + 1
       if verb then
@@ -163,10 +165,14 @@ local function reporter(self, st, seen, ctl)
         local halt = ctl:finished(index, res, st)
         if halt then st.halt(halt) end
       end
-      if on_result then on_result(res) end
-      if on_progress then on_progress(st.done, st.total) end
+      if not st.quiet then
+        st.in_callback = true
+        if on_result then on_result(res) end
+        if on_progress then on_progress(st.done, st.total) end
+        st.in_callback = false
+      end
     end
-    st.npending = 0
+    st.npending, st.phead = 0, 1
   end
   return store, finish, flush
 end
@@ -212,7 +218,7 @@ local function run_tasks(self, st)
   local source = task_source(self.tasks, self.kind == "exec" or self.kind == "remote", seen)
   local ctl = st.ctl
   local store, finish, flush = reporter(self, st, seen, ctl)
-  st.finish = finish
+  st.finish, st.flush, st.store = finish, flush, store
   function st.halt(mode)
     st.exhausted, st.halted, self.halted = true, self.halt, self.halt
     if mode == "now" then
@@ -263,6 +269,19 @@ local function run_tasks(self, st)
   return st.ok and not st.halted
 end
 
+--- After a stop: tasks waiting to be retried get their result, and every
+-- result stored since the last flush (tasks that ended as the run stopped)
+-- still reaches the joblog and the callbacks, so none is known only to
+-- run.result; unless a callback's error stopped the run: a broken
+-- callback is not called again. The first error is the one run_all raises.
+local function stopped_reports(self, st)
+  st.quiet = st.quiet or st.in_callback
+  for _, t in ipairs(st.again) do st.store(t[1], ProcResult.not_started(t[2], t[3])) end
+  for _, t in pairs(st.delayed) do st.store(t[1], ProcResult.not_started(t[2], t[3])) end
+  st.again, st.delayed = {}, {}
+  while st.phead <= st.npending and pcall(st.flush) == false do end
+end
+
 --- Run every task; returns self.result (one ProcResult per task, in order).
 function Runner:run_all()
   if type(self) ~= "table" or self.kind == nil or self.run_all ~= Runner.run_all then
@@ -287,7 +306,9 @@ function Runner:run_all()
   else
     -- Stop: kill and reap what runs; every task gets a result.
     local records = loop:close()
+    st.stopping = true
     if st.ex then st.ex:stop(records) end
+    if st.flush then stopped_reports(self, st) end
     if st.ctl then st.ctl:close() end
     fill_not_started(self, 1)
     self.ok = false
