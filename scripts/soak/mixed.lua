@@ -7,7 +7,7 @@
 --   SOAK_N=100000        exec tasks, split between ProcRunAsyncio and ProcRunMp
 --   SOAK_FN_N=N/10       function tasks, split between coroutines and thread workers
 --   SOAK_WORKERS=16      concurrency of the exec runs
---   SOAK_SAMPLE=1000     sample RSS every this many results
+--   SOAK_SAMPLE=1000     sample RSS every this many results (at most 1 % of the tasks)
 --
 -- Exec task mix (by task number mod 1000): 0.5 % exit 1, 0.5 % killed by
 -- SIGKILL, 0.5 % 1 MB of output, 0.5 % spawn failure (a 200 KB argument:
