@@ -16,8 +16,8 @@
 --            that os.exit, SIGKILL/SIGSEGV/SIGABRT their worker, spin or leave a
 --            program running past the timeout: one result each, workers replaced,
 --            nothing left running; retries = 1 after a crash
---   signals  a child runner stopped mid-run by SIGINT, and by two SIGTERMs back to
---            back, for each kind of task: exit 130/143, nothing left running,
+--   signals  a child runner stopped mid-run by SIGINT, by two SIGTERMs back to back and
+--            5 ms apart, for each kind of task: exit 130/143, nothing left running,
 --            every result it printed well-formed (SOAK_SIG_N = 400 tasks a run)
 --   million  SOAK_M (10 N = 1 000 000) cheap function tasks from an iterator with
 --            keep_results = false, number keys then string keys: RSS within

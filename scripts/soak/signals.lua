@@ -1,7 +1,9 @@
 -- Soak family "signals": a child runner (the executable running
--- scripts/soak/signal_child.lua) is stopped mid-run, by one SIGINT, or by
--- two SIGTERMs sent back to back (one shell, two `kill`s: well under a
--- millisecond apart), for each kind of task: programs under ProcRunAsyncio
+-- scripts/soak/signal_child.lua) is stopped mid-run, by one SIGINT, by two
+-- SIGTERMs sent back to back (one shell, two `kill`s: well under a
+-- millisecond apart, often merged into one by the kernel), and by two
+-- SIGTERMs 5 ms apart (the second lands while the run is being stopped),
+-- for each kind of task: programs under ProcRunAsyncio
 -- and ProcRunMp (1 in 10 ignoring SIGTERM and SIGINT), worker processes,
 -- thread workers and coroutines (these through lc.run_prog or lc.sleep).
 -- Checks, per round:
@@ -22,7 +24,7 @@
 --
 --   build/luaconcurrent scripts/soak/signals.lua
 --   SOAK_SIG_N=400       tasks per child run (10-59 ms each, 8 at once)
---   SOAK_SIG_ROUNDS=1    repetitions of the rounds (two per kind)
+--   SOAK_SIG_ROUNDS=1    repetitions of the rounds (three per kind)
 --   SOAK_SIG_KINDS="exec_asyncio exec_mp process thread coroutine"
 
 local cjson = require "cjson"
@@ -87,9 +89,12 @@ local tmp = os.tmpname()
 local rounds, failed_rounds = 0, 0
 local figures = {}
 
+-- twice: nil (one signal), "now" (two kills from one shell, back to back:
+-- the kernel may merge them into one), or a gap in seconds between the two.
 local function round(kind, sig, twice, n_round)
   rounds = rounds + 1
-  local label = string.format("%s %s%s", kind, sig, twice and "x2" or "")
+  local label = string.format("%s %s%s", kind, sig,
+    twice == "now" and "x2" or twice and string.format("x2/%gms", twice * 1000) or "")
   local mark = string.format("lcsoak_sig_%s_%d_%d", C.SELF, n_round, rounds)
   local out, err = tmp .. ".out", tmp .. ".err"
   os.remove(out)
@@ -107,7 +112,13 @@ local function round(kind, sig, twice, n_round)
   end
   local sent_at = got
   if pid then
-    os.execute(string.format(twice and "kill -%s %d; kill -%s %d" or "kill -%s %d", sig, pid, sig, pid))
+    if not twice then
+      os.execute(string.format("kill -%s %d", sig, pid))
+    elseif twice == "now" then
+      os.execute(string.format("kill -%s %d; kill -%s %d", sig, pid, sig, pid))
+    else
+      os.execute(string.format("kill -%s %d; sleep %g; kill -%s %d", sig, pid, twice, sig, pid))
+    end
   end
   local _, how, code = p:close()
   local status = how == "signal" and 128 + code or code
@@ -185,8 +196,9 @@ local start = C.resources()
 local rss0 = C.rss_kb()
 for n = 1, ROUNDS do
   for _, kind in ipairs(KINDS) do
-    round(kind, "INT", false, n)
-    round(kind, "TERM", true, n)
+    round(kind, "INT", nil, n)
+    round(kind, "TERM", "now", n)
+    round(kind, "TERM", 0.005, n)
   end
 end
 os.remove(tmp)
