@@ -201,8 +201,12 @@ check-fuzz: $(ASAN_EXE)
 check-valgrind: all
 	$(VALGRIND) $(EXE) scripts/check/memcheck.lua
 
-# Soak: 100 000 mixed tasks (SOAK_N=...) with keep_results = false; checks
-# RSS, fds, children and that every task gives exactly one result.
+# Soak (scripts/soak.lua, families in scripts/soak/): 100 000 mixed tasks
+# (SOAK_N=...) with keep_results = false; invalid UTF-8 through to_json;
+# worker processes that crash; a runner stopped by SIGINT / two SIGTERMs
+# mid-run; two iterator runs of a million tasks (RSS flat within 10 %).
+# Checks RSS, fds, children, nothing left running, one result per task.
+# SOAK_ONLY="mixed utf8 crash signals million" picks families.
 .PHONY: soak
 soak: deps
 	@$(MAKE) --no-print-directory all

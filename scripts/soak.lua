@@ -1,254 +1,83 @@
--- Soak: many mixed tasks through both runner classes with keep_results =
--- false and on_result only. Checks that memory stays flat, that fds and
--- children come back to where they started, and that every task gives
--- exactly one result of the expected kind.
+-- Soak: long and hostile runs, one family at a time, each in a process of
+-- its own (scripts/soak/<family>.lua, run by the same executable) so that
+-- its RSS, fds and children are its own. Every family checks that each task
+-- gives exactly one result of the expected kind and that fds and children
+-- come back to where they started; see each file's header for the rest.
 --
 --   build/luaconcurrent scripts/soak.lua      (or `make soak`)
---   SOAK_N=100000        exec tasks, split between ProcRunAsyncio and ProcRunMp
---   SOAK_FN_N=N/10       function tasks, split between coroutines and thread workers
---   SOAK_WORKERS=16      concurrency of the exec runs
---   SOAK_SAMPLE=1000     sample RSS every this many results
 --
--- Exec task mix (by task number mod 1000): 0.5 % exit 1, 0.5 % killed by
--- SIGKILL, 0.5 % 1 MB of output, 0.5 % spawn failure (a 200 KB argument:
--- E2BIG), 0.1 % timeout (sleep 10, timeout 0.5 s), the rest /bin/true.
--- Function task mix (mod 100): 1 % raise, 1 % return false, 1 % CPU loop
--- past the deadline, 1 % lc.sleep past the deadline, the rest succeed.
--- Exit status 0 when every check passed, 1 otherwise.
+--   mixed    SOAK_N (100 000) exec tasks and SOAK_FN_N (N/10) function tasks,
+--            keep_results = false, through both runner classes: exit 1, SIGKILL,
+--            1 MB outputs, E2BIG, timeouts; function tasks that raise, spin, sleep
+--   utf8     SOAK_UTF8_N (N/20) tasks printing or returning bytes that are not
+--            UTF-8: res:to_json() must decode with cjson and give the bytes back
+--            through `<field>_b64`
+--   crash    SOAK_CRASH_N (N/100) tasks in worker processes (isolation = "process")
+--            that os.exit, SIGKILL/SIGSEGV/SIGABRT their worker, spin or leave a
+--            program running past the timeout: one result each, workers replaced,
+--            nothing left running; retries = 1 after a crash
+--   signals  a child runner stopped mid-run by SIGINT, by two SIGTERMs back to back and
+--            5 ms apart, for each kind of task: exit 130/143, nothing left running,
+--            every result it printed well-formed (SOAK_SIG_N = 400 tasks a run)
+--   million  SOAK_M (10 N = 1 000 000) cheap function tasks from an iterator with
+--            keep_results = false, number keys then string keys: RSS within
+--            10 % (SOAK_RSS_TOL) of its level after the first 5 %
+--
+--   SOAK_ONLY="mixed utf8 crash signals million"   families to run, in order
+--
+-- A family's own variable wins over the size derived from SOAK_N. Each
+-- family's last line is "SOAK <family> PASSED|FAILED <figures>"; the table
+-- at the end collects them. Exit status 0 when every family passed.
 
-local lc = require "luaconcurrent"
+local here = (arg and arg[0] or ""):match("^(.*)/") or "."
+local C = dofile(here .. "/soak/common.lua")
+local now = require("luaconcurrent.core").now
 
-local N = tonumber(os.getenv("SOAK_N") or "") or 100000
-local FN_N = tonumber(os.getenv("SOAK_FN_N") or "") or N // 10
-local WORKERS = tonumber(os.getenv("SOAK_WORKERS") or "") or 16
-local SAMPLE = tonumber(os.getenv("SOAK_SAMPLE") or "") or 1000
-local EXEC_TIMEOUT, FN_TIMEOUT = 0.5, 0.05
+local N = C.env_number("SOAK_N", 100000)
+local SIZES = {
+  utf8 = { "SOAK_UTF8_N", math.max(20, N // 20) },
+  crash = { "SOAK_CRASH_N", math.max(40, N // 100) },
+  million = { "SOAK_M", math.max(1000, 10 * N) },
+}
+local FAMILIES = {}
+for f in (os.getenv("SOAK_ONLY") or "mixed utf8 crash signals million"):gmatch("%S+") do
+  FAMILIES[#FAMILIES + 1] = f
+end
 
----------------------------------------------------------------- /proc
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
+local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+local EXE = C.exe()
+local rows, all_ok = {}, true
+for _, family in ipairs(FAMILIES) do
+  local script = here .. "/soak/" .. family .. ".lua"
+  local f = io.open(script, "r")
+  if not f then
+    io.stderr:write("soak: no family " .. family .. " (" .. script .. ")\n")
+    os.exit(2)
+  end
   f:close()
-  return s
-end
-
-local function rss_kb()
-  return tonumber(read("/proc/self/status"):match("VmRSS:%s*(%d+)"))
-end
-
-local SELF = read("/proc/self/stat"):match("^(%d+)")
-
--- Open fds of this process: count and "fd->target" list. With lfs the
--- directory stream's own fd is left out; without it (io.popen of ls) the
--- listing's pipe is, as the fd whose target is a pipe not open before.
-local has_lfs, lfs = pcall(require, "lfs")
-local function fd_count()
-  local list = {}
-  if has_lfs then
-    local dir = "/proc/" .. SELF .. "/fd"
-    for name in lfs.dir(dir) do
-      local target = name:match("^%d+$") and lfs.symlinkattributes(dir .. "/" .. name, "target")
-      if target and target ~= dir then list[#list + 1] = name .. "->" .. target end
-    end
-  else
-    local p = io.popen("ls -l /proc/" .. SELF .. "/fd")
-    local s = p:read("a")
-    p:close()
-    for fd, target in s:gmatch(" (%d+) %-> ([^\n]*)") do list[#list + 1] = fd .. "->" .. target end
+  local env = ""
+  local size = SIZES[family]
+  if size and not os.getenv(size[1]) then env = string.format("env %s=%d ", size[1], size[2]) end
+  io.stdout:write(string.format("==== %s\n", family))
+  io.stdout:flush()
+  local t0 = now()
+  local p = io.popen(env .. q(EXE) .. " " .. q(script) .. " 2>&1", "r")
+  local summary
+  for line in p:lines() do
+    io.stdout:write(line, "\n")
+    io.stdout:flush()
+    local s = line:match("^SOAK " .. family .. " (.*)$")
+    if s then summary = s end
   end
-  table.sort(list)
-  return #list, table.concat(list, " ")
+  local ok, how, code = p:close()
+  local passed = ok and summary ~= nil and summary:match("^PASSED") ~= nil
+  if not passed then all_ok = false end
+  rows[#rows + 1] = string.format("%-8s %-6s %6.1f s  %s", family, passed and "PASSED" or "FAILED",
+    now() - t0, summary and summary:gsub("^%u+ ?", "") or string.format("(no summary; %s %s)", tostring(how), tostring(code)))
 end
 
-local function child_count()
-  local n = 0
-  -- threads of this process (pool workers included) have their own lists
-  local p = io.popen("ls /proc/" .. SELF .. "/task")
-  local tids = p:read("a")
-  p:close()
-  for tid in tids:gmatch("%d+") do
-    local s = read("/proc/" .. SELF .. "/task/" .. tid .. "/children") or ""
-    for _ in s:gmatch("%d+") do n = n + 1 end
-  end
-  return n
-end
-
----------------------------------------------------------------- the mix
-local BIG_ARG = string.rep("e", 200 * 1024)
-local EXEC_KINDS = {
-  { "exit1", 5, { "false" } },
-  { "signal", 5, { "sh", "-c", "kill -KILL $$" } },
-  { "output", 5, { "head", "-c", "1000000", "/dev/zero" } },
-  { "spawnfail", 5, { "true", BIG_ARG } },
-  { "timeout", 1, { "sleep", "10" } },
-}
-local function exec_kind(i)
-  local r, acc = i % 1000, 0
-  for _, k in ipairs(EXEC_KINDS) do
-    acc = acc + k[2]
-    if r < acc then return k[1], k[3] end
-  end
-  return "ok", { "true" }
-end
-
-local function fn_kind(i)
-  local r = i % 100
-  return r == 0 and "raise" or r == 1 and "false" or r == 2 and "spin"
-    or r == 3 and "sleep" or "ok"
-end
-
--- Defined here (its _ENV is _G, which crosses to thread workers by name).
-function soak_task(key, args)
-  local what = args[#args]
-  if what == "raise" then error("soak task " .. key .. " raised") end
-  if what == "false" then return false, "soak task " .. key .. " said no" end
-  if what == "spin" then
-    local x = 0
-    while true do x = x + 1 end
-  end
-  if what == "sleep" then require("luaconcurrent").sleep(10) end
-  return true, key
-end
-
-local EXPECT = {
-  ok = function(r) return r.success and r.returncode == 0 end,
-  exit1 = function(r) return not r.success and r.returncode == 1 and r.exception == nil end,
-  signal = function(r) return not r.success and r.signal == 9 and r.returncode == -9 end,
-  output = function(r) return r.success and #r.stdout == 1000000 end,
-  spawnfail = function(r)
-    return not r.success and r.exception == "OSError" and r.error:find("E2BIG", 1, true) ~= nil
-  end,
-  timeout = function(r) return r.timeout and r.exception == "TimeoutError" end,
-  fn_ok = function(r, key) return r.success and r.answer == key end,
-  fn_raise = function(r) return not r.success and r.exception == "RuntimeError" end,
-  fn_false = function(r) return not r.success and r.exception == nil and r.error ~= nil end,
-  fn_spin = function(r) return r.timeout and r.exception == "TimeoutError" end,
-  fn_sleep = function(r) return r.timeout and r.exception == "TimeoutError" end,
-}
-
----------------------------------------------------------------- bookkeeping
-local TOTAL = N + FN_N
-local seen = {}
-for i = 1, TOTAL do seen[i] = 0 end   -- allocated before the first RSS sample
-local kind_of = {}                    -- key -> kind, filled lazily by the iterators
-local counts, bad, bad_examples = {}, 0, {}
-local results = 0
-collectgarbage()
-collectgarbage()
-
-local start = { rss = rss_kb(), children = child_count() }
-start.fds, start.fd_list = fd_count()
-local rss_min, rss_max = start.rss, start.rss
-local samples = 0
-local trace = {}
-
-local function on_result(r)
-  results = results + 1
-  local key = r.key
-  if type(key) ~= "number" or seen[key] == nil then
-    bad = bad + 1
-  else
-    seen[key] = seen[key] + 1
-    local kind = kind_of[key]
-    kind_of[key] = nil
-    counts[kind] = (counts[kind] or 0) + 1
-    if not EXPECT[kind](r, key) then
-      bad = bad + 1
-      if #bad_examples < 5 then
-        bad_examples[#bad_examples + 1] = string.format("key %d (%s): success=%s rc=%s exc=%s err=%s",
-          key, kind, tostring(r.success), tostring(r.returncode), tostring(r.exception),
-          tostring(r.error))
-      end
-    end
-  end
-  if results % SAMPLE == 0 then
-    local kb = rss_kb()
-    samples = samples + 1
-    if kb < rss_min then rss_min = kb end
-    if kb > rss_max then rss_max = kb end
-    -- ten points along the run, to tell a plateau from steady growth
-    if results % (SAMPLE * math.max(1, TOTAL // (10 * SAMPLE))) == 0 then
-      trace[#trace + 1] = string.format("%d:%d", results, kb)
-    end
-  end
-end
-
-local function exec_tasks(first, last)
-  local i = first - 1
-  return function()
-    i = i + 1
-    if i > last then return nil end
-    local kind, argv = exec_kind(i)
-    kind_of[i] = kind
-    return { i, argv }
-  end
-end
-
-local function fn_tasks(first, last)
-  local i = first - 1
-  return function()
-    i = i + 1
-    if i > last then return nil end
-    local kind = fn_kind(i)
-    kind_of[i] = "fn_" .. kind
-    return { i, kind }
-  end
-end
-
-local clock0 = os.clock()
-local runs = {}
-local function timed(name, run)
-  local t = require("luaconcurrent.core").now()
-  run:run_all()
-  runs[#runs + 1] = string.format("%-34s %7.1f s, RSS after %d KiB", name,
-    require("luaconcurrent.core").now() - t, rss_kb())
-end
-
-local half = N // 2
-io.stderr:write(string.format("soak: %d exec tasks, %d function tasks, %d workers\n", N, FN_N, WORKERS))
-timed(string.format("ProcRunAsyncio exec (%d)", half), lc.ProcRunAsyncio({ "/usr/bin/env" }, exec_tasks(1, half),
-  { num_workers = WORKERS, timeout = EXEC_TIMEOUT, kill_grace = 0.1, keep_results = false,
-    on_result = on_result }))
-timed(string.format("ProcRunMp exec (%d)", N - half), lc.ProcRunMp({ "/usr/bin/env" }, exec_tasks(half + 1, N),
-  { num_workers = WORKERS, timeout = EXEC_TIMEOUT, kill_grace = 0.1, keep_results = false,
-    on_result = on_result }))
-local fhalf = N + FN_N // 2
-timed(string.format("ProcRunAsyncio coroutines (%d)", fhalf - N), lc.ProcRunAsyncio({ soak_task },
-  fn_tasks(N + 1, fhalf), { num_workers = 64, timeout = FN_TIMEOUT, keep_results = false,
-    on_result = on_result }))
-timed(string.format("ProcRunMp thread workers (%d)", TOTAL - fhalf), lc.ProcRunMp({ soak_task },
-  fn_tasks(fhalf + 1, TOTAL), { num_workers = 2, timeout = FN_TIMEOUT, keep_results = false,
-    on_result = on_result }))
-
-collectgarbage()
-collectgarbage()
-local final = { rss = rss_kb(), children = child_count() }
-final.fds, final.fd_list = fd_count()
-
-local missing, dup = 0, 0
-for i = 1, TOTAL do
-  if seen[i] == 0 then missing = missing + 1 elseif seen[i] > 1 then dup = dup + 1 end
-end
-
-local function p(fmt, ...) print(string.format(fmt, ...)) end
-p("tasks           %d (exec %d, function %d), results %d", TOTAL, N, FN_N, results)
-for _, line in ipairs(runs) do p("  %s", line) end
-local kinds = {}
-for k, n in pairs(counts) do kinds[#kinds + 1] = k .. "=" .. n end
-table.sort(kinds)
-p("kinds           %s", table.concat(kinds, " "))
-p("missing         %d, duplicated %d, unexpected outcome %d", missing, dup, bad)
-for _, e in ipairs(bad_examples) do p("  %s", e) end
-p("RSS (KiB)       start %d, end %d, min %d, max %d (%d samples, every %d results)",
-  start.rss, final.rss, rss_min, rss_max, samples, SAMPLE)
-p("RSS trace       results:KiB %s", table.concat(trace, " "))
-p("fds             start %d, end %d", start.fds, final.fds)
-if final.fd_list ~= start.fd_list then p("  start: %s\n  end:   %s", start.fd_list, final.fd_list) end
-p("children        start %d, end %d", start.children, final.children)
-p("CPU (this process) %.1f s", os.clock() - clock0)
-
-local ok = results == TOTAL and missing == 0 and dup == 0 and bad == 0
-  and final.fds == start.fds and final.children == start.children
-p("soak %s", ok and "PASSED" or "FAILED")
-os.exit(ok and 0 or 1)
+print("==== summary (RSS in KiB: start/end/min/max)")
+for _, row in ipairs(rows) do print(row) end
+print("soak " .. (all_ok and "PASSED" or "FAILED"))
+os.exit(all_ok and 0 or 1)
