@@ -226,14 +226,15 @@ local function run_tasks(self, st)
         if not st.exhausted then st.exhausted, st.total = true, st.done + st.npending + st.running end
         break
       end
-      st.last_index = math.max(st.last_index, index)
+      if index > st.last_index then st.last_index = index end
       local skipped = ctl and ctl:skip(index, key, arg)
       if skipped then
         store(index, skipped)
       else
         if verb then log("start %s%s", validate.show(key), ex.describe and (": " .. ex:describe(key, arg)) or "") end
         if on_start then on_start(key, arg) end
-        st.running, st.active[index] = st.running + 1, true
+        st.running = st.running + 1
+        if ctl then st.active[index] = true end   -- only halt = "now" reads it
         ex:start(index, key, arg)
       end
       if st.npending > 0 then flush() end
@@ -270,6 +271,12 @@ function Runner:run_all()
   local st = { loop = loop, last_index = 0, active = {}, again = {}, delayed = {}, ndelayed = 0 }
   self.result = {}
   self.time_start = wallclock()
+  -- A long run keeps a result per task and makes short-lived garbage per
+  -- task: the generational collector's case (the incremental one walks
+  -- the kept results again every cycle). Switching costs one full
+  -- collection, so only a long list of tasks pays it; the caller's mode
+  -- comes back when run_all returns or raises.
+  local gc_mode = (self.ntasks or 0) >= 10000 and collectgarbage("generational")
   local t0 = now()
   local ran, all_ok = pcall(function()
     st.ex = EXECUTORS[self.kind].new(executor_cfg(self), loop,
@@ -289,6 +296,7 @@ function Runner:run_all()
   end
   self.time_run = now() - t0
   self.time_end = self.time_start + self.time_run
+  if gc_mode then collectgarbage(gc_mode) end
   if not ran then error(all_ok, 0) end
   return self.result
 end
