@@ -8,6 +8,11 @@
  *   core.marshal_string(...) -> s, core.unmarshal_string(s) -> ...
  *                                    the same bytes as a Lua string, for
  *                                    pipes to process workers
+ *   core.marshal_names() -> map      the names of this state's module
+ *                                    functions, as marshal_string builds
+ *                                    them at each call
+ *   core.marshal_string_names(map, ...) -> s   marshal_string with a map
+ *                                    built before (many small frames)
  *   core.marshal_key(), core.marshal_set_key(k)   the run's frame key
  *   core.unmarshal_unchecked(s)      read a frame without its key check:
  *                                    no bytecode, no modules (diagnostics)
@@ -58,6 +63,21 @@ static int l_marshal_string(lua_State *L) {
     return 1;
 }
 
+static int l_marshal_names(lua_State *L) {
+    lc_marshal_names(L);
+    return 1;
+}
+
+static int l_marshal_string_names(lua_State *L) {
+    int n = lua_gettop(L);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    bytes_ud *bu = lc_core_new_bytes(L);
+    lc_marshal(L, 2, n - 1, 1, &bu->b);
+    lua_pushlstring(L, bu->b.data ? bu->b.data : "", bu->b.len);
+    lc_bytes_free(&bu->b);
+    return 1;
+}
+
 static int l_unmarshal_string(lua_State *L) {
     size_t len;
     const char *s = luaL_checklstring(L, 1, &len);
@@ -70,6 +90,8 @@ static const luaL_Reg marshal_funcs[] = {
     {"unmarshal", l_unmarshal},
     {"marshal_string", l_marshal_string},
     {"unmarshal_string", l_unmarshal_string},
+    {"marshal_names", l_marshal_names},
+    {"marshal_string_names", l_marshal_string_names},
     {"marshal_key", lc_marshal_l_key},
     {"marshal_set_key", lc_marshal_l_set_key},
     {"unmarshal_unchecked", lc_marshal_l_unmarshal_unchecked},

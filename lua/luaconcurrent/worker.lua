@@ -3,30 +3,43 @@
 -- its stdin ends. A crash, os.exit or a hung C call ends only this process;
 -- the runner reports its task and starts a replacement.
 --
--- Frames are length-prefixed (string.pack "<s4") marshalled values
--- (marshal.c's format, the one thread workers use):
+-- Frames are length-prefixed (string.pack "<s4"); their contents are
+-- marshalled values (marshal.c's format, the one thread workers use):
 --   stdin:  the run's marshal key (16 raw bytes, not a marshalled value:
 --           frames are checked with it, see marshal.h)
---           | package.path, package.cpath | the task function | key, args ...
---   stdout: one answer per task: "ok", output, nret, first, answer
---                                | "error", message, output
+--           | package.path, package.cpath | the task function
+--           | then task frames (M.serve): a count n (string.pack "<I4")
+--             and n pairs key, args marshalled together
+--   stdout: one frame per task, written as soon as it is over (a worker
+--           that dies takes no finished answer with it), and a frame when
+--           it starts the first task of a task frame:
+--             "start", t0
+--             "ok", t0, t1, more, output, nret, first, answer
+--             "error", t0, t1, more, message, output
+--           t0, t1: the task's start and end (core.now, the machine's
+--           monotonic clock); more: the worker goes straight on to the
+--           next task of the same frame. So the runner knows which task
+--           runs (its deadline) and which ones it handed over never
+--           started (they go to another worker if this one dies).
 -- The answers travel on a private copy of stdout; fd 1 itself is an
 -- in-memory file, so what a task (or a child of it) prints cannot corrupt
 -- them and comes back as the task's output. stderr is the run's own.
 
 local M = {}
 
-local function answer_of(core, ok, ...)
+local function answer_of(core, marshal, t0, more, ok, ...)
+  local t1 = core.now()
   local out = core.worker_take_stdout()
   if not ok then
     local err = ...
-    return core.marshal_string("error", tostring(err), out)
+    return marshal("error", t0, t1, more, tostring(err), out)
   end
   local n = select("#", ...)
   local first, second = ...
-  local sent, blob = pcall(core.marshal_string, "ok", out, n, first, second)
+  local sent, blob = pcall(marshal, "ok", t0, t1, more, out, n, first, second)
   if sent then return blob end
-  return core.marshal_string("error", "cannot send the task's answer back: " .. tostring(blob), out)
+  return marshal("error", t0, t1, more,
+    "cannot send the task's answer back: " .. tostring(blob), out)
 end
 
 --- Error message and traceback, as thread workers report them.
@@ -49,6 +62,51 @@ local function read_frame()
   return io.stdin:read(len)
 end
 
+--- Serve task frames (see the header) from read_frame() until it
+-- returns nil; send(s) writes bytes to the runner. fn is the task
+-- function if loaded, else the reason it is not.
+function M.serve(core, read_frame, send, loaded, fn)
+  local unmarshal, now, with_names = core.unmarshal_string, core.now, core.marshal_string_names
+  local pack, unpack = string.pack, string.unpack
+  -- The names of module functions, built once (the fresh map of
+  -- marshal_string costs more than a small task): one that fails is tried
+  -- again with a fresh map, as a task may have loaded a module since.
+  local names = core.marshal_names()
+  local function marshal(...)
+    local ok, blob = pcall(with_names, names, ...)
+    if ok then return blob end
+    names = core.marshal_names()
+    return with_names(names, ...)
+  end
+  for frame in read_frame do
+    local n = #frame >= 4 and unpack("<I4", frame) or 0
+    local ok_read, tasks = pcall(function() return table.pack(unmarshal(frame:sub(5))) end)
+    for i = 1, n do
+      local t0 = now()
+      local more = i < n
+      if i == 1 then send(pack("<s4", marshal("start", t0))) end
+      local blob
+      if not loaded then
+        blob = marshal("error", t0, now(), more,
+          "the worker could not load the task function: " .. tostring(fn))
+      elseif not ok_read then
+        blob = marshal("error", t0, now(), more,
+          "the worker could not read its task: " .. tostring(tasks), core.worker_take_stdout())
+      else
+        local ok, err = pcall(function()
+          blob = answer_of(core, marshal, t0, more,
+            xpcall(fn, M.msghandler, tasks[2 * i - 1], tasks[2 * i]))
+        end)
+        if not ok then
+          blob = marshal("error", t0, now(), more,
+            "the worker could not answer its task: " .. tostring(err), core.worker_take_stdout())
+        end
+      end
+      send(pack("<s4", blob))
+    end
+  end
+end
+
 --- The worker's main loop; returns the exit status.
 function M.main()
   local core = require "luaconcurrent.core"
@@ -59,22 +117,7 @@ function M.main()
   core.marshal_set_key(key)
   package.path, package.cpath = core.unmarshal_string(paths)
   local loaded, fn = pcall(core.unmarshal_string, fn_frame)
-  for frame in read_frame do
-    local blob
-    if not loaded then
-      blob = core.marshal_string("error", "the worker could not load the task function: " .. tostring(fn))
-    else
-      local ok, err = pcall(function()
-        local key, args = core.unmarshal_string(frame)
-        blob = answer_of(core, xpcall(fn, M.msghandler, key, args))
-      end)
-      if not ok then
-        blob = core.marshal_string("error", "the worker could not read its task: " .. tostring(err),
-          core.worker_take_stdout())
-      end
-    end
-    core.fd_write(out, string.pack("<s4", blob))
-  end
+  M.serve(core, read_frame, function(s) core.fd_write(out, s) end, loaded, fn)
   return 0
 end
 
