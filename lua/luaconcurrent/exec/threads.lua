@@ -37,21 +37,34 @@ function M.new(cfg, loop, finish)
   local nthreads = M.count(cfg)
   pcall(require, "cjson")  -- its one-time set-up must not race in workers
   loop:pool_start(cfg.fn_bytes, nthreads, cfg.timeout, package.path, package.cpath)
-  local inflight = {}      -- [job id] = { index, key, arg }
+  -- [job id] = the task's index; keys[index], args[index]: its key and
+  -- arg (three writes per task, no table).
+  local inflight, keys, args = {}, {}, {}
+  local submit = loop.submit
+  local setmetatable = setmetatable
 
   local ex = { slots = nthreads * QUEUE_PER_WORKER }
 
   function ex:start(index, key, arg)
-    local sent, id = pcall(loop.submit, loop, key, task_args(arg))
+    local sent, id = pcall(submit, loop, key, task_args(arg))
     if not sent then return finish(index, function_task.unsendable(key, arg, id)) end
-    inflight[id] = { index, key, arg }
+    inflight[id], keys[index], args[index] = index, key, arg
   end
 
   function ex:record(rec)
-    local t = inflight[rec.id]
-    if not t then return false end
-    inflight[rec.id] = nil
-    finish(t[1], ProcResult.from_job(t[2], t[3], rec))
+    local id = rec.id
+    local index = inflight[id]
+    if not index then return false end
+    local key, arg = keys[index], args[index]
+    inflight[id], keys[index], args[index] = nil, nil, nil
+    if rec.status == "ok" and rec.nret > 0 and rec.first then
+      -- The common case: the result in one table constructor.
+      finish(index, setmetatable({ key = key, arg = arg, success = true, answer = rec.answer,
+        time_start = rec.time_start, time_end = rec.time_end, time_run = rec.time_run },
+        ProcResult))
+    else
+      finish(index, ProcResult.from_job(key, arg, rec))
+    end
     return true
   end
 
@@ -63,9 +76,10 @@ function M.new(cfg, loop, finish)
 
   function ex:stop(records)
     for _, rec in ipairs(records) do ex:record(rec) end
-    for id, t in pairs(inflight) do
+    for id, index in pairs(inflight) do
       inflight[id] = nil
-      finish(t[1], ProcResult.not_started(t[2], t[3], "running"))
+      finish(index, ProcResult.not_started(keys[index], args[index], "running"))
+      keys[index], args[index] = nil, nil
     end
   end
 
