@@ -271,12 +271,6 @@ function Runner:run_all()
   local st = { loop = loop, last_index = 0, active = {}, again = {}, delayed = {}, ndelayed = 0 }
   self.result = {}
   self.time_start = wallclock()
-  -- A long run keeps a result per task and makes short-lived garbage per
-  -- task: the generational collector's case (the incremental one walks
-  -- the kept results again every cycle). Switching costs one full
-  -- collection, so only a long list of tasks pays it; the caller's mode
-  -- comes back when run_all returns or raises.
-  local gc_mode = (self.ntasks or 0) >= 10000 and collectgarbage("generational")
   local t0 = now()
   local ran, all_ok = pcall(function()
     st.ex = EXECUTORS[self.kind].new(executor_cfg(self), loop,
@@ -296,7 +290,6 @@ function Runner:run_all()
   end
   self.time_run = now() - t0
   self.time_end = self.time_start + self.time_run
-  if gc_mode then collectgarbage(gc_mode) end
   if not ran then error(all_ok, 0) end
   return self.result
 end

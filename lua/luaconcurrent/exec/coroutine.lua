@@ -73,6 +73,7 @@ function M.new(cfg, loop, finish)
   local fn, task_args = function_task.split(cfg.pargs)
   return setmetatable({
     slots = cfg.slots, loop = loop, finish = finish, task_args = task_args,
+    plain = #cfg.pargs == 1,    -- no fixed arguments: args is { arg }
     timeout = cfg.timeout,
     body = function(key, args)
       while true do key, args = co_yield(done(fn(key, args))) end
@@ -177,7 +178,8 @@ function Coroutines:end_suspended(t, why)
 end
 
 function Coroutines:start(index, key, arg)
-  local args = self.task_args(arg)
+  local args
+  if self.plain then args = { arg } else args = self.task_args(arg) end
   local spare = self.spare
   local n = #spare
   local co = spare[n]
@@ -193,7 +195,11 @@ function Coroutines:start(index, key, arg)
     self.by_event[t.deadline_timer] = t
     return self:step(co, t, index, key, arg, t0, resume(self.run, co, key, args))
   end
-  local ok_run, what, nret, first, answer = resume(self.run, co, key, args)
+  -- resume(), inlined: this is the cost of every task.
+  local prev_co, prev_run = async.co, async.run
+  async.co, async.run = co, self.run
+  local ok_run, what, nret, first, answer = co_resume(co, key, args)
+  async.co, async.run = prev_co, prev_run
   if what == DONE and first and ok_run then
     -- The common case, a task that returned a true value at once: its
     -- result in one table constructor.
