@@ -32,7 +32,15 @@ function M.count(cfg)
   return n
 end
 
+-- A turn's tasks go to the workers in batches (one frame, one job, one
+-- record for several tasks) of about AHEAD_TIME of work each, from the
+-- tasks' measured run time: 1 task while it is unknown, at most MAX_BATCH,
+-- and never so many that a worker would sit idle.
+local MAX_BATCH = 32
+local AHEAD_TIME = 0.002
+
 function M.new(cfg, loop, finish)
+  local plain = #cfg.pargs == 1
   local _, task_args = function_task.split(cfg.pargs)
   local nthreads = M.count(cfg)
   pcall(require, "cjson")  -- its one-time set-up must not race in workers
@@ -40,30 +48,106 @@ function M.new(cfg, loop, finish)
   -- [job id] = the task's index; keys[index], args[index]: its key and
   -- arg (three writes per task, no table).
   local inflight, keys, args = {}, {}, {}
-  local submit = loop.submit
-  local setmetatable = setmetatable
+  local queue, nqueue = {}, 0      -- indexes started, not yet submitted
+  local vals = {}                  -- scratch: a batch's keys and args
+  local avg                        -- a running average of the run time
+  local submit, submit_batch = loop.submit, loop.submit_batch
+  local setmetatable, tunpack = setmetatable, table.unpack
 
   local ex = { slots = nthreads * QUEUE_PER_WORKER }
 
+  local function args_of(arg)
+    if plain then return { arg } end
+    return task_args(arg)
+  end
+
+  local function submit_one(index)
+    local key, arg = keys[index], args[index]
+    local sent, id = pcall(submit, loop, key, args_of(arg))
+    if not sent then
+      keys[index], args[index] = nil, nil
+      return finish(index, function_task.unsendable(key, arg, id))
+    end
+    inflight[id] = index
+  end
+
   function ex:start(index, key, arg)
-    local sent, id = pcall(submit, loop, key, task_args(arg))
-    if not sent then return finish(index, function_task.unsendable(key, arg, id)) end
-    inflight[id], keys[index], args[index] = index, key, arg
+    keys[index], args[index] = key, arg
+    nqueue = nqueue + 1
+    queue[nqueue] = index
+  end
+
+  --- Submit the turn's tasks, in batches.
+  function ex:run_ready()
+    if nqueue == 0 then return false end
+    local size = 1
+    if avg then
+      size = avg * MAX_BATCH <= AHEAD_TIME and MAX_BATCH or math.max(1, math.tointeger(AHEAD_TIME // avg) or 1)
+    end
+    local spread = (nqueue + nthreads - 1) // nthreads
+    if size > spread then size = spread end
+    local i = 1
+    while i <= nqueue do
+      local k = nqueue - i + 1
+      if k > size then k = size end
+      if k == 1 then
+        submit_one(queue[i])
+      else
+        for j = 0, k - 1 do
+          local index = queue[i + j]
+          vals[2 * j + 1], vals[2 * j + 2] = keys[index], args_of(args[index])
+        end
+        local sent, id = pcall(submit_batch, loop, tunpack(vals, 1, 2 * k))
+        for j = 1, 2 * k do vals[j] = nil end
+        if sent then
+          for j = 0, k - 1 do inflight[id + j] = queue[i + j] end
+        else
+          for j = 0, k - 1 do submit_one(queue[i + j]) end   -- finds the one that cannot go
+        end
+      end
+      i = i + k
+    end
+    for j = 1, nqueue do queue[j] = nil end
+    nqueue = 0
+    return false
+  end
+
+  local function result_of(index, status, nret, first, answer, time_start, time_end,
+                           time_run, err, limit)
+    local key, arg = keys[index], args[index]
+    keys[index], args[index] = nil, nil
+    if time_run then
+      avg = avg and avg + (time_run - avg) * 0.1 or time_run
+    end
+    if status == "ok" and nret > 0 and first then
+      -- The common case: the result in one table constructor.
+      return setmetatable({ key = key, arg = arg, success = true, answer = answer,
+        time_start = time_start, time_end = time_end, time_run = time_run }, ProcResult)
+    end
+    return ProcResult.from_job(key, arg, { status = status, nret = nret, first = first,
+      answer = answer, time_start = time_start, time_end = time_end, time_run = time_run,
+      error = err, limit = limit })
   end
 
   function ex:record(rec)
     local id = rec.id
     local index = inflight[id]
     if not index then return false end
-    local key, arg = keys[index], args[index]
-    inflight[id], keys[index], args[index] = nil, nil, nil
-    if rec.status == "ok" and rec.nret > 0 and rec.first then
-      -- The common case: the result in one table constructor.
-      finish(index, setmetatable({ key = key, arg = arg, success = true, answer = rec.answer,
-        time_start = rec.time_start, time_end = rec.time_end, time_run = rec.time_run },
-        ProcResult))
-    else
-      finish(index, ProcResult.from_job(key, arg, rec))
+    local n = rec.batch
+    if not n then
+      inflight[id] = nil
+      finish(index, result_of(index, rec.status, rec.nret, rec.first, rec.answer,
+        rec.time_start, rec.time_end, rec.time_run, rec.error, rec.limit))
+      return true
+    end
+    local status, nret, first, answer = rec.status, rec.nret, rec.first, rec.answer
+    local ts, te, tr, err, limit = rec.time_start, rec.time_end, rec.time_run, rec.error, rec.limit
+    for j = 1, n do
+      local tid = id + j - 1
+      index = inflight[tid]
+      inflight[tid] = nil
+      finish(index, result_of(index, status[j], nret[j], first[j], answer[j],
+        ts[j], te[j], tr[j], err[j], limit))
     end
     return true
   end
@@ -81,6 +165,13 @@ function M.new(cfg, loop, finish)
       finish(index, ProcResult.not_started(keys[index], args[index], "running"))
       keys[index], args[index] = nil, nil
     end
+    for j = 1, nqueue do
+      local index = queue[j]
+      queue[j] = nil
+      finish(index, ProcResult.not_started(keys[index], args[index]))
+      keys[index], args[index] = nil, nil
+    end
+    nqueue = 0
   end
 
   return ex

@@ -1,0 +1,87 @@
+-- Many small function tasks: thread workers run them in batch jobs and
+-- worker processes get them several to a frame (issue 10). Every kind of
+-- outcome must come back right from inside a batch, in task order.
+
+local lc = require "luaconcurrent"
+local helpers = require "helpers"
+
+-- key % 8 picks the outcome; the function carries no upvalues.
+local mixed = assert(load([[
+  local key = ...
+  local how = key % 8
+  if how == 1 then error("task " .. key .. " failed") end
+  if how == 2 then return nil, "no luck " .. key end
+  if how == 3 then return end
+  if how == 4 then return false end
+  if how == 5 then return true, coroutine.create(print) end   -- cannot cross
+  if how == 6 then return true, { key = key, list = { 1, 2, key } } end
+  return true, key * 2
+]], "=mixed", "t", _G))
+
+local function check(r, n)
+  assert.are.equal(n, #r)
+  for i = 1, n do
+    local res, how = r[i], i % 8
+    assert.are.equal(i, res.key)
+    if how == 1 then
+      assert.is_false(res.success)
+      assert.are.equal("RuntimeError", res.exception)
+      assert.truthy(res.error:find("task " .. i .. " failed", 1, true), res.error)
+    elseif how == 2 then
+      assert.is_false(res.success)
+      assert.are.equal("no luck " .. i, res.error)
+    elseif how == 3 then
+      assert.is_true(res.success)
+      assert.is_nil(res.answer)
+    elseif how == 4 then
+      assert.is_false(res.success)
+    elseif how == 5 then
+      assert.is_false(res.success)
+      assert.truthy(res.error:find("coroutine", 1, true), res.error)
+    elseif how == 6 then
+      assert.is_true(res.success)
+      assert.are.same({ key = i, list = { 1, 2, i } }, res.answer)
+    else
+      assert.is_true(res.success, res.error)
+      assert.are.equal(i * 2, res.answer)
+    end
+    if how ~= 5 then assert.is_true(res.time_end >= res.time_start, i) end
+  end
+end
+
+describe("batched function tasks", function()
+  helpers.leak_check(before_each, after_each)
+
+  for _, mode in ipairs({ { "thread workers", {} }, { "worker processes", { isolation = "process" } } }) do
+    it("bring every outcome back from inside a batch (" .. mode[1] .. ")", function()
+      local n = 3000
+      local tasks = {}
+      for i = 1, n do tasks[i] = { i } end
+      local opts = { num_workers = 2 }
+      for k, v in pairs(mode[2]) do opts[k] = v end
+      check(lc.ProcRunMp({ mixed }, tasks, opts):run_all(), n)
+    end)
+
+    it("time out one task of a batch, and only that one (" .. mode[1] .. ")", function()
+      local n = 2000
+      local tasks = {}
+      for i = 1, n do tasks[i] = { i, i == 1500 and "spin" or "ok" } end
+      local f = assert(load([[
+        local key, args = ...
+        if args[1] == "spin" then while true do end end
+        return true, key
+      ]], "=spin", "t", _G))
+      local opts = { num_workers = 2, timeout = 0.5 }
+      for k, v in pairs(mode[2]) do opts[k] = v end
+      local r = lc.ProcRunMp({ f }, tasks, opts):run_all()
+      for i = 1, n do
+        if i == 1500 then
+          assert.is_true(r[i].timeout)
+        else
+          assert.is_true(r[i].success, i .. ": " .. tostring(r[i].error))
+          assert.are.equal(i, r[i].answer)
+        end
+      end
+    end)
+  end
+end)
