@@ -84,4 +84,26 @@ describe("batched function tasks", function()
       end
     end)
   end
+
+  it("read answer frames whole however the bytes are cut (worker.reader)", function()
+    local worker = require "luaconcurrent.worker"
+    math.randomseed(10)
+    for _ = 1, 200 do
+      local frames, stream = {}, {}
+      for i = 1, math.random(1, 12) do
+        local len = ({ 0, 1, 3, 4, 5, 100, 70000 })[math.random(1, 7)]
+        frames[i] = string.rep(string.char(64 + i), len)
+        stream[i] = string.pack("<s4", frames[i])
+      end
+      local bytes = table.concat(stream)
+      local read, out, at = worker.reader(), {}, 1
+      while at <= #bytes do
+        local n = math.random(1, math.random(1, 3) == 1 and 7 or 90000)
+        read(bytes:sub(at, at + n - 1), out)
+        at = at + n
+      end
+      assert.are.equal(#frames, #out)
+      for i = 1, #frames do assert.is_true(frames[i] == out[i], "frame " .. i) end
+    end
+  end)
 end)

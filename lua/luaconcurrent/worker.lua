@@ -102,7 +102,12 @@ function M.serve(core, read_frame, send, loaded, fn)
             "the worker could not answer its task: " .. tostring(err), core.worker_take_stdout())
         end
       end
-      send(pack("<s4", blob))
+      if #blob > 65536 then
+        send(pack("<I4", #blob))   -- a large answer is not copied once more
+        send(blob)
+      else
+        send(pack("<s4", blob))
+      end
     end
   end
 end
@@ -124,17 +129,25 @@ end
 --- Runner side: a reader of answer frames. reader()(data, out) takes
 -- the next bytes from a worker and appends each frame they complete to
 -- out. Linear in the bytes read: a large answer's chunks are kept apart
--- and joined once, when the frame is whole.
+-- and joined once, when the frame is whole, by one concat of exactly its
+-- bytes.
 function M.reader()
   local parts, nparts = {}, 0
   local pos = 1        -- where the unread bytes start in parts[1]
   local have = 0       -- unread bytes in all parts
   local size           -- the current frame's length, once its header is in
-  local concat, unpack = table.concat, string.unpack
+  local concat, unpack, remove = table.concat, string.unpack, table.remove
 
-  local function join()
-    local s = concat(parts, "", 1, nparts):sub(pos)
-    parts, nparts, pos = { s }, 1, 1
+  -- parts[1] from pos on, and what follows it, until it holds n bytes
+  -- (n is small: a header).
+  local function gather(n)
+    local s = parts[1]:sub(pos)
+    while #s < n do
+      s = s .. parts[2]
+      remove(parts, 2)
+      nparts = nparts - 1
+    end
+    parts[1], pos = s, 1
   end
 
   return function(data, out)
@@ -144,22 +157,52 @@ function M.reader()
     while true do
       if not size then
         if have < 4 then return end
-        if #parts[1] - pos + 1 < 4 then join() end
+        if #parts[1] - pos + 1 < 4 then gather(4) end
         size = unpack("<I4", parts[1], pos)
       end
       if have < 4 + size then return end
-      if #parts[1] - pos + 1 < 4 + size then join() end
       local first = parts[1]
-      out[#out + 1] = first:sub(pos + 4, pos + 3 + size)
-      pos = pos + 4 + size
+      if #first - pos + 1 >= 4 + size then
+        out[#out + 1] = first:sub(pos + 4, pos + 3 + size)
+        pos = pos + 4 + size
+        if pos > #first then
+          remove(parts, 1)
+          nparts = nparts - 1
+          pos = 1
+        end
+      else
+        -- The frame spans parts: its pieces, then one concat.
+        local pieces = { first:sub(pos + 4) }
+        local need = size - #pieces[1]
+        local j = 2
+        while #parts[j] <= need do
+          pieces[#pieces + 1] = parts[j]
+          need = need - #parts[j]
+          j = j + 1
+          if need == 0 then break end
+        end
+        if need > 0 then pieces[#pieces + 1] = parts[j]:sub(1, need) end
+        out[#out + 1] = concat(pieces)
+        -- Drop the parts used up; the last one may hold more.
+        local rest = {}
+        if need > 0 then
+          rest[1] = parts[j]
+          pos = need + 1
+          j = j + 1
+        else
+          pos = 1
+        end
+        for k = j, nparts do rest[#rest + 1] = parts[k] end
+        parts, nparts = rest, #rest
+        if nparts > 0 and pos > #parts[1] then
+          remove(parts, 1)
+          nparts = nparts - 1
+          pos = 1
+        end
+      end
       have = have - 4 - size
       size = nil
-      if pos > #first then
-        table.remove(parts, 1)
-        nparts = nparts - 1
-        pos = 1
-        if nparts == 0 then parts = {} end
-      end
+      if nparts == 0 then parts, pos = {}, 1 end
     end
   end
 end
