@@ -45,14 +45,14 @@ function M.new(cfg, loop, finish)
   local nthreads = M.count(cfg)
   pcall(require, "cjson")  -- its one-time set-up must not race in workers
   loop:pool_start(cfg.fn_bytes, nthreads, cfg.timeout, package.path, package.cpath)
-  -- [job id] = the task's index; keys[index], args[index]: its key and
-  -- arg (three writes per task, no table).
-  local inflight, keys, args = {}, {}, {}
-  local queue, nqueue = {}, 0      -- indexes started, not yet submitted
+  -- [id of a job] = its tasks, { index1, key1, arg1, index2, ... }: one
+  -- table and one hash entry per job, whatever its number of tasks.
+  local inflight = {}
+  local queue, nqueue = {}, 0      -- started, not yet submitted: index, key, arg
   local vals = {}                  -- scratch: a batch's keys and args
   local avg                        -- a running average of the run time
   local submit, submit_batch = loop.submit, loop.submit_batch
-  local setmetatable, tunpack = setmetatable, table.unpack
+  local setmetatable, tunpack, tmove = setmetatable, table.unpack, table.move
 
   local ex = { slots = nthreads * QUEUE_PER_WORKER }
 
@@ -61,48 +61,48 @@ function M.new(cfg, loop, finish)
     return task_args(arg)
   end
 
-  local function submit_one(index)
-    local key, arg = keys[index], args[index]
+  local function submit_one(index, key, arg)
     local sent, id = pcall(submit, loop, key, args_of(arg))
-    if not sent then
-      keys[index], args[index] = nil, nil
-      return finish(index, function_task.unsendable(key, arg, id))
-    end
-    inflight[id] = index
+    if not sent then return finish(index, function_task.unsendable(key, arg, id)) end
+    inflight[id] = { index, key, arg }
   end
 
   function ex:start(index, key, arg)
-    keys[index], args[index] = key, arg
-    nqueue = nqueue + 1
-    queue[nqueue] = index
+    local n = nqueue
+    queue[n + 1], queue[n + 2], queue[n + 3] = index, key, arg
+    nqueue = n + 3
   end
 
   --- Submit the turn's tasks, in batches.
   function ex:run_ready()
     if nqueue == 0 then return false end
+    local ntasks = nqueue // 3
     local size = 1
     if avg then
-      size = avg * MAX_BATCH <= AHEAD_TIME and MAX_BATCH or math.max(1, math.tointeger(AHEAD_TIME // avg) or 1)
+      size = avg * MAX_BATCH <= AHEAD_TIME and MAX_BATCH
+        or math.max(1, math.tointeger(AHEAD_TIME // avg) or 1)
     end
-    local spread = (nqueue + nthreads - 1) // nthreads
+    local spread = (ntasks + nthreads - 1) // nthreads
     if size > spread then size = spread end
-    local i = 1
-    while i <= nqueue do
-      local k = nqueue - i + 1
+    local i = 0                        -- tasks submitted
+    while i < ntasks do
+      local k = ntasks - i
       if k > size then k = size end
+      local at = 3 * i
       if k == 1 then
-        submit_one(queue[i])
+        submit_one(queue[at + 1], queue[at + 2], queue[at + 3])
       else
         for j = 0, k - 1 do
-          local index = queue[i + j]
-          vals[2 * j + 1], vals[2 * j + 2] = keys[index], args_of(args[index])
+          vals[2 * j + 1], vals[2 * j + 2] = queue[at + 3 * j + 2], args_of(queue[at + 3 * j + 3])
         end
         local sent, id = pcall(submit_batch, loop, tunpack(vals, 1, 2 * k))
         for j = 1, 2 * k do vals[j] = nil end
         if sent then
-          for j = 0, k - 1 do inflight[id + j] = queue[i + j] end
+          inflight[id] = tmove(queue, at + 1, at + 3 * k, 1, {})
         else
-          for j = 0, k - 1 do submit_one(queue[i + j]) end   -- finds the one that cannot go
+          for j = 0, k - 1 do   -- one at a time: finds the one that cannot go
+            submit_one(queue[at + 3 * j + 1], queue[at + 3 * j + 2], queue[at + 3 * j + 3])
+          end
         end
       end
       i = i + k
@@ -112,10 +112,8 @@ function M.new(cfg, loop, finish)
     return false
   end
 
-  local function result_of(index, status, nret, first, answer, time_start, time_end,
+  local function result_of(key, arg, status, nret, first, answer, time_start, time_end,
                            time_run, err, limit)
-    local key, arg = keys[index], args[index]
-    keys[index], args[index] = nil, nil
     if time_run then
       avg = avg and avg + (time_run - avg) * 0.1 or time_run
     end
@@ -131,22 +129,20 @@ function M.new(cfg, loop, finish)
 
   function ex:record(rec)
     local id = rec.id
-    local index = inflight[id]
-    if not index then return false end
+    local t = inflight[id]
+    if not t then return false end
+    inflight[id] = nil
     local n = rec.batch
     if not n then
-      inflight[id] = nil
-      finish(index, result_of(index, rec.status, rec.nret, rec.first, rec.answer,
+      finish(t[1], result_of(t[2], t[3], rec.status, rec.nret, rec.first, rec.answer,
         rec.time_start, rec.time_end, rec.time_run, rec.error, rec.limit))
       return true
     end
     local status, nret, first, answer = rec.status, rec.nret, rec.first, rec.answer
     local ts, te, tr, err, limit = rec.time_start, rec.time_end, rec.time_run, rec.error, rec.limit
     for j = 1, n do
-      local tid = id + j - 1
-      index = inflight[tid]
-      inflight[tid] = nil
-      finish(index, result_of(index, status[j], nret[j], first[j], answer[j],
+      local at = 3 * j
+      finish(t[at - 2], result_of(t[at - 1], t[at], status[j], nret[j], first[j], answer[j],
         ts[j], te[j], tr[j], err[j], limit))
     end
     return true
@@ -160,18 +156,18 @@ function M.new(cfg, loop, finish)
 
   function ex:stop(records)
     for _, rec in ipairs(records) do ex:record(rec) end
-    for id, index in pairs(inflight) do
+    for id, t in pairs(inflight) do
       inflight[id] = nil
-      finish(index, ProcResult.not_started(keys[index], args[index], "running"))
-      keys[index], args[index] = nil, nil
+      local at = 3          -- (an arg may be nil: the index ends the list)
+      while t[at - 2] ~= nil do
+        finish(t[at - 2], ProcResult.not_started(t[at - 1], t[at], "running"))
+        at = at + 3
+      end
     end
-    for j = 1, nqueue do
-      local index = queue[j]
-      queue[j] = nil
-      finish(index, ProcResult.not_started(keys[index], args[index]))
-      keys[index], args[index] = nil, nil
+    for at = 3, nqueue, 3 do
+      finish(queue[at - 2], ProcResult.not_started(queue[at - 1], queue[at]))
     end
-    nqueue = 0
+    queue, nqueue = {}, 0
   end
 
   return ex
