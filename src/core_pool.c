@@ -4,9 +4,11 @@
  *   loop:pool_start(fn_string, nthreads, timeout, path, cpath)
  *        fn_string from core.marshal_string(fn)
  *   loop:submit(key, args) -> id        handed over at the next poll
- *   loop:submit_batch(key1, args1, ..., keyn, argsn) -> id
+ *   loop:submit_batch(wrap, key1, args1, ..., keyn, argsn) -> id
  *        n tasks in one job, run one after another by one worker; task i
- *        (from 1) has id + i - 1. One record for all n (below).
+ *        (from 1) has id + i - 1. One record for all n (below). With
+ *        wrap true, each argsi is the task's arg and the worker passes
+ *        { arg } (the table is not made and marshalled here).
  *   records through loop:poll: {id =, fn = true, status = "ok" | "error" |
  *        "timeout" | "cancelled", nret =, first =, answer = | error =,
  *        limit = (the timeout, if any), time_start =, time_end =, time_run =}
@@ -316,19 +318,20 @@ static int l_submit(lua_State *L) {
     return 1;
 }
 
-/* loop:submit_batch(key1, args1, ..., keyn, argsn) -> id of the first.
- * One frame for all, one job: handed over at the next poll. */
+/* loop:submit_batch(wrap, key1, args1, ..., keyn, argsn) -> id of the
+ * first. One frame for all, one job: handed over at the next poll. */
 static int l_submit_batch(lua_State *L) {
     loop_ud *u = lc_core_check_loop(L);
     pool_ext *px = check_pool(L, u);
     int top = lua_gettop(L);
-    int n = (top - 1) / 2;
-    if (n < 1 || (top - 1) % 2 != 0)
-        return lc_raise(L, "luaconcurrent: submit_batch takes key, args pairs");
+    int n = (top - 2) / 2;
+    if (n < 1 || (top - 2) % 2 != 0)
+        return lc_raise(L, "luaconcurrent: submit_batch takes wrap, then key, args pairs");
+    int wrap = lua_toboolean(L, 2);
     lua_getiuservalue(L, 1, LC_UV_NAMES);              /* from pool_start */
     int names = lua_gettop(L);
     bytes_ud *bu = lc_core_new_bytes(L);               /* owns the bytes if we raise */
-    lc_marshal(L, 2, top - 1, names, &bu->b);
+    lc_marshal(L, 3, top - 2, names, &bu->b);
     lc_job *job = calloc(1, sizeof *job);
     lc_task_out *tasks = job ? calloc((size_t)n, sizeof *tasks) : NULL;
     if (tasks == NULL) {
@@ -338,6 +341,7 @@ static int l_submit_batch(lua_State *L) {
     job->in = bu->b;                                   /* the job owns them now */
     memset(&bu->b, 0, sizeof bu->b);
     job->n = n;
+    job->wrap = wrap;
     job->tasks = tasks;
     job->id = lc_core_new_id(u);
     for (int i = 1; i < n; i++) lc_core_new_id(u);     /* ids id .. id + n - 1 */

@@ -384,7 +384,13 @@ static void run_batch(lc_worker *w, lua_State *L, const char *setup_error, lc_jo
         int top = lua_gettop(L);
         lua_getfield(L, LUA_REGISTRYINDEX, "luaconcurrent.worker.fn");
         lua_pushvalue(L, base + 2 * i);
-        lua_pushvalue(L, base + 2 * i + 1);
+        if (job->wrap) {
+            lua_createtable(L, 1, 0);                      /* { arg } */
+            lua_pushvalue(L, base + 2 * i + 1);
+            lua_rawseti(L, -2, 1);
+        } else {
+            lua_pushvalue(L, base + 2 * i + 1);
+        }
         if (pool->timeout > 0) lua_sethook(L, deadline_hook, LUA_MASKCOUNT, LC_HOOK_COUNT);
         int st = lua_pcall(L, 2, LUA_MULTRET, 1);          /* results... */
         lua_sethook(L, NULL, 0, 0);

@@ -47,6 +47,7 @@ typedef struct lc_job {
     lc_bytes out;         /* OK: nret first answer; otherwise a message */
     double t_start, t_end;            /* lc_now(); 0 if never started */
     int n;                /* > 0: a batch of n tasks */
+    int wrap;             /* a batch's in holds key, arg: args is { arg } */
     lc_task_out *tasks;   /* a batch's n tasks */
 } lc_job;
 

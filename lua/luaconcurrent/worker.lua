@@ -8,8 +8,9 @@
 --   stdin:  the run's marshal key (16 raw bytes, not a marshalled value:
 --           frames are checked with it, see marshal.h)
 --           | package.path, package.cpath | the task function
---           | then task frames (M.serve): a count n (string.pack "<I4")
---             and n pairs key, args marshalled together
+--           | then task frames (M.serve): a count n (string.pack "<I4"),
+--             a byte wrap, and n pairs key, args marshalled together
+--             (wrap 1: each pair is key, arg and the task gets { arg })
 --   stdout: one frame per task, written as soon as it is over (a worker
 --           that dies takes no finished answer with it), and a frame when
 --           it starts the first task of a task frame:
@@ -79,8 +80,9 @@ function M.serve(core, read_frame, send, loaded, fn)
     return with_names(names, ...)
   end
   for frame in read_frame do
-    local n = #frame >= 4 and unpack("<I4", frame) or 0
-    local ok_read, tasks = pcall(function() return table.pack(unmarshal(frame:sub(5))) end)
+    local n = #frame >= 5 and unpack("<I4", frame) or 0
+    local wrap = frame:byte(5) == 1
+    local ok_read, tasks = pcall(function() return table.pack(unmarshal(frame:sub(6))) end)
     for i = 1, n do
       local t0 = now()
       local more = i < n
@@ -94,8 +96,9 @@ function M.serve(core, read_frame, send, loaded, fn)
           "the worker could not read its task: " .. tostring(tasks), core.worker_take_stdout())
       else
         local ok, err = pcall(function()
-          blob = answer_of(core, marshal, t0, more,
-            xpcall(fn, M.msghandler, tasks[2 * i - 1], tasks[2 * i]))
+          local args = tasks[2 * i]
+          if wrap then args = { args } end
+          blob = answer_of(core, marshal, t0, more, xpcall(fn, M.msghandler, tasks[2 * i - 1], args))
         end)
         if not ok then
           blob = marshal("error", t0, now(), more,

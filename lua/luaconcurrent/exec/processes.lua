@@ -59,6 +59,7 @@ function M.new(cfg, loop, finish)
   local nworkers = threads.count(cfg)
   return setmetatable({
     slots = nworkers * MAX_AHEAD, nworkers = nworkers, loop = loop, finish = finish,
+    plain = #cfg.pargs == 1,   -- no fixed arguments: frames carry arg, not { arg }
     task_args = task_args, timeout = cfg.timeout, envblock = cfg.envblock, cwd = cfg.cwd,
     argv = worker_argv(),
     -- The run's marshal key first: the worker checks every frame with it.
@@ -159,7 +160,8 @@ function Processes:send(w, n)
     if not task.cancelled then
       k = k + 1
       tasks[k] = task
-      vals[2 * k - 1], vals[2 * k] = task[2], task_args(task[3])
+      -- With no fixed arguments the worker makes the task's { arg }.
+      vals[2 * k - 1], vals[2 * k] = task[2], self.plain and task[3] or task_args(task[3])
     end
   end
   self.qh = qh
@@ -170,7 +172,7 @@ function Processes:send(w, n)
     -- Some task cannot be sent: find it; the others go one to a frame.
     for j = 1, k do
       local task = tasks[j]
-      local ok, one = pcall(marshal, task[2], task_args(task[3]))
+      local ok, one = pcall(marshal, task[2], self.plain and task[3] or task_args(task[3]))
       if ok then
         self:hand(w, { task }, 1, one)
       else
@@ -199,7 +201,7 @@ function Processes:hand(w, tasks, k, blob)
   w.qt = qt + k
   -- A worker that died meanwhile cannot take them: its record, coming,
   -- gives them back.
-  self.loop:write(w.id, spack("<I4I4", #blob + 4, k) .. blob)
+  self.loop:write(w.id, spack("<I4I4B", #blob + 5, k, self.plain and 1 or 0) .. blob)
 end
 
 -- Hand queued tasks to workers: idle ones first, then new ones (up to

@@ -92,10 +92,12 @@ function M.new(cfg, loop, finish)
       if k == 1 then
         submit_one(queue[at + 1], queue[at + 2], queue[at + 3])
       else
+        -- With no fixed arguments the worker makes each task's { arg }.
         for j = 0, k - 1 do
-          vals[2 * j + 1], vals[2 * j + 2] = queue[at + 3 * j + 2], args_of(queue[at + 3 * j + 3])
+          local arg = queue[at + 3 * j + 3]
+          vals[2 * j + 1], vals[2 * j + 2] = queue[at + 3 * j + 2], plain and arg or args_of(arg)
         end
-        local sent, id = pcall(submit_batch, loop, tunpack(vals, 1, 2 * k))
+        local sent, id = pcall(submit_batch, loop, plain, tunpack(vals, 1, 2 * k))
         for j = 1, 2 * k do vals[j] = nil end
         if sent then
           inflight[id] = tmove(queue, at + 1, at + 3 * k, 1, {})
