@@ -62,6 +62,21 @@ describe("batched function tasks", function()
       check(lc.ProcRunMp({ mixed }, tasks, opts):run_all(), n)
     end)
 
+    it("bring every sendable outcome back from a batch answered in one frame (" .. mode[1] .. ")",
+      function()
+        local tasks = {}
+        for i = 1, 3000 do if i % 8 ~= 5 then tasks[#tasks + 1] = { i } end end
+        local opts = { num_workers = 2 }
+        for k, v in pairs(mode[2]) do opts[k] = v end
+        local r = lc.ProcRunMp({ mixed }, tasks, opts):run_all()
+        local full = {}
+        for _, res in ipairs(r) do full[res.key] = res end
+        for i = 1, 3000 do
+          if i % 8 == 5 then full[i] = { key = i, success = false, error = "coroutine", time_start = 0, time_end = 0 } end
+        end
+        check(full, 3000)
+      end)
+
     it("time out one task of a batch, and only that one (" .. mode[1] .. ")", function()
       local n = 2000
       local tasks = {}

@@ -174,6 +174,28 @@ static void set_elem_str(lua_State *L, const char *k, lua_Integer i, const char 
     lua_pop(L, 1);
 }
 
+/* Under pcall: a batch's one answer frame (job 2) -> nret, first, answer
+ * of each OK task into rec's arrays (1). */
+static int unpack_all(lua_State *L) {
+    lc_job *job = lua_touserdata(L, 2);
+    lua_settop(L, 1);
+    luaL_checkstack(L, 3 * job->n + 8, "answers");
+    if (lc_unmarshal(L, job->out.data + job->all_off, job->all_len) != 3 * job->n)
+        return lc_raise(L, "luaconcurrent: an answer did not arrive whole");
+    static const char *const field[] = {"nret", "first", "answer"};
+    for (int f = 0; f < 3; f++) {
+        lua_getfield(L, 1, field[f]);
+        int arr = lua_gettop(L);
+        for (int k = 0; k < job->n; k++) {
+            if (job->tasks[k].status != LC_JOB_OK || job->tasks[k].t_start == 0) continue;
+            lua_pushvalue(L, 2 + 3 * k + f);
+            lua_rawseti(L, arr, k + 1);
+        }
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
 static void push_batch_record(lua_State *L, const pool_ext *px, lc_job *job,
                               double wall_offset) {
     int n = job->n;
@@ -190,12 +212,30 @@ static void push_batch_record(lua_State *L, const pool_ext *px, lc_job *job,
     new_array(L, "time_start", n);
     new_array(L, "time_end", n);
     new_array(L, "time_run", n);
+    int all_failed = 0;
+    if (job->all) {
+        lua_pushcfunction(L, unpack_all);
+        lua_pushvalue(L, -2);
+        lua_pushlightuserdata(L, job);
+        if (lua_pcall(L, 2, 0, 0) != LUA_OK) {           /* rec err */
+            all_failed = 1;                             /* every OK task fails */
+            lua_getfield(L, -2, "error");               /* rec err errors */
+            for (int k = 0; k < n; k++) {
+                if (job->tasks[k].status != LC_JOB_OK || job->tasks[k].t_start == 0) continue;
+                lua_pushvalue(L, -2);
+                lua_rawseti(L, -2, k + 1);
+            }
+            lua_pop(L, 2);                              /* rec */
+        }
+    }
     for (int k = 0; k < n; k++) {
         lc_task_out *t = &job->tasks[k];
         lua_Integer i = k + 1;
         int status = t->status;
         if (t->t_start == 0) status = LC_JOB_CANCELLED;    /* never started */
-        if (status == LC_JOB_OK) {
+        if (status == LC_JOB_OK && job->all) {
+            if (all_failed) status = LC_JOB_ERROR;         /* its error is set */
+        } else if (status == LC_JOB_OK) {
             lua_pushcfunction(L, unpack_task);
             lua_pushvalue(L, -2);
             lua_pushinteger(L, i);

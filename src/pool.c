@@ -345,6 +345,54 @@ static int task_pack(lua_State *L) {
     return 0;
 }
 
+/* Under pcall: the answers table (2) of the batch (1) -> one frame of
+ * nret first answer for every task, at the end of out. */
+static int pack_all(lua_State *L) {
+    lc_job *job = lua_touserdata(L, 1);
+    int n3 = 3 * job->n;
+    luaL_checkstack(L, n3 + 8, "answers");
+    lua_getfield(L, LUA_REGISTRYINDEX, "luaconcurrent.worker.names");  /* 3 */
+    for (int k = 1; k <= n3; k++) lua_rawgeti(L, 2, k);
+    lc_marshal(L, 4, n3, 3, &job->out);
+    return 0;
+}
+
+/* The OK answers kept in the table at ans go into out: one frame for all
+ * (the engine reads it at once), or, if one of them cannot be sent, each
+ * on its own, and the one that cannot fails. */
+static void pack_answers(lua_State *L, lc_job *job, int ans) {
+    int any = 0;
+    for (int i = 0; i < job->n; i++) any |= job->tasks[i].status == LC_JOB_OK;
+    if (!any) return;
+    size_t off = job->out.len;
+    lua_pushcfunction(L, pack_all);
+    lua_pushlightuserdata(L, job);
+    lua_pushvalue(L, ans);
+    if (lua_pcall(L, 2, 0, 0) == LUA_OK) {
+        job->all = 1;
+        job->all_off = off;
+        job->all_len = job->out.len - off;
+        return;
+    }
+    lua_pop(L, 1);
+    job->out.len = off;                                    /* drop a partial frame */
+    for (int i = 0; i < job->n; i++) {
+        lc_task_out *t = &job->tasks[i];
+        if (t->status != LC_JOB_OK) continue;
+        lua_pushcfunction(L, task_pack);
+        lua_pushlightuserdata(L, job);
+        for (int k = 1; k <= 3; k++) lua_rawgeti(L, ans, 3 * i + k);
+        off = job->out.len;
+        if (lua_pcall(L, 4, 0, 0) != LUA_OK) {             /* err */
+            job->out.len = off;
+            fail_task(L, job, t, "cannot send the task's answer back: ");
+        } else {
+            t->off = off;
+            t->len = job->out.len - off;
+        }
+    }
+}
+
 static void run_batch(lc_worker *w, lua_State *L, const char *setup_error, lc_job *job) {
     lc_pool *pool = w->pool;
     const char *prepare_error = setup_error;
@@ -359,6 +407,15 @@ static void run_batch(lc_worker *w, lua_State *L, const char *setup_error, lc_jo
         }
     }
     int base = 2;                                          /* key, args of task 0 */
+    /* nret, first, answer of task i (from 0) at 3i+1..3i+3, packed at the
+     * end. (A table that cannot be made is an error like a task's own.) */
+    int ans = 0;
+    if (!prepare_error && lua_checkstack(L, 8)) {
+        lua_createtable(L, 3 * job->n, 0);
+        ans = lua_gettop(L);
+    } else if (!prepare_error) {
+        prepare_error = "luaconcurrent: no stack left for the task";
+    }
     for (int i = 0; i < job->n; i++) {
         lc_task_out *t = &job->tasks[i];
         if (cancelled(w)) {
@@ -398,21 +455,11 @@ static void run_batch(lc_worker *w, lua_State *L, const char *setup_error, lc_jo
         if (st == LUA_OK) {
             int nret = lua_gettop(L) - top;
             lua_settop(L, top + 2);                        /* first answer */
+            lua_rawseti(L, ans, 3 * i + 3);
+            lua_rawseti(L, ans, 3 * i + 2);
             lua_pushinteger(L, nret);
-            lua_insert(L, top + 1);                        /* nret first answer */
-            lua_pushcfunction(L, task_pack);
-            lua_insert(L, top + 1);
-            lua_pushlightuserdata(L, job);
-            lua_insert(L, top + 2);                        /* pack job nret first answer */
-            size_t off = job->out.len;
-            if (lua_pcall(L, 4, 0, 0) != LUA_OK) {         /* err */
-                job->out.len = off;                        /* drop a partial frame */
-                fail_task(L, job, t, "cannot send the task's answer back: ");
-            } else {
-                t->off = off;
-                t->len = job->out.len - off;
-                t->status = t->t_end >= w->deadline ? LC_JOB_TIMEOUT : LC_JOB_OK;
-            }
+            lua_rawseti(L, ans, 3 * i + 1);
+            t->status = t->t_end >= w->deadline ? LC_JOB_TIMEOUT : LC_JOB_OK;
         } else if (lua_touserdata(L, -1) == &lc_cancel_sentinel) {
             t->status = t->t_end >= w->deadline ? LC_JOB_TIMEOUT : LC_JOB_CANCELLED;
         } else {
@@ -420,6 +467,7 @@ static void run_batch(lc_worker *w, lua_State *L, const char *setup_error, lc_jo
         }
         lua_settop(L, top);
     }
+    if (ans) pack_answers(L, job, ans);
     lua_settop(L, 0);
 }
 

@@ -48,6 +48,10 @@ typedef struct lc_job {
     double t_start, t_end;            /* lc_now(); 0 if never started */
     int n;                /* > 0: a batch of n tasks */
     int wrap;             /* a batch's in holds key, arg: args is { arg } */
+    int all;              /* a batch's answers are one frame in out, from
+                           * all_off: nret first answer of each task (nil
+                           * for one not OK); else each OK task's own */
+    size_t all_off, all_len;
     lc_task_out *tasks;   /* a batch's n tasks */
 } lc_job;
 
