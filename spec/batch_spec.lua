@@ -77,6 +77,28 @@ describe("batched function tasks", function()
         check(full, 3000)
       end)
 
+    it("give each task of a batch its args, with and without fixed arguments (" .. mode[1] .. ")",
+      function()
+        local show = assert(load([[
+          local key, args = ...
+          local parts = {}
+          for i = 1, 3 do parts[i] = tostring(args[i]) end
+          return true, type(args) .. " " .. tostring(next(args) ~= nil) .. " " .. table.concat(parts, ",")
+        ]], "=show", "t", _G))
+        local tasks = {}
+        for i = 1, 1000 do tasks[i] = { i, i % 3 ~= 0 and ("a" .. i) or nil } end
+        local opts = { num_workers = 2 }
+        for k, v in pairs(mode[2]) do opts[k] = v end
+        local r = lc.ProcRunMp({ show }, tasks, opts):run_all()
+        local f = lc.ProcRunMp({ show, "x", "y" }, tasks, opts):run_all()
+        for i = 1, 1000 do
+          local a = i % 3 ~= 0 and ("a" .. i) or nil
+          assert.are.equal(a and ("table true a" .. i .. ",nil,nil") or "table false nil,nil,nil",
+            r[i].answer)
+          assert.are.equal("table true x,y," .. tostring(a), f[i].answer)
+        end
+      end)
+
     it("time out one task of a batch, and only that one (" .. mode[1] .. ")", function()
       local n = 2000
       local tasks = {}

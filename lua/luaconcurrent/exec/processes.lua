@@ -161,7 +161,9 @@ function Processes:send(w, n)
       k = k + 1
       tasks[k] = task
       -- With no fixed arguments the worker makes the task's { arg }.
-      vals[2 * k - 1], vals[2 * k] = task[2], self.plain and task[3] or task_args(task[3])
+      local arg = task[3]
+      if not self.plain then arg = task_args(arg) end
+      vals[2 * k - 1], vals[2 * k] = task[2], arg
     end
   end
   self.qh = qh
@@ -172,7 +174,9 @@ function Processes:send(w, n)
     -- Some task cannot be sent: find it; the others go one to a frame.
     for j = 1, k do
       local task = tasks[j]
-      local ok, one = pcall(marshal, task[2], self.plain and task[3] or task_args(task[3]))
+      local arg = task[3]
+      if not self.plain then arg = task_args(arg) end
+      local ok, one = pcall(marshal, task[2], arg)
       if ok then
         self:hand(w, { task }, 1, one)
       else
@@ -262,7 +266,7 @@ function Processes:answered(w, blob)
   if not task then return end
   w.q[qh] = nil
   w.qh = qh + 1
-  self:disarm(w)
+  if w.timer then self:disarm(w) end
   local off = self.wall_offset
   local res
   if not decoded then
@@ -274,7 +278,7 @@ function Processes:answered(w, blob)
     ProcResult.raised(res, "the worker's answer was corrupt: " .. ProcResult.error_text(what))
   else
     w.started = more
-    if more then self:arm(w, t1) end
+    if more and self.timeout > 0 then self:arm(w, t1) end
     local run = t1 - t0
     local avg = self.avg
     self.avg = avg and avg + (run - avg) * 0.1 or run

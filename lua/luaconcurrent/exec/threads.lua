@@ -95,7 +95,8 @@ function M.new(cfg, loop, finish)
         -- With no fixed arguments the worker makes each task's { arg }.
         for j = 0, k - 1 do
           local arg = queue[at + 3 * j + 3]
-          vals[2 * j + 1], vals[2 * j + 2] = queue[at + 3 * j + 2], plain and arg or args_of(arg)
+          if not plain then arg = task_args(arg) end
+          vals[2 * j + 1], vals[2 * j + 2] = queue[at + 3 * j + 2], arg
         end
         local sent, id = pcall(submit_batch, loop, plain, tunpack(vals, 1, 2 * k))
         for j = 1, 2 * k do vals[j] = nil end
