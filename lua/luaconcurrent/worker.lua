@@ -28,19 +28,19 @@
 
 local M = {}
 
-local function answer_of(core, marshal, t0, more, ok, ...)
+-- Send a finished task's answer (send: see M.serve).
+local function answer(core, send, t0, more, ok, ...)
   local t1 = core.now()
   local out = core.worker_take_stdout()
   if not ok then
     local err = ...
-    return marshal("error", t0, t1, more, tostring(err), out)
+    return send("error", t0, t1, more, tostring(err), out)
   end
   local n = select("#", ...)
   local first, second = ...
-  local sent, blob = pcall(marshal, "ok", t0, t1, more, out, n, first, second)
-  if sent then return blob end
-  return marshal("error", t0, t1, more,
-    "cannot send the task's answer back: " .. tostring(blob), out)
+  local sent, err = pcall(send, "ok", t0, t1, more, out, n, first, second)
+  if sent then return end
+  return send("error", t0, t1, more, "cannot send the task's answer back: " .. tostring(err), out)
 end
 
 --- Error message and traceback, as thread workers report them.
@@ -64,20 +64,20 @@ local function read_frame()
 end
 
 --- Serve task frames (see the header) from read_frame() until it
--- returns nil; send(s) writes bytes to the runner. fn is the task
--- function if loaded, else the reason it is not.
-function M.serve(core, read_frame, send, loaded, fn)
-  local unmarshal, now, with_names = core.unmarshal_string, core.now, core.marshal_string_names
-  local pack, unpack = string.pack, string.unpack
+-- returns nil, answering on fd out. fn is the task function if loaded,
+-- else the reason it is not.
+function M.serve(core, read_frame, out, loaded, fn)
+  local unmarshal, now, write = core.unmarshal_string, core.now, core.marshal_write
+  local unpack = string.unpack
   -- The names of module functions, built once (the fresh map of
-  -- marshal_string costs more than a small task): one that fails is tried
-  -- again with a fresh map, as a task may have loaded a module since.
+  -- marshal_string costs more than a small task): values that fail are
+  -- tried again with a fresh map, as a task may have loaded a module
+  -- since. (marshal_write raises before it writes anything.)
   local names = core.marshal_names()
-  local function marshal(...)
-    local ok, blob = pcall(with_names, names, ...)
-    if ok then return blob end
+  local function send(...)            -- one answer frame of these values
+    if pcall(write, out, names, ...) then return end
     names = core.marshal_names()
-    return with_names(names, ...)
+    return write(out, names, ...)
   end
   for frame in read_frame do
     local n = #frame >= 5 and unpack("<I4", frame) or 0
@@ -86,30 +86,21 @@ function M.serve(core, read_frame, send, loaded, fn)
     for i = 1, n do
       local t0 = now()
       local more = i < n
-      if i == 1 then send(pack("<s4", marshal("start", t0))) end
-      local blob
+      if i == 1 then send("start", t0) end
       if not loaded then
-        blob = marshal("error", t0, now(), more,
-          "the worker could not load the task function: " .. tostring(fn))
+        send("error", t0, now(), more, "the worker could not load the task function: " .. tostring(fn))
       elseif not ok_read then
-        blob = marshal("error", t0, now(), more,
-          "the worker could not read its task: " .. tostring(tasks), core.worker_take_stdout())
+        send("error", t0, now(), more, "the worker could not read its task: " .. tostring(tasks),
+          core.worker_take_stdout())
       else
-        local ok, err = pcall(function()
-          local args = tasks[2 * i]
-          if wrap then args = { args } end
-          blob = answer_of(core, marshal, t0, more, xpcall(fn, M.msghandler, tasks[2 * i - 1], args))
-        end)
+        local args = tasks[2 * i]
+        if wrap then args = { args } end
+        local ok, err = pcall(answer, core, send, t0, more,
+          xpcall(fn, M.msghandler, tasks[2 * i - 1], args))
         if not ok then
-          blob = marshal("error", t0, now(), more,
-            "the worker could not answer its task: " .. tostring(err), core.worker_take_stdout())
+          send("error", t0, now(), more, "the worker could not answer its task: " .. tostring(err),
+            core.worker_take_stdout())
         end
-      end
-      if #blob > 65536 then
-        send(pack("<I4", #blob))   -- a large answer is not copied once more
-        send(blob)
-      else
-        send(pack("<s4", blob))
       end
     end
   end
@@ -125,7 +116,7 @@ function M.main()
   core.marshal_set_key(key)
   package.path, package.cpath = core.unmarshal_string(paths)
   local loaded, fn = pcall(core.unmarshal_string, fn_frame)
-  M.serve(core, read_frame, function(s) core.fd_write(out, s) end, loaded, fn)
+  M.serve(core, read_frame, out, loaded, fn)
   return 0
 end
 
