@@ -75,4 +75,62 @@ describe("process workers", function()
     assert.are.equal("", r[2].stdout)
     assert.are.equal("printed by c\n", r[3].stdout)
   end)
+
+  it("at a deadline kill only the late task's worker; its queued tasks run elsewhere", function()
+    local tasks = {}
+    for i = 1, 8 do tasks[i] = { i, i == 1 and "spin" or "ok" } end
+    local r = lc.ProcRunMp({ whoami }, tasks,
+      { num_workers = 2, isolation = "process", timeout = 0.5 }):run_all()
+    assert.is_true(r[1].timeout)
+    for i = 2, 8 do assert.is_true(r[i].success, i .. ": " .. tostring(r[i].error)) end
+  end)
+
+  it("hand many tasks to a worker at once, and keep their order and outputs", function()
+    local tasks = {}
+    for i = 1, 500 do tasks[i] = { i, i % 7 == 0 and "print" or "ok" } end
+    local r = lc.ProcRunMp({ whoami }, tasks, { num_workers = 2, isolation = "process" }):run_all()
+    assert.are.equal(500, helpers.count_success(r))
+    for i = 1, 500 do
+      assert.are.equal(i, r[i].key)
+      assert.are.equal(i % 7 == 0 and ("printed by " .. i .. "\n") or "", r[i].stdout)
+      assert.is_true(r[i].time_run >= 0 and r[i].time_end >= r[i].time_start)
+    end
+  end)
+
+  it("give a task handed to a worker that died idle to a new worker (issue 8, item 22)", function()
+    local core = require "luaconcurrent.core"
+    local processes = require "luaconcurrent.exec.processes"
+    local loop = core.new_loop()
+    local got = {}
+    local ex = processes.new({ pargs = { whoami }, timeout = 0, num_workers = 1, ntasks = 2,
+      fn_bytes = core.marshal_string(whoami) }, loop, function(index, res) got[index] = res end)
+    local function wait_for(index)
+      local t0 = core.now()
+      while not got[index] and core.now() - t0 < 10 do
+        ex:run_ready()
+        for _, rec in ipairs(loop:poll(0.1)) do ex:record(rec) end
+      end
+    end
+    ex:start(1, 1, "ok")
+    wait_for(1)
+    assert.is_true(got[1].success, got[1].error)
+    local pid = got[1].answer.pid
+    -- The worker dies idle; the loop has not seen it end yet.
+    os.execute("kill -9 " .. pid)
+    helpers.wait_until(function()
+      local f = io.open("/proc/" .. pid .. "/stat")
+      local stat = f and f:read("a") or ""
+      if f then f:close() end
+      return stat == "" or stat:match("^%d+ %b() (%a)") == "Z"
+    end, 5)
+    ex:start(2, 2, "ok")
+    wait_for(2)
+    assert.is_true(got[2].success, got[2].error)
+    assert.are_not.equal(pid, got[2].answer.pid)
+    ex:close()
+    while loop:running() > 0 do
+      for _, rec in ipairs(loop:poll()) do ex:record(rec) end
+    end
+    loop:close()
+  end)
 end)

@@ -4,9 +4,17 @@
  *   loop:pool_start(fn_string, nthreads, timeout, path, cpath)
  *        fn_string from core.marshal_string(fn)
  *   loop:submit(key, args) -> id        handed over at the next poll
+ *   loop:submit_batch(wrap, key1, args1, ..., keyn, argsn) -> id
+ *        n tasks in one job, run one after another by one worker; task i
+ *        (from 1) has id + i - 1. One record for all n (below). With
+ *        wrap true, each argsi is the task's arg and the worker passes
+ *        { arg } (the table is not made and marshalled here).
  *   records through loop:poll: {id =, fn = true, status = "ok" | "error" |
  *        "timeout" | "cancelled", nret =, first =, answer = | error =,
  *        limit = (the timeout, if any), time_start =, time_end =, time_run =}
+ *   a batch's record: {id =, fn = true, batch = n, limit =, and arrays
+ *        of n: status, nret, first, answer, error, time_start, time_end,
+ *        time_run (a task that never started has no times)}
  *   core.worker_check() -> seconds left (inside a worker; nil elsewhere)
  *   core.cancel_sentinel() -> the light userdata a cancelled task raises
  *
@@ -123,6 +131,139 @@ static void push_job_record(lua_State *L, const pool_ext *px, lc_job *job,
     }
 }
 
+/* Under pcall: the bytes of a batch task (lightuserdata 3, length 4) ->
+ * nret, first, answer into rec's arrays (1) at index 2. */
+static int unpack_task(lua_State *L) {
+    lua_Integer i = lua_tointeger(L, 2);
+    const char *p = lua_touserdata(L, 3);
+    size_t len = (size_t)lua_tointeger(L, 4);
+    lua_settop(L, 1);
+    if (lc_unmarshal(L, p, len) != 3)
+        return lc_raise(L, "luaconcurrent: an answer did not arrive whole");
+    lua_getfield(L, 1, "answer");
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, i);
+    lua_pop(L, 1);
+    lua_getfield(L, 1, "first");
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, i);
+    lua_pop(L, 1);
+    lua_getfield(L, 1, "nret");
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, i);
+    lua_pop(L, 1);
+    return 0;
+}
+
+static void new_array(lua_State *L, const char *k, int n) {
+    lua_createtable(L, n, 0);
+    lua_setfield(L, -2, k);
+}
+
+static void set_elem_num(lua_State *L, const char *k, lua_Integer i, double v) {
+    lua_getfield(L, -1, k);
+    lua_pushnumber(L, v);
+    lua_rawseti(L, -2, i);
+    lua_pop(L, 1);
+}
+
+static void set_elem_str(lua_State *L, const char *k, lua_Integer i, const char *v, size_t len) {
+    lua_getfield(L, -1, k);
+    lua_pushlstring(L, v, len);
+    lua_rawseti(L, -2, i);
+    lua_pop(L, 1);
+}
+
+/* Under pcall: a batch's one answer frame (job 2) -> nret, first, answer
+ * of each OK task into rec's arrays (1). */
+static int unpack_all(lua_State *L) {
+    lc_job *job = lua_touserdata(L, 2);
+    lua_settop(L, 1);
+    luaL_checkstack(L, 3 * job->n + 8, "answers");
+    if (lc_unmarshal(L, job->out.data + job->all_off, job->all_len) != 3 * job->n)
+        return lc_raise(L, "luaconcurrent: an answer did not arrive whole");
+    static const char *const field[] = {"nret", "first", "answer"};
+    for (int f = 0; f < 3; f++) {
+        lua_getfield(L, 1, field[f]);
+        int arr = lua_gettop(L);
+        for (int k = 0; k < job->n; k++) {
+            if (job->tasks[k].status != LC_JOB_OK || job->tasks[k].t_start == 0) continue;
+            lua_pushvalue(L, 2 + 3 * k + f);
+            lua_rawseti(L, arr, k + 1);
+        }
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
+static void push_batch_record(lua_State *L, const pool_ext *px, lc_job *job,
+                              double wall_offset) {
+    int n = job->n;
+    lua_createtable(L, 0, 13);                         /* rec */
+    lc_set_int(L, "id", job->id);
+    lc_set_bool(L, "fn", 1);
+    lc_set_int(L, "batch", n);
+    if (px->timeout > 0) lc_set_num(L, "limit", px->timeout);
+    new_array(L, "status", n);
+    new_array(L, "nret", n);
+    new_array(L, "first", n);
+    new_array(L, "answer", n);
+    new_array(L, "error", 0);
+    new_array(L, "time_start", n);
+    new_array(L, "time_end", n);
+    new_array(L, "time_run", n);
+    int all_failed = 0;
+    if (job->all) {
+        lua_pushcfunction(L, unpack_all);
+        lua_pushvalue(L, -2);
+        lua_pushlightuserdata(L, job);
+        if (lua_pcall(L, 2, 0, 0) != LUA_OK) {           /* rec err */
+            all_failed = 1;                             /* every OK task fails */
+            lua_getfield(L, -2, "error");               /* rec err errors */
+            for (int k = 0; k < n; k++) {
+                if (job->tasks[k].status != LC_JOB_OK || job->tasks[k].t_start == 0) continue;
+                lua_pushvalue(L, -2);
+                lua_rawseti(L, -2, k + 1);
+            }
+            lua_pop(L, 2);                              /* rec */
+        }
+    }
+    for (int k = 0; k < n; k++) {
+        lc_task_out *t = &job->tasks[k];
+        lua_Integer i = k + 1;
+        int status = t->status;
+        if (t->t_start == 0) status = LC_JOB_CANCELLED;    /* never started */
+        if (status == LC_JOB_OK && job->all) {
+            if (all_failed) status = LC_JOB_ERROR;         /* its error is set */
+        } else if (status == LC_JOB_OK) {
+            lua_pushcfunction(L, unpack_task);
+            lua_pushvalue(L, -2);
+            lua_pushinteger(L, i);
+            lua_pushlightuserdata(L, job->out.data + t->off);
+            lua_pushinteger(L, (lua_Integer)t->len);
+            if (lua_pcall(L, 4, 0, 0) != LUA_OK) {       /* rec err */
+                status = LC_JOB_ERROR;
+                lua_getfield(L, -2, "error");
+                lua_insert(L, -2);
+                lua_rawseti(L, -2, i);
+                lua_pop(L, 1);
+            }
+        } else if (status == LC_JOB_ERROR) {
+            set_elem_str(L, "error", i, t->len ? job->out.data + t->off : "", t->len);
+        }
+        lua_getfield(L, -1, "status");
+        lua_pushstring(L, job_status[status]);
+        lua_rawseti(L, -2, i);
+        lua_pop(L, 1);
+        if (t->t_start > 0) {
+            double end = t->t_end > 0 ? t->t_end : lc_now();
+            set_elem_num(L, "time_start", i, wall_offset + t->t_start);
+            set_elem_num(L, "time_end", i, wall_offset + end);
+            set_elem_num(L, "time_run", i, end - t->t_start);
+        }
+    }
+}
+
 /* Records of finished jobs, appended to the list on top; a job leaves
  * fdone only once its record is in the list. */
 static void px_push_records(lua_State *L, lc_core_ext *x) {
@@ -130,11 +271,14 @@ static void px_push_records(lua_State *L, lc_core_ext *x) {
     lua_Integer i = (lua_Integer)lua_rawlen(L, -1);
     double wall_offset = lc_wallclock() - lc_now();
     while (px->fdone.head) {
-        lc_job *job;
-        push_job_record(L, px, px->fdone.head, wall_offset);
+        lc_job *job = px->fdone.head;
+        if (job->n > 0)
+            push_batch_record(L, px, job, wall_offset);
+        else
+            push_job_record(L, px, job, wall_offset);
         lua_rawseti(L, -2, ++i);
         LC_QUEUE_POP(&px->fdone, job, next);
-        px->nfn--;
+        px->nfn -= job->n > 0 ? (size_t)job->n : 1;
         lc_job_free(job);
     }
 }
@@ -214,6 +358,40 @@ static int l_submit(lua_State *L) {
     return 1;
 }
 
+/* loop:submit_batch(wrap, key1, args1, ..., keyn, argsn) -> id of the
+ * first. One frame for all, one job: handed over at the next poll. */
+static int l_submit_batch(lua_State *L) {
+    loop_ud *u = lc_core_check_loop(L);
+    pool_ext *px = check_pool(L, u);
+    int top = lua_gettop(L);
+    int n = (top - 2) / 2;
+    if (n < 1 || (top - 2) % 2 != 0)
+        return lc_raise(L, "luaconcurrent: submit_batch takes wrap, then key, args pairs");
+    int wrap = lua_toboolean(L, 2);
+    lua_getiuservalue(L, 1, LC_UV_NAMES);              /* from pool_start */
+    int names = lua_gettop(L);
+    bytes_ud *bu = lc_core_new_bytes(L);               /* owns the bytes if we raise */
+    lc_marshal(L, 3, top - 2, names, &bu->b);
+    lc_job *job = calloc(1, sizeof *job);
+    lc_task_out *tasks = job ? calloc((size_t)n, sizeof *tasks) : NULL;
+    if (tasks == NULL) {
+        free(job);
+        return lc_raise(L, "luaconcurrent: out of memory");
+    }
+    job->in = bu->b;                                   /* the job owns them now */
+    memset(&bu->b, 0, sizeof bu->b);
+    job->n = n;
+    job->wrap = wrap;
+    job->tasks = tasks;
+    job->id = lc_core_new_id(u);
+    for (int i = 1; i < n; i++) lc_core_new_id(u);     /* ids id .. id + n - 1 */
+    LC_QUEUE_PUSH(&px->pend, job, next);
+    px->npend++;
+    px->nfn += (size_t)n;
+    lua_pushinteger(L, job->id);
+    return 1;
+}
+
 /* Inside a thread worker: seconds left before the task's deadline (nil
  * outside a worker); raises the cancel sentinel once it has passed. */
 static int l_worker_check(lua_State *L) {
@@ -230,6 +408,7 @@ static int l_cancel_sentinel(lua_State *L) {
 static const luaL_Reg pool_methods[] = {
     {"pool_start", l_pool_start},
     {"submit", l_submit},
+    {"submit_batch", l_submit_batch},
     {NULL, NULL},
 };
 

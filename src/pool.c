@@ -61,6 +61,7 @@ void lc_job_free(lc_job *job) {
     if (job == NULL) return;
     lc_bytes_free(&job->in);
     lc_bytes_free(&job->out);
+    free(job->tasks);
     free(job);
 }
 
@@ -287,6 +288,189 @@ static void run_job(lc_worker *w, lua_State *L, const char *setup_error, lc_job 
     lua_settop(L, 0);
 }
 
+/* ---- batch jobs ---- */
+
+/* Under pcall: push key, args of each task of the batch. */
+static int batch_prepare(lua_State *L) {
+    lc_job *job = lua_touserdata(L, 1);
+    lua_settop(L, 0);
+    if (lc_unmarshal(L, job->in.data, job->in.len) != 2 * job->n)
+        return lc_raise(L, "luaconcurrent: a task did not arrive whole");
+    return 2 * job->n;
+}
+
+/* Append len bytes to the job's out as task t's bytes; on no memory, the
+ * task's bytes are empty. */
+static void task_bytes(lc_job *job, lc_task_out *t, const char *p, size_t len) {
+    lc_bytes *b = &job->out;
+    t->off = b->len;
+    t->len = 0;
+    if (b->cap - b->len < len) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap - b->len < len) cap *= 2;
+        char *d = realloc(b->data, cap);
+        if (d == NULL) return;
+        b->data = d;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, p, len);
+    b->len += len;
+    t->len = len;
+}
+
+/* Under pcall: (describe_error's) -> the message, for a batch task. */
+static void fail_task(lua_State *L, lc_job *job, lc_task_out *t, const char *prefix) {
+    static const char fallback[] =
+        "luaconcurrent: not enough memory to report the task's error";
+    t->status = LC_JOB_ERROR;
+    lua_pushcfunction(L, describe_error);              /* err f */
+    lua_insert(L, -2);                                 /* f err */
+    lua_pushlightuserdata(L, (void *)prefix);
+    lua_insert(L, -2);                                 /* f prefix err */
+    if (lua_pcall(L, 2, 1, 0) == LUA_OK) {
+        size_t len;
+        const char *msg = lua_tolstring(L, -1, &len);
+        task_bytes(job, t, msg, len);
+    } else {
+        task_bytes(job, t, fallback, sizeof fallback - 1);
+    }
+    lua_pop(L, 1);
+}
+
+/* Under pcall: nret, first, answer -> one more frame at the end of out. */
+static int task_pack(lua_State *L) {
+    lc_job *job = lua_touserdata(L, 1);
+    lua_getfield(L, LUA_REGISTRYINDEX, "luaconcurrent.worker.names");
+    lc_marshal(L, 2, 3, lua_gettop(L), &job->out);
+    return 0;
+}
+
+/* Under pcall: the answers table (2) of the batch (1) -> one frame of
+ * nret first answer for every task, at the end of out. */
+static int pack_all(lua_State *L) {
+    lc_job *job = lua_touserdata(L, 1);
+    int n3 = 3 * job->n;
+    luaL_checkstack(L, n3 + 8, "answers");
+    lua_getfield(L, LUA_REGISTRYINDEX, "luaconcurrent.worker.names");  /* 3 */
+    for (int k = 1; k <= n3; k++) lua_rawgeti(L, 2, k);
+    lc_marshal(L, 4, n3, 3, &job->out);
+    return 0;
+}
+
+/* The OK answers kept in the table at ans go into out: one frame for all
+ * (the engine reads it at once), or, if one of them cannot be sent, each
+ * on its own, and the one that cannot fails. */
+static void pack_answers(lua_State *L, lc_job *job, int ans) {
+    int any = 0;
+    for (int i = 0; i < job->n; i++) any |= job->tasks[i].status == LC_JOB_OK;
+    if (!any) return;
+    size_t off = job->out.len;
+    lua_pushcfunction(L, pack_all);
+    lua_pushlightuserdata(L, job);
+    lua_pushvalue(L, ans);
+    if (lua_pcall(L, 2, 0, 0) == LUA_OK) {
+        job->all = 1;
+        job->all_off = off;
+        job->all_len = job->out.len - off;
+        return;
+    }
+    lua_pop(L, 1);
+    job->out.len = off;                                    /* drop a partial frame */
+    for (int i = 0; i < job->n; i++) {
+        lc_task_out *t = &job->tasks[i];
+        if (t->status != LC_JOB_OK) continue;
+        lua_pushcfunction(L, task_pack);
+        lua_pushlightuserdata(L, job);
+        for (int k = 1; k <= 3; k++) lua_rawgeti(L, ans, 3 * i + k);
+        off = job->out.len;
+        if (lua_pcall(L, 4, 0, 0) != LUA_OK) {             /* err */
+            job->out.len = off;
+            fail_task(L, job, t, "cannot send the task's answer back: ");
+        } else {
+            t->off = off;
+            t->len = job->out.len - off;
+        }
+    }
+}
+
+static void run_batch(lc_worker *w, lua_State *L, const char *setup_error, lc_job *job) {
+    lc_pool *pool = w->pool;
+    const char *prepare_error = setup_error;
+    lua_settop(L, 0);
+    lua_pushcfunction(L, msghandler);                      /* 1 */
+    if (setup_error == NULL) {
+        lua_pushcfunction(L, batch_prepare);
+        lua_pushlightuserdata(L, job);
+        if (lua_pcall(L, 1, LUA_MULTRET, 1) != LUA_OK) {   /* msgh err */
+            lua_settop(L, 1);
+            prepare_error = "luaconcurrent: a task did not arrive whole";
+        }
+    }
+    int base = 2;                                          /* key, args of task 0 */
+    /* nret, first, answer of task i (from 0) at 3i+1..3i+3, packed at the
+     * end. (A table that cannot be made is an error like a task's own.) */
+    int ans = 0;
+    if (!prepare_error && lua_checkstack(L, 8)) {
+        lua_createtable(L, 3 * job->n, 0);
+        ans = lua_gettop(L);
+    } else if (!prepare_error) {
+        prepare_error = "luaconcurrent: no stack left for the task";
+    }
+    for (int i = 0; i < job->n; i++) {
+        lc_task_out *t = &job->tasks[i];
+        if (cancelled(w)) {
+            t->status = LC_JOB_CANCELLED;                  /* never started */
+            continue;
+        }
+        t->t_start = lc_now();
+        w->deadline = pool->timeout > 0 ? t->t_start + pool->timeout : HUGE_VAL;
+        w->cancels = 0;
+        if (prepare_error) {
+            t->status = LC_JOB_ERROR;
+            task_bytes(job, t, prepare_error, strlen(prepare_error));
+            t->t_end = lc_now();
+            continue;
+        }
+        if (!lua_checkstack(L, 8)) {
+            static const char full[] = "luaconcurrent: no stack left for the task";
+            t->status = LC_JOB_ERROR;
+            task_bytes(job, t, full, sizeof full - 1);
+            t->t_end = lc_now();
+            continue;
+        }
+        int top = lua_gettop(L);
+        lua_getfield(L, LUA_REGISTRYINDEX, "luaconcurrent.worker.fn");
+        lua_pushvalue(L, base + 2 * i);
+        if (job->wrap) {
+            lua_createtable(L, 1, 0);                      /* { arg } */
+            lua_pushvalue(L, base + 2 * i + 1);
+            lua_rawseti(L, -2, 1);
+        } else {
+            lua_pushvalue(L, base + 2 * i + 1);
+        }
+        if (pool->timeout > 0) lua_sethook(L, deadline_hook, LUA_MASKCOUNT, LC_HOOK_COUNT);
+        int st = lua_pcall(L, 2, LUA_MULTRET, 1);          /* results... */
+        lua_sethook(L, NULL, 0, 0);
+        t->t_end = lc_now();
+        if (st == LUA_OK) {
+            int nret = lua_gettop(L) - top;
+            lua_settop(L, top + 2);                        /* first answer */
+            lua_rawseti(L, ans, 3 * i + 3);
+            lua_rawseti(L, ans, 3 * i + 2);
+            lua_pushinteger(L, nret);
+            lua_rawseti(L, ans, 3 * i + 1);
+            t->status = t->t_end >= w->deadline ? LC_JOB_TIMEOUT : LC_JOB_OK;
+        } else if (lua_touserdata(L, -1) == &lc_cancel_sentinel) {
+            t->status = t->t_end >= w->deadline ? LC_JOB_TIMEOUT : LC_JOB_CANCELLED;
+        } else {
+            fail_task(L, job, t, "");
+        }
+        lua_settop(L, top);
+    }
+    if (ans) pack_answers(L, job, ans);
+    lua_settop(L, 0);
+}
+
 static void publish(lc_pool *pool, lc_job_queue *finished) {
     pthread_mutex_lock(&pool->mu);
     int was_empty = pool->done.head == NULL;
@@ -349,7 +533,9 @@ static void *worker_main(void *arg) {
             lc_job *job;
             LC_QUEUE_POP(&batch, job, next);
             if (job == NULL) break;
-            if (cancelled(w)) {
+            if (job->n > 0) {
+                run_batch(w, L, setup_error, job);     /* checks each task */
+            } else if (cancelled(w)) {
                 job->status = LC_JOB_CANCELLED;        /* never started */
             } else {
                 run_job(w, L, setup_error, job);

@@ -28,13 +28,31 @@
 
 enum { LC_JOB_OK, LC_JOB_ERROR, LC_JOB_TIMEOUT, LC_JOB_CANCELLED };
 
+/* One task of a batch job: where its answer (or message) is in out. */
+typedef struct lc_task_out {
+    int status;           /* LC_JOB_* once done */
+    double t_start, t_end;            /* lc_now(); 0 if never started */
+    size_t off, len;      /* its bytes in the job's out */
+} lc_task_out;
+
+/* A job is one task (n == 0: in, status, out, times), or a batch of n
+ * tasks run one after another by the same worker (in holds key, args of
+ * each in one frame; out holds each task's bytes at tasks[i].off, one
+ * frame of nret first answer each, or a message). */
 typedef struct lc_job {
     struct lc_job *next;
-    long long id;
+    long long id;         /* a batch's task i (from 0) has id + i */
     lc_bytes in;          /* key, args */
     int status;           /* LC_JOB_* once done */
     lc_bytes out;         /* OK: nret first answer; otherwise a message */
     double t_start, t_end;            /* lc_now(); 0 if never started */
+    int n;                /* > 0: a batch of n tasks */
+    int wrap;             /* a batch's in holds key, arg: args is { arg } */
+    int all;              /* a batch's answers are one frame in out, from
+                           * all_off: nret first answer of each task (nil
+                           * for one not OK); else each OK task's own */
+    size_t all_off, all_len;
+    lc_task_out *tasks;   /* a batch's n tasks */
 } lc_job;
 
 /* A FIFO of jobs linked through next (queue.h); its holder owns them. */

@@ -234,14 +234,15 @@ local function run_tasks(self, st)
         if not st.exhausted then st.exhausted, st.total = true, st.done + st.npending + st.running end
         break
       end
-      st.last_index = math.max(st.last_index, index)
+      if index > st.last_index then st.last_index = index end
       local skipped = ctl and ctl:skip(index, key, arg)
       if skipped then
         store(index, skipped)
       else
         if verb then log("start %s%s", validate.show(key), ex.describe and (": " .. ex:describe(key, arg)) or "") end
         if on_start then on_start(key, arg) end
-        st.running, st.active[index] = st.running + 1, true
+        st.running = st.running + 1
+        if ctl then st.active[index] = true end   -- only halt = "now" reads it
         ex:start(index, key, arg)
       end
       if st.npending > 0 then flush() end

@@ -3,13 +3,25 @@
 -- its stdin ends. A crash, os.exit or a hung C call ends only this process;
 -- the runner reports its task and starts a replacement.
 --
--- Frames are length-prefixed (string.pack "<s4") marshalled values
--- (marshal.c's format, the one thread workers use):
+-- Frames are length-prefixed (string.pack "<s4"); their contents are
+-- marshalled values (marshal.c's format, the one thread workers use):
 --   stdin:  the run's marshal key (16 raw bytes, not a marshalled value:
 --           frames are checked with it, see marshal.h)
---           | package.path, package.cpath | the task function | key, args ...
---   stdout: one answer per task: "ok", output, nret, first, answer
---                                | "error", message, output
+--           | package.path, package.cpath | the task function
+--           | then task frames (M.serve): a count n (string.pack "<I4"),
+--             a byte wrap, and n pairs key, args marshalled together
+--             (wrap 1: each pair is key, arg and the task gets { arg })
+--   stdout: one frame per task, written as soon as it is over (a worker
+--           that dies takes no finished answer with it), and a frame when
+--           it starts the first task of a task frame:
+--             "start", t0
+--             "ok", t0, t1, more, output, nret, first, answer
+--             "error", t0, t1, more, message, output
+--           t0, t1: the task's start and end (core.now, the machine's
+--           monotonic clock); more: the worker goes straight on to the
+--           next task of the same frame. So the runner knows which task
+--           runs (its deadline) and which ones it handed over never
+--           started (they go to another worker if this one dies).
 -- The answers travel on a private copy of stdout; fd 1 itself is an
 -- in-memory file, so what a task (or a child of it) prints cannot corrupt
 -- them and comes back as the task's output. stderr is the run's own.
@@ -19,17 +31,19 @@
 
 local M = {}
 
-local function answer_of(core, ok, ...)
+-- Send a finished task's answer (send: see M.serve).
+local function answer(core, send, t0, more, ok, ...)
+  local t1 = core.now()
   local out = core.worker_take_stdout()
   if not ok then
     local err = ...
-    return core.marshal_string("error", tostring(err), out)
+    return send("error", t0, t1, more, tostring(err), out)
   end
   local n = select("#", ...)
   local first, second = ...
-  local sent, blob = pcall(core.marshal_string, "ok", out, n, first, second)
-  if sent then return blob end
-  return core.marshal_string("error", "cannot send the task's answer back: " .. tostring(blob), out)
+  local sent, err = pcall(send, "ok", t0, t1, more, out, n, first, second)
+  if sent then return end
+  return send("error", t0, t1, more, "cannot send the task's answer back: " .. tostring(err), out)
 end
 
 --- Error message and traceback, as thread workers report them.
@@ -54,6 +68,49 @@ local function read_frame()
   return frames:read(len)
 end
 
+--- Serve task frames (see the header) from read_frame() until it
+-- returns nil, answering on fd out. fn is the task function if loaded,
+-- else the reason it is not.
+function M.serve(core, read_frame, out, loaded, fn)
+  local unmarshal, now, write = core.unmarshal_string, core.now, core.marshal_write
+  local unpack = string.unpack
+  -- The names of module functions, built once (the fresh map of
+  -- marshal_string costs more than a small task): values that fail are
+  -- tried again with a fresh map, as a task may have loaded a module
+  -- since. (marshal_write raises before it writes anything.)
+  local names = core.marshal_names()
+  local function send(...)            -- one answer frame of these values
+    if pcall(write, out, names, ...) then return end
+    names = core.marshal_names()
+    return write(out, names, ...)
+  end
+  for frame in read_frame do
+    local n = #frame >= 5 and unpack("<I4", frame) or 0
+    local wrap = frame:byte(5) == 1
+    local ok_read, tasks = pcall(function() return table.pack(unmarshal(frame:sub(6))) end)
+    for i = 1, n do
+      local t0 = now()
+      local more = i < n
+      if i == 1 then send("start", t0) end
+      if not loaded then
+        send("error", t0, now(), more, "the worker could not load the task function: " .. tostring(fn))
+      elseif not ok_read then
+        send("error", t0, now(), more, "the worker could not read its task: " .. tostring(tasks),
+          core.worker_take_stdout())
+      else
+        local args = tasks[2 * i]
+        if wrap then args = { args } end
+        local ok, err = pcall(answer, core, send, t0, more,
+          xpcall(fn, M.msghandler, tasks[2 * i - 1], args))
+        if not ok then
+          send("error", t0, now(), more, "the worker could not answer its task: " .. tostring(err),
+            core.worker_take_stdout())
+        end
+      end
+    end
+  end
+end
+
 --- The worker's main loop; returns the exit status.
 function M.main()
   local core = require "luaconcurrent.core"
@@ -65,39 +122,32 @@ function M.main()
   core.marshal_set_key(key)
   package.path, package.cpath = core.unmarshal_string(paths)
   local loaded, fn = pcall(core.unmarshal_string, fn_frame)
-  for frame in read_frame do
-    local blob
-    if not loaded then
-      blob = core.marshal_string("error", "the worker could not load the task function: " .. tostring(fn))
-    else
-      local ok, err = pcall(function()
-        local key, args = core.unmarshal_string(frame)
-        blob = answer_of(core, xpcall(fn, M.msghandler, key, args))
-      end)
-      if not ok then
-        blob = core.marshal_string("error", "the worker could not read its task: " .. tostring(err),
-          core.worker_take_stdout())
-      end
-    end
-    core.fd_write(out, string.pack("<s4", blob))
-  end
+  M.serve(core, read_frame, out, loaded, fn)
   return 0
 end
 
 --- Runner side: a reader of answer frames. reader()(data, out) takes
 -- the next bytes from a worker and appends each frame they complete to
 -- out. Linear in the bytes read: a large answer's chunks are kept apart
--- and joined once, when the frame is whole.
+-- and joined once, when the frame is whole, by one concat of exactly its
+-- bytes.
 function M.reader()
   local parts, nparts = {}, 0
   local pos = 1        -- where the unread bytes start in parts[1]
   local have = 0       -- unread bytes in all parts
   local size           -- the current frame's length, once its header is in
-  local concat, unpack = table.concat, string.unpack
+  local concat, unpack, remove = table.concat, string.unpack, table.remove
 
-  local function join()
-    local s = concat(parts, "", 1, nparts):sub(pos)
-    parts, nparts, pos = { s }, 1, 1
+  -- parts[1] from pos on, and what follows it, until it holds n bytes
+  -- (n is small: a header).
+  local function gather(n)
+    local s = parts[1]:sub(pos)
+    while #s < n do
+      s = s .. parts[2]
+      remove(parts, 2)
+      nparts = nparts - 1
+    end
+    parts[1], pos = s, 1
   end
 
   return function(data, out)
@@ -107,22 +157,52 @@ function M.reader()
     while true do
       if not size then
         if have < 4 then return end
-        if #parts[1] - pos + 1 < 4 then join() end
+        if #parts[1] - pos + 1 < 4 then gather(4) end
         size = unpack("<I4", parts[1], pos)
       end
       if have < 4 + size then return end
-      if #parts[1] - pos + 1 < 4 + size then join() end
       local first = parts[1]
-      out[#out + 1] = first:sub(pos + 4, pos + 3 + size)
-      pos = pos + 4 + size
+      if #first - pos + 1 >= 4 + size then
+        out[#out + 1] = first:sub(pos + 4, pos + 3 + size)
+        pos = pos + 4 + size
+        if pos > #first then
+          remove(parts, 1)
+          nparts = nparts - 1
+          pos = 1
+        end
+      else
+        -- The frame spans parts: its pieces, then one concat.
+        local pieces = { first:sub(pos + 4) }
+        local need = size - #pieces[1]
+        local j = 2
+        while #parts[j] <= need do
+          pieces[#pieces + 1] = parts[j]
+          need = need - #parts[j]
+          j = j + 1
+          if need == 0 then break end
+        end
+        if need > 0 then pieces[#pieces + 1] = parts[j]:sub(1, need) end
+        out[#out + 1] = concat(pieces)
+        -- Drop the parts used up; the last one may hold more.
+        local rest = {}
+        if need > 0 then
+          rest[1] = parts[j]
+          pos = need + 1
+          j = j + 1
+        else
+          pos = 1
+        end
+        for k = j, nparts do rest[#rest + 1] = parts[k] end
+        parts, nparts = rest, #rest
+        if nparts > 0 and pos > #parts[1] then
+          remove(parts, 1)
+          nparts = nparts - 1
+          pos = 1
+        end
+      end
       have = have - 4 - size
       size = nil
-      if pos > #first then
-        table.remove(parts, 1)
-        nparts = nparts - 1
-        pos = 1
-        if nparts == 0 then parts = {} end
-      end
+      if nparts == 0 then parts, pos = {}, 1 end
     end
   end
 end

@@ -600,7 +600,7 @@ end
 
 if want("W5") then
   local id, N = "w5", 100000
-  local modes = { "async4", "async0", "mp2", "refco", "refloop" }
+  local modes = { "async4", "async0", "mp2", "proc2", "refco", "refloop" }
   out("W5  %d trivial function tasks, function(key) return true, key * 2 end; results kept\n", N)
   out("    inner = run_all only (lc; building tasks and runner not timed) or the loop only (references),\n")
   out("    core monotonic clock; wall = the whole process; each row its own process of the same luaconcurrent binary\n")
@@ -611,7 +611,8 @@ if want("W5") then
   end
   itable(id, "tasks/s", function(m) return N / m end, {
     { "async4", "ProcRunAsyncio num_workers=4" }, { "async0", "ProcRunAsyncio num_workers=0" },
-    { "mp2", "ProcRunMp num_workers=2" }, { "refco", "ref (a) coroutine per task" },
+    { "mp2", "ProcRunMp num_workers=2" }, { "proc2", "ProcRunMp nw=2 isolation=process" },
+    { "refco", "ref (a) coroutine per task" },
     { "refloop", "ref (b) bare loop, no results" } })
   for _, m in ipairs(modes) do show_err(id, m) end
   local ico, ilo = inner(id, "refco"), inner(id, "refloop")
@@ -630,6 +631,16 @@ if want("W5") then
   local im = inner(id, "mp2")
   target("W5: ProcRunMp 2 workers >= 200000 tasks/s", valid(id, "mp2") and N / im >= 200000,
     ("%s (%s ref (a))"):format(rate(N, im), x_(ratio(ico, im))))
+  -- issue 10's ratios, all against runs of the same bench
+  local ia = inner(id, "async0")
+  local r15 = ratio(ico, ia)
+  target("W5: ProcRunAsyncio nw=0 >= 1.5x ref (a)", valid(id, "async0") and vco and r15 >= 1.5, x_(r15))
+  local rmp = ratio(ia, im)
+  target("W5: ProcRunMp 2 workers >= 0.75x ProcRunAsyncio nw=0", valid(id, "mp2") and rmp >= 0.75, x_(rmp))
+  local ip = inner(id, "proc2")
+  local rp = ratio(ia, ip)
+  target("W5: ProcRunMp isolation=process 2 workers >= 0.3x ProcRunAsyncio nw=0",
+    valid(id, "proc2") and rp >= 0.3, ("%s (%s)"):format(x_(rp), rate(N, ip)))
   out("\n")
 end
 

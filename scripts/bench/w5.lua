@@ -2,6 +2,9 @@
 --   MODE "async4"  ProcRunAsyncio, num_workers = 4 (the default)
 --        "async0"  ProcRunAsyncio, num_workers = 0 (unlimited)
 --        "mp2"     ProcRunMp, num_workers = 2 (thread workers)
+--        "proc2"   ProcRunMp, num_workers = 2, isolation = "process"
+--        "bigmp"   ProcRunMp, 1 thread worker, one task answering 128 MB
+--        "bigproc" the same with isolation = "process"
 --        "refco"   plain Lua: one coroutine per task (coroutine.create +
 --                  resume), a small result table {key=, success=, answer=} kept
 --        "refloop" plain Lua: a loop calling the function, nothing kept
@@ -49,15 +52,33 @@ elseif mode == "refloop" then
   report(elapsed)
 else
   local lc = require "luaconcurrent"
-  local class, workers
+  local class, workers, isolation
   if mode == "async4" then class, workers = lc.ProcRunAsyncio, 4
   elseif mode == "async0" then class, workers = lc.ProcRunAsyncio, 0
   elseif mode == "mp2" then class, workers = lc.ProcRunMp, 2
-  else B.fail("unknown mode %q (async4|async0|mp2|refco|refloop)", mode) end
+  elseif mode == "proc2" then class, workers, isolation = lc.ProcRunMp, 2, "process"
+  elseif mode == "bigmp" or mode == "bigproc" then
+    -- One answer of n MB (default 128): how long until it is in the result.
+    n = math.tointeger(tonumber(B.args[2]) or 128)
+    local big = function(key) return true, string.rep("x", key * 1048576) end
+    local run = lc.ProcRunMp({ big }, { { n } },
+      { num_workers = 1, isolation = mode == "bigproc" and "process" or nil })
+    local t0 = now()
+    local res = run:run_all()
+    local elapsed = now() - t0
+    -- transfer: from the task's return (its time_end) to the result in hand
+    local transfer = core.wallclock() - res[1].time_end
+    if not res[1].success or #res[1].answer ~= n * 1048576 then
+      B.fail("the big answer did not arrive: %s", tostring(res[1].error))
+    end
+    io.write(string.format("elapsed=%.6f\ntransfer=%.6f\nMBps=%.0f\n", elapsed, transfer,
+      n / transfer))
+    os.exit(0)
+  else B.fail("unknown mode %q (async4|async0|mp2|proc2|bigmp|bigproc|refco|refloop)", mode) end
   local tasks = {}
   for i = 1, n do tasks[i] = { i } end
   local b0 = now()
-  local run = class({ fn }, tasks, { num_workers = workers })
+  local run = class({ fn }, tasks, { num_workers = workers, isolation = isolation })
   local b1 = now()
   local t0 = now()
   local res = run:run_all()

@@ -17,13 +17,32 @@ local ProcResult = require "luaconcurrent.result"
 local function_task = require "luaconcurrent.exec.function_task"
 
 local SLEEP, WAIT, CANCEL = async.SLEEP, async.WAIT, async.CANCEL
-local task_resume = async.resume
-local co_create, co_status, co_close, co_yield =
-  coroutine.create, coroutine.status, coroutine.close, coroutine.yield
+local co_create, co_status, co_close, co_yield, co_resume =
+  coroutine.create, coroutine.status, coroutine.close, coroutine.yield, coroutine.resume
 local sethook, traceback = debug.sethook, debug.traceback
 local now, wallclock = core.now, core.wallclock
 local setmetatable, select = setmetatable, select
 local DONE = setmetatable({}, { __name = "luaconcurrent.DONE" })
+
+-- What a task coroutine yields when its function returned: DONE, how
+-- many values, the first two. A fixed count of values keeps every resume
+-- free of varargs.
+local function done(...)
+  local first, answer = ...
+  return DONE, select("#", ...), first, answer
+end
+
+-- async.resume with a fixed count of results (ok, what, a, b, c): a
+-- resume that finishes a task gives DONE, nret, first, answer; a
+-- suspension its first two yielded values; an error (ok false) the error
+-- value.
+local function resume(run, co, ...)
+  local prev_co, prev_run = async.co, async.run
+  async.co, async.run = co, run
+  local ok, what, a, b, c = co_resume(co, ...)
+  async.co, async.run = prev_co, prev_run
+  return ok, what, a, b, c
+end
 
 local Coroutines = {}
 Coroutines.__index = Coroutines
@@ -54,9 +73,10 @@ function M.new(cfg, loop, finish)
   local fn, task_args = function_task.split(cfg.pargs)
   return setmetatable({
     slots = cfg.slots, loop = loop, finish = finish, task_args = task_args,
+    plain = #cfg.pargs == 1,    -- no fixed arguments: args is { arg }
     timeout = cfg.timeout,
     body = function(key, args)
-      while true do key, args = co_yield(DONE, fn(key, args)) end
+      while true do key, args = co_yield(done(fn(key, args))) end
     end,
     run = { loop = loop },      -- what lc.sleep and lc.run_prog find (async.task)
     wall_offset = wallclock() - now(),
@@ -106,28 +126,28 @@ function Coroutines:complete(co, t, index, key, arg, t0, ok_run, nret, first, an
   self.finish(index, res)
 end
 
--- After a resume: finished, or suspended on a sleep, a process or a yield.
-function Coroutines:step(co, t, index, key, arg, t0, ok_run, ...)
-  if co_status(co) == "dead" then
-    return self:complete(co, t, index, key, arg, t0, ok_run, select("#", ...), ...)
+-- After a resume (ok, what, a, b, c, see resume): finished, or suspended
+-- on a sleep, a process or a yield.
+function Coroutines:step(co, t, index, key, arg, t0, ok_run, what, a, b, c)
+  if not ok_run then
+    return self:complete(co, t, index, key, arg, t0, false, 1, what)
   end
-  if ... == DONE then
+  if what == DONE then
     local spare = self.spare
     spare[#spare + 1] = co
-    return self:complete(co, t, index, key, arg, t0, true, select("#", ...) - 1, select(2, ...))
+    return self:complete(co, t, index, key, arg, t0, true, a, b, c)
   end
   if not t then
     t = { co = co, index = index, key = key, arg = arg, t0 = t0 }
     self.live[index] = t
   end
-  local what, value = ...
   if what == SLEEP then
     t.state = "sleep"
-    t.sleep_timer = self.loop:timer(value)
+    t.sleep_timer = self.loop:timer(a)
     self.by_event[t.sleep_timer] = t
   elseif what == WAIT then
-    t.state, t.proc = "wait", value
-    self.by_event[value] = t
+    t.state, t.proc = "wait", a
+    self.by_event[a] = t
   else
     t.state = "ready"
     self.ready[#self.ready + 1] = t
@@ -136,7 +156,7 @@ end
 
 function Coroutines:resume(t, ...)
   t.state = "running"
-  return self:step(t.co, t, t.index, t.key, t.arg, t.t0, task_resume(self.run, t.co, ...))
+  return self:step(t.co, t, t.index, t.key, t.arg, t.t0, resume(self.run, t.co, ...))
 end
 
 -- End a suspended task now: kill what it waits on, close it; its result
@@ -158,23 +178,38 @@ function Coroutines:end_suspended(t, why)
 end
 
 function Coroutines:start(index, key, arg)
-  local args = self.task_args(arg)
+  local args
+  if self.plain then args = { arg } else args = self.task_args(arg) end
   local spare = self.spare
   local n = #spare
   local co = spare[n]
   if co then spare[n] = nil else co = co_create(self.body) end
   local t0 = now()
-  local t
   if self.timeout > 0 then
-    t = { co = co, index = index, key = key, arg = arg, t0 = t0,
-          state = "running", deadline = t0 + self.timeout }
+    local t = { co = co, index = index, key = key, arg = arg, t0 = t0,
+                state = "running", deadline = t0 + self.timeout }
     self.live[index] = t
     t.hook = deadline_hook(t)
     sethook(co, t.hook, "", core.HOOK_COUNT)
     t.deadline_timer = self.loop:timer(t.deadline)
     self.by_event[t.deadline_timer] = t
+    return self:step(co, t, index, key, arg, t0, resume(self.run, co, key, args))
   end
-  return self:step(co, t, index, key, arg, t0, task_resume(self.run, co, key, args))
+  -- resume(), inlined: this is the cost of every task.
+  local prev_co, prev_run = async.co, async.run
+  async.co, async.run = co, self.run
+  local ok_run, what, nret, first, answer = co_resume(co, key, args)
+  async.co, async.run = prev_co, prev_run
+  if what == DONE and first and ok_run then
+    -- The common case, a task that returned a true value at once: its
+    -- result in one table constructor.
+    spare[#spare + 1] = co
+    local t1, off = now(), self.wall_offset
+    return self.finish(index, setmetatable({ key = key, arg = arg, success = true,
+      answer = answer, time_start = off + t0, time_end = off + t1, time_run = t1 - t0 },
+      ProcResult))
+  end
+  return self:step(co, nil, index, key, arg, t0, ok_run, what, nret, first, answer)
 end
 
 function Coroutines:record(rec)

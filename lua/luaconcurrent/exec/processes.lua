@@ -1,13 +1,25 @@
 --- Executor: function tasks on worker processes (ProcRunMp with
--- isolation = "process"). Workers are started by exec (worker.lua), serve
--- tasks one at a time over length-prefixed frames on their stdin and
--- stdout, and are reused. One that dies (a crash, os.exit, a hard kill at
--- a deadline) takes only its task with it; the next task that needs a
--- worker starts a new one.
+-- isolation = "process"). Workers are started by exec (worker.lua) and
+-- reused; tasks and answers cross as length-prefixed frames on their stdin
+-- and stdout (the protocol: worker.lua's header).
 --
--- The deadline is kept here, on a loop timer: at it the worker is killed
--- (no grace: a task that ignores its deadline is not asked twice), and its
--- task's result is final at once.
+-- Pipelined: each worker is handed several tasks ahead, several to a
+-- frame, so it goes from one task to the next without waiting for the
+-- runner. How many it holds (the window) follows the tasks' own run time:
+-- about AHEAD_TIME of work, 1 to MAX_AHEAD tasks, so a long task does not
+-- keep many others waiting behind it. A worker answers each task as soon
+-- as it is over and says whether it went on to the next one; it also says
+-- when it starts a frame's first task. So the runner always knows which
+-- task a worker is running, and which ones it holds that never started.
+--
+-- One that dies (a crash, os.exit, a hard kill at a deadline) takes only
+-- its running task with it: the tasks it held that never started go back
+-- to the queue, to another worker (a worker that died idle fails none).
+-- The next tasks that need a worker start a new one.
+--
+-- The deadline is kept here, on a loop timer from the start the worker
+-- reported: at it the worker is killed (no grace: a task that ignores its
+-- deadline is not asked twice), and its task's result is final at once.
 
 local core = require "luaconcurrent.core"
 local ProcResult = require "luaconcurrent.result"
@@ -16,6 +28,15 @@ local threads = require "luaconcurrent.exec.threads"
 local worker = require "luaconcurrent.worker"
 
 local now, wallclock = core.now, core.wallclock
+local marshal, unmarshal = core.marshal_string, core.unmarshal_string
+local with_names = core.marshal_string_names
+local setmetatable, pcall, spack = setmetatable, pcall, string.pack
+local tunpack = table.unpack
+
+-- Most tasks a worker holds at once (running and queued), and about how
+-- many seconds of work it is handed ahead.
+local MAX_AHEAD = 64
+local AHEAD_TIME = 0.002
 
 local Processes = {}
 Processes.__index = Processes
@@ -35,117 +56,318 @@ end
 
 function M.new(cfg, loop, finish)
   local _, task_args = function_task.split(cfg.pargs)
+  local nworkers = threads.count(cfg)
   return setmetatable({
-    slots = threads.count(cfg), loop = loop, finish = finish, task_args = task_args,
-    timeout = cfg.timeout, envblock = cfg.envblock, cwd = cfg.cwd,
+    slots = nworkers * MAX_AHEAD, nworkers = nworkers, loop = loop, finish = finish,
+    plain = #cfg.pargs == 1,   -- no fixed arguments: frames carry arg, not { arg }
+    task_args = task_args, timeout = cfg.timeout, envblock = cfg.envblock, cwd = cfg.cwd,
     argv = worker_argv(),
     -- The run's marshal key first: the worker checks every frame with it.
     head = string.pack("<s4s4s4", core.marshal_key(),
       core.marshal_string(package.path, package.cpath), cfg.fn_bytes),
     wall_offset = wallclock() - now(),
-    workers = {},      -- [process id] = w, every live worker
-    idle = {},         -- workers with no task
-    timers = {},       -- [timer id] = w, the deadline of w's task
+    workers = {},      -- [process id] = w, every worker not yet reaped
+    nlive = 0,         -- of them, the ones not dead
+    timers = {},       -- [timer id] = w, the deadline of w's running task
+    -- Tasks { index, key, arg } not handed to a worker, in order: a FIFO
+    -- from qh to qt (tasks given back go in front of qh).
+    queue = {}, qh = 1, qt = 0,
+    avg = nil,         -- a running average of the tasks' run time
+    vals = {},         -- scratch: a frame's keys and args
+    names = core.marshal_names(),  -- for frames (see marshal_frame)
   }, Processes)
 end
 
-function Processes:result_of(task, t1)
-  local off = self.wall_offset
-  return setmetatable({ key = task[2], arg = task[3], time_start = off + task.t0,
-    time_end = off + t1, time_run = t1 - task.t0 }, ProcResult)
+-- ---- the queue of tasks not handed over -------------------------------------
+
+function Processes:push(task)
+  local qt = self.qt + 1
+  self.qt, self.queue[qt] = qt, task
 end
 
--- w's task is over (answered, timed out or lost): w holds none now.
-function Processes:take_task(w)
-  local task = w.task
-  w.task = nil
+-- Give back w's tasks from position from on (never started), in order,
+-- in front of the queue; w holds none after.
+function Processes:give_back(w, from)
+  local queue = self.queue
+  for k = w.qt, from, -1 do
+    local task = w.q[k]
+    w.q[k] = nil
+    if not task.cancelled then
+      self.qh = self.qh - 1
+      queue[self.qh] = task
+    end
+  end
+  for k = w.qh, from - 1 do w.q[k] = nil end
+  w.qh, w.qt = 1, 0
+end
+
+-- ---- workers ----------------------------------------------------------------
+
+function Processes:spawn()
+  -- A timeout is a hard kill, so the process gets no grace period.
+  local id, message, errname = self.loop:spawn(self.argv, self.envblock, self.cwd,
+    self.head, 0, 0, true)
+  if not id then return nil, message, errname end
+  local w = { id = id, read = worker.reader(), q = {}, qh = 1, qt = 0,
+              started = false, ever = false }
+  self.workers[id] = w
+  self.nlive = self.nlive + 1
+  return w
+end
+
+-- w is dead to us (killed, or its end seen): it takes no more tasks.
+function Processes:retire(w)
+  if not w.dead then
+    w.dead = true
+    self.nlive = self.nlive - 1
+  end
+  self:disarm(w)
+end
+
+function Processes:arm(w, t_start)
+  if self.timeout <= 0 then return end
+  self:disarm(w)
+  w.timer = self.loop:timer(t_start + self.timeout)
+  self.timers[w.timer] = w
+end
+
+function Processes:disarm(w)
   if w.timer then
     self.timers[w.timer] = nil
     self.loop:cancel_timer(w.timer)
     w.timer = nil
   end
-  return task
 end
 
--- An answer frame from w for its task.
+-- How many tasks a worker may hold: about AHEAD_TIME of work.
+function Processes:window()
+  local avg = self.avg
+  if not avg then return 4 end
+  if avg * MAX_AHEAD <= AHEAD_TIME then return MAX_AHEAD end
+  local n = AHEAD_TIME // avg
+  return n >= 1 and math.tointeger(n) or 1
+end
+
+-- Hand w the next n queued tasks in one frame.
+function Processes:send(w, n)
+  local queue, vals, task_args = self.queue, self.vals, self.task_args
+  local qh, k = self.qh, 0
+  local tasks = {}
+  while k < n and qh <= self.qt do
+    local task = queue[qh]
+    queue[qh] = nil
+    qh = qh + 1
+    if not task.cancelled then
+      k = k + 1
+      tasks[k] = task
+      -- With no fixed arguments the worker makes the task's { arg }.
+      local arg = task[3]
+      if not self.plain then arg = task_args(arg) end
+      vals[2 * k - 1], vals[2 * k] = task[2], arg
+    end
+  end
+  self.qh = qh
+  if k == 0 then return end
+  local sent, blob = self:marshal_frame(tunpack(vals, 1, 2 * k))
+  for j = 1, 2 * k do vals[j] = nil end
+  if not sent then
+    -- Some task cannot be sent: find it; the others go one to a frame.
+    for j = 1, k do
+      local task = tasks[j]
+      local arg = task[3]
+      if not self.plain then arg = task_args(arg) end
+      local ok, one = pcall(marshal, task[2], arg)
+      if ok then
+        self:hand(w, { task }, 1, one)
+      else
+        self.finish(task[1], function_task.unsendable(task[2], task[3], one))
+      end
+    end
+    return
+  end
+  self:hand(w, tasks, k, blob)
+end
+
+-- marshal_string with the run's map of module function names, built
+-- once; a frame that fails is tried with a fresh one (a callback may have
+-- loaded a module since). -> ok, blob | false, error
+function Processes:marshal_frame(...)
+  local ok, blob = pcall(with_names, self.names, ...)
+  if ok then return ok, blob end
+  self.names = core.marshal_names()
+  return pcall(with_names, self.names, ...)
+end
+
+function Processes:hand(w, tasks, k, blob)
+  if w.qt < w.qh then w.started = false end      -- idle: its next start is a new frame
+  local q, qt = w.q, w.qt
+  for j = 1, k do q[qt + j] = tasks[j] end
+  w.qt = qt + k
+  -- A worker that died meanwhile cannot take them: its record, coming,
+  -- gives them back.
+  self.loop:write(w.id, spack("<I4I4B", #blob + 5, k, self.plain and 1 or 0) .. blob)
+end
+
+-- Hand queued tasks to workers: idle ones first, then new ones (up to
+-- nworkers), then busy ones up to their window. A spawn that fails is
+-- the next task's result, as when each task started its own worker, and
+-- the dispatch stops there: true tells the scheduler to come back at once
+-- (after the result's callbacks ran), when it tries again.
+function Processes:dispatch()
+  local waiting = self.qt - self.qh + 1
+  if waiting <= 0 then return false end
+  local window = self:window()
+  local share = (waiting + self.nworkers - 1) // self.nworkers
+  if share > window then share = window end
+  for _, w in pairs(self.workers) do
+    if not w.dead and w.qt < w.qh then
+      self:send(w, share)
+      if self.qt < self.qh then return false end
+    end
+  end
+  while self.nlive < self.nworkers do
+    local w, message, errname = self:spawn()
+    if not w then
+      while self.qh <= self.qt do
+        local task = self.queue[self.qh]
+        self.queue[self.qh] = nil
+        self.qh = self.qh + 1
+        if not task.cancelled then
+          self.finish(task[1], ProcResult.spawn_failure(task[2], task[3], message, errname))
+          break
+        end
+      end
+      return self.qh <= self.qt
+    end
+    self:send(w, share)
+    if self.qt < self.qh then return false end
+  end
+  for _, w in pairs(self.workers) do
+    if not w.dead then
+      local room = window - (w.qt - w.qh + 1)
+      if room > 0 then self:send(w, room) end
+      if self.qt < self.qh then return false end
+    end
+  end
+  return false
+end
+
+-- ---- answers ------------------------------------------------------------------
+
+-- An answer frame from w: a start, or the answer of the task it runs.
 function Processes:answered(w, blob)
-  local task = self:take_task(w)
+  local decoded, what, t0, t1, more, a, b, c, d = pcall(unmarshal, blob)
+  if decoded and what == "start" then
+    w.started, w.ever = true, true
+    return self:arm(w, t0)
+  end
+  local qh = w.qh
+  local task = w.q[qh]
   if not task then return end
-  local t1 = now()
-  local res = self:result_of(task, t1)
-  local decoded, status, a, b, c, d = pcall(core.unmarshal_string, blob)
+  w.q[qh] = nil
+  w.qh = qh + 1
+  if w.timer then self:disarm(w) end
+  local off = self.wall_offset
+  local res
   if not decoded then
-    ProcResult.raised(res, "the worker's answer was corrupt: " .. ProcResult.error_text(status))
-  elseif status == "ok" then
-    res.stdout = a
-    ProcResult.returned(res, b, c, d)
+    -- It goes on if it can: the task it holds next is started, or not.
+    w.started = w.qh <= w.qt
+    local t = now()
+    res = setmetatable({ key = task[2], arg = task[3], time_start = off + t,
+      time_end = off + t, time_run = 0 }, ProcResult)
+    ProcResult.raised(res, "the worker's answer was corrupt: " .. ProcResult.error_text(what))
   else
-    ProcResult.raised(res, a)
-    res.stdout = b
+    w.started = more
+    if more and self.timeout > 0 then self:arm(w, t1) end
+    local run = t1 - t0
+    local avg = self.avg
+    self.avg = avg and avg + (run - avg) * 0.1 or run
+    if what == "ok" and b > 0 and c then
+      res = setmetatable({ key = task[2], arg = task[3], success = true, answer = d,
+        stdout = a, time_start = off + t0, time_end = off + t1, time_run = run }, ProcResult)
+    else
+      res = setmetatable({ key = task[2], arg = task[3], time_start = off + t0,
+        time_end = off + t1, time_run = run }, ProcResult)
+      if what == "ok" then
+        res.stdout = a
+        ProcResult.returned(res, b, c, d)
+      else
+        ProcResult.raised(res, a)
+        res.stdout = b
+      end
+    end
+    if self.timeout > 0 and run >= self.timeout then ProcResult.time_out(res, self.timeout) end
   end
-  if decoded and self.timeout > 0 and t1 - task.t0 >= self.timeout then
-    ProcResult.time_out(res, self.timeout)
-  end
-  if not w.dead then self.idle[#self.idle + 1] = w end
-  self.finish(task[1], res)
+  if not task.cancelled then self.finish(task[1], res) end
 end
 
 function Processes:read(w, data)
   local blobs = {}
   w.read(data, blobs)
-  for _, blob in ipairs(blobs) do self:answered(w, blob) end
+  for i = 1, #blobs do self:answered(w, blobs[i]) end
 end
 
 -- w's process ended (its final record): answers still in its output
--- count; a task it was running fails with the reason.
+-- count; a task it was running fails with the reason; the ones it held
+-- that never started go back to the queue.
 function Processes:ended(w, rec)
   self.workers[w.id] = nil
-  w.dead = true
-  local idle = self.idle
-  for k = #idle, 1, -1 do if idle[k] == w then table.remove(idle, k) end end
+  self:retire(w)
+  if w.killed then return end
   if rec.stdout and rec.stdout ~= "" then self:read(w, rec.stdout) end
-  local task = self:take_task(w)
-  if task then
-    local res = self:result_of(task, now())
-    local died = ProcResult.from_record(nil, nil, rec)
-    res.exception = rec.interrupted and "Interrupted" or "RuntimeError"
-    res.error = "the worker process ended without answering: "
-      .. (died.error or string.format("exited with status %d", rec.returncode))
-    self.finish(task[1], res)
+  local task = w.q[w.qh]
+  -- A worker that never started a task may be unable to: its first task
+  -- fails, so a run whose workers cannot start ends.
+  if task and (w.started or not w.ever) then
+    w.q[w.qh] = nil
+    w.qh = w.qh + 1
+    if not task.cancelled then
+      local t = now()
+      local res = setmetatable({ key = task[2], arg = task[3],
+        time_start = self.wall_offset + t, time_end = self.wall_offset + t, time_run = 0 }, ProcResult)
+      -- (a frame it never read is no part of why it died)
+      local died = ProcResult.from_record(nil, nil,
+        setmetatable({ input_error = false }, { __index = rec }))
+      res.exception = rec.interrupted and "Interrupted" or "RuntimeError"
+      res.error = "the worker process ended without answering: "
+        .. (died.error or string.format("exited with status %d", rec.returncode))
+      self.finish(task[1], res)
+    end
   end
+  self:give_back(w, w.qh)
+end
+
+-- Kill w now: its running task (if any) is returned, the others it holds
+-- go back to the queue.
+function Processes:kill(w)
+  local task = w.started and w.q[w.qh] or nil
+  self:retire(w)
+  w.killed = true
+  self.loop:kill(w.id)
+  self:give_back(w, task and w.qh + 1 or w.qh)
+  return task
 end
 
 function Processes:start(index, key, arg)
-  local sent, frame = pcall(core.marshal_string, key, self.task_args(arg))
-  if not sent then return self.finish(index, function_task.unsendable(key, arg, frame)) end
-  local w = table.remove(self.idle)
-  if not w then
-    -- A timeout is a hard kill, so the process gets no grace period.
-    local id, message, errname = self.loop:spawn(self.argv, self.envblock, self.cwd,
-      self.head, 0, 0, true)
-    if not id then
-      return self.finish(index, ProcResult.spawn_failure(key, arg, message, errname))
-    end
-    w = { id = id, read = worker.reader() }
-    self.workers[id] = w
-  end
-  w.task = { index, key, arg, t0 = now() }
-  if self.timeout > 0 then
-    w.timer = self.loop:timer(w.task.t0 + self.timeout)
-    self.timers[w.timer] = w
-  end
-  -- A worker that died meanwhile cannot take it: its record, coming, says why.
-  self.loop:write(w.id, string.pack("<s4", frame))
+  self:push({ index, key, arg })
+end
+
+--- Tasks are handed over in frames once per turn of the loop, before it
+-- waits: as many as have come by then.
+function Processes:run_ready()
+  return self:dispatch()
 end
 
 -- Its deadline passed: a hard kill; the task's result is final now.
 function Processes:expired(w)
   w.timer = nil
-  local task = self:take_task(w)
-  w.dead = true
-  self.loop:kill(w.id)
-  self.finish(task[1], ProcResult.time_out(self:result_of(task, now()), self.timeout,
-    "its worker process was killed"))
+  local task = self:kill(w)
+  if task and not task.cancelled then
+    local t = now()
+    local res = setmetatable({ key = task[2], arg = task[3], time_start = self.wall_offset + t,
+      time_end = self.wall_offset + t, time_run = 0 }, ProcResult)
+    self.finish(task[1], ProcResult.time_out(res, self.timeout, "its worker process was killed"))
+  end
 end
 
 function Processes:record(rec)
@@ -157,17 +379,31 @@ function Processes:record(rec)
   end
   w = self.workers[rec.id]
   if not w then return false end
-  if rec.data then self:read(w, rec.data) else self:ended(w, rec) end
+  if not rec.data then
+    self:ended(w, rec)
+  elseif not w.killed then
+    self:read(w, rec.data)
+  end
   return true
 end
 
 function Processes:cancel(index, why)
-  for _, w in pairs(self.workers) do
-    if w.task and w.task[1] == index then
-      local task = self:take_task(w)
-      w.dead = true
-      self.loop:kill(w.id)
+  for qh = self.qh, self.qt do
+    local task = self.queue[qh]
+    if task[1] == index and not task.cancelled then
+      task.cancelled = true
       return self.finish(index, ProcResult.not_started(task[2], task[3], why))
+    end
+  end
+  for _, w in pairs(self.workers) do
+    for k = w.qh, w.qt do
+      local task = w.q[k]
+      if task[1] == index and not task.cancelled then
+        if k == w.qh and w.started and not w.dead then self:kill(w) end
+        -- Not started: its answer, if it ever comes, is dropped.
+        task.cancelled = true
+        return self.finish(index, ProcResult.not_started(task[2], task[3], why))
+      end
     end
   end
 end
@@ -183,9 +419,20 @@ function Processes:stop(records)
     if w and not rec.data then self:ended(w, rec) end
   end
   for _, w in pairs(self.workers) do
-    local task = self:take_task(w)
-    if task then self.finish(task[1], ProcResult.not_started(task[2], task[3], "running")) end
+    for k = w.qh, w.qt do
+      local task = w.q[k]
+      if not task.cancelled then
+        self.finish(task[1], ProcResult.not_started(task[2], task[3],
+          k == w.qh and w.started and "running" or "not_started"))
+      end
+    end
+    w.q, w.qh, w.qt = {}, 1, 0
   end
+  for qh = self.qh, self.qt do
+    local task = self.queue[qh]
+    if not task.cancelled then self.finish(task[1], ProcResult.not_started(task[2], task[3])) end
+  end
+  self.queue, self.qh, self.qt = {}, 1, 0
 end
 
 return M

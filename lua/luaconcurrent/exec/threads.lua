@@ -32,26 +32,122 @@ function M.count(cfg)
   return n
 end
 
+-- A turn's tasks go to the workers in batches (one frame, one job, one
+-- record for several tasks) of about AHEAD_TIME of work each, from the
+-- tasks' measured run time: 1 task while it is unknown, at most MAX_BATCH,
+-- and never so many that a worker would sit idle.
+local MAX_BATCH = 32
+local AHEAD_TIME = 0.002
+
 function M.new(cfg, loop, finish)
+  local plain = #cfg.pargs == 1
   local _, task_args = function_task.split(cfg.pargs)
   local nthreads = M.count(cfg)
   pcall(require, "cjson")  -- its one-time set-up must not race in workers
   loop:pool_start(cfg.fn_bytes, nthreads, cfg.timeout, package.path, package.cpath)
-  local inflight = {}      -- [job id] = { index, key, arg }
+  -- [id of a job] = its tasks, { index1, key1, arg1, index2, ... }: one
+  -- table and one hash entry per job, whatever its number of tasks.
+  local inflight = {}
+  local queue, nqueue = {}, 0      -- started, not yet submitted: index, key, arg
+  local vals = {}                  -- scratch: a batch's keys and args
+  local avg                        -- a running average of the run time
+  local submit, submit_batch = loop.submit, loop.submit_batch
+  local setmetatable, tunpack, tmove = setmetatable, table.unpack, table.move
 
   local ex = { slots = nthreads * QUEUE_PER_WORKER }
 
-  function ex:start(index, key, arg)
-    local sent, id = pcall(loop.submit, loop, key, task_args(arg))
+  local function args_of(arg)
+    if plain then return { arg } end
+    return task_args(arg)
+  end
+
+  local function submit_one(index, key, arg)
+    local sent, id = pcall(submit, loop, key, args_of(arg))
     if not sent then return finish(index, function_task.unsendable(key, arg, id)) end
     inflight[id] = { index, key, arg }
   end
 
+  function ex:start(index, key, arg)
+    local n = nqueue
+    queue[n + 1], queue[n + 2], queue[n + 3] = index, key, arg
+    nqueue = n + 3
+  end
+
+  --- Submit the turn's tasks, in batches.
+  function ex:run_ready()
+    if nqueue == 0 then return false end
+    local ntasks = nqueue // 3
+    local size = 1
+    if avg then
+      size = avg * MAX_BATCH <= AHEAD_TIME and MAX_BATCH
+        or math.max(1, math.tointeger(AHEAD_TIME // avg) or 1)
+    end
+    local spread = (ntasks + nthreads - 1) // nthreads
+    if size > spread then size = spread end
+    local i = 0                        -- tasks submitted
+    while i < ntasks do
+      local k = ntasks - i
+      if k > size then k = size end
+      local at = 3 * i
+      if k == 1 then
+        submit_one(queue[at + 1], queue[at + 2], queue[at + 3])
+      else
+        -- With no fixed arguments the worker makes each task's { arg }.
+        for j = 0, k - 1 do
+          local arg = queue[at + 3 * j + 3]
+          if not plain then arg = task_args(arg) end
+          vals[2 * j + 1], vals[2 * j + 2] = queue[at + 3 * j + 2], arg
+        end
+        local sent, id = pcall(submit_batch, loop, plain, tunpack(vals, 1, 2 * k))
+        for j = 1, 2 * k do vals[j] = nil end
+        if sent then
+          inflight[id] = tmove(queue, at + 1, at + 3 * k, 1, {})
+        else
+          for j = 0, k - 1 do   -- one at a time: finds the one that cannot go
+            submit_one(queue[at + 3 * j + 1], queue[at + 3 * j + 2], queue[at + 3 * j + 3])
+          end
+        end
+      end
+      i = i + k
+    end
+    for j = 1, nqueue do queue[j] = nil end
+    nqueue = 0
+    return false
+  end
+
+  local function result_of(key, arg, status, nret, first, answer, time_start, time_end,
+                           time_run, err, limit)
+    if time_run then
+      avg = avg and avg + (time_run - avg) * 0.1 or time_run
+    end
+    if status == "ok" and nret > 0 and first then
+      -- The common case: the result in one table constructor.
+      return setmetatable({ key = key, arg = arg, success = true, answer = answer,
+        time_start = time_start, time_end = time_end, time_run = time_run }, ProcResult)
+    end
+    return ProcResult.from_job(key, arg, { status = status, nret = nret, first = first,
+      answer = answer, time_start = time_start, time_end = time_end, time_run = time_run,
+      error = err, limit = limit })
+  end
+
   function ex:record(rec)
-    local t = inflight[rec.id]
+    local id = rec.id
+    local t = inflight[id]
     if not t then return false end
-    inflight[rec.id] = nil
-    finish(t[1], ProcResult.from_job(t[2], t[3], rec))
+    inflight[id] = nil
+    local n = rec.batch
+    if not n then
+      finish(t[1], result_of(t[2], t[3], rec.status, rec.nret, rec.first, rec.answer,
+        rec.time_start, rec.time_end, rec.time_run, rec.error, rec.limit))
+      return true
+    end
+    local status, nret, first, answer = rec.status, rec.nret, rec.first, rec.answer
+    local ts, te, tr, err, limit = rec.time_start, rec.time_end, rec.time_run, rec.error, rec.limit
+    for j = 1, n do
+      local at = 3 * j
+      finish(t[at - 2], result_of(t[at - 1], t[at], status[j], nret[j], first[j], answer[j],
+        ts[j], te[j], tr[j], err[j], limit))
+    end
     return true
   end
 
@@ -65,8 +161,16 @@ function M.new(cfg, loop, finish)
     for _, rec in ipairs(records) do ex:record(rec) end
     for id, t in pairs(inflight) do
       inflight[id] = nil
-      finish(t[1], ProcResult.not_started(t[2], t[3], "running"))
+      local at = 3          -- (an arg may be nil: the index ends the list)
+      while t[at - 2] ~= nil do
+        finish(t[at - 2], ProcResult.not_started(t[at - 1], t[at], "running"))
+        at = at + 3
+      end
     end
+    for at = 3, nqueue, 3 do
+      finish(queue[at - 2], ProcResult.not_started(queue[at - 1], queue[at]))
+    end
+    queue, nqueue = {}, 0
   end
 
   return ex
