@@ -59,8 +59,9 @@ describe("out of memory inside Lua", function()
     assert.are.equal(0, code, err)
     assert.are.equal("finished\n", out)
     local failures, crashes, finished = 0, {}, 0
-    -- every 53rd allocation point up to well past the end of the run
-    for n = 1, 6000, 53 do
+    -- every 61st allocation point up to well past the end of the run (about
+    -- 6 500 allocations today)
+    for n = 1, 9000, 61 do
       local o, e, c = helpers.sh("LC_FAIL_ALLOC_AT=" .. n .. " " .. helpers.q(OOM) .. " "
         .. helpers.q(script) .. " " .. marker)
       if c == 0 then
