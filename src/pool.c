@@ -208,29 +208,35 @@ static int describe_error(lua_State *L) {
     return 1;
 }
 
-/* The job fails with prefix + the error object on top. Building the
- * message allocates, which may fail too: it is done under pcall, so an
- * out-of-memory there gives a fixed message instead of a panic that
- * would abort the whole process. Pops the error object. */
-static void fail_job(lua_State *L, lc_job *job, const char *prefix) {
-    static const char fallback[] =
-        "luaconcurrent: not enough memory to report the task's error";
-    job->status = LC_JOB_ERROR;
+static const char no_memory_message[] =
+    "luaconcurrent: not enough memory to report the task's error";
+
+/* prefix + the error object on top, which it replaces; the message stays
+ * on top until the caller pops it. Building it allocates, which may fail
+ * too: it is done under pcall, so an out-of-memory there gives a fixed
+ * message instead of a panic that would abort the whole process. */
+static const char *error_message(lua_State *L, const char *prefix, size_t *len) {
     lua_pushcfunction(L, describe_error);              /* err f */
     lua_insert(L, -2);                                 /* f err */
     lua_pushlightuserdata(L, (void *)prefix);
     lua_insert(L, -2);                                 /* f prefix err */
-    if (lua_pcall(L, 2, 1, 0) == LUA_OK) {
-        size_t len;
-        const char *msg = lua_tolstring(L, -1, &len);  /* a string: no allocation */
-        set_message(job, msg, len);
-    } else {
-        set_message(job, fallback, sizeof fallback - 1);
-    }
+    if (lua_pcall(L, 2, 1, 0) == LUA_OK)
+        return lua_tolstring(L, -1, len);              /* a string: no allocation */
+    *len = sizeof no_memory_message - 1;
+    return no_memory_message;
+}
+
+/* The job fails with prefix + the error object on top (popped). */
+static void fail_job(lua_State *L, lc_job *job, const char *prefix) {
+    size_t len;
+    job->status = LC_JOB_ERROR;
+    const char *msg = error_message(L, prefix, &len);
+    set_message(job, msg, len);
     lua_pop(L, 1);
 }
 
-/* Under pcall: nret, first, answer -> bytes. */
+/* Under pcall: nret, first, answer -> one more frame at the end of the
+ * job's out (a job's one answer, or a batch task's). */
 static int job_pack(lua_State *L) {
     lc_job *job = lua_touserdata(L, 1);
     lua_getfield(L, LUA_REGISTRYINDEX, "luaconcurrent.worker.names");
@@ -318,32 +324,15 @@ static void task_bytes(lc_job *job, lc_task_out *t, const char *p, size_t len) {
     t->len = len;
 }
 
-/* Under pcall: (describe_error's) -> the message, for a batch task. */
+/* A batch task fails with prefix + the error object on top (popped). */
 static void fail_task(lua_State *L, lc_job *job, lc_task_out *t, const char *prefix) {
-    static const char fallback[] =
-        "luaconcurrent: not enough memory to report the task's error";
+    size_t len;
     t->status = LC_JOB_ERROR;
-    lua_pushcfunction(L, describe_error);              /* err f */
-    lua_insert(L, -2);                                 /* f err */
-    lua_pushlightuserdata(L, (void *)prefix);
-    lua_insert(L, -2);                                 /* f prefix err */
-    if (lua_pcall(L, 2, 1, 0) == LUA_OK) {
-        size_t len;
-        const char *msg = lua_tolstring(L, -1, &len);
-        task_bytes(job, t, msg, len);
-    } else {
-        task_bytes(job, t, fallback, sizeof fallback - 1);
-    }
+    const char *msg = error_message(L, prefix, &len);
+    task_bytes(job, t, msg, len);
     lua_pop(L, 1);
 }
 
-/* Under pcall: nret, first, answer -> one more frame at the end of out. */
-static int task_pack(lua_State *L) {
-    lc_job *job = lua_touserdata(L, 1);
-    lua_getfield(L, LUA_REGISTRYINDEX, "luaconcurrent.worker.names");
-    lc_marshal(L, 2, 3, lua_gettop(L), &job->out);
-    return 0;
-}
 
 /* Under pcall: the answers table (2) of the batch (1) -> one frame of
  * nret first answer for every task, at the end of out. */
@@ -379,7 +368,7 @@ static void pack_answers(lua_State *L, lc_job *job, int ans) {
     for (int i = 0; i < job->n; i++) {
         lc_task_out *t = &job->tasks[i];
         if (t->status != LC_JOB_OK) continue;
-        lua_pushcfunction(L, task_pack);
+        lua_pushcfunction(L, job_pack);
         lua_pushlightuserdata(L, job);
         for (int k = 1; k <= 3; k++) lua_rawgeti(L, ans, 3 * i + k);
         off = job->out.len;
