@@ -213,12 +213,9 @@ end
 
 --- The whole of run_all's work; st is shared with the error path.
 local function run_tasks(self, st)
-  local loop, ex = st.loop, st.ex
-  local seen = {}
-  local source = task_source(self.tasks, self.kind == "exec" or self.kind == "remote", seen)
-  local ctl = st.ctl
-  local store, finish, flush = reporter(self, st, seen, ctl)
-  st.finish, st.flush, st.store = finish, flush, store
+  local loop, ex, ctl = st.loop, st.ex, st.ctl
+  local source = task_source(self.tasks, self.kind == "exec" or self.kind == "remote", st.seen)
+  local store, flush = st.store, st.flush
   function st.halt(mode)
     st.exhausted, st.halted, self.halted = true, self.halt, self.halt
     if mode == "now" then
@@ -228,8 +225,9 @@ local function run_tasks(self, st)
   local limit, on_start, verb = ex.slots, self.on_start, self.verb
   check_signals(st)
   while true do
-    while st.running < limit do
-      local index, key, arg = next_of(st, source)
+    while st.running < limit and not (st.exhausted and st.again[1] == nil) do
+      local index, key, arg
+      if st.again[1] == nil then index, key, arg = source() else index, key, arg = next_of(st, source) end
       if index == nil then
         if not st.exhausted then st.exhausted, st.total = true, st.done + st.npending + st.running end
         break
@@ -245,7 +243,7 @@ local function run_tasks(self, st)
         if ctl then st.active[index] = true end   -- only halt = "now" reads it
         ex:start(index, key, arg)
       end
-      if st.npending > 0 then flush() end
+      if st.npending > 0 then flush() end   -- callbacks see each result at once
     end
     if st.exhausted and st.running == 0 and #st.again == 0 and st.ndelayed == 0 then break end
     local wait
@@ -297,8 +295,10 @@ function Runner:run_all()
     st.ctl = control.new(self, function(key, arg)
       return st.ex.describe and st.ex:describe(key, arg) or ""
     end)
-    st.ex = EXECUTORS[self.kind].new(executor_cfg(self), loop,
-      function(index, res) return st.finish(index, res) end, st.ctl and st.ctl:live_output())
+    st.seen = {}
+    st.store, st.finish, st.flush = reporter(self, st, st.seen, st.ctl)
+    st.ex = EXECUTORS[self.kind].new(executor_cfg(self), loop, st.finish,
+      st.ctl and st.ctl:live_output())
     return run_tasks(self, st)
   end)
   if ran then
