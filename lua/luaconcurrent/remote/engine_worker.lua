@@ -16,7 +16,11 @@
 -- Messages (lines of tab-separated escaped fields, as for the plain worker):
 --   X tid timeout cwd has_input input nenv env... argv...   a subprocess task
 --        (own process group; timeout > 0: TERM at it, KILL grace later)
+--   S n          run at most n subprocess tasks at once; the others wait
+--                here, in order (the local side sends ahead to hide the
+--                channel's round trip)
 --   K tid        cancel: the task's group (or its worker process) is killed
+--                (a waiting task: dropped, its record says interrupted)
 --   L fn         the run's task function (marshalled, checked with the key)
 --   F tid cwd nenv env... args   a function task (args: marshalled key, args)
 --   H            heartbeat, answered with hb
@@ -94,6 +98,10 @@ function M.main()
   local idle = {}
   local last_heard = now()
   local closing = false
+  local limit = math.huge  -- S
+  local nrun = 0
+  local waiting, wfirst, wlast = {}, 1, 0   -- X messages beyond the limit
+  local queued = {}        -- [tid] = true while waiting
 
   local function envblock(m, first, nenv)
     if nenv == 0 then return nil end
@@ -122,6 +130,25 @@ function M.main()
       return
     end
     procs[id], by_tid[tid] = tid, id
+    nrun = nrun + 1
+  end
+
+  local function start_waiting()
+    while nrun < limit and wfirst <= wlast do
+      local m = waiting[wfirst]
+      waiting[wfirst], wfirst = nil, wfirst + 1
+      if queued[m[2]] then
+        queued[m[2]] = nil
+        run(m)
+      end
+    end
+  end
+
+  local function submit(m)
+    if nrun < limit and wfirst > wlast then return run(m) end
+    wlast = wlast + 1
+    waiting[wlast] = m
+    queued[m[2]] = true
   end
 
   local function worker_ended(w, rec)
@@ -169,6 +196,11 @@ function M.main()
   end
 
   local function cancel(tid)
+    if queued[tid] then
+      queued[tid] = nil
+      send("rec", tid, core.marshal_string({ returncode = -1, interrupted = true, stdout = "", stderr = "" }))
+      return
+    end
     local x = by_tid[tid]
     if type(x) == "table" then          -- a function task: its worker goes
       by_tid[tid], x.tid = nil, nil
@@ -183,7 +215,8 @@ function M.main()
     last_heard = now()
     local m = split(msg)
     local what = m[1]
-    if what == "X" then if not closing then run(m) end
+    if what == "X" then if not closing then submit(m) end
+    elseif what == "S" then limit = tonumber(m[2]) or math.huge
     elseif what == "F" then if not closing then run_fn(m) end
     elseif what == "K" then cancel(m[2])
     elseif what == "H" then send("hb")
@@ -221,6 +254,7 @@ function M.main()
     local tid = procs[rec.id]
     if tid then
       procs[rec.id], by_tid[tid] = nil, nil
+      nrun = nrun - 1
       local r = { returncode = rec.returncode, signal = rec.signal, signal_name = rec.signal_name,
         stdout = rec.stdout, stderr = rec.stderr, pid = rec.pid, timeout = rec.timeout, limit = rec.limit,
         interrupted = rec.interrupted, incomplete = rec.incomplete, time_run = rec.time_run,
@@ -249,6 +283,7 @@ function M.main()
 
   while not closing do
     for _, rec in ipairs(loop:poll(1)) do record(rec) end
+    if not closing then start_waiting() end
     if alive and not out:flush() then alive = false; shutdown() end
     if now() - last_heard > hb_timeout then shutdown() end
   end

@@ -53,6 +53,7 @@ local QUICK_RETRIES = 3        -- refused handshakes retried with jitter
 local HEARTBEAT = 5            -- seconds between H frames (a host's heartbeat=)
 local HB_LOST = 4              -- heartbeats without a frame: the host is lost
 local HB_GIVE_UP = 8           -- heartbeats without a message: the worker gives up
+local PREFETCH = 2             -- engine mode: tasks sent ahead, per slot
 local VERSION = "0.1.0"        -- luaconcurrent's (init.lua), for engine-mode hosts
 local BACKOFF_MAX = 60
 local MAX_FAILS = 6            -- consecutive failures before a host is given up
@@ -290,7 +291,9 @@ function M.new(cfg, loop, finish)
     end
     local remote_run = rec.time_run
     timed(rec, t)
-    if type(remote_run) == "number" then rec.time_run = remote_run end
+    if type(remote_run) == "number" then      -- its own run, not its wait
+      rec.time_run, rec.time_start = remote_run, rec.time_end - remote_run
+    end
     if t.timed_out and not rec.timeout then rec.timeout, rec.limit = true, timeout end
     local res = ProcResult.from_record(t.key, t.arg, rec)
     if t.why and not res.success and not res.timeout then ProcResult.interrupt(res, t.why) end
@@ -372,6 +375,14 @@ function M.new(cfg, loop, finish)
       end
       h.state, h.fails, h.ncpu, h.ever_up = "up", 0, tonumber(f[3]), true
       h.slots_now = h.slots or h.ncpu or 1
+      -- Engine mode runs slots_now subprocess tasks at once and holds as
+      -- many more, sent ahead: the next starts without waiting for a
+      -- round trip over the channel.
+      h.cap = h.slots_now
+      if h.mode == "engine" and not is_fn then
+        h.cap = h.slots_now * PREFETCH
+        send(h, line({ "S", tostring(h.slots_now) }))
+      end
       trace(h, "up: mode %s%s, %s cpus, %d slots", h.mode,
         h.mode == "engine" and (" (luaconcurrent " .. tostring(h.version) .. ")") or "", tostring(h.ncpu), h.slots_now)
       pump_connects()
@@ -409,7 +420,7 @@ function M.new(cfg, loop, finish)
     local best, best_free
     for _, h in ipairs(hosts) do
       if h.state == "up" and not h.hb_lost then
-        local free = h.slots_now - h.nrunning
+        local free = h.cap - h.nrunning
         if free > 0 then
           local score = free - ((t.lost_on and t.lost_on[h.uid]) and 1e6 or 0)
           if not best or score > best_free then best, best_free = h, score end
@@ -466,7 +477,7 @@ function M.new(cfg, loop, finish)
         -- Engine mode: the remote engine keeps the deadline (TERM, grace,
         -- KILL); this timer is the backstop. Plain mode: this is the clock.
         local engine = h.mode == "engine"
-        t.timer = loop:timer(t.t0 + timeout + (engine and grace + 5 or 0))
+        t.timer = loop:timer(t.t0 + (engine and 2 * (timeout + grace) + 5 or timeout))
         timers[t.timer] = function()
           t.timer = nil
           if t.host then t.timed_out = true; send(t.host, line({ "K", t.tid })) end
@@ -599,7 +610,7 @@ function M.new(cfg, loop, finish)
     for _, rec in ipairs(loop:poll(0.5)) do ex:record(rec) end
   end
   local total = 0
-  for _, h in ipairs(hosts) do total = total + (h.slots or h.slots_now or 1) end
+  for _, h in ipairs(hosts) do total = total + (h.cap or h.slots or 1) end
   ex.slots = total
   beat()
   return ex
