@@ -225,6 +225,21 @@ describe("remote hosts", function()
         mode, dt, dt / 400 * 1000))
     end)
 
+    it("halt now: running and sent-ahead tasks end, nothing is left", function()
+      local m = helpers.marker()
+      local tasks = { { 1, "sleep 0.3; exit 1" } }
+      for i = 2, 6 do tasks[i] = { i, "exec sleep " .. m } end
+      local t0 = helpers.mono()
+      local r = run({ "sh", "-c" }, tasks, { hosts = { host(nil, 2) }, halt = "now,fail=1" })
+      assert.is_true(helpers.mono() - t0 < 10)
+      assert.are.equal(1, r[1].returncode)
+      for i = 2, 6 do
+        assert.is_false(r[i].success, tostring(i))
+        assert.are.equal("Interrupted", r[i].exception, tostring(i) .. ": " .. tostring(r[i].error))
+      end
+      assert.are.same({}, helpers.wait_marker_gone(m, 3))
+    end)
+
     it("declare a frozen host lost within its heartbeat bound; its worker kills its groups and exits", function()
       -- The sshd session process of the remote worker is stopped: nothing
       -- crosses the channel either way, and the worker's stdin stays open.

@@ -23,8 +23,9 @@
 -- run's key (sent in the head, over the ssh channel).
 --
 -- Heartbeats: every host's heartbeat seconds (default 5) an H line goes to
--- each host and its worker answers; a host silent for 4 heartbeats is
--- lost (its session killed, its tasks requeued). The worker gives up after
+-- each host and its worker answers; a host silent for 3 heartbeats after
+-- one it did not answer (4 in all) is lost (its session killed, its tasks
+-- requeued). The worker gives up after
 -- 8 heartbeats of silence from us (at least 2 s).
 --
 -- The clock is kept here: at a task's deadline (or on cancel) a K frame
@@ -54,7 +55,8 @@ local HEARTBEAT = 5            -- seconds between H frames (a host's heartbeat=)
 local HB_LOST = 4              -- heartbeats without a frame: the host is lost
 local HB_GIVE_UP = 8           -- heartbeats without a message: the worker gives up
 local PREFETCH = 2             -- engine mode: tasks sent ahead, per slot
-local VERSION = "0.1.0"        -- luaconcurrent's (init.lua), for engine-mode hosts
+-- luaconcurrent's version (init.lua), compared with an engine-mode host's.
+local VERSION = (select(2, pcall(require, "luaconcurrent")) or {}).VERSION or "?"
 local BACKOFF_MAX = 60
 local MAX_FAILS = 6            -- consecutive failures before a host is given up
 
@@ -212,7 +214,7 @@ function M.new(cfg, loop, finish)
       return
     end
     h.id, h.state, h.read, h.running, h.nrunning = id, "connecting", reader(), {}, 0
-    h.last_heard, h.hb_lost = now(), nil
+    h.last_heard, h.hb_lost, h.unanswered = now(), nil, nil
     trace(h, "connecting (attempt %d)", (h.fails or 0) + 1)
     procs[id] = h
   end
@@ -582,12 +584,16 @@ function M.new(cfg, loop, finish)
     for _, h in ipairs(hosts) do
       if h.state == "up" then
         local hb = h.heartbeat or HEARTBEAT
-        if not h.hb_lost and t - h.last_heard > HB_LOST * hb then
+        -- Silence counts from the oldest heartbeat not answered (so a run
+        -- that was busy elsewhere for a while does not blame the host).
+        if h.unanswered and h.unanswered < h.last_heard then h.unanswered = nil end
+        if not h.hb_lost and h.unanswered and t - h.unanswered > (HB_LOST - 1) * hb then
           h.hb_lost = string.format("no heartbeat for %.1f s", t - h.last_heard)
           trace(h, "lost: %s, %d task(s) in flight", h.hb_lost, h.nrunning)
           loop:kill(h.id)
         elseif not h.hb_lost and t - (h.last_beat or 0) >= hb * 0.99 then
           h.last_beat = t
+          h.unanswered = h.unanswered or t
           send(h, "H\n")
         end
       end
