@@ -333,6 +333,23 @@ describe("remote hosts", function()
       assert.are.equal(4, r[4].answer)
     end)
 
+    it("are refused on a host whose luaconcurrent is another version", function()
+      local fake = dir .. "/lc-other-version"
+      local f = assert(io.open(fake, "w"))
+      f:write("#!/bin/sh\nexec ", helpers.q(EXE), " -e ", helpers.q('require("luaconcurrent.remote_channel").version = "9.9.9"; '
+        .. 'os.exit(require("luaconcurrent.remote.engine_worker").main(), true)'), "\n")
+      f:close()
+      os.execute("chmod +x " .. helpers.q(fake))
+      local r = lc.ProcRunAsyncio({ function() return true end }, { { 1 } },
+        { hosts = { fhost({ luaconcurrent = fake }) } }):run_all()
+      assert.are.equal("ConnectionError", r[1].exception)
+      assert.matches("the host has luaconcurrent 9.9.9", r[1].error, 1, true)
+      -- subprocess tasks still run there (the protocol is the same)
+      r = run({ "echo", "ok" }, { { 1 } }, { hosts = { fhost({ luaconcurrent = fake }) } })
+      assert.are.equal("ok\n", r[1].stdout)
+      assert.are.equal("engine", r[1].remote_mode)
+    end)
+
     it("are refused clearly on a plain-lua host", function()
       local r = lc.ProcRunAsyncio({ function() return true end }, { { 1 } },
         { hosts = { fhost({ luaconcurrent = false }) } }):run_all()
@@ -342,6 +359,19 @@ describe("remote hosts", function()
     end)
   end)
 
+
+  it("fall back to the plain-Lua worker when the host has no luaconcurrent there", function()
+    local r = run({ "echo", "hi" }, { { 1 } },
+      { hosts = { { host = "127.0.0.1", user = "root", port = port, ssh_options = SSH_OPTS,
+        luaconcurrent = "/no/such/luaconcurrent" } } })
+    assert.is_true(r[1].success, r[1].error)
+    assert.are.equal("hi\n", r[1].stdout)
+    assert.are.equal("lua", r[1].remote_mode)
+    assert.has_error(function() lc.ProcRunAsyncio({ "true" }, { { 1 } }, { hosts = { { host = "x", luaconcurrent = 3 } } }) end,
+      "luaconcurrent: hosts[1].luaconcurrent must be a path (or false: always the plain-Lua worker)")
+    assert.has_error(function() lc.ProcRunAsyncio({ "true" }, { { 1 } }, { hosts = { { host = "x", heartbeat = 0 } } }) end,
+      "luaconcurrent: hosts[1].heartbeat must be a positive number of seconds")
+  end)
 
   it("give up on an unreachable host with an error per task", function()
     local r = run({ "true" }, { { 1 } }, { hosts = { { host = "127.0.0.1", port = 1, ssh_options = SSH_OPTS } } })
