@@ -3,6 +3,9 @@
 -- a client key authorized for root, UsePAM no) on 127.0.0.1 and 127.0.0.2,
 -- killed by pid at the end. Skipped, saying why, when sshd cannot start
 -- (not root, openssh-server not installed: `.ci/run` installs it).
+-- Most tests run twice: with the plain-Lua worker (the host's
+-- luaconcurrent = false) and in engine mode (luaconcurrent = this build's
+-- executable, reached over the loopback sshd).
 
 local lc = require "luaconcurrent"
 local helpers = require "helpers"
@@ -19,8 +22,25 @@ local why_skipped = not sshd_pid and ("sshd could not start: " .. err:gsub("%s+$
 local SSH_OPTS = { "-i", dir .. "/id", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
   "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR" }
 
-local function host(addr, slots)
-  return { host = addr or "127.0.0.1", user = "root", port = port, slots = slots, ssh_options = SSH_OPTS }
+local EXE = helpers.ROOT .. "/build/luaconcurrent"
+local MODE = "lua"     -- the worker host() asks for: "lua" or "engine"
+
+local function host(addr, slots, extra)
+  local h = { host = addr or "127.0.0.1", user = "root", port = port, slots = slots, ssh_options = SSH_OPTS,
+    luaconcurrent = MODE == "engine" and EXE or false }
+  for k, v in pairs(extra or {}) do h[k] = v end
+  return h
+end
+
+-- The remote worker of a session to sshd (not the ":" one): its pid and
+-- its parent's (the sshd session process).
+local function remote_worker()
+  for _, pid in ipairs(helpers.find_marker(MODE == "engine" and "--remote-worker" or "local n=tonumber")) do
+    local stat = helpers.read_file("/proc/" .. pid .. "/stat") or ""
+    local ppid = tonumber(stat:match("^%d+ %b() %S+ (%d+)"))
+    local pcmd = ppid and helpers.read_file("/proc/" .. ppid .. "/cmdline") or ""
+    if pcmd:match("^sshd") then return pid, ppid end
+  end
 end
 
 -- Wait until the server listens.
@@ -57,123 +77,300 @@ describe("remote hosts", function()
     os.execute("rm -rf " .. helpers.q(dir))
   end)
 
-  it("run tasks remotely, results say which host", function()
-    local tasks = {}
-    for i = 1, 12 do tasks[i] = { i, { "echo", "task" .. i } } end
-    local r = run({ "env" }, tasks, { hosts = { host("127.0.0.1", 2), host("127.0.0.2", 2) } })
-    local where = {}
-    for i, res in ipairs(r) do
-      assert.is_true(res.success, res.error)
-      assert.are.equal("task" .. i .. "\n", res.stdout)
-      where[res.host] = true
-    end
-    assert.are.same({ ["root@127.0.0.1:" .. port] = true, ["root@127.0.0.2:" .. port] = true }, where)
-  end)
+  for _, mode in ipairs({ "lua", "engine" }) do
+  describe("(" .. mode .. " worker)", function()
+    before_each(function() MODE = mode end)
+    after_each(function() MODE = "lua" end)
 
-  it("pass argv intact: spaces, quotes, newlines, backslashes, tabs", function()
-    local weird = { "a b", "it's", '"dq"', "line1\nline2", "back\\slash\\n", "tab\there", "$HOME `x` $(y)", "", "*" }
-    local r = run({ "lua5.4", "-e", "for i = 1, #arg do io.write(('%q'):format(arg[i]), ',') end",
-      "/dev/null" }, { { 1, weird } }, { hosts = { host() } })
-    assert.is_true(r[1].success, r[1].error)
-    local expect = {}
-    for i, w in ipairs(weird) do expect[i] = ("%q"):format(w) end
-    assert.are.equal(table.concat(expect, ",") .. ",", r[1].stdout)
-  end)
+    it("run tasks remotely, results say which host", function()
+      local tasks = {}
+      for i = 1, 12 do tasks[i] = { i, { "echo", "task" .. i } } end
+      local r = run({ "env" }, tasks, { hosts = { host("127.0.0.1", 2), host("127.0.0.2", 2) } })
+      local where = {}
+      for i, res in ipairs(r) do
+        assert.is_true(res.success, res.error)
+        assert.are.equal("task" .. i .. "\n", res.stdout)
+        assert.are.equal(mode, res.remote_mode)
+        where[res.host] = true
+      end
+      assert.are.same({ ["root@127.0.0.1:" .. port] = true, ["root@127.0.0.2:" .. port] = true }, where)
+    end)
 
-  it("keep stdout and stderr apart and binary-safe; env, cwd and input work", function()
-    local code = [[
-      local s = {} for i = 0, 255 do s[#s + 1] = string.char(i) end
-      s = table.concat(s):rep(4096)         -- 1 MiB, every byte value
-      io.stdout:write(s) io.stderr:write("err\0\255", os.getenv("LCX") or "-", os.getenv("HOME") and "H" or "noH")
-      io.stderr:write(io.read("a"), (io.popen("pwd"):read("l")))]]
-    local r = run({ "lua5.4", "-e", code }, { { 1 } },
-      { hosts = { host() }, env = { LCX = "x y\nz", HOME = false }, cwd = "/tmp", input = "in\0put" })
-    local s = {}
-    for i = 0, 255 do s[#s + 1] = string.char(i) end
-    assert.is_true(r[1].success, r[1].error)
-    assert.are.equal(#table.concat(s) * 4096, #r[1].stdout)
-    assert.is_true(r[1].stdout == table.concat(s):rep(4096))
-    assert.are.equal("err\0\255x y\nznoHin\0put/tmp", r[1].stderr)
-  end)
+    it("pass argv intact: spaces, quotes, newlines, backslashes, tabs", function()
+      local weird = { "a b", "it's", '"dq"', "line1\nline2", "back\\slash\\n", "tab\there", "$HOME `x` $(y)", "", "*" }
+      local r = run({ "lua5.4", "-e", "for i = 1, #arg do io.write(('%q'):format(arg[i]), ',') end",
+        "/dev/null" }, { { 1, weird } }, { hosts = { host() } })
+      assert.is_true(r[1].success, r[1].error)
+      local expect = {}
+      for i, w in ipairs(weird) do expect[i] = ("%q"):format(w) end
+      assert.are.equal(table.concat(expect, ",") .. ",", r[1].stdout)
+    end)
 
-  it("report a task's failure (even 255) as the task's, on its host", function()
-    local r = run({ "sh", "-c" }, { { 1, "exit 255" }, { 2, "exit 3" }, { 3, "true" } }, { hosts = { host() } })
-    assert.are.equal(255, r[1].returncode)
-    assert.is_false(r[1].success)
-    assert.are.equal(3, r[2].returncode)
-    assert.is_true(r[3].success)
-    assert.are.equal("root@127.0.0.1:" .. port, r[1].host)
-  end)
+    it("keep stdout and stderr apart and binary-safe; env, cwd and input work", function()
+      local code = [[
+        local s = {} for i = 0, 255 do s[#s + 1] = string.char(i) end
+        s = table.concat(s):rep(4096)         -- 1 MiB, every byte value
+        io.stdout:write(s) io.stderr:write("err\0\255", os.getenv("LCX") or "-", os.getenv("HOME") and "H" or "noH")
+        io.stderr:write(io.read("a"), (io.popen("pwd"):read("l")))]]
+      local r = run({ "lua5.4", "-e", code }, { { 1 } },
+        { hosts = { host() }, env = { LCX = "x y\nz", HOME = false }, cwd = "/tmp", input = "in\0put" })
+      local s = {}
+      for i = 0, 255 do s[#s + 1] = string.char(i) end
+      assert.is_true(r[1].success, r[1].error)
+      assert.are.equal(#table.concat(s) * 4096, #r[1].stdout)
+      assert.is_true(r[1].stdout == table.concat(s):rep(4096))
+      assert.are.equal("err\0\255x y\nznoHin\0put/tmp", r[1].stderr)
+    end)
 
-  it("time out a task: its whole remote process group is killed", function()
-    local m = helpers.marker()
-    local t0 = helpers.mono()
-    local r = run({ "sh", "-c", "sleep $0 & sleep $0" }, { { 1, m } }, { hosts = { host() }, timeout = 0.5 })
-    assert.is_true(r[1].timeout)
-    assert.is_true(helpers.mono() - t0 < 5)
-    assert.are.same({}, helpers.wait_marker_gone(m, 3))
-  end)
+    it("report a task's failure (even 255) as the task's, on its host", function()
+      local r = run({ "sh", "-c" }, { { 1, "exit 255" }, { 2, "exit 3" }, { 3, "true" } }, { hosts = { host() } })
+      assert.are.equal(255, r[1].returncode)
+      assert.is_false(r[1].success)
+      assert.are.equal(3, r[2].returncode)
+      assert.is_true(r[3].success)
+      assert.are.equal("root@127.0.0.1:" .. port, r[1].host)
+    end)
 
-  it("requeue the tasks of a host whose ssh is killed; they finish elsewhere", function()
-    local m = "1.5" .. helpers.marker():sub(4)
-    local tasks = {}
-    for i = 1, 3 do tasks[i] = { i, m } end
-    local killed = false
-    local r = run({ "sleep" }, tasks, {
-      hosts = { host("127.0.0.2", 2), "1/:" },
-      on_start = function(key)
-        if key == 3 and not killed then
-          killed = true
-          local pids = ssh_pids("127.0.0.2")
-          assert.are.equal(1, #pids)
-          os.execute("(sleep 0.5; kill -KILL " .. pids[1] .. ") &")
-        end
-      end,
-    })
-    for i, res in ipairs(r) do assert.is_true(res.success, tostring(i) .. ": " .. tostring(res.error)) end
-    local hosts = {}
-    for _, res in ipairs(r) do hosts[res.host] = (hosts[res.host] or 0) + 1 end
-    assert.is_true((hosts[":"] or 0) >= 2, helpers.setstr(hosts))
-    assert.are.same({}, helpers.wait_marker_gone(m, 3))
-  end)
+    it("time out a task: its whole remote process group is killed", function()
+      local m = helpers.marker()
+      local t0 = helpers.mono()
+      local r = run({ "sh", "-c", "sleep $0 & sleep $0" }, { { 1, m } }, { hosts = { host() }, timeout = 0.5 })
+      assert.is_true(r[1].timeout)
+      assert.is_true(helpers.mono() - t0 < 5)
+      assert.are.same({}, helpers.wait_marker_gone(m, 3))
+    end)
 
-  it("requeue the tasks of a host whose server-side sshd session is killed", function()
-    local m = "1.5" .. helpers.marker():sub(4)
-    local tasks = {}
-    for i = 1, 3 do tasks[i] = { i, m } end
-    local killed = false
-    local r = run({ "sleep" }, tasks, {
-      hosts = { host("127.0.0.2", 2), "1/:" },
-      on_start = function(key)
-        if key == 3 and not killed then
-          killed = true
-          -- the listener's children: one per session (the privileged monitor)
-          local kids = {}
-          for _, pid in ipairs(helpers.find_marker("sshd")) do
-            local stat = helpers.read_file("/proc/" .. pid .. "/stat") or ""
-            if tonumber(stat:match("^%d+ %b() %S+ (%d+)")) == sshd_pid then kids[#kids + 1] = pid end
+    it("requeue the tasks of a host whose ssh is killed; they finish elsewhere", function()
+      local m = "1.5" .. helpers.marker():sub(4)
+      local tasks = {}
+      for i = 1, 3 do tasks[i] = { i, m } end
+      local killed = false
+      local r = run({ "sleep" }, tasks, {
+        hosts = { host("127.0.0.2", 2), "1/:" },
+        on_start = function(key)
+          if key == 3 and not killed then
+            killed = true
+            local pids = ssh_pids("127.0.0.2")
+            assert.are.equal(1, #pids)
+            os.execute("(sleep 0.5; kill -KILL " .. pids[1] .. ") &")
           end
-          assert.is_true(#kids >= 1)
-          os.execute("(sleep 0.5; kill -KILL " .. table.concat(kids, " ") .. ") &")
+        end,
+      })
+      for i, res in ipairs(r) do assert.is_true(res.success, tostring(i) .. ": " .. tostring(res.error)) end
+      local hosts = {}
+      for _, res in ipairs(r) do hosts[res.host] = (hosts[res.host] or 0) + 1 end
+      assert.is_true((hosts[":"] or 0) >= 2, helpers.setstr(hosts))
+      assert.are.same({}, helpers.wait_marker_gone(m, 3))
+    end)
+
+    it("requeue the tasks of a host whose server-side sshd session is killed", function()
+      local m = "1.5" .. helpers.marker():sub(4)
+      local tasks = {}
+      for i = 1, 3 do tasks[i] = { i, m } end
+      local killed = false
+      local r = run({ "sleep" }, tasks, {
+        hosts = { host("127.0.0.2", 2), "1/:" },
+        on_start = function(key)
+          if key == 3 and not killed then
+            killed = true
+            -- the listener's children: one per session (the privileged monitor)
+            local kids = {}
+            for _, pid in ipairs(helpers.find_marker("sshd")) do
+              local stat = helpers.read_file("/proc/" .. pid .. "/stat") or ""
+              if tonumber(stat:match("^%d+ %b() %S+ (%d+)")) == sshd_pid then kids[#kids + 1] = pid end
+            end
+            assert.is_true(#kids >= 1)
+            os.execute("(sleep 0.5; kill -KILL " .. table.concat(kids, " ") .. ") &")
+          end
+        end,
+      })
+      for i, res in ipairs(r) do assert.is_true(res.success, tostring(i) .. ": " .. tostring(res.error)) end
+      assert.are.same({}, helpers.wait_marker_gone(m, 3))
+    end)
+
+    it("leave nothing running remotely when the local runner is SIGKILLed", function()
+      local m = helpers.marker()
+      local cmd = helpers.lua_env() .. " exec lua5.4 " .. helpers.q(helpers.FIXTURES .. "/remote_run.lua") .. " "
+        .. helpers.q(dir) .. " " .. port .. " " .. m .. (mode == "engine" and " " .. helpers.q(EXE) or "")
+      local p = io.popen("echo $$; " .. cmd, "r")
+      local pid = tonumber(p:read("l"))
+      assert.are.equal("started", p:read("l"))
+      assert.is_true(helpers.wait_until(function() return #helpers.find_marker("sleep " .. m) == 2 end, 5))
+      os.execute("kill -KILL " .. pid)
+      p:close()
+      assert.are.same({}, helpers.wait_marker_gone(m, 5))
+      assert.are.same({}, helpers.wait_marker_gone("lcremote.", 3))
+    end)
+
+    it("report a missing program or cwd as the task's failure", function()
+      local r = run({ "no-such-program-lc" }, { { 1 } }, { hosts = { host() } })
+      assert.are.equal("FileNotFoundError", r[1].exception)
+      r = run({ "pwd" }, { { 1 } }, { hosts = { host() }, cwd = "/no/such/dir" })
+      if mode == "engine" then      -- the engine's spawn says it
+        assert.is_false(r[1].success)
+        assert.matches("cannot change directory", r[1].error)
+      else
+        assert.are.equal(126, r[1].returncode)
+      end
+    end)
+
+    it("run many short tasks over one session", function()
+      local tasks = {}
+      for i = 1, 400 do tasks[i] = { i } end
+      local t0 = helpers.mono()
+      local r = run({ "true" }, tasks, { hosts = { host(nil, 2) } })
+      local dt = helpers.mono() - t0
+      assert.are.equal(400, helpers.count_success(r))
+      print(string.format("remote (%s worker): 400 x true on one ssh host, 2 slots: %.3f s (%.2f ms a task)",
+        mode, dt, dt / 400 * 1000))
+    end)
+
+    it("halt now: running and sent-ahead tasks end, nothing is left", function()
+      local m = helpers.marker()
+      local tasks = { { 1, "sleep 0.3; exit 1" } }
+      for i = 2, 6 do tasks[i] = { i, "exec sleep " .. m } end
+      local t0 = helpers.mono()
+      local r = run({ "sh", "-c" }, tasks, { hosts = { host(nil, 2) }, halt = "now,fail=1" })
+      assert.is_true(helpers.mono() - t0 < 10)
+      assert.are.equal(1, r[1].returncode)
+      for i = 2, 6 do
+        assert.is_false(r[i].success, tostring(i))
+        assert.are.equal("Interrupted", r[i].exception, tostring(i) .. ": " .. tostring(r[i].error))
+      end
+      assert.are.same({}, helpers.wait_marker_gone(m, 3))
+    end)
+
+    it("declare a frozen host lost within its heartbeat bound; its worker kills its groups and exits", function()
+      -- The sshd session process of the remote worker is stopped: nothing
+      -- crosses the channel either way, and the worker's stdin stays open.
+      local m = "1.5" .. helpers.marker():sub(4)
+      local tasks = {}
+      for i = 1, 3 do tasks[i] = { i, m } end
+      local stopped, stopped_at, worker
+      local stampf = os.tmpname()
+      finally(function()
+        if stopped then os.execute("kill -CONT " .. stopped .. "; kill -KILL " .. stopped .. " 2>/dev/null") end
+      end)
+      local r = run({ "sleep" }, tasks, {
+        hosts = { host("127.0.0.2", 2, { heartbeat = 0.5 }), "3/:" },
+        on_start = function(key)
+          if key == 3 and not stopped then
+            -- (the worker is up before any task is sent; its tasks start
+            -- once this callback returns)
+            local pid, ppid = remote_worker()
+            assert.is_not_nil(pid, "no remote worker found")
+            worker, stopped = pid, ppid
+            os.execute("(sleep 0.5; kill -STOP " .. ppid .. "; date +%s.%N >" .. helpers.q(stampf) .. ") &")
+          end
+        end,
+      })
+      for i, res in ipairs(r) do assert.is_true(res.success, tostring(i) .. ": " .. tostring(res.error)) end
+      stopped_at = tonumber(helpers.read_file(stampf))
+      os.remove(stampf)
+      -- The tasks that ran on the frozen host ran again (on ":", free),
+      -- started within 4 heartbeats (2 s) of the freeze, plus a check period.
+      local moved = 0
+      for _, res in ipairs(r) do
+        if res.time_start > stopped_at then
+          moved = moved + 1
+          assert.is_true(res.time_start - stopped_at < 3.5, string.format("lost after %.2f s", res.time_start - stopped_at))
         end
-      end,
-    })
-    for i, res in ipairs(r) do assert.is_true(res.success, tostring(i) .. ": " .. tostring(res.error)) end
-    assert.are.same({}, helpers.wait_marker_gone(m, 3))
+      end
+      assert.is_true(moved >= 1, "moved " .. moved)
+      -- The worker, silent for 8 heartbeats (4 s), killed its sleeps and exited.
+      assert.are.same({}, helpers.wait_marker_gone(m, 6))
+      assert.is_true(helpers.wait_until(function()
+        local st = helpers.read_file("/proc/" .. worker .. "/stat")
+        return st == nil or st:match("^%d+ %b() Z") ~= nil
+      end, 3), "the remote worker is still running")
+    end)
+  end)
+  end
+
+  describe("function tasks", function()
+    local function fhost(extra)
+      local h = { host = "127.0.0.1", user = "root", port = port, slots = 2, ssh_options = SSH_OPTS,
+        luaconcurrent = EXE }
+      for k, v in pairs(extra or {}) do h[k] = v end
+      return h
+    end
+
+    it("run remotely in engine mode, with upvalues and modules by name", function()
+      local R = require "luaconcurrent.result"       -- a module: goes by name
+      local data = { base = 100, list = { 1, 2, 3 } }
+      local function sum(t) local s = 0 for _, v in ipairs(t) do s = s + v end return s end
+      local fn = function(key, args)
+        io.write("out " .. key)
+        return true, { n = data.base + sum(data.list) + args[#args], fields = #R.FIELDS, pid = R.new(1).key }
+      end
+      local tasks = {}
+      for i = 1, 6 do tasks[i] = { i, i * 10 } end
+      local r = lc.ProcRunMp({ fn }, tasks, { hosts = { fhost(), fhost({ host = "127.0.0.2" }) } }):run_all()
+      for i, res in ipairs(r) do
+        assert.is_true(res.success, res.error)
+        assert.are.equal(106 + i * 10, res.answer.n)
+        assert.are.equal(#R.FIELDS, res.answer.fields)
+        assert.are.equal(1, res.answer.pid)
+        assert.are.equal("out " .. i, res.stdout)
+        assert.are.equal("engine", res.remote_mode)
+      end
+    end)
+
+    it("report errors, false returns and timeouts as locally", function()
+      local fn = function(key)
+        if key == 1 then error("boom") end
+        if key == 2 then return nil, "no luck" end
+        if key == 3 then while true do end end
+        return true, key
+      end
+      local r = lc.ProcRunAsyncio({ fn }, { { 1 }, { 2 }, { 3 }, { 4 } }, { hosts = { fhost() }, timeout = 1 }):run_all()
+      assert.are.equal("RuntimeError", r[1].exception)
+      assert.matches("boom", r[1].error)
+      assert.is_false(r[2].success)
+      assert.are.equal("no luck", r[2].error)
+      assert.is_true(r[3].timeout)
+      assert.is_true(r[4].success)
+      assert.are.equal(4, r[4].answer)
+    end)
+
+    it("are refused on a host whose luaconcurrent is another version", function()
+      local fake = dir .. "/lc-other-version"
+      local f = assert(io.open(fake, "w"))
+      f:write("#!/bin/sh\nexec ", helpers.q(EXE), " -e ", helpers.q('require("luaconcurrent.remote_channel").version = "9.9.9"; '
+        .. 'os.exit(require("luaconcurrent.remote.engine_worker").main(), true)'), "\n")
+      f:close()
+      os.execute("chmod +x " .. helpers.q(fake))
+      local r = lc.ProcRunAsyncio({ function() return true end }, { { 1 } },
+        { hosts = { fhost({ luaconcurrent = fake }) } }):run_all()
+      assert.are.equal("ConnectionError", r[1].exception)
+      assert.matches("the host has luaconcurrent 9.9.9", r[1].error, 1, true)
+      -- subprocess tasks still run there (the protocol is the same)
+      r = run({ "echo", "ok" }, { { 1 } }, { hosts = { fhost({ luaconcurrent = fake }) } })
+      assert.are.equal("ok\n", r[1].stdout)
+      assert.are.equal("engine", r[1].remote_mode)
+    end)
+
+    it("are refused clearly on a plain-lua host", function()
+      local r = lc.ProcRunAsyncio({ function() return true end }, { { 1 } },
+        { hosts = { fhost({ luaconcurrent = false }) } }):run_all()
+      assert.is_false(r[1].success)
+      assert.are.equal("ConnectionError", r[1].exception)
+      assert.matches("function tasks need the luaconcurrent executable", r[1].error)
+    end)
   end)
 
-  it("leave nothing running remotely when the local runner is SIGKILLed", function()
-    local m = helpers.marker()
-    local cmd = helpers.lua_env() .. " exec lua5.4 " .. helpers.q(helpers.FIXTURES .. "/remote_run.lua") .. " "
-      .. helpers.q(dir) .. " " .. port .. " " .. m
-    local p = io.popen("echo $$; " .. cmd, "r")
-    local pid = tonumber(p:read("l"))
-    assert.are.equal("started", p:read("l"))
-    assert.is_true(helpers.wait_until(function() return #helpers.find_marker("sleep " .. m) == 2 end, 5))
-    os.execute("kill -KILL " .. pid)
-    p:close()
-    assert.are.same({}, helpers.wait_marker_gone(m, 5))
-    assert.are.same({}, helpers.wait_marker_gone("lcremote.", 3))
+
+  it("fall back to the plain-Lua worker when the host has no luaconcurrent there", function()
+    local r = run({ "echo", "hi" }, { { 1 } },
+      { hosts = { { host = "127.0.0.1", user = "root", port = port, ssh_options = SSH_OPTS,
+        luaconcurrent = "/no/such/luaconcurrent" } } })
+    assert.is_true(r[1].success, r[1].error)
+    assert.are.equal("hi\n", r[1].stdout)
+    assert.are.equal("lua", r[1].remote_mode)
+    assert.has_error(function() lc.ProcRunAsyncio({ "true" }, { { 1 } }, { hosts = { { host = "x", luaconcurrent = 3 } } }) end,
+      "luaconcurrent: hosts[1].luaconcurrent must be a path (or false: always the plain-Lua worker)")
+    assert.has_error(function() lc.ProcRunAsyncio({ "true" }, { { 1 } }, { hosts = { { host = "x", heartbeat = 0 } } }) end,
+      "luaconcurrent: hosts[1].heartbeat must be a positive number of seconds")
   end)
 
   it("give up on an unreachable host with an error per task", function()
@@ -219,26 +416,11 @@ describe("remote hosts", function()
     end
   end)
 
-  it("report a missing program or cwd as the task's failure", function()
-    local r = run({ "no-such-program-lc" }, { { 1 } }, { hosts = { host() } })
-    assert.are.equal("FileNotFoundError", r[1].exception)
-    r = run({ "pwd" }, { { 1 } }, { hosts = { host() }, cwd = "/no/such/dir" })
-    assert.are.equal(126, r[1].returncode)
-  end)
-
   it("cost well under a millisecond a round trip over the channel", function()
     local rtt = require("luaconcurrent.exec.remote").ping(host(), 1000)
     print(string.format("remote: round trip over one ssh channel: %.3f ms", rtt * 1000))
     assert.is_true(rtt < 0.001)
   end)
 
-  it("run many short tasks over one session", function()
-    local tasks = {}
-    for i = 1, 400 do tasks[i] = { i } end
-    local t0 = helpers.mono()
-    local r = run({ "true" }, tasks, { hosts = { host(nil, 2) } })
-    local dt = helpers.mono() - t0
-    assert.are.equal(400, helpers.count_success(r))
-    print(string.format("remote: 400 x true on one ssh host, 2 slots: %.3f s (%.2f ms a task)", dt, dt / 400 * 1000))
-  end)
+
 end)

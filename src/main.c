@@ -13,6 +13,8 @@
 ** process ends by that signal (128+signum in the shell) whatever came after.
 */
 
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -341,6 +343,7 @@ static int handle_script (lua_State *L, char **argv, int json, int *exitcode) {
 #define has_json	32	/* --json */
 #define has_help	64	/* -h, --help */
 #define has_worker	128	/* --worker: a process worker (internal) */
+#define has_rworker	256	/* --remote-worker: a remote host's worker (internal) */
 
 
 /*
@@ -370,6 +373,8 @@ static int collectargs (char **argv, int *first) {
             args |= has_help;
           else if (strcmp(argv[i], "--worker") == 0)
             args |= has_worker;
+          else if (strcmp(argv[i], "--remote-worker") == 0)
+            args |= has_rworker;
           else
             return has_error;  /* invalid option */
           break;
@@ -501,6 +506,40 @@ static int open_sources (lua_State *L) {
 }
 
 /*
+** luaconcurrent.remote_channel (--remote-worker only): the engine watches
+** only the pipes of processes it started, so the remote worker reads its
+** channel (stdin) through a relay child that inherits it. A stream child
+** inherits fd 2, so for the spawn alone fd 2 is made the channel:
+** channel_as_stderr(true) before loop:spawn, (false) right after.
+*/
+static int saved_stderr = -1;
+
+static int channel_as_stderr (lua_State *L) {
+  if (lua_toboolean(L, 1)) {
+    if (saved_stderr >= 0) return luaL_error(L, "channel_as_stderr: already");
+    fflush(stderr);
+    saved_stderr = fcntl(2, F_DUPFD_CLOEXEC, 3);
+    if (saved_stderr < 0 || dup2(0, 2) < 0)
+      return luaL_error(L, "channel_as_stderr: %s", strerror(errno));
+  }
+  else if (saved_stderr >= 0) {
+    dup2(saved_stderr, 2);
+    close(saved_stderr);
+    saved_stderr = -1;
+  }
+  return 0;
+}
+
+static int open_remote_channel (lua_State *L) {
+  lua_createtable(L, 0, 2);
+  lua_pushcfunction(L, channel_as_stderr);
+  lua_setfield(L, -2, "channel_as_stderr");
+  lua_pushliteral(L, LC_VERSION);
+  lua_setfield(L, -2, "version");
+  return 1;
+}
+
+/*
 ** package.preload gets the engine (luaconcurrent.core), every embedded
 ** module of the Lua layer, and luaconcurrent.sources.
 */
@@ -511,6 +550,8 @@ static void register_preloads (lua_State *L) {
   lua_setfield(L, -2, "luaconcurrent.core");
   lua_pushcfunction(L, open_sources);
   lua_setfield(L, -2, "luaconcurrent.sources");
+  lua_pushcfunction(L, open_remote_channel);
+  lua_setfield(L, -2, "luaconcurrent.remote_channel");
   for (m = lc_embedded_modules; m->name != NULL; m++) {
     lua_pushlightuserdata(L, (void *)m);
     lua_pushcclosure(L, embedded_loader, 1);
@@ -594,6 +635,15 @@ static int pmain (lua_State *L) {
   if (args & has_worker) {  /* one task of an isolation = "process" run */
     lua_getglobal(L, "require");
     lua_pushliteral(L, "luaconcurrent.worker");
+    if (docall(L, 1, 1) != LUA_OK) goto fail;
+    lua_getfield(L, -1, "main");
+    if (docall(L, 0, 1) != LUA_OK) goto fail;
+    lua_pushinteger(L, lua_tointeger(L, -1));
+    return 1;
+  }
+  if (args & has_rworker) {  /* a remote host's worker, over ssh */
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "luaconcurrent.remote.engine_worker");
     if (docall(L, 1, 1) != LUA_OK) goto fail;
     lua_getfield(L, -1, "main");
     if (docall(L, 0, 1) != LUA_OK) goto fail;

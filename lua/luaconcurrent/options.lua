@@ -74,7 +74,9 @@ local function kind_of(class, pargs, opts)
     if opts.isolation == "process" then kind = "isolated" end
   end
   if opts.hosts ~= nil then
-    if kind ~= "exec" then fail("hosts: only subprocess tasks run on remote hosts (function tasks do not yet)") end
+    if opts.isolation == "thread" then
+      fail("hosts: function tasks run remotely on worker processes (isolation = \"process\" or none)")
+    end
     require("luaconcurrent.remote.hosts").list(opts.hosts)   -- fails naming a bad entry
     kind = "remote"
   end
@@ -87,9 +89,10 @@ function M.runner(class, pargs, tasks, opts, ...)
   opts = validate.options(normalise(opts, ...), M.NAMES)
   local kind = kind_of(class, pargs, opts)
   control.check(opts)
-  local ntasks = validate.tasks(tasks, kind == "exec" or kind == "remote")
+  local remote_fn = kind == "remote" and type(pargs[1]) == "function"
+  local ntasks = validate.tasks(tasks, kind == "exec" or (kind == "remote" and not remote_fn))
   local fn_bytes
-  if kind == "pool" or kind == "isolated" then
+  if kind == "pool" or kind == "isolated" or remote_fn then
     check_sendable(tasks, ntasks)
     -- Fail here, naming the value, if the function cannot reach a worker.
     fn_bytes = core.marshal_string(pargs[1])
@@ -97,7 +100,7 @@ function M.runner(class, pargs, tasks, opts, ...)
       local sendable, err = pcall(core.marshal, pargs[i])
       if not sendable then
         fail("pargs[%d] cannot be sent to a %s: %s", i,
-          kind == "pool" and "thread worker" or "worker process",
+          kind == "pool" and "thread worker" or remote_fn and "remote host" or "worker process",
           (tostring(err):gsub("^luaconcurrent: ", "")))
       end
     end

@@ -17,6 +17,13 @@
 --   W7  10 000 function tasks each lc.sleep(0.1), ProcRunAsyncio, unlimited -> wall
 --   W8  the command line (luaconcurrent --parallel) on W1's tasks, also
 --       with -k and --joblog, against xargs -P and GNU parallel
+--   W9  remote: N x /bin/true on one ssh host (a private sshd on 127.0.0.1,
+--       spec/fixtures/sshd_start.sh), 2 slots: luaconcurrent engine mode
+--       (2000 tasks) and the plain-Lua worker (500), the same tasks locally
+--       (the baseline: the difference is the channel's own overhead), and
+--       GNU parallel -S with and without -M (--controlmaster) on 40 tasks;
+--       per-task times and ratios. Skipped, saying why, when sshd cannot
+--       start (needs root and openssh-server).
 --
 -- Every workload runs each tool in turn, interleaved (lc, xargs, parallel,
 -- lc, xargs, parallel, ...), BENCH_RUNS times (default 5). Tables: median
@@ -33,7 +40,7 @@
 --
 -- Environment:
 --   BENCH_RUNS=5            repetitions per workload
---   BENCH_ONLY="W1 W2 W3 W4 W5 W6 W7 W8" workloads to run
+--   BENCH_ONLY="W1 W2 W3 W4 W5 W6 W7 W8 W9" workloads to run
 --   BENCH_STRICT=1          exit 1 when a target fails (0: report only)
 --   LC_BIN=build/luaconcurrent
 --   BENCH_W3DIR             where xargs/parallel put W3's captured output
@@ -47,7 +54,7 @@ local now = core.now
 local ROOT = assert(os.getenv("BENCH_ROOT"), "run me through scripts/bench.sh")
 local BDIR = ROOT .. "/scripts/bench"
 local RUNS = os.getenv("BENCH_RUNS") or "5"
-local ONLY = " " .. (os.getenv("BENCH_ONLY") or "W1 W2 W3 W4 W5 W6 W7 W8") .. " "
+local ONLY = " " .. (os.getenv("BENCH_ONLY") or "W1 W2 W3 W4 W5 W6 W7 W8 W9") .. " "
 local STRICT = (os.getenv("BENCH_STRICT") or "1") == "1"
 local LC = os.getenv("LC_BIN") or (ROOT .. "/build/luaconcurrent")
 local PAR = "parallel --will-cite"
@@ -744,6 +751,69 @@ if want("W8") and HAVE_LC then
   target("W8: --joblog costs <= 5%", ok8 and wj ~= nil and wj <= wl * 1.05,
     ("%+.1f%%"):format(wj and (wj / wl - 1) * 100 or 0))
   out("\n")
+end
+
+-- ---------------------------------------------------------------- W9
+
+if want("W9") and HAVE_LC then
+  local n, nlua, npar = 2000, 500, 40
+  local sdir = WORK .. "/sshd"
+  local port = 24000 + tonumber(sh("echo $$")) % 2000
+  out("W9  remote: N x /bin/true on one ssh host (127.0.0.1, private sshd), 2 slots\n")
+  local spid = sh("LC_SSHD_OWNER=" .. sh("echo $PPID") .. " sh " .. q(ROOT .. "/spec/fixtures/sshd_start.sh") .. " "
+    .. q(sdir) .. " " .. port .. " 2>" .. q(WORK .. "/sshd.err"))
+  local listening = false
+  if spid:match("^%d+$") then
+    for _ = 1, 100 do
+      local tcp = read("/proc/net/tcp") or ""
+      if tcp:find(string.format(":%04X 00000000:0000 0A", port), 1, true) then listening = true break end
+      ok("sleep 0.05")
+    end
+  end
+  if not listening then
+    out("  SKIPPED: sshd could not start: %s\n\n", (read(WORK .. "/sshd.err") or "?"):gsub("%s+$", ""))
+  else
+    local ssh = "ssh -i " .. sdir .. "/id -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
+      .. " -o IdentitiesOnly=yes -o LogLevel=ERROR -p " .. port .. " root@127.0.0.1"
+    seq_file(WORK .. "/w9.in", npar)
+    for r = 1, RUNS do
+      progress(r)
+      lc_run("w9", 300, BDIR .. "/w9.lua", n, 2, sdir, port, "engine", LC)
+      run("w9", "lc-lua", 300, "/dev/null", "/dev/null", { LC, BDIR .. "/w9.lua", nlua, 2, sdir, port, "lua" })
+      mark("w9", "lc-lua", last.rc == 0 and "ok" or "bad:rc=" .. last.rc)
+      said("lc-lua")
+      run("w9", "local", 300, "/dev/null", "/dev/null", { LC, BDIR .. "/w9.lua", n, 2, sdir, port, "local" })
+      mark("w9", "local", last.rc == 0 and "ok" or "bad:rc=" .. last.rc)
+      said("local")
+      peer_run("w9", "parallel", 600, WORK .. "/w9.in", par("-S", "2/" .. ssh, "/bin/true"))
+      peer_run("w9", "parallel-M", 600, WORK .. "/w9.in", par("-M", "-S", "2/" .. ssh, "/bin/true"))
+      out("\n")
+    end
+    ok("kill " .. spid .. " 2>/dev/null")
+    local per = {}
+    local counts = { lc = n, ["lc-lua"] = nlua, ["local"] = n, parallel = npar, ["parallel-M"] = npar }
+    local labels = { lc = "luaconcurrent, engine mode", ["lc-lua"] = "luaconcurrent, plain-Lua worker",
+      ["local"] = "luaconcurrent, same tasks locally", parallel = "GNU parallel -S", ["parallel-M"] = "GNU parallel -S -M" }
+    out("  %-34s %6s %9s %12s  %s\n", "tool", "tasks", "wall(s)", "ms a task", "runs ok")
+    for _, t in ipairs({ "lc", "lc-lua", "local", "parallel", "parallel-M" }) do
+      local w = wall("w9", t)
+      per[t] = w and w / counts[t]
+      out("  %-34s %6d %9s %12s  %d/%d\n", labels[t], counts[t], w and string.format("%.3f", w) or "n/a",
+        per[t] and string.format("%.3f", per[t] * 1000) or "n/a", RUNS - bad_count("w9", t), RUNS)
+      show_err("w9", t)
+    end
+    local okl = valid("w9") and valid("w9", "local")
+    local over = okl and per.lc and per["local"] and (per.lc - per["local"]) or nil
+    out("  (engine mode's own overhead: %s ms a task over the local run, the ssh handshake included)\n",
+      over and string.format("%.3f", over * 1000) or "n/a")
+    target("W9: engine mode's overhead < 1 ms a task", over ~= nil and over < 0.001,
+      over and string.format("%.3f ms", over * 1000) or "n/a")
+    target("W9: >= 10x GNU parallel -S throughput", okl and per.parallel ~= nil and per.parallel / per.lc >= 10,
+      ("%s (-M: %s)"):format(x_(ratio(per.parallel, per.lc)), x_(ratio(per["parallel-M"], per.lc))))
+    target("W9: >= 10x GNU parallel -S -M throughput", okl and per["parallel-M"] ~= nil and per["parallel-M"] / per.lc >= 10,
+      x_(ratio(per["parallel-M"], per.lc)))
+    out("\n")
+  end
 end
 
 -- ---------------------------------------------------------------- summary

@@ -6,7 +6,9 @@
 local M = {}
 
 function M.check(cfg)
-  if type(cfg.pargs[1]) == "function" then return "hosts: function tasks cannot run remotely yet" end
+  if type(cfg.pargs[1]) == "function" and cfg.input ~= nil then
+    return "hosts: input applies to subprocess tasks"
+  end
 end
 
 function M.new(cfg, loop, finish)

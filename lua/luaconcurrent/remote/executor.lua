@@ -3,11 +3,30 @@
 --
 -- One ssh session per host (`ssh -T -o BatchMode=yes ...`, the user's
 -- ssh_config honoured; ":" is this machine, started with `sh -c` and no
--- ssh) runs the remote worker (remote/worker.lua) under the host's plain
--- `lua5.4`: a loader given with `-e` reads the worker's text from stdin, so
--- nothing needs installing remotely. The worker runs that host's slots
--- itself; tasks and answers cross the one channel with a task id each
--- (the formats are in remote/worker.lua).
+-- ssh) runs the remote worker. Where the host has the luaconcurrent
+-- executable (the host's `luaconcurrent` path, else `luaconcurrent` on its
+-- PATH; `luaconcurrent = false` never) the session execs
+-- `luaconcurrent --remote-worker` (remote/engine_worker.lua: the C engine
+-- runs the tasks, function tasks too); otherwise the plain worker
+-- (remote/worker.lua) under the host's `lua5.4`: a loader given with `-e`
+-- reads the worker's text from stdin, so nothing needs installing
+-- remotely. Both get the same head on stdin and say which they are in
+-- their hello (h.mode: "engine" or "lua"; each result's remote_mode). The
+-- worker runs that host's slots itself; tasks and answers cross the one
+-- channel with a task id each (the formats are in remote/worker.lua and
+-- remote/engine_worker.lua).
+--
+-- Function tasks need engine mode, the same luaconcurrent version, Lua
+-- version and bytecode format at both ends (checked at hello; a host that
+-- fails it is given up, saying why). The function goes once per host, its
+-- tasks' key and args per task, in the marshal format checked with the
+-- run's key (sent in the head, over the ssh channel).
+--
+-- Heartbeats: every host's heartbeat seconds (default 5) an H line goes to
+-- each host and its worker answers; a host silent for 3 heartbeats after
+-- one it did not answer (4 in all) is lost (its session killed, its tasks
+-- requeued). The worker gives up after
+-- 8 heartbeats of silence from us (at least 2 s).
 --
 -- The clock is kept here: at a task's deadline (or on cancel) a K frame
 -- asks the worker to TERM the task's process group, then KILL after
@@ -23,6 +42,7 @@
 local core = require "luaconcurrent.core"
 local ProcResult = require "luaconcurrent.result"
 local hostlib = require "luaconcurrent.remote.hosts"
+local function_task = require "luaconcurrent.exec.function_task"
 
 local now, wallclock = core.now, core.wallclock
 
@@ -31,8 +51,12 @@ local M = {}
 local PROTOCOL = "1"
 local MAX_CONNECTING = 4       -- handshakes at once
 local QUICK_RETRIES = 3        -- refused handshakes retried with jitter
-local HEARTBEAT = 5            -- seconds between H frames
-local HB_TIMEOUT = 30          -- the worker gives up after this silence
+local HEARTBEAT = 5            -- seconds between H frames (a host's heartbeat=)
+local HB_LOST = 4              -- heartbeats without a frame: the host is lost
+local HB_GIVE_UP = 8           -- heartbeats without a message: the worker gives up
+local PREFETCH = 2             -- engine mode: tasks sent ahead, per slot
+-- luaconcurrent's version (init.lua), compared with an engine-mode host's.
+local VERSION = (select(2, pcall(require, "luaconcurrent")) or {}).VERSION or "?"
 local BACKOFF_MAX = 60
 local MAX_FAILS = 6            -- consecutive failures before a host is given up
 
@@ -74,9 +98,18 @@ local LOADER = 'local n=tonumber(io.read("l"))local s=io.read(n)'
 
 local function shq(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
+local function hex(s) return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end)) end
+local BYTECODE = hex(string.dump(load("return"), true):sub(1, 31))
+
 --- The command that starts a host's worker, and the bytes its stdin gets.
 local function connect_argv(h, grace)
-  local remote = "trap '' PIPE; exec " .. shq(h.lua) .. " -e " .. shq(LOADER)
+  local remote = "trap '' PIPE; "
+  if h.luaconcurrent ~= false then
+    local lc = shq(h.luaconcurrent or "luaconcurrent")
+    remote = remote .. "if command -v " .. lc .. " >/dev/null 2>&1; then exec " .. lc
+      .. " --remote-worker; fi; "
+  end
+  remote = remote .. "exec " .. shq(h.lua) .. " -e " .. shq(LOADER)
   local argv
   if h.host == ":" then
     argv = { "sh", "-c", remote }
@@ -90,8 +123,10 @@ local function connect_argv(h, grace)
     argv[#argv + 1] = h.host
     argv[#argv + 1] = remote
   end
-  local src = string.format("local CFG = { grace = %.17g, hb_timeout = %d, lua = %q }\n",
-    grace, HB_TIMEOUT, h.lua) .. worker_source()
+  local hb = h.heartbeat or HEARTBEAT
+  local src = string.format("local CFG = { grace = %.17g, hb_timeout = %.17g, lua = %q, key = %q }\n",
+    grace, math.max(2, HB_GIVE_UP * hb), h.lua, core.marshal_key()):gsub("\\\n", "\\n")
+    .. worker_source()
   return argv, #src .. "\n" .. src
 end
 
@@ -110,6 +145,9 @@ end
 function M.new(cfg, loop, finish)
   local prefix = {}
   for i, v in ipairs(cfg.pargs) do prefix[i] = tostring(v) end
+  local is_fn = type(cfg.pargs[1]) == "function"
+  local task_args = is_fn and select(2, function_task.split(cfg.pargs))
+  local fn_bytes = is_fn and (cfg.fn_bytes or core.marshal_string(cfg.pargs[1]))
   local timeout = cfg.timeout or 0
   local grace = cfg.kill_grace or 0.1
   local hosts = hostlib.list(cfg.hosts)
@@ -176,6 +214,7 @@ function M.new(cfg, loop, finish)
       return
     end
     h.id, h.state, h.read, h.running, h.nrunning = id, "connecting", reader(), {}, 0
+    h.last_heard, h.hb_lost, h.unanswered = now(), nil, nil
     trace(h, "connecting (attempt %d)", (h.fails or 0) + 1)
     procs[id] = h
   end
@@ -188,6 +227,8 @@ function M.new(cfg, loop, finish)
     local f = h.errfile and io.open(h.errfile, "rb")
     if f then why = f:read("a"):gsub("%s+$", ""):gsub("^.*\n", ""); f:close() end
     h.error = why ~= "" and why or string.format("session ended (status %s)", tostring(rec.returncode))
+    if h.hb_lost then h.error = h.hb_lost end
+    if h.refused then h.error = h.refused_why end
     -- Tasks in flight there go back on the queue, first, and prefer another host.
     trace(h, "session ended (%s, status %s), %d task(s) in flight", was_up and "was up" or "before hello",
       tostring(rec.returncode), h.nrunning or 0)
@@ -216,7 +257,7 @@ function M.new(cfg, loop, finish)
       return
     end
     h.fails = (h.fails or 0) + 1
-    if (not h.ever_up and h.fails > QUICK_RETRIES) or h.fails > MAX_FAILS then
+    if h.refused or (not h.ever_up and h.fails > QUICK_RETRIES) or h.fails > MAX_FAILS then
       h.state = "bad"     -- given up: its error is kept for the message
       if h.errfile then os.remove(h.errfile); h.errfile = nil end
       pump_connects()
@@ -235,6 +276,46 @@ function M.new(cfg, loop, finish)
     end)
     pump_connects()
     dispatch()
+  end
+
+  local function timed(res, t)
+    local t1 = now()
+    res.time_start, res.time_end, res.time_run = wallclock() - (t1 - t.t0), wallclock(), t1 - t.t0
+    return res
+  end
+
+  -- Engine mode: the remote record, marshalled.
+  local function result_of_record(t, blob)
+    local okd, rec = pcall(core.unmarshal_string, blob)
+    if not okd or type(rec) ~= "table" then
+      return ProcResult.raised(timed(ProcResult.new(t.key, t.arg), t),
+        "the remote worker's record was corrupt: " .. ProcResult.error_text(rec))
+    end
+    local remote_run = rec.time_run
+    timed(rec, t)
+    if type(remote_run) == "number" then      -- its own run, not its wait
+      rec.time_run, rec.time_start = remote_run, rec.time_end - remote_run
+    end
+    if t.timed_out and not rec.timeout then rec.timeout, rec.limit = true, timeout end
+    local res = ProcResult.from_record(t.key, t.arg, rec)
+    if t.why and not res.success and not res.timeout then ProcResult.interrupt(res, t.why) end
+    return res
+  end
+
+  -- A function task's answer: a process worker's frame, passed through.
+  local function result_of_answer(t, blob)
+    local res = timed(ProcResult.new(t.key, t.arg), t)
+    local decoded, status, a, b, c, d = pcall(core.unmarshal_string, blob)
+    if not decoded then
+      ProcResult.raised(res, "the worker's answer was corrupt: " .. ProcResult.error_text(status))
+    elseif status == "ok" then
+      res.stdout = a
+      ProcResult.returned(res, b, c, d)
+    else
+      ProcResult.raised(res, a)
+      res.stdout = b
+    end
+    return res
   end
 
   local function result_of(t, f)
@@ -261,26 +342,70 @@ function M.new(cfg, loop, finish)
     return res
   end
 
+  local function send(h, msg) loop:write(h.id, msg) end
+
+  -- A host that can never run this run's tasks: given up, saying why.
+  local function refuse(h, why)
+    h.state, h.error, h.refused, h.refused_why = "bad", why, true, why
+    trace(h, "refused: %s", why)
+    loop:kill(h.id)
+  end
+
   local function on_frame(h, f)
     local what = f[1]
+    h.last_heard = now()
+    if what == "hb" then return end
     if what == "hello" then
       if f[2] ~= PROTOCOL then
-        h.state, h.error = "bad", "remote worker speaks protocol " .. tostring(f[2])
-        loop:kill(h.id)
+        refuse(h, "remote worker speaks protocol " .. tostring(f[2]))
         return
+      end
+      h.mode = f[6] == "engine" and "engine" or "lua"
+      h.version, h.lua_version, h.bytecode = f[7], f[4], f[8]
+      if is_fn then
+        if h.mode ~= "engine" then
+          refuse(h, "function tasks need the luaconcurrent executable on the host (found only "
+            .. tostring(f[4]) .. "; install luaconcurrent there, or set the host's luaconcurrent = path)")
+          return
+        elseif h.version ~= VERSION or h.lua_version ~= _VERSION or h.bytecode ~= BYTECODE then
+          refuse(h, string.format("function tasks need the same luaconcurrent, Lua and bytecode format at both "
+            .. "ends: the host has luaconcurrent %s on %s%s, this side %s on %s", tostring(h.version),
+            tostring(h.lua_version), h.bytecode ~= BYTECODE and " (another bytecode format)" or "", VERSION, _VERSION))
+          return
+        end
+        send(h, line({ "L", fn_bytes }))
       end
       h.state, h.fails, h.ncpu, h.ever_up = "up", 0, tonumber(f[3]), true
       h.slots_now = h.slots or h.ncpu or 1
-      trace(h, "up: %s cpus, %d slots", tostring(h.ncpu), h.slots_now)
+      -- Engine mode runs slots_now subprocess tasks at once and holds as
+      -- many more, sent ahead: the next starts without waiting for a
+      -- round trip over the channel.
+      h.cap = h.slots_now
+      if h.mode == "engine" and not is_fn then
+        h.cap = h.slots_now * PREFETCH
+        send(h, line({ "S", tostring(h.slots_now) }))
+      end
+      trace(h, "up: mode %s%s, %s cpus, %d slots", h.mode,
+        h.mode == "engine" and (" (luaconcurrent " .. tostring(h.version) .. ")") or "", tostring(h.ncpu), h.slots_now)
       pump_connects()
       dispatch()
-    elseif what == "done" then
+    elseif what == "done" or what == "rec" or what == "fail" or what == "fdone" or what == "fdied" then
       local t = h.running[f[2]]
       if not t then return end
       h.running[f[2]], h.nrunning = nil, h.nrunning - 1
       if t.timer then timers[t.timer] = nil; loop:cancel_timer(t.timer) end
       tasks[t.index] = nil
-      local res = result_of(t, f)
+      local res
+      if what == "done" then res = result_of(t, f)
+      elseif what == "rec" then res = result_of_record(t, f[3])
+      elseif what == "fail" then
+        res = timed(ProcResult.spawn_failure(t.key, t.arg, f[3], f[4]), t)
+      elseif what == "fdone" then res = result_of_answer(t, f[3])
+      else
+        res = ProcResult.raised(timed(ProcResult.new(t.key, t.arg), t), f[3])
+        if t.why then ProcResult.interrupt(res, t.why) end
+      end
+      res.host, res.remote_mode = h.name, h.mode
       if res.success then
         failed_on[t.index] = nil
       else
@@ -292,14 +417,12 @@ function M.new(cfg, loop, finish)
     end
   end
 
-  local function send(h, msg) loop:write(h.id, msg) end
-
   -- ---- tasks ------------------------------------------------------------
   local function pick(t)
     local best, best_free
     for _, h in ipairs(hosts) do
-      if h.state == "up" then
-        local free = h.slots_now - h.nrunning
+      if h.state == "up" and not h.hb_lost then
+        local free = h.cap - h.nrunning
         if free > 0 then
           local score = free - ((t.lost_on and t.lost_on[h.uid]) and 1e6 or 0)
           if not best or score > best_free then best, best_free = h, score end
@@ -319,14 +442,44 @@ function M.new(cfg, loop, finish)
       local tid = tostring(next_tid)
       t.host, t.tid, t.t0 = h, tid, now()
       h.running[tid], h.nrunning = t, h.nrunning + 1
-      local msg = { "R", tid, cfg.cwd or "", cfg.input and "1" or "0", cfg.input or "" }
       local env = env_of(h)
-      msg[#msg + 1] = tostring(#env)
+      local msg
+      if is_fn then
+        msg = { "F", tid, cfg.cwd or "", tostring(#env) }
+      elseif h.mode == "engine" then
+        msg = { "X", tid, string.format("%.17g", timeout), cfg.cwd or "", cfg.input and "1" or "0",
+          cfg.input or "", tostring(#env) }
+      else
+        msg = { "R", tid, cfg.cwd or "", cfg.input and "1" or "0", cfg.input or "", tostring(#env) }
+      end
       for _, e in ipairs(env) do msg[#msg + 1] = e end
-      for _, a in ipairs(t.argv) do msg[#msg + 1] = a end
+      if is_fn then
+        msg[#msg + 1] = t.blob
+      else
+        for _, a in ipairs(t.argv) do msg[#msg + 1] = a end
+      end
       send(h, line(msg))
-      if timeout > 0 then
+      if timeout > 0 and is_fn then
+        -- As for local worker processes: at the deadline the worker is
+        -- killed and the task's result is final at once.
         t.timer = loop:timer(t.t0 + timeout)
+        timers[t.timer] = function()
+          t.timer = nil
+          if t.host ~= h or h.running[tid] ~= t then return end
+          send(h, line({ "K", tid }))
+          h.running[tid], h.nrunning = nil, h.nrunning - 1
+          tasks[t.index] = nil
+          local res = ProcResult.time_out(timed(ProcResult.new(t.key, t.arg), t), timeout,
+            "its worker process was killed")
+          res.host, res.remote_mode = h.name, h.mode
+          finish(t.index, res)
+          dispatch()
+        end
+      elseif timeout > 0 then
+        -- Engine mode: the remote engine keeps the deadline (TERM, grace,
+        -- KILL); this timer is the backstop. Plain mode: this is the clock.
+        local engine = h.mode == "engine"
+        t.timer = loop:timer(t.t0 + (engine and 2 * (timeout + grace) + 5 or timeout))
         timers[t.timer] = function()
           t.timer = nil
           if t.host then t.timed_out = true; send(t.host, line({ "K", t.tid })) end
@@ -351,7 +504,14 @@ function M.new(cfg, loop, finish)
   function ex:describe(_, arg) return table.concat(argv_of(arg), " ") end
 
   function ex:start(index, key, arg)
-    local t = { index = index, key = key, arg = arg, argv = argv_of(arg) }
+    local t = { index = index, key = key, arg = arg }
+    if is_fn then
+      local sent, blob = pcall(core.marshal_string, key, task_args(arg))
+      if not sent then return finish(index, function_task.unsendable(key, arg, blob)) end
+      t.blob = blob
+    else
+      t.argv = argv_of(arg)
+    end
     if failed_on[index] then    -- run again (retries): prefer a host it has not failed on
       t.lost_on = {}
       for name in pairs(failed_on[index]) do t.lost_on[name] = true end
@@ -413,11 +573,32 @@ function M.new(cfg, loop, finish)
     end
   end
 
-  -- Heartbeats: an H line to every host now and then.
+  -- Heartbeats: an H line to every host now and then; a host silent for
+  -- HB_LOST of its heartbeats is lost (its session is killed: the record
+  -- that follows requeues its tasks).
+  local period = HEARTBEAT
+  for _, h in ipairs(hosts) do period = math.min(period, h.heartbeat or HEARTBEAT) end
   local function beat()
     if closed then return end
-    for _, h in ipairs(hosts) do if h.state == "up" then send(h, "H\n") end end
-    at(now() + HEARTBEAT, beat)
+    local t = now()
+    for _, h in ipairs(hosts) do
+      if h.state == "up" then
+        local hb = h.heartbeat or HEARTBEAT
+        -- Silence counts from the oldest heartbeat not answered (so a run
+        -- that was busy elsewhere for a while does not blame the host).
+        if h.unanswered and h.unanswered < h.last_heard then h.unanswered = nil end
+        if not h.hb_lost and h.unanswered and t - h.unanswered > (HB_LOST - 1) * hb then
+          h.hb_lost = string.format("no heartbeat for %.1f s", t - h.last_heard)
+          trace(h, "lost: %s, %d task(s) in flight", h.hb_lost, h.nrunning)
+          loop:kill(h.id)
+        elseif not h.hb_lost and t - (h.last_beat or 0) >= hb * 0.99 then
+          h.last_beat = t
+          h.unanswered = h.unanswered or t
+          send(h, "H\n")
+        end
+      end
+    end
+    at(now() + period, beat)
   end
 
   -- The handshakes, before the scheduler asks for ex.slots.
@@ -435,7 +616,7 @@ function M.new(cfg, loop, finish)
     for _, rec in ipairs(loop:poll(0.5)) do ex:record(rec) end
   end
   local total = 0
-  for _, h in ipairs(hosts) do total = total + (h.slots or h.slots_now or 1) end
+  for _, h in ipairs(hosts) do total = total + (h.cap or h.slots or 1) end
   ex.slots = total
   beat()
   return ex

@@ -1,6 +1,7 @@
 --- Host specifications for remote execution: GNU parallel's strings
 -- ("4/user@host:2222", "host", ":" for this machine) and the table form
--- {host=, user=, port=, slots=, ssh_options=, lua=, env=}; a host file
+-- {host=, user=, port=, slots=, ssh_options=, lua=, luaconcurrent=, env=,
+-- heartbeat=}; a host file
 -- (one string a line, `#` comments) through M.read_file.
 
 local M = {}
@@ -52,6 +53,12 @@ function M.parse(spec, i)
   end
   if h.env ~= nil and type(h.env) ~= "table" then fail("hosts[%d].env must be a table", i) end
   if h.lua ~= nil and type(h.lua) ~= "string" then fail("hosts[%d].lua must be a string", i) end
+  if h.luaconcurrent ~= nil and h.luaconcurrent ~= false and (type(h.luaconcurrent) ~= "string" or h.luaconcurrent == "") then
+    fail("hosts[%d].luaconcurrent must be a path (or false: always the plain-Lua worker)", i)
+  end
+  if h.heartbeat ~= nil and (type(h.heartbeat) ~= "number" or not (h.heartbeat > 0)) then
+    fail("hosts[%d].heartbeat must be a positive number of seconds", i)
+  end
   h.lua = h.lua or "lua5.4"
   h.name = h.host == ":" and ":" or ((h.user and h.user .. "@" or "") .. h.host .. (h.port and ":" .. h.port or ""))
   return h

@@ -22,11 +22,12 @@
 -- "\\", "\n" and "\t" escaped; argv reaches the task through "$@", quoted
 -- here with single quotes, so any bytes but NUL arrive intact.
 -- Messages: R tid cwd has_input input nenv env... argv...; K tid (cancel:
--- TERM to the group, KILL after the grace); H (heartbeat); P x (answered
--- with pong x: a round trip over the channel, for measuring).
+-- TERM to the group, KILL after the grace); H (heartbeat, answered with
+-- hb); P x (answered with pong x: a round trip over the channel, for
+-- measuring).
 -- Answers on stdout, length-prefixed (string.pack "<s4"), each a frame of
 -- "<s4" fields: hello version ncpu lua_version | done tid status stdout
--- stderr pgid | pong x.
+-- stderr pgid | hb | pong x.
 -- On EOF, or no message for CFG.hb_timeout seconds, every group this worker
 -- started gets TERM, then KILL, and the worker exits.
 
@@ -184,6 +185,7 @@ for line in ev:lines() do
       local what = m[1]
       if what == "R" and not closing then run(m)
       elseif what == "P" then send("pong", m[2] or "")
+      elseif what == "H" then send("hb")
       elseif what == "K" then local t = tasks[m[2]]; if t then kill(t) end
       end
     end
