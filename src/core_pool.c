@@ -277,8 +277,8 @@ static void px_push_records(lua_State *L, lc_core_ext *x) {
         else
             push_job_record(L, px, job, wall_offset);
         lua_rawseti(L, -2, ++i);
-        LC_QUEUE_POP(&px->fdone, job, next);
         px->nfn -= job->n > 0 ? (size_t)job->n : 1;
+        LC_QUEUE_POP(&px->fdone, job, next);      /* the same job: the head */
         lc_job_free(job);
     }
 }

@@ -151,17 +151,31 @@ function M.main()
     queued[m[2]] = true
   end
 
+  -- A process worker's frame that says it starts a task (worker.lua):
+  -- small, and not an answer.
+  local function is_start(blob)
+    if #blob > 64 then return false end
+    local ok, what = pcall(core.unmarshal_string, blob)
+    return ok and what == "start"
+  end
+
+  -- w's answer frames: each finishes w's task (one at a time here).
+  local function answers(w, data)
+    local blobs = {}
+    w.read(data, blobs)
+    for _, blob in ipairs(blobs) do
+      if w.tid and not is_start(blob) then
+        send("fdone", w.tid, blob)
+        by_tid[w.tid], w.tid = nil, nil
+        if workers[w.id] then idle[#idle + 1] = w end
+      end
+    end
+  end
+
   local function worker_ended(w, rec)
     workers[w.id] = nil
     for k = #idle, 1, -1 do if idle[k] == w then table.remove(idle, k) end end
-    if rec.stdout and rec.stdout ~= "" then
-      local blobs = {}
-      w.read(rec.stdout, blobs)
-      if w.tid and blobs[1] then
-        send("fdone", w.tid, blobs[1])
-        by_tid[w.tid], w.tid = nil, nil
-      end
-    end
+    if rec.stdout and rec.stdout ~= "" then answers(w, rec.stdout) end
     if w.tid then
       local why = rec.signal and string.format("killed by signal %d (%s)", rec.signal, tostring(rec.signal_name))
         or string.format("exited with status %s", tostring(rec.returncode))
@@ -192,7 +206,8 @@ function M.main()
     end
     w.tid = tid
     by_tid[tid] = w
-    loop:write(w.id, string.pack("<s4", blob))
+    -- A task frame of one task (worker.lua): count 1, no wrap, key and args.
+    loop:write(w.id, string.pack("<s4", string.pack("<I4", 1) .. "\0" .. blob))
   end
 
   local function cancel(tid)
@@ -266,15 +281,7 @@ function M.main()
     local w = workers[rec.id]
     if w then
       if rec.data then
-        local blobs = {}
-        w.read(rec.data, blobs)
-        for _, blob in ipairs(blobs) do
-          if w.tid then
-            send("fdone", w.tid, blob)
-            by_tid[w.tid], w.tid = nil, nil
-            idle[#idle + 1] = w
-          end
-        end
+        answers(w, rec.data)
       else
         worker_ended(w, rec)
       end

@@ -305,7 +305,8 @@ function M.new(cfg, loop, finish)
   -- A function task's answer: a process worker's frame, passed through.
   local function result_of_answer(t, blob)
     local res = timed(ProcResult.new(t.key, t.arg), t)
-    local decoded, status, a, b, c, d = pcall(core.unmarshal_string, blob)
+    -- worker.lua's answer: status, t0, t1, more, then the outcome
+    local decoded, status, _, _, _, a, b, c, d = pcall(core.unmarshal_string, blob)
     if not decoded then
       ProcResult.raised(res, "the worker's answer was corrupt: " .. ProcResult.error_text(status))
     elseif status == "ok" then
