@@ -268,21 +268,23 @@ describe("remote hosts", function()
       stopped_at = tonumber(helpers.read_file(stampf))
       os.remove(stampf)
       -- The tasks that ran on the frozen host ran again (on ":", free),
-      -- started within 4 heartbeats (2 s) of the freeze, plus a check period.
+      -- 4 heartbeats (2 s) after the freeze, plus a check period: long
+      -- before ssh's own keepalive (15 s) would notice. The bound is
+      -- generous for a loaded machine.
       local moved = 0
       for _, res in ipairs(r) do
         if res.time_start > stopped_at then
           moved = moved + 1
-          assert.is_true(res.time_start - stopped_at < 3.5, string.format("lost after %.2f s", res.time_start - stopped_at))
+          assert.is_true(res.time_start - stopped_at < 10, string.format("lost after %.2f s", res.time_start - stopped_at))
         end
       end
       assert.is_true(moved >= 1, "moved " .. moved)
       -- The worker, silent for 8 heartbeats (4 s), killed its sleeps and exited.
-      assert.are.same({}, helpers.wait_marker_gone(m, 6))
+      assert.are.same({}, helpers.wait_marker_gone(m, 15))
       assert.is_true(helpers.wait_until(function()
         local st = helpers.read_file("/proc/" .. worker .. "/stat")
         return st == nil or st:match("^%d+ %b() Z") ~= nil
-      end, 3), "the remote worker is still running")
+      end, 10), "the remote worker is still running")
     end)
   end)
   end

@@ -41,6 +41,7 @@ local core = require "luaconcurrent.core"
 local validate = require "luaconcurrent.validate"
 local ProcResult = require "luaconcurrent.result"
 local options = require "luaconcurrent.options"
+local tasks = require "luaconcurrent.tasks"
 local control = require "luaconcurrent.control"
 
 local fail = validate.fail
@@ -68,29 +69,6 @@ local function new_runner(class, pargs, tasks, ...)
   return self
 end
 
---- An iterator over (index, key, arg), validating tasks from a function.
--- With keep_results = false, keys are checked against the tasks not yet
--- finished only (seen shrinks as they finish), so memory stays bounded.
-local function task_source(tasks, check_arg, seen)
-  if type(tasks) == "table" then
-    local i = 0
-    return function()
-      i = i + 1
-      local task = tasks[i]
-      if task == nil then return nil end
-      return i, task[1], task[2]
-    end
-  end
-  local i = 0
-  return function()
-    local task = tasks()
-    if task == nil then return nil end
-    i = i + 1
-    local key, arg = validate.task(task, i, seen, check_arg)
-    return i, key, arg
-  end
-end
-
 local function log(fmt, ...)
   io.stderr:write("luaconcurrent: ", string.format(fmt, ...), "\n")
 end
@@ -104,17 +82,6 @@ local function executor_cfg(self)
     fn_bytes = self.fn_bytes, max_capture = self.max_capture, env = self.env, hosts = self.hosts,
     slots = self.num_workers == 0 and math.huge or self.num_workers,
   }
-end
-
---- Every task from index `from` on gets a result saying why it never ran.
-local function fill_not_started(self, from, why)
-  if not self.keep_results or type(self.tasks) ~= "table" then return end
-  for i = from, self.ntasks do
-    if self.result[i] == nil then
-      local task = self.tasks[i]
-      self.result[i] = ProcResult.not_started(task[1], task[2], why)
-    end
-  end
 end
 
 --- How finished tasks reach the user: finish stores a result at once
@@ -214,7 +181,7 @@ end
 --- The whole of run_all's work; st is shared with the error path.
 local function run_tasks(self, st)
   local loop, ex, ctl = st.loop, st.ex, st.ctl
-  local source = task_source(self.tasks, self.kind == "exec" or self.kind == "remote", st.seen)
+  local source = tasks.source(self.tasks, self.kind == "exec" or self.kind == "remote", st.seen)
   local store, flush = st.store, st.flush
   function st.halt(mode)
     st.exhausted, st.halted, self.halted = true, self.halt, self.halt
@@ -259,10 +226,10 @@ local function run_tasks(self, st)
   ex:close()
   while loop:running() > 0 do take(st, ex, loop:poll()) end
   if st.hup then
-    fill_not_started(self, st.last_index + 1,
+    tasks.fill_not_started(self, st.last_index + 1,
       "not started: SIGHUP asked the run to finish its running tasks only")
   elseif st.halted then
-    fill_not_started(self, st.last_index + 1, "not started: the run halted (halt = " .. st.halted .. ")")
+    tasks.fill_not_started(self, st.last_index + 1, "not started: the run halted (halt = " .. st.halted .. ")")
   end
   if ctl then ctl:close() end
   return st.ok and not st.halted
@@ -311,7 +278,7 @@ function Runner:run_all()
     if st.ex then st.ex:stop(records) end
     if st.flush then stopped_reports(self, st) end
     if st.ctl then st.ctl:close() end
-    fill_not_started(self, 1)
+    tasks.fill_not_started(self, 1)
     self.ok = false
   end
   self.time_run = now() - t0
