@@ -94,16 +94,26 @@ local function reporter(self, st, seen, ctl)
   local pending, active = {}, st.active
   st.running, st.done, st.npending, st.phead, st.ok, st.total = 0, 0, 0, 1, true, self.ntasks
 
+  -- With nothing to report to (no callback, no run control), a result is
+  -- counted as it is stored: nothing waits for a flush.
+  local direct = not (on_result or on_progress or verb or ctl)
+
   local function store(index, res)
     if keep then result[index] = res else seen[res.key] = nil end
+    if direct then
+      if not res.success then st.ok = false end
+      st.done = st.done + 1
+      return
+    end
     local n = st.npending + 2
     st.npending, pending[n - 1], pending[n] = n, index, res
   end
 
   local function finish(index, res)
     st.running = st.running - 1
+    if not ctl then return store(index, res) end
     active[index] = nil
-    local delay = ctl and not st.stopping and ctl:retry(index, res)
+    local delay = not st.stopping and ctl:retry(index, res)
     if not delay then return store(index, res) end
     local again = { index, res.key, res.arg }
     if delay <= 0 then
