@@ -99,6 +99,17 @@ function ProcResult.returned(res, nret, first, answer)
   return res
 end
 
+--- Fill res from a process worker's answer (worker.lua): "ok", output,
+-- nret, first, answer | "error", message, output.
+function ProcResult.answered(res, what, a, b, c, d)
+  if what == "ok" then
+    res.stdout = a
+    return ProcResult.returned(res, b, c, d)
+  end
+  res.stdout = b
+  return ProcResult.raised(res, a)
+end
+
 --- Mark res as failed by an error the task raised (message or traceback).
 function ProcResult.raised(res, message)
   res.success = false

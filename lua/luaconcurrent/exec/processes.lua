@@ -286,15 +286,8 @@ function Processes:answered(w, blob)
       res = setmetatable({ key = task[2], arg = task[3], success = true, answer = d,
         stdout = a, time_start = off + t0, time_end = off + t1, time_run = run }, ProcResult)
     else
-      res = setmetatable({ key = task[2], arg = task[3], time_start = off + t0,
-        time_end = off + t1, time_run = run }, ProcResult)
-      if what == "ok" then
-        res.stdout = a
-        ProcResult.returned(res, b, c, d)
-      else
-        ProcResult.raised(res, a)
-        res.stdout = b
-      end
+      res = ProcResult.answered(setmetatable({ key = task[2], arg = task[3],
+        time_start = off + t0, time_end = off + t1, time_run = run }, ProcResult), what, a, b, c, d)
     end
     if self.timeout > 0 and run >= self.timeout then ProcResult.time_out(res, self.timeout) end
   end

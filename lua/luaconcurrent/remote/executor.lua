@@ -308,15 +308,9 @@ function M.new(cfg, loop, finish)
     -- worker.lua's answer: status, t0, t1, more, then the outcome
     local decoded, status, _, _, _, a, b, c, d = pcall(core.unmarshal_string, blob)
     if not decoded then
-      ProcResult.raised(res, "the worker's answer was corrupt: " .. ProcResult.error_text(status))
-    elseif status == "ok" then
-      res.stdout = a
-      ProcResult.returned(res, b, c, d)
-    else
-      ProcResult.raised(res, a)
-      res.stdout = b
+      return ProcResult.raised(res, "the worker's answer was corrupt: " .. ProcResult.error_text(status))
     end
-    return res
+    return ProcResult.answered(res, status, a, b, c, d)
   end
 
   local function result_of(t, f)
