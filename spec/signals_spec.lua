@@ -72,18 +72,25 @@ local function signal(h, sig)
 end
 
 describe("signals", function()
+  -- Start fixture mode on host, wait until two tasks run, send sig: the
+  -- host ends by it (code), leaves nothing, and says ok=false. Its output.
+  local function stopped_by(host, mode, sig, code)
+    local h = start(host, mode, true)
+    assert.is_true(wait_started(h, 2), "tasks did not start")
+    signal(h, sig)
+    local status, out, left = finish(h)
+    assert.are.equal(code, status, out)
+    assert.are.same({}, left)
+    assert.matches("ok=false", out)
+    return out
+  end
+
   for _, host in ipairs({ "exe", "lua" }) do
     describe(host == "exe" and "the executable" or "a lua5.4 host after handle_signals()", function()
       for sig, code in pairs({ INT = 130, TERM = 143 }) do
         it("SIG" .. sig .. " kills and reaps every task, keeps partial results, exits " .. code, function()
-          local h = start(host, "long", true)
           -- both long tasks run: their sh and sleep carry the marker
-          assert.is_true(wait_started(h, 2), "tasks did not start")
-          signal(h, sig)
-          local status, out, left = finish(h)
-          assert.are.equal(code, status, out)
-          assert.are.same({}, left)
-          assert.matches("ok=false", out)
+          local out = stopped_by(host, "long", sig, code)
           assert.matches("1 false Interrupted", out)
           assert.matches("2 false Interrupted", out)
           assert.matches("3 false Interrupted", out)  -- never started, still a result
@@ -106,14 +113,8 @@ describe("signals", function()
 
       for sig, code in pairs({ INT = 130, TERM = 143 }) do
         it("SIG" .. sig .. " keeps a finished task's result and a killed task's output and pid", function()
-          local h = start(host, "kept", true)
           -- task 1's result is in and tasks 2 and 3 sleep (after their echo)
-          assert.is_true(wait_started(h, 2), "tasks did not start")
-          signal(h, sig)
-          local status, out, left = finish(h)
-          assert.are.equal(code, status, out)
-          assert.are.same({}, left)
-          assert.matches("ok=false", out)
+          local out = stopped_by(host, "kept", sig, code)
           assert.matches("1 true none", out)
           assert.matches('detail 1 pid=%d+ stdout="one\\\n"', out)
           for i = 2, 3 do
