@@ -4,6 +4,19 @@
 
 local M = {}
 
+--- Tasks first..last as an iterator: make(i) -> what is expected of task i
+-- (recorded in want[i]) and its arg.
+function M.tasks(first, last, make, want)
+  local i = first - 1
+  return function()
+    i = i + 1
+    if i > last then return nil end
+    local expect, arg = make(i)
+    want[i] = expect
+    return { i, arg }
+  end
+end
+
 function M.read(path)
   local f = io.open(path, "rb")
   if not f then return nil end

@@ -119,26 +119,12 @@ local function on_result(r)
   rss:tick()
 end
 
-local function exec_tasks(first, last)
-  local i = first - 1
-  return function()
-    i = i + 1
-    if i > last then return nil end
-    local kind, argv = exec_kind(i)
-    kind_of[i] = kind
-    return { i, argv }
-  end
-end
-
+local function exec_tasks(first, last) return C.tasks(first, last, exec_kind, kind_of) end
 local function fn_tasks(first, last)
-  local i = first - 1
-  return function()
-    i = i + 1
-    if i > last then return nil end
+  return C.tasks(first, last, function(i)
     local kind = fn_kind(i)
-    kind_of[i] = "fn_" .. kind
-    return { i, kind }
-  end
+    return "fn_" .. kind, kind
+  end, kind_of)
 end
 
 local clock0 = os.clock()

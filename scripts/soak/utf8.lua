@@ -146,16 +146,7 @@ local function on_result(res)
 end
 
 ---------------------------------------------------------------- the runs
-local function tasks(first, last, make)
-  local i = first - 1
-  return function()
-    i = i + 1
-    if i > last then return nil end
-    local want, arg = make(i)
-    want_of[i] = want
-    return { i, arg }
-  end
-end
+local function tasks(first, last, make) return C.tasks(first, last, make, want_of) end
 
 local function exec_task(i)
   local out, err = bytes_of(i, 1), bytes_of(i, 2)
