@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdatomic.h>
@@ -572,11 +573,23 @@ int lc_proc_spawn(lc_loop *loop, const lc_proc_spec *spec,
 
     p->t_start = lc_now();
     p->wall_start = lc_wallclock();
-    if ((e = spawn_child(p, spec, in, out, err)) != 0) {
+    /* A handler that kills what we started (a second Ctrl-C, a worker told
+     * to stop) must not run between the child's birth and its tracking:
+     * the signals wait until it is in the table. (The child itself starts
+     * with an empty mask.) */
+    sigset_t stops, old;
+    sigemptyset(&stops);
+    sigaddset(&stops, SIGINT);
+    sigaddset(&stops, SIGTERM);
+    sigaddset(&stops, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &stops, &old);
+    e = spawn_child(p, spec, in, out, err);
+    if (!e) p->track_slot = lc_signals_track(p->pid, p->stream);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (e) {
         describe_spawn_error(spec, e, errbuf, errlen);
         goto fail_described;
     }
-    p->track_slot = lc_signals_track(p->pid, p->stream);
     close_fd(&in[0]);
     close_fd(&out[1]);
     close_fd(&err[1]);
