@@ -110,6 +110,30 @@ describe("run control", function()
       assert.is_nil(r[5].exception)
     end)
 
+    for _, mode in ipairs({ { "thread workers", {} }, { "worker processes", { isolation = "process" } } }) do
+      for _, when in ipairs({ "soon", "now" }) do
+        it(when .. ": tasks handed to " .. mode[1] .. " ahead of their start do not start", function()
+          local fn = dofile(helpers.FIXTURES .. "/control_tasks.lua").fail_third
+          local list = {}
+          for i = 1, 200 do list[i] = { i } end
+          local opts = { num_workers = 2, halt = when .. ",fail=1" }
+          for k, v in pairs(mode[2]) do opts[k] = v end
+          local run = lc.ProcRunMp({ fn }, list, opts)
+          local r = run:run_all()
+          assert.are.equal(200, #r)
+          local ok, halted = 0, 0
+          for _, res in ipairs(r) do
+            if res.success then ok = ok + 1 end
+            if (res.error or ""):find("the run halted", 1, true) then halted = halted + 1 end
+          end
+          -- Before, every task already handed over ran (about 130 of 200).
+          assert.is_true(ok < 40, ok .. " tasks ran after the halt")
+          assert.is_true(halted > 150, halted .. " results say the run halted")
+          assert.are.equal(when .. ",fail=1", run.halted)
+        end)
+      end
+    end
+
     it("rejects a policy it cannot read, naming it", function()
       assert.has_error(function() lc.ProcRunAsyncio({ "true" }, {}, { halt = "later,fail=1" }) end,
         'luaconcurrent: halt must be "never" or "now|soon,fail|success|done=N[%]", got "later,fail=1"')

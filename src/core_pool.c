@@ -337,6 +337,15 @@ static int l_pool_start(lua_State *L) {
     return 0;
 }
 
+/* loop:pool_hold(): no task of the pool starts any more (halt); the ones
+ * running go on; the others come back as "cancelled" records. */
+static int l_pool_hold(lua_State *L) {
+    loop_ud *u = lc_core_check_loop(L);
+    pool_ext *px = check_pool(L, u);
+    if (px->pool) lc_pool_hold(px->pool);
+    return 0;
+}
+
 /* loop:submit(key, args) -> id. The job is handed over at the next poll,
  * with every other job submitted before it, under one lock. */
 static int l_submit(lua_State *L) {
@@ -409,6 +418,7 @@ static const luaL_Reg pool_methods[] = {
     {"pool_start", l_pool_start},
     {"submit", l_submit},
     {"submit_batch", l_submit_batch},
+    {"pool_hold", l_pool_hold},
     {NULL, NULL},
 };
 

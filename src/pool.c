@@ -44,6 +44,7 @@ struct lc_pool {
     lc_job_queue done;         /* finished, not yet taken */
     int stopping;              /* under mu */
     atomic_int cancel;         /* read by hooks without the lock */
+    atomic_int hold;           /* no task starts any more (running ones go on) */
     int efd;
     double timeout;
     char *fn;
@@ -86,6 +87,11 @@ static void set_message(lc_job *job, const char *msg, size_t len) {
 
 static int cancelled(const lc_worker *w) {
     return atomic_load_explicit(&w->pool->cancel, memory_order_relaxed) != 0;
+}
+
+/* May a task start? Not once the pool is stopping or holding. */
+static int held(const lc_worker *w) {
+    return cancelled(w) || atomic_load_explicit(&w->pool->hold, memory_order_relaxed) != 0;
 }
 
 static int raise_cancel(lua_State *L) {
@@ -407,7 +413,7 @@ static void run_batch(lc_worker *w, lua_State *L, const char *setup_error, lc_jo
     }
     for (int i = 0; i < job->n; i++) {
         lc_task_out *t = &job->tasks[i];
-        if (cancelled(w)) {
+        if (held(w)) {
             t->status = LC_JOB_CANCELLED;                  /* never started */
             continue;
         }
@@ -524,7 +530,7 @@ static void *worker_main(void *arg) {
             if (job == NULL) break;
             if (job->n > 0) {
                 run_batch(w, L, setup_error, job);     /* checks each task */
-            } else if (cancelled(w)) {
+            } else if (held(w)) {
                 job->status = LC_JOB_CANCELLED;        /* never started */
             } else {
                 run_job(w, L, setup_error, job);
@@ -568,6 +574,7 @@ lc_pool *lc_pool_new(const lc_pool_config *cfg, int *err) {
     pool->cpath = dup_bytes(cfg->cpath, strlen(cfg->cpath));
     pool->workers = calloc((size_t)pool->nthreads, sizeof *pool->workers);
     atomic_init(&pool->cancel, 0);
+    atomic_init(&pool->hold, 0);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -629,6 +636,10 @@ void lc_pool_take(lc_pool *pool, lc_job_queue *into) {
     pthread_mutex_lock(&pool->mu);
     LC_QUEUE_MOVE(into, &pool->done, next);
     pthread_mutex_unlock(&pool->mu);
+}
+
+void lc_pool_hold(lc_pool *pool) {
+    atomic_store(&pool->hold, 1);
 }
 
 void lc_pool_stop(lc_pool *pool, lc_job_queue *into) {

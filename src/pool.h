@@ -79,6 +79,9 @@ void lc_pool_submit(lc_pool *pool, lc_job_queue *jobs, size_t n);
 void lc_pool_take(lc_pool *pool, lc_job_queue *into);
 /* Cancel everything, join the workers; append every job not yet taken
  * (finished ones first, then the never started, with t_start == 0). */
+/* Start no more tasks: the running ones go on; every job or batch task
+ * not started yet finishes as cancelled (never started). */
+void lc_pool_hold(lc_pool *pool);
 void lc_pool_stop(lc_pool *pool, lc_job_queue *into);
 void lc_pool_free(lc_pool *pool);
 void lc_job_free(lc_job *job);

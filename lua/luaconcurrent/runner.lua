@@ -30,6 +30,8 @@
 --                         yielded coroutine); true if more is ready now
 --   ex:describe(key, arg) optional: what verb = true logs at a start
 --   ex:cancel(index, why) end one running task; its result says why
+--   ex:hold(why)          optional: tasks it holds ahead of their start
+--                         must not start (halt); they finish with why
 --   ex:close()            no more tasks: release what is idle
 --   ex:stop(records)      the run is stopping; records are the loop's last
 --                         (everything killed and reaped): finish every
@@ -195,6 +197,8 @@ local function run_tasks(self, st)
   local store, flush = st.store, st.flush
   function st.halt(mode)
     st.exhausted, st.halted, self.halted = true, self.halt, self.halt
+    -- Tasks handed to an executor ahead of their start do not start now.
+    if ex.hold then ex:hold("not started: the run halted (halt = " .. self.halt .. ")") end
     if mode == "now" then
       for index in pairs(st.active) do ex:cancel(index, "halted: " .. self.halt) end
     end

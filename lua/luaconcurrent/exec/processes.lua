@@ -292,6 +292,31 @@ function Processes:answered(w, blob)
     if self.timeout > 0 and run >= self.timeout then ProcResult.time_out(res, self.timeout) end
   end
   if not task.cancelled then self.finish(task[1], res) end
+  -- Held (halt): the tasks it holds next must not run; it goes.
+  if self.held and w.qh <= w.qt and not w.dead then self:kill(w) end
+end
+
+--- Start no more tasks (halt): the queued ones and the ones handed to a
+-- worker but not started get their result now; a worker running a task
+-- finishes it and is then stopped, so none of its next tasks runs.
+function Processes:hold(why)
+  self.held = true
+  for qh = self.qh, self.qt do
+    local task = self.queue[qh]
+    if not task.cancelled then self.finish(task[1], ProcResult.not_started(task[2], task[3], why)) end
+  end
+  self.queue, self.qh, self.qt = {}, 1, 0
+  for _, w in pairs(self.workers) do
+    local from = w.started and w.qh + 1 or w.qh
+    for k = from, w.qt do
+      local task = w.q[k]
+      if not task.cancelled then
+        task.cancelled = true
+        self.finish(task[1], ProcResult.not_started(task[2], task[3], why))
+      end
+    end
+    if not w.dead and not w.started and w.qh <= w.qt then self:kill(w) end
+  end
 end
 
 function Processes:read(w, data)

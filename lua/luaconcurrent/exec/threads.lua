@@ -115,8 +115,11 @@ function M.new(cfg, loop, finish)
     return false
   end
 
+  local held                -- why no task starts any more (halt), or nil
+
   local function result_of(key, arg, status, nret, first, answer, time_start, time_end,
                            time_run, err, limit)
+    if held and status == "cancelled" then return ProcResult.not_started(key, arg, held) end
     if time_run then
       avg = avg and avg + (time_run - avg) * 0.1 or time_run
     end
@@ -154,6 +157,17 @@ function M.new(cfg, loop, finish)
   -- A job cannot be taken back from a worker one at a time: it runs to its
   -- end (or deadline), or until the pool stops with the run.
   function ex:cancel() end
+
+  --- Start no more tasks (halt): those not submitted get their result now,
+  -- the pool starts none of the rest (they come back "cancelled").
+  function ex:hold(why)
+    held = why
+    for at = 3, nqueue, 3 do
+      finish(queue[at - 2], ProcResult.not_started(queue[at - 1], queue[at], why))
+    end
+    queue, nqueue = {}, 0
+    loop:pool_hold()
+  end
 
   function ex:close() end
 
