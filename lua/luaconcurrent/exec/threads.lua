@@ -39,155 +39,170 @@ end
 local MAX_BATCH = 32
 local AHEAD_TIME = 0.002
 
+local Threads = {}
+Threads.__index = Threads
+
+local setmetatable, tunpack, tmove = setmetatable, table.unpack, table.move
+
 function M.new(cfg, loop, finish)
-  local plain = #cfg.pargs == 1
   local _, task_args = function_task.split(cfg.pargs)
   local nthreads = M.count(cfg)
   pcall(require, "cjson")  -- its one-time set-up must not race in workers
   loop:pool_start(cfg.fn_bytes, nthreads, cfg.timeout, package.path, package.cpath)
-  -- [id of a job] = its tasks, { index1, key1, arg1, index2, ... }: one
-  -- table and one hash entry per job, whatever its number of tasks.
-  local inflight = {}
-  local queue, nqueue = {}, 0      -- started, not yet submitted: index, key, arg
-  local vals = {}                  -- scratch: a batch's keys and args
-  local avg                        -- a running average of the run time
-  local submit, submit_batch = loop.submit, loop.submit_batch
-  local setmetatable, tunpack, tmove = setmetatable, table.unpack, table.move
+  return setmetatable({
+    slots = nthreads * QUEUE_PER_WORKER, nthreads = nthreads, loop = loop, finish = finish,
+    plain = #cfg.pargs == 1,   -- no fixed arguments: the worker makes { arg }
+    task_args = task_args,
+    -- [id of a job] = its tasks, { index1, key1, arg1, index2, ... }: one
+    -- table and one hash entry per job, whatever its number of tasks.
+    inflight = {},
+    queue = {}, nqueue = 0,    -- started, not yet submitted: index, key, arg
+    vals = {},                 -- scratch: a batch's keys and args
+    avg = nil,                 -- a running average of the run time
+    held = nil,                -- why no task starts any more (halt), or nil
+  }, Threads)
+end
 
-  local ex = { slots = nthreads * QUEUE_PER_WORKER }
+function Threads:start(index, key, arg)
+  local n, queue = self.nqueue, self.queue
+  queue[n + 1], queue[n + 2], queue[n + 3] = index, key, arg
+  self.nqueue = n + 3
+end
 
-  local function args_of(arg)
-    if plain then return { arg } end
-    return task_args(arg)
+function Threads:submit_one(index, key, arg)
+  local sent, id = pcall(self.loop.submit, self.loop, key,
+    self.plain and { arg } or self.task_args(arg))
+  if not sent then return self.finish(index, function_task.unsendable(key, arg, id)) end
+  self.inflight[id] = { index, key, arg }
+end
+
+-- Tasks per batch: about AHEAD_TIME of work, spread over the workers.
+function Threads:batch_size(ntasks)
+  local avg, size = self.avg, 1
+  if avg then
+    size = avg * MAX_BATCH <= AHEAD_TIME and MAX_BATCH
+      or math.max(1, math.tointeger(AHEAD_TIME // avg) or 1)
   end
+  local spread = (ntasks + self.nthreads - 1) // self.nthreads
+  return size > spread and spread or size
+end
 
-  local function submit_one(index, key, arg)
-    local sent, id = pcall(submit, loop, key, args_of(arg))
-    if not sent then return finish(index, function_task.unsendable(key, arg, id)) end
-    inflight[id] = { index, key, arg }
+-- The k queued tasks after position at, as one job.
+function Threads:submit_batch(at, k)
+  local queue, vals, plain = self.queue, self.vals, self.plain
+  -- With no fixed arguments the worker makes each task's { arg }.
+  for j = 0, k - 1 do
+    local arg = queue[at + 3 * j + 3]
+    if not plain then arg = self.task_args(arg) end
+    vals[2 * j + 1], vals[2 * j + 2] = queue[at + 3 * j + 2], arg
   end
-
-  function ex:start(index, key, arg)
-    local n = nqueue
-    queue[n + 1], queue[n + 2], queue[n + 3] = index, key, arg
-    nqueue = n + 3
+  local sent, id = pcall(self.loop.submit_batch, self.loop, plain, tunpack(vals, 1, 2 * k))
+  for j = 1, 2 * k do vals[j] = nil end
+  if sent then
+    self.inflight[id] = tmove(queue, at + 1, at + 3 * k, 1, {})
+    return
   end
+  for j = 0, k - 1 do   -- one at a time: finds the one that cannot go
+    self:submit_one(queue[at + 3 * j + 1], queue[at + 3 * j + 2], queue[at + 3 * j + 3])
+  end
+end
 
-  --- Submit the turn's tasks, in batches.
-  function ex:run_ready()
-    if nqueue == 0 then return false end
-    local ntasks = nqueue // 3
-    local size = 1
-    if avg then
-      size = avg * MAX_BATCH <= AHEAD_TIME and MAX_BATCH
-        or math.max(1, math.tointeger(AHEAD_TIME // avg) or 1)
-    end
-    local spread = (ntasks + nthreads - 1) // nthreads
-    if size > spread then size = spread end
-    local i = 0                        -- tasks submitted
-    while i < ntasks do
-      local k = ntasks - i
-      if k > size then k = size end
+--- Submit the turn's tasks, in batches.
+function Threads:run_ready()
+  local nqueue, queue = self.nqueue, self.queue
+  if nqueue == 0 then return false end
+  local ntasks = nqueue // 3
+  local size = self:batch_size(ntasks)
+  local i = 0                        -- tasks submitted
+  while i < ntasks do
+    local k = ntasks - i
+    if k > size then k = size end
+    if k == 1 then
       local at = 3 * i
-      if k == 1 then
-        submit_one(queue[at + 1], queue[at + 2], queue[at + 3])
-      else
-        -- With no fixed arguments the worker makes each task's { arg }.
-        for j = 0, k - 1 do
-          local arg = queue[at + 3 * j + 3]
-          if not plain then arg = task_args(arg) end
-          vals[2 * j + 1], vals[2 * j + 2] = queue[at + 3 * j + 2], arg
-        end
-        local sent, id = pcall(submit_batch, loop, plain, tunpack(vals, 1, 2 * k))
-        for j = 1, 2 * k do vals[j] = nil end
-        if sent then
-          inflight[id] = tmove(queue, at + 1, at + 3 * k, 1, {})
-        else
-          for j = 0, k - 1 do   -- one at a time: finds the one that cannot go
-            submit_one(queue[at + 3 * j + 1], queue[at + 3 * j + 2], queue[at + 3 * j + 3])
-          end
-        end
-      end
-      i = i + k
+      self:submit_one(queue[at + 1], queue[at + 2], queue[at + 3])
+    else
+      self:submit_batch(3 * i, k)
     end
-    for j = 1, nqueue do queue[j] = nil end
-    nqueue = 0
-    return false
+    i = i + k
   end
+  for j = 1, nqueue do queue[j] = nil end
+  self.nqueue = 0
+  return false
+end
 
-  local held                -- why no task starts any more (halt), or nil
-
-  local function result_of(key, arg, status, nret, first, answer, time_start, time_end,
+function Threads:result_of(key, arg, status, nret, first, answer, time_start, time_end,
                            time_run, err, limit)
-    if held and status == "cancelled" then return ProcResult.not_started(key, arg, held) end
-    if time_run then
-      avg = avg and avg + (time_run - avg) * 0.1 or time_run
-    end
-    if status == "ok" and nret > 0 and first then
-      -- The common case: the result in one table constructor.
-      return setmetatable({ key = key, arg = arg, success = true, answer = answer,
-        time_start = time_start, time_end = time_end, time_run = time_run }, ProcResult)
-    end
-    return ProcResult.from_job(key, arg, { status = status, nret = nret, first = first,
-      answer = answer, time_start = time_start, time_end = time_end, time_run = time_run,
-      error = err, limit = limit })
+  if self.held and status == "cancelled" then return ProcResult.not_started(key, arg, self.held) end
+  if time_run then
+    local avg = self.avg
+    self.avg = avg and avg + (time_run - avg) * 0.1 or time_run
   end
+  if status == "ok" and nret > 0 and first then
+    -- The common case: the result in one table constructor.
+    return setmetatable({ key = key, arg = arg, success = true, answer = answer,
+      time_start = time_start, time_end = time_end, time_run = time_run }, ProcResult)
+  end
+  return ProcResult.from_job(key, arg, { status = status, nret = nret, first = first,
+    answer = answer, time_start = time_start, time_end = time_end, time_run = time_run,
+    error = err, limit = limit })
+end
 
-  function ex:record(rec)
-    local id = rec.id
-    local t = inflight[id]
-    if not t then return false end
-    inflight[id] = nil
-    local n = rec.batch
-    if not n then
-      finish(t[1], result_of(t[2], t[3], rec.status, rec.nret, rec.first, rec.answer,
-        rec.time_start, rec.time_end, rec.time_run, rec.error, rec.limit))
-      return true
-    end
-    local status, nret, first, answer = rec.status, rec.nret, rec.first, rec.answer
-    local ts, te, tr, err, limit = rec.time_start, rec.time_end, rec.time_run, rec.error, rec.limit
-    for j = 1, n do
-      local at = 3 * j
-      finish(t[at - 2], result_of(t[at - 1], t[at], status[j], nret[j], first[j], answer[j],
-        ts[j], te[j], tr[j], err[j], limit))
-    end
+function Threads:record(rec)
+  local id = rec.id
+  local t = self.inflight[id]
+  if not t then return false end
+  self.inflight[id] = nil
+  local finish = self.finish
+  local n = rec.batch
+  if not n then
+    finish(t[1], self:result_of(t[2], t[3], rec.status, rec.nret, rec.first, rec.answer,
+      rec.time_start, rec.time_end, rec.time_run, rec.error, rec.limit))
     return true
   end
-
-  -- A job cannot be taken back from a worker one at a time: it runs to its
-  -- end (or deadline), or until the pool stops with the run.
-  function ex:cancel() end
-
-  --- Start no more tasks (halt): those not submitted get their result now,
-  -- the pool starts none of the rest (they come back "cancelled").
-  function ex:hold(why)
-    held = why
-    for at = 3, nqueue, 3 do
-      finish(queue[at - 2], ProcResult.not_started(queue[at - 1], queue[at], why))
-    end
-    queue, nqueue = {}, 0
-    loop:pool_hold()
+  local status, nret, first, answer = rec.status, rec.nret, rec.first, rec.answer
+  local ts, te, tr, err, limit = rec.time_start, rec.time_end, rec.time_run, rec.error, rec.limit
+  for j = 1, n do
+    local at = 3 * j
+    finish(t[at - 2], self:result_of(t[at - 1], t[at], status[j], nret[j], first[j], answer[j],
+      ts[j], te[j], tr[j], err[j], limit))
   end
+  return true
+end
 
-  function ex:close() end
+-- A job cannot be taken back from a worker one at a time: it runs to its
+-- end (or deadline), or until the pool stops with the run.
+function Threads:cancel() end
 
-  function ex:stop(records)
-    for _, rec in ipairs(records) do ex:record(rec) end
-    for id, t in pairs(inflight) do
-      inflight[id] = nil
-      local at = 3          -- (an arg may be nil: the index ends the list)
-      while t[at - 2] ~= nil do
-        finish(t[at - 2], ProcResult.not_started(t[at - 1], t[at], "running"))
-        at = at + 3
-      end
-    end
-    for at = 3, nqueue, 3 do
-      finish(queue[at - 2], ProcResult.not_started(queue[at - 1], queue[at]))
-    end
-    queue, nqueue = {}, 0
+-- Every task not yet submitted gets a result saying why.
+function Threads:drop_queue(why)
+  local queue = self.queue
+  for at = 3, self.nqueue, 3 do
+    self.finish(queue[at - 2], ProcResult.not_started(queue[at - 1], queue[at], why))
   end
+  self.queue, self.nqueue = {}, 0
+end
 
-  return ex
+--- Start no more tasks (halt): those not submitted get their result now,
+-- the pool starts none of the rest (they come back "cancelled").
+function Threads:hold(why)
+  self.held = why
+  self:drop_queue(why)
+  self.loop:pool_hold()
+end
+
+function Threads:close() end
+
+function Threads:stop(records)
+  for _, rec in ipairs(records) do self:record(rec) end
+  for id, t in pairs(self.inflight) do
+    self.inflight[id] = nil
+    local at = 3          -- (an arg may be nil: the index ends the list)
+    while t[at - 2] ~= nil do
+      self.finish(t[at - 2], ProcResult.not_started(t[at - 1], t[at], "running"))
+      at = at + 3
+    end
+  end
+  self:drop_queue()
 end
 
 return M
