@@ -35,10 +35,12 @@ local EXCEPTION_OF_ERRNO = {
 }
 
 --- A result for a task that could not be started.
-function ProcResult.spawn_failure(key, arg, message, errname)
+-- when: the wall-clock time of the attempt (it took no time).
+function ProcResult.spawn_failure(key, arg, message, errname, when)
   local res = ProcResult.new(key, arg)
   res.exception = EXCEPTION_OF_ERRNO[errname] or "OSError"
   res.error = message
+  if when then res.time_start, res.time_end, res.time_run = when, when, 0 end
   return res
 end
 

@@ -39,7 +39,7 @@ local function run_prog(pargs, opts)
     return res.returncode, res.stdout, res.stderr, res
   end
   local function spawn_failed(message, errname)
-    return -1, "", message, ProcResult.spawn_failure(nil, nil, message, errname)
+    return -1, "", message, ProcResult.spawn_failure(nil, nil, message, errname, core.wallclock())
   end
 
   -- Inside a ProcRunAsyncio function task: run on its loop, yield until done.

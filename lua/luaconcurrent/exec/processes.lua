@@ -233,7 +233,8 @@ function Processes:dispatch()
         self.queue[self.qh] = nil
         self.qh = self.qh + 1
         if not task.cancelled then
-          self.finish(task[1], ProcResult.spawn_failure(task[2], task[3], message, errname))
+          self.finish(task[1], ProcResult.spawn_failure(task[2], task[3], message, errname,
+            wallclock()))
           break
         end
       end

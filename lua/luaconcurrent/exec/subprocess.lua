@@ -52,9 +52,7 @@ function M.new(cfg, loop, finish, live)
     local id, message, errname = loop:spawn(argv, envblock, cwd, input, timeout, grace,
       live and "live" or false, cfg.max_capture)
     if not id then
-      local res = ProcResult.spawn_failure(key, arg, message, errname)
-      res.time_start, res.time_end, res.time_run = core.wallclock(), core.wallclock(), 0
-      return finish(index, res)
+      return finish(index, ProcResult.spawn_failure(key, arg, message, errname, core.wallclock()))
     end
     inflight[id] = { index, key, arg }
     by_index[index] = id
