@@ -57,246 +57,291 @@ function M.bytecode_header()
   return hex(string.dump(load("return"), true):sub(1, 31))
 end
 
-function M.main()
+--- The text the local side sends first: its `local CFG = {...}` line, or
+-- nil when the head is cut short.
+local function read_config()
   local n = tonumber(io.stdin:read("l"))
   local src = n and io.stdin:read(n)
-  if not src then return 2 end
+  if not src then return nil end
   local cfgline = src:match("^local CFG = ([^\n]*)\n")
-  local CFG = cfgline and load("return " .. cfgline, "=cfg", "t", {})() or {}
-  local hb_timeout = tonumber(CFG.hb_timeout) or 60
-  if CFG.key then core.marshal_set_key(CFG.key) end
+  return cfgline and load("return " .. cfgline, "=cfg", "t", {})() or {}
+end
 
+-- A process worker's frame that says it starts a task (worker.lua):
+-- small, and not an answer.
+local function is_start(blob)
+  if #blob > 64 then return false end
+  local ok, what = pcall(core.unmarshal_string, blob)
+  return ok and what == "start"
+end
+
+--- What the local side gets of a subprocess task's record.
+local function task_record(rec)
+  return { returncode = rec.returncode, signal = rec.signal, signal_name = rec.signal_name,
+    stdout = rec.stdout, stderr = rec.stderr, pid = rec.pid, timeout = rec.timeout, limit = rec.limit,
+    interrupted = rec.interrupted, incomplete = rec.incomplete, time_run = rec.time_run,
+    input_error = rec.input_error, input_written = rec.input_written, input_size = rec.input_size,
+    wait_error = rec.wait_error }
+end
+
+local Worker = {}
+Worker.__index = Worker
+
+function Worker.new(cfg)
   local out = io.stdout
   out:setvbuf("full")
-  local alive = true
-  local function send(...)
-    if not alive then return end
-    local frame = string.pack("<" .. string.rep("s4", select("#", ...)), ...)
-    if not out:write(string.pack("<s4", frame)) then alive = false end
-  end
+  local _, exe = core.host()
+  return setmetatable({
+    cfg = cfg, hb_timeout = tonumber(cfg.hb_timeout) or 60,
+    out = out, alive = true,   -- alive: the channel still takes our writes
+    loop = core.new_loop(), exe = exe,
+    relay = nil,           -- the process id of the channel's relay
+    buf = "",              -- the channel's text after its last full line
+    procs = {},            -- [process id] = tid (subprocess tasks)
+    by_tid = {},           -- [tid] = process id | worker
+    envs = {},             -- env list (joined) -> envblock
+    fn_bytes = nil,        -- the task function (L)
+    workers = {},          -- [process id] = w (function tasks' process workers)
+    idle = {},
+    last_heard = now(),
+    closing = false,
+    limit = math.huge,     -- S
+    nrun = 0,
+    waiting = {}, wfirst = 1, wlast = 0,   -- X messages beyond the limit
+    queued = {},           -- [tid] = true while waiting
+  }, Worker)
+end
 
-  local loop = core.new_loop()
+function Worker:send(...)
+  if not self.alive then return end
+  local frame = string.pack("<" .. string.rep("s4", select("#", ...)), ...)
+  if not self.out:write(string.pack("<s4", frame)) then self.alive = false end
+end
+
+--- Starts the relay that reads the channel for us; false if it cannot.
+function Worker:start_relay()
   channel.channel_as_stderr(true)
-  local relay, message = loop:spawn({ "sh", "-c", "exec cat <&2 2>/dev/null" }, nil, nil, nil, 0, 0, true)
+  local relay, message = self.loop:spawn({ "sh", "-c", "exec cat <&2 2>/dev/null" }, nil, nil, nil, 0, 0, true)
   channel.channel_as_stderr(false)
   if not relay then
     io.stderr:write("luaconcurrent remote worker: cannot start the channel relay: ", tostring(message), "\n")
-    return 2
+    return false
   end
-  loop:close_input(relay)
+  self.loop:close_input(relay)
+  self.relay = relay
+  return true
+end
 
-  local _, exe = core.host()
-  send("hello", PROTOCOL, tostring(core.cpu_count()), _VERSION, "1", "engine", channel.version,
+function Worker:hello()
+  self:send("hello", PROTOCOL, tostring(core.cpu_count()), _VERSION, "1", "engine", channel.version,
     M.bytecode_header())
-  out:flush()
+  self.out:flush()
+end
 
-  local procs = {}       -- [process id] = tid (subprocess tasks)
-  local by_tid = {}      -- [tid] = process id | worker
-  local envs = {}        -- env list (joined) -> envblock
-  local fn_bytes         -- the task function (L)
-  local workers = {}     -- [process id] = w (function tasks' process workers)
-  local idle = {}
-  local last_heard = now()
-  local closing = false
-  local limit = math.huge  -- S
-  local nrun = 0
-  local waiting, wfirst, wlast = {}, 1, 0   -- X messages beyond the limit
-  local queued = {}        -- [tid] = true while waiting
-
-  local function envblock(m, first, nenv)
-    if nenv == 0 then return nil end
-    local list = table.concat(m, "\0", first, first + nenv - 1)
-    local eb = envs[list]
-    if eb == nil then
-      local t = {}
-      for k = first, first + nenv - 1 do
-        local name, value = m[k]:match("^([^=]*)=(.*)$")
-        if name then t[name] = value else t[m[k]] = false end
-      end
-      eb = core.envblock(t)
-      envs[list] = eb
+function Worker:envblock(m, first, nenv)
+  if nenv == 0 then return nil end
+  local list = table.concat(m, "\0", first, first + nenv - 1)
+  local eb = self.envs[list]
+  if eb == nil then
+    local t = {}
+    for k = first, first + nenv - 1 do
+      local name, value = m[k]:match("^([^=]*)=(.*)$")
+      if name then t[name] = value else t[m[k]] = false end
     end
-    return eb
+    eb = core.envblock(t)
+    self.envs[list] = eb
   end
+  return eb
+end
 
-  local function run(m)
-    local tid, timeout, cwd, has_input, input, nenv = m[2], tonumber(m[3]) or 0, m[4], m[5], m[6], tonumber(m[7])
-    local argv = table.move(m, 8 + nenv, #m, 1, {})
-    local ok, id, msg, errname = pcall(loop.spawn, loop, argv, envblock(m, 8, nenv), cwd ~= "" and cwd or nil,
-      has_input == "1" and input or nil, timeout, tonumber(CFG.grace) or 0.1)
-    if not ok then id, msg, errname = nil, tostring(id), "EINVAL" end
-    if not id then
-      send("fail", tid, tostring(msg), tostring(errname or ""))
-      return
-    end
-    procs[id], by_tid[tid] = tid, id
-    nrun = nrun + 1
+function Worker:run(m)
+  local tid, timeout, cwd, has_input, input, nenv = m[2], tonumber(m[3]) or 0, m[4], m[5], m[6], tonumber(m[7])
+  local argv = table.move(m, 8 + nenv, #m, 1, {})
+  local loop = self.loop
+  local ok, id, msg, errname = pcall(loop.spawn, loop, argv, self:envblock(m, 8, nenv), cwd ~= "" and cwd or nil,
+    has_input == "1" and input or nil, timeout, tonumber(self.cfg.grace) or 0.1)
+  if not ok then id, msg, errname = nil, tostring(id), "EINVAL" end
+  if not id then
+    self:send("fail", tid, tostring(msg), tostring(errname or ""))
+    return
   end
+  self.procs[id], self.by_tid[tid] = tid, id
+  self.nrun = self.nrun + 1
+end
 
-  local function start_waiting()
-    while nrun < limit and wfirst <= wlast do
-      local m = waiting[wfirst]
-      waiting[wfirst], wfirst = nil, wfirst + 1
-      if queued[m[2]] then
-        queued[m[2]] = nil
-        run(m)
-      end
+function Worker:start_waiting()
+  local waiting, queued = self.waiting, self.queued
+  while self.nrun < self.limit and self.wfirst <= self.wlast do
+    local m = waiting[self.wfirst]
+    waiting[self.wfirst], self.wfirst = nil, self.wfirst + 1
+    if queued[m[2]] then
+      queued[m[2]] = nil
+      self:run(m)
     end
   end
+end
 
-  local function submit(m)
-    if nrun < limit and wfirst > wlast then return run(m) end
-    wlast = wlast + 1
-    waiting[wlast] = m
-    queued[m[2]] = true
-  end
+function Worker:submit(m)
+  if self.nrun < self.limit and self.wfirst > self.wlast then return self:run(m) end
+  self.wlast = self.wlast + 1
+  self.waiting[self.wlast] = m
+  self.queued[m[2]] = true
+end
 
-  -- A process worker's frame that says it starts a task (worker.lua):
-  -- small, and not an answer.
-  local function is_start(blob)
-    if #blob > 64 then return false end
-    local ok, what = pcall(core.unmarshal_string, blob)
-    return ok and what == "start"
-  end
+function Worker:drop_idle(w)
+  local idle = self.idle
+  for k = #idle, 1, -1 do if idle[k] == w then table.remove(idle, k) end end
+end
 
-  -- w's answer frames: each finishes w's task (one at a time here).
-  local function answers(w, data)
-    local blobs = {}
-    w.read(data, blobs)
-    for _, blob in ipairs(blobs) do
-      if w.tid and not is_start(blob) then
-        send("fdone", w.tid, blob)
-        by_tid[w.tid], w.tid = nil, nil
-        if workers[w.id] then idle[#idle + 1] = w end
-      end
+-- w's answer frames: each finishes w's task (one at a time here).
+function Worker:answers(w, data)
+  local blobs = {}
+  w.read(data, blobs)
+  for _, blob in ipairs(blobs) do
+    if w.tid and not is_start(blob) then
+      self:send("fdone", w.tid, blob)
+      self.by_tid[w.tid], w.tid = nil, nil
+      if self.workers[w.id] then self.idle[#self.idle + 1] = w end
     end
   end
+end
 
-  local function worker_ended(w, rec)
-    workers[w.id] = nil
-    for k = #idle, 1, -1 do if idle[k] == w then table.remove(idle, k) end end
-    if rec.stdout and rec.stdout ~= "" then answers(w, rec.stdout) end
-    if w.tid then
-      local why = rec.signal and string.format("killed by signal %d (%s)", rec.signal, tostring(rec.signal_name))
-        or string.format("exited with status %s", tostring(rec.returncode))
-      send("fdied", w.tid, "the worker process ended without answering: " .. why)
-      by_tid[w.tid] = nil
+function Worker:worker_ended(w, rec)
+  self.workers[w.id] = nil
+  self:drop_idle(w)
+  if rec.stdout and rec.stdout ~= "" then self:answers(w, rec.stdout) end
+  if w.tid then
+    local why = rec.signal and string.format("killed by signal %d (%s)", rec.signal, tostring(rec.signal_name))
+      or string.format("exited with status %s", tostring(rec.returncode))
+    self:send("fdied", w.tid, "the worker process ended without answering: " .. why)
+    self.by_tid[w.tid] = nil
+  end
+end
+
+--- A new process worker for function task tid (F message m); nil if it
+-- cannot start (the task is answered fdied).
+function Worker:spawn_worker(m, tid, cwd, nenv)
+  local head = string.pack("<s4s4s4", core.marshal_key(),
+    core.marshal_string(package.path, package.cpath), self.fn_bytes)
+  local id, msg = self.loop:spawn({ self.exe, "--worker" }, self:envblock(m, 5, nenv), cwd ~= "" and cwd or nil,
+    head, 0, 0, true)
+  if not id then
+    self:send("fdied", tid, "cannot start a worker process: " .. tostring(msg))
+    return nil
+  end
+  local w = { id = id, read = worker.reader() }
+  self.workers[id] = w
+  return w
+end
+
+function Worker:run_fn(m)
+  local tid, cwd, nenv = m[2], m[3], tonumber(m[4])
+  local blob = m[5 + nenv]
+  if not self.fn_bytes then
+    self:send("fdied", tid, "no task function was sent")
+    return
+  end
+  local w = table.remove(self.idle) or self:spawn_worker(m, tid, cwd, nenv)
+  if not w then return end
+  w.tid = tid
+  self.by_tid[tid] = w
+  -- A task frame of one task (worker.lua): count 1, no wrap, key and args.
+  self.loop:write(w.id, string.pack("<s4", string.pack("<I4", 1) .. "\0" .. blob))
+end
+
+function Worker:cancel(tid)
+  if self.queued[tid] then
+    self.queued[tid] = nil
+    self:send("rec", tid, core.marshal_string({ returncode = -1, interrupted = true, stdout = "", stderr = "" }))
+    return
+  end
+  local x = self.by_tid[tid]
+  if type(x) == "table" then          -- a function task: its worker goes
+    self.by_tid[tid], x.tid = nil, nil
+    self:drop_idle(x)
+    self.loop:kill(x.id)
+  elseif x then
+    self.loop:kill(x)
+  end
+end
+
+function Worker:on_message(msg)
+  self.last_heard = now()
+  local m = split(msg)
+  local what = m[1]
+  if what == "X" then if not self.closing then self:submit(m) end
+  elseif what == "S" then self.limit = tonumber(m[2]) or math.huge
+  elseif what == "F" then if not self.closing then self:run_fn(m) end
+  elseif what == "K" then self:cancel(m[2])
+  elseif what == "H" then self:send("hb")
+  elseif what == "L" then self.fn_bytes = m[2]
+  elseif what == "P" then self:send("pong", m[2] or "")
+  end
+end
+
+function Worker:on_data(data)
+  local buf = self.buf .. data
+  local pos = 1
+  while true do
+    local nl = buf:find("\n", pos, true)
+    if not nl then break end
+    self:on_message(buf:sub(pos, nl - 1))
+    pos = nl + 1
+  end
+  self.buf = buf:sub(pos)
+end
+
+function Worker:shutdown()
+  self.closing = true
+  self.alive = false
+end
+
+function Worker:record(rec)
+  if rec.id == self.relay then
+    if rec.data then self:on_data(rec.data) else
+      if rec.stdout and rec.stdout ~= "" then self:on_data(rec.stdout) end
+      self:shutdown()
+    end
+    return
+  end
+  local tid = self.procs[rec.id]
+  if tid then
+    self.procs[rec.id], self.by_tid[tid] = nil, nil
+    self.nrun = self.nrun - 1
+    self:send("rec", tid, core.marshal_string(task_record(rec)))
+    return
+  end
+  local w = self.workers[rec.id]
+  if w then
+    if rec.data then
+      self:answers(w, rec.data)
+    else
+      self:worker_ended(w, rec)
     end
   end
+end
 
-  local function run_fn(m)
-    local tid, cwd, nenv = m[2], m[3], tonumber(m[4])
-    local blob = m[5 + nenv]
-    if not fn_bytes then
-      send("fdied", tid, "no task function was sent")
-      return
-    end
-    local w = table.remove(idle)
-    if not w then
-      local head = string.pack("<s4s4s4", core.marshal_key(),
-        core.marshal_string(package.path, package.cpath), fn_bytes)
-      local id, msg = loop:spawn({ exe, "--worker" }, envblock(m, 5, nenv), cwd ~= "" and cwd or nil,
-        head, 0, 0, true)
-      if not id then
-        send("fdied", tid, "cannot start a worker process: " .. tostring(msg))
-        return
-      end
-      w = { id = id, read = worker.reader() }
-      workers[id] = w
-    end
-    w.tid = tid
-    by_tid[tid] = w
-    -- A task frame of one task (worker.lua): count 1, no wrap, key and args.
-    loop:write(w.id, string.pack("<s4", string.pack("<I4", 1) .. "\0" .. blob))
-  end
-
-  local function cancel(tid)
-    if queued[tid] then
-      queued[tid] = nil
-      send("rec", tid, core.marshal_string({ returncode = -1, interrupted = true, stdout = "", stderr = "" }))
-      return
-    end
-    local x = by_tid[tid]
-    if type(x) == "table" then          -- a function task: its worker goes
-      by_tid[tid], x.tid = nil, nil
-      for k = #idle, 1, -1 do if idle[k] == x then table.remove(idle, k) end end
-      loop:kill(x.id)
-    elseif x then
-      loop:kill(x)
-    end
-  end
-
-  local function on_message(msg)
-    last_heard = now()
-    local m = split(msg)
-    local what = m[1]
-    if what == "X" then if not closing then submit(m) end
-    elseif what == "S" then limit = tonumber(m[2]) or math.huge
-    elseif what == "F" then if not closing then run_fn(m) end
-    elseif what == "K" then cancel(m[2])
-    elseif what == "H" then send("hb")
-    elseif what == "L" then fn_bytes = m[2]
-    elseif what == "P" then send("pong", m[2] or "")
-    end
-  end
-
-  local buf = ""
-  local function on_data(data)
-    buf = buf .. data
-    local pos = 1
-    while true do
-      local nl = buf:find("\n", pos, true)
-      if not nl then break end
-      on_message(buf:sub(pos, nl - 1))
-      pos = nl + 1
-    end
-    buf = buf:sub(pos)
-  end
-
-  local function shutdown()
-    closing = true
-    alive = false
-  end
-
-  local function record(rec)
-    if rec.id == relay then
-      if rec.data then on_data(rec.data) else
-        if rec.stdout and rec.stdout ~= "" then on_data(rec.stdout) end
-        shutdown()
-      end
-      return
-    end
-    local tid = procs[rec.id]
-    if tid then
-      procs[rec.id], by_tid[tid] = nil, nil
-      nrun = nrun - 1
-      local r = { returncode = rec.returncode, signal = rec.signal, signal_name = rec.signal_name,
-        stdout = rec.stdout, stderr = rec.stderr, pid = rec.pid, timeout = rec.timeout, limit = rec.limit,
-        interrupted = rec.interrupted, incomplete = rec.incomplete, time_run = rec.time_run,
-        input_error = rec.input_error, input_written = rec.input_written, input_size = rec.input_size,
-        wait_error = rec.wait_error }
-      send("rec", tid, core.marshal_string(r))
-      return
-    end
-    local w = workers[rec.id]
-    if w then
-      if rec.data then
-        answers(w, rec.data)
-      else
-        worker_ended(w, rec)
-      end
-    end
-  end
-
-  while not closing do
-    for _, rec in ipairs(loop:poll(1)) do record(rec) end
-    if not closing then start_waiting() end
-    if alive and not out:flush() then alive = false; shutdown() end
-    if now() - last_heard > hb_timeout then shutdown() end
+function Worker:serve()
+  while not self.closing do
+    for _, rec in ipairs(self.loop:poll(1)) do self:record(rec) end
+    if not self.closing then self:start_waiting() end
+    if self.alive and not self.out:flush() then self.alive = false; self:shutdown() end
+    if now() - self.last_heard > self.hb_timeout then self:shutdown() end
   end
   -- Every group this worker started is killed (process workers get TERM
   -- first and kill what their tasks started), then we exit.
-  loop:close()
+  self.loop:close()
+end
+
+function M.main()
+  local cfg = read_config()
+  if not cfg then return 2 end
+  if cfg.key then core.marshal_set_key(cfg.key) end
+  local w = Worker.new(cfg)
+  if not w:start_relay() then return 2 end
+  w:hello()
+  w.last_heard = now()
+  w:serve()
   return 0
 end
 
