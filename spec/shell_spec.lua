@@ -108,6 +108,18 @@ describe("luaconcurrent --parallel", function()
     end
   end)
 
+  it("reads hosts from a host file (--slf, lc.hosts_file), # comments skipped", function()
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w"))
+    f:write("# this machine, two slots\n  2/:   # inline comment\n\n")
+    f:close()
+    assert.are.same({ "2/:" }, require("luaconcurrent").hosts_file(path))
+    local out, err, code = par("--slf " .. q(path) .. " -k echo ::: a b")
+    assert.are.equal(0, code, err)
+    assert.are.equal("a\nb\n", out)
+    os.remove(path)
+  end)
+
   it("is the same run under the name lcparallel", function()
     local link = os.tmpname()
     os.remove(link)
