@@ -142,479 +142,558 @@ local function unpack_frame(blob)
   return t
 end
 
+local function timed(res, t)
+  local t1 = now()
+  res.time_start, res.time_end, res.time_run = wallclock() - (t1 - t.t0), wallclock(), t1 - t.t0
+  return res
+end
+
+-- A function task's answer: a process worker's frame, passed through.
+local function result_of_answer(t, blob)
+  local res = timed(ProcResult.new(t.key, t.arg), t)
+  -- worker.lua's answer: status, t0, t1, more, then the outcome
+  local decoded, status, _, _, _, a, b, c, d = pcall(core.unmarshal_string, blob)
+  if not decoded then
+    return ProcResult.raised(res, "the worker's answer was corrupt: " .. ProcResult.error_text(status))
+  end
+  return ProcResult.answered(res, status, a, b, c, d)
+end
+
+local function drop_errfile(h)
+  if h.errfile then os.remove(h.errfile); h.errfile = nil end
+end
+
+--- Why a host's session ended: the last line of its stderr, else its status
+-- (a lost heartbeat or a refusal says it better).
+local function session_error(h, rec)
+  if h.refused then return h.refused_why end
+  if h.hb_lost then return h.hb_lost end
+  local why = ""
+  local f = h.errfile and io.open(h.errfile, "rb")
+  if f then why = f:read("a"):gsub("%s+$", ""):gsub("^.*\n", ""); f:close() end
+  return why ~= "" and why or string.format("session ended (status %s)", tostring(rec.returncode))
+end
+
+--- Seconds before a failed host is tried again.
+local function retry_delay(h, was_up)
+  if not was_up and h.fails <= QUICK_RETRIES then
+    return 0.2 + math.random() * 0.8 * h.fails    -- MaxStartups refusal: jitter
+  end
+  return math.min(BACKOFF_MAX, 2 ^ math.min(h.fails, 6)) * (0.75 + math.random() * 0.5)
+end
+
+--- Why a host that said hello cannot run function tasks, or nil.
+local function fn_refusal(h, f)
+  if h.mode ~= "engine" then
+    return "function tasks need the luaconcurrent executable on the host (found only "
+      .. tostring(f[4]) .. "; install luaconcurrent there, or set the host's luaconcurrent = path)"
+  elseif h.version ~= VERSION or h.lua_version ~= _VERSION or h.bytecode ~= BYTECODE then
+    return string.format("function tasks need the same luaconcurrent, Lua and bytecode format at both "
+      .. "ends: the host has luaconcurrent %s on %s%s, this side %s on %s", tostring(h.version),
+      tostring(h.lua_version), h.bytecode ~= BYTECODE and " (another bytecode format)" or "", VERSION, _VERSION)
+  end
+end
+
+--- Whether a handshake may still come: a host not yet up nor given up.
+local function handshaking(hosts)
+  for _, h in ipairs(hosts) do
+    if h.state == "want" or h.state == "connecting" or (h.state == "down" and not h.ever_up) then
+      return true
+    end
+  end
+  return false
+end
+
+-- A worker's frames that end a task.
+local RESULT_FRAMES = { done = true, rec = true, fail = true, fdone = true, fdied = true }
+
+local Remote = {}
+Remote.__index = Remote
+
 function M.new(cfg, loop, finish)
   local prefix = {}
   for i, v in ipairs(cfg.pargs) do prefix[i] = tostring(v) end
   local is_fn = type(cfg.pargs[1]) == "function"
   local task_args = is_fn and select(2, function_task.split(cfg.pargs))
   local fn_bytes = is_fn and (cfg.fn_bytes or core.marshal_string(cfg.pargs[1]))
-  local timeout = cfg.timeout or 0
-  local grace = cfg.kill_grace or 0.1
   local hosts = hostlib.list(cfg.hosts)
   for i, h in ipairs(hosts) do h.uid = i end
-  local queue = {}          -- tasks waiting for a slot (requeued ones first)
-  local tasks = {}          -- [index] = task, every task held
-  local procs = {}          -- [process id] = host
-  local timers = {}         -- [timer id] = function
-  local failed_on = {}      -- [index] = { [host uid] = true }: retries go elsewhere
-  local next_tid = 0
-  local closed = false
-  local ex = {}
-
-  local function at(when, fn) timers[loop:timer(when)] = fn end
-
-  local function argv_of(arg)
-    local argv = { table.unpack(prefix) }
-    if type(arg) == "table" then
-      for i = 1, #arg do argv[#argv + 1] = tostring(arg[i]) end
-    elseif arg ~= nil then
-      argv[#argv + 1] = tostring(arg)
-    end
-    return argv
-  end
-
-  local function env_of(h)
-    local env = {}
-    for _, src in ipairs({ cfg.env or {}, h.env or {} }) do
-      for k, v in pairs(src) do env[#env + 1] = v == false and k or (k .. "=" .. v) end
-    end
-    table.sort(env)
-    return env
-  end
-
-  local connect, dispatch
-
-  -- ---- hosts ------------------------------------------------------------
-  local function nconnecting()
-    local n = 0
-    for _, h in ipairs(hosts) do if h.state == "connecting" then n = n + 1 end end
-    return n
-  end
-
-  local function pump_connects()
-    for _, h in ipairs(hosts) do
-      if nconnecting() >= MAX_CONNECTING then return end
-      if h.state == "want" then connect(h) end
-    end
-  end
-
-  function connect(h)
-    if closed then return end
-    local argv, head = connect_argv(h, grace)
-    -- ssh's stderr (and the remote worker's) to a file: the host's error
-    -- when the session fails, not noise on ours.
-    h.errfile = h.errfile or os.tmpname()
-    table.insert(argv, 1, "sh")
-    table.insert(argv, 2, "-c")
-    table.insert(argv, 3, 'exec "$@" 2>"$0"')
-    table.insert(argv, 4, h.errfile)
-    local id, message = loop:spawn(argv, nil, nil, head, 0, 0, true)
-    if not id then
-      h.state, h.error = "down", message
-      return
-    end
-    h.id, h.state, h.read, h.running, h.nrunning = id, "connecting", reader(), {}, 0
-    h.last_heard, h.hb_lost, h.unanswered = now(), nil, nil
-    trace(h, "connecting (attempt %d)", (h.fails or 0) + 1)
-    procs[id] = h
-  end
-
-  local function host_lost(h, rec)
-    procs[h.id] = nil
-    h.id = nil
-    local was_up = h.state == "up"
-    local why = ""
-    local f = h.errfile and io.open(h.errfile, "rb")
-    if f then why = f:read("a"):gsub("%s+$", ""):gsub("^.*\n", ""); f:close() end
-    h.error = why ~= "" and why or string.format("session ended (status %s)", tostring(rec.returncode))
-    if h.hb_lost then h.error = h.hb_lost end
-    if h.refused then h.error = h.refused_why end
-    -- Tasks in flight there go back on the queue, first, and prefer another host.
-    trace(h, "session ended (%s, status %s), %d task(s) in flight", was_up and "was up" or "before hello",
-      tostring(rec.returncode), h.nrunning or 0)
-    local back = {}
-    for _, t in pairs(h.running) do
-      if t.timer then timers[t.timer] = nil; loop:cancel_timer(t.timer); t.timer = nil end
-      t.host, t.tid = nil, nil
-      t.lost_on = t.lost_on or {}
-      t.lost_on[h.uid] = true
-      back[#back + 1] = t
-    end
-    table.sort(back, function(a, b) return a.index < b.index end)
-    for i = #back, 1, -1 do
-      local t = back[i]
-      if t.why then   -- cancelled meanwhile: it is over
-        tasks[t.index] = nil
-        finish(t.index, ProcResult.not_started(t.key, t.arg, t.why))
-      else
-        table.insert(queue, 1, t)
-      end
-    end
-    h.running, h.nrunning = {}, 0
-    if closed then
-      h.state = "closed"
-      if h.errfile then os.remove(h.errfile); h.errfile = nil end
-      return
-    end
-    h.fails = (h.fails or 0) + 1
-    if h.refused or (not h.ever_up and h.fails > QUICK_RETRIES) or h.fails > MAX_FAILS then
-      h.state = "bad"     -- given up: its error is kept for the message
-      if h.errfile then os.remove(h.errfile); h.errfile = nil end
-      pump_connects()
-      dispatch()
-      return
-    end
-    local delay
-    if not was_up and h.fails <= QUICK_RETRIES then
-      delay = 0.2 + math.random() * 0.8 * h.fails    -- MaxStartups refusal: jitter
-    else
-      delay = math.min(BACKOFF_MAX, 2 ^ math.min(h.fails, 6)) * (0.75 + math.random() * 0.5)
-    end
-    h.state, h.retry_at = "down", now() + delay
-    at(h.retry_at, function()
-      if h.state == "down" and not closed then h.state = "want"; pump_connects() end
-    end)
-    pump_connects()
-    dispatch()
-  end
-
-  local function timed(res, t)
-    local t1 = now()
-    res.time_start, res.time_end, res.time_run = wallclock() - (t1 - t.t0), wallclock(), t1 - t.t0
-    return res
-  end
-
-  -- Engine mode: the remote record, marshalled.
-  local function result_of_record(t, blob)
-    local okd, rec = pcall(core.unmarshal_string, blob)
-    if not okd or type(rec) ~= "table" then
-      return ProcResult.raised(timed(ProcResult.new(t.key, t.arg), t),
-        "the remote worker's record was corrupt: " .. ProcResult.error_text(rec))
-    end
-    local remote_run = rec.time_run
-    timed(rec, t)
-    if type(remote_run) == "number" then      -- its own run, not its wait
-      rec.time_run, rec.time_start = remote_run, rec.time_end - remote_run
-    end
-    if t.timed_out and not rec.timeout then rec.timeout, rec.limit = true, timeout end
-    local res = ProcResult.from_record(t.key, t.arg, rec)
-    if t.why and not res.success and not res.timeout then ProcResult.interrupt(res, t.why) end
-    return res
-  end
-
-  -- A function task's answer: a process worker's frame, passed through.
-  local function result_of_answer(t, blob)
-    local res = timed(ProcResult.new(t.key, t.arg), t)
-    -- worker.lua's answer: status, t0, t1, more, then the outcome
-    local decoded, status, _, _, _, a, b, c, d = pcall(core.unmarshal_string, blob)
-    if not decoded then
-      return ProcResult.raised(res, "the worker's answer was corrupt: " .. ProcResult.error_text(status))
-    end
-    return ProcResult.answered(res, status, a, b, c, d)
-  end
-
-  local function result_of(t, f)
-    local h = t.host
-    local status = tonumber(f[3])
-    local rec = { returncode = status, stdout = f[4], stderr = f[5], pid = tonumber(f[6]) }
-    if (t.why or t.timed_out) and status > 128 then
-      rec.signal = status - 128
-      rec.signal_name = ({ [9] = "SIGKILL", [15] = "SIGTERM", [2] = "SIGINT" })[rec.signal] or "signal"
-      rec.returncode = -rec.signal
-    end
-    local t1 = now()
-    rec.time_start, rec.time_end, rec.time_run = wallclock() - (t1 - t.t0), wallclock(), t1 - t.t0
-    if t.timed_out then rec.timeout, rec.limit = true, timeout end
-    local res
-    if status == 127 and rec.stderr:find("No such file or directory\n?$") then
-      res = ProcResult.spawn_failure(t.key, t.arg, (rec.stderr:gsub("\n$", "")), "ENOENT")
-      res.returncode, res.stderr = 127, rec.stderr
-    else
-      res = ProcResult.from_record(t.key, t.arg, rec)
-    end
-    if t.why and not res.success and not res.timeout then ProcResult.interrupt(res, t.why) end
-    res.host = h.name
-    return res
-  end
-
-  local function send(h, msg) loop:write(h.id, msg) end
-
-  -- A host that can never run this run's tasks: given up, saying why.
-  local function refuse(h, why)
-    h.state, h.error, h.refused, h.refused_why = "bad", why, true, why
-    trace(h, "refused: %s", why)
-    loop:kill(h.id)
-  end
-
-  local function on_frame(h, f)
-    local what = f[1]
-    h.last_heard = now()
-    if what == "hb" then return end
-    if what == "hello" then
-      if f[2] ~= PROTOCOL then
-        refuse(h, "remote worker speaks protocol " .. tostring(f[2]))
-        return
-      end
-      h.mode = f[6] == "engine" and "engine" or "lua"
-      h.version, h.lua_version, h.bytecode = f[7], f[4], f[8]
-      if is_fn then
-        if h.mode ~= "engine" then
-          refuse(h, "function tasks need the luaconcurrent executable on the host (found only "
-            .. tostring(f[4]) .. "; install luaconcurrent there, or set the host's luaconcurrent = path)")
-          return
-        elseif h.version ~= VERSION or h.lua_version ~= _VERSION or h.bytecode ~= BYTECODE then
-          refuse(h, string.format("function tasks need the same luaconcurrent, Lua and bytecode format at both "
-            .. "ends: the host has luaconcurrent %s on %s%s, this side %s on %s", tostring(h.version),
-            tostring(h.lua_version), h.bytecode ~= BYTECODE and " (another bytecode format)" or "", VERSION, _VERSION))
-          return
-        end
-        send(h, line({ "L", fn_bytes }))
-      end
-      h.state, h.fails, h.ncpu, h.ever_up = "up", 0, tonumber(f[3]), true
-      h.slots_now = h.slots or h.ncpu or 1
-      -- Engine mode runs slots_now subprocess tasks at once and holds as
-      -- many more, sent ahead: the next starts without waiting for a
-      -- round trip over the channel.
-      h.cap = h.slots_now
-      if h.mode == "engine" and not is_fn then
-        h.cap = h.slots_now * PREFETCH
-        send(h, line({ "S", tostring(h.slots_now) }))
-      end
-      trace(h, "up: mode %s%s, %s cpus, %d slots", h.mode,
-        h.mode == "engine" and (" (luaconcurrent " .. tostring(h.version) .. ")") or "", tostring(h.ncpu), h.slots_now)
-      pump_connects()
-      dispatch()
-    elseif what == "done" or what == "rec" or what == "fail" or what == "fdone" or what == "fdied" then
-      local t = h.running[f[2]]
-      if not t then return end
-      h.running[f[2]], h.nrunning = nil, h.nrunning - 1
-      if t.timer then timers[t.timer] = nil; loop:cancel_timer(t.timer) end
-      tasks[t.index] = nil
-      local res
-      if what == "done" then res = result_of(t, f)
-      elseif what == "rec" then res = result_of_record(t, f[3])
-      elseif what == "fail" then
-        res = timed(ProcResult.spawn_failure(t.key, t.arg, f[3], f[4]), t)
-      elseif what == "fdone" then res = result_of_answer(t, f[3])
-      else
-        res = ProcResult.raised(timed(ProcResult.new(t.key, t.arg), t), f[3])
-        if t.why then ProcResult.interrupt(res, t.why) end
-      end
-      res.host, res.remote_mode = h.name, h.mode
-      if res.success then
-        failed_on[t.index] = nil
-      else
-        failed_on[t.index] = failed_on[t.index] or {}
-        failed_on[t.index][h.uid] = true
-      end
-      finish(t.index, res)
-      dispatch()
-    end
-  end
-
-  -- ---- tasks ------------------------------------------------------------
-  local function pick(t)
-    local best, best_free
-    for _, h in ipairs(hosts) do
-      if h.state == "up" and not h.hb_lost then
-        local free = h.cap - h.nrunning
-        if free > 0 then
-          local score = free - ((t.lost_on and t.lost_on[h.uid]) and 1e6 or 0)
-          if not best or score > best_free then best, best_free = h, score end
-        end
-      end
-    end
-    return best
-  end
-
-  function dispatch()
-    while #queue > 0 do
-      local t = queue[1]
-      local h = pick(t)
-      if not h then break end
-      table.remove(queue, 1)
-      next_tid = next_tid + 1
-      local tid = tostring(next_tid)
-      t.host, t.tid, t.t0 = h, tid, now()
-      h.running[tid], h.nrunning = t, h.nrunning + 1
-      local env = env_of(h)
-      local msg
-      if is_fn then
-        msg = { "F", tid, cfg.cwd or "", tostring(#env) }
-      elseif h.mode == "engine" then
-        msg = { "X", tid, string.format("%.17g", timeout), cfg.cwd or "", cfg.input and "1" or "0",
-          cfg.input or "", tostring(#env) }
-      else
-        msg = { "R", tid, cfg.cwd or "", cfg.input and "1" or "0", cfg.input or "", tostring(#env) }
-      end
-      for _, e in ipairs(env) do msg[#msg + 1] = e end
-      if is_fn then
-        msg[#msg + 1] = t.blob
-      else
-        for _, a in ipairs(t.argv) do msg[#msg + 1] = a end
-      end
-      send(h, line(msg))
-      if timeout > 0 and is_fn then
-        -- As for local worker processes: at the deadline the worker is
-        -- killed and the task's result is final at once.
-        t.timer = loop:timer(t.t0 + timeout)
-        timers[t.timer] = function()
-          t.timer = nil
-          if t.host ~= h or h.running[tid] ~= t then return end
-          send(h, line({ "K", tid }))
-          h.running[tid], h.nrunning = nil, h.nrunning - 1
-          tasks[t.index] = nil
-          local res = ProcResult.time_out(timed(ProcResult.new(t.key, t.arg), t), timeout,
-            "its worker process was killed")
-          res.host, res.remote_mode = h.name, h.mode
-          finish(t.index, res)
-          dispatch()
-        end
-      elseif timeout > 0 then
-        -- Engine mode: the remote engine keeps the deadline (TERM, grace,
-        -- KILL); this timer is the backstop. Plain mode: this is the clock.
-        local engine = h.mode == "engine"
-        t.timer = loop:timer(t.t0 + (engine and 2 * (timeout + grace) + 5 or timeout))
-        timers[t.timer] = function()
-          t.timer = nil
-          if t.host then t.timed_out = true; send(t.host, line({ "K", t.tid })) end
-        end
-      end
-    end
-    -- Nothing can ever run them: every host is gone for good.
-    if #queue > 0 then
-      for _, h in ipairs(hosts) do if h.state ~= "bad" then return end end
-      while #queue > 0 do
-        local t = table.remove(queue, 1)
-        tasks[t.index] = nil
-        local res = ProcResult.new(t.key, t.arg)
-        local why = {}
-        for _, h in ipairs(hosts) do why[#why + 1] = h.name .. ": " .. tostring(h.error) end
-        res.exception, res.error = "ConnectionError", "no host can run it (" .. table.concat(why, "; ") .. ")"
-        finish(t.index, res)
-      end
-    end
-  end
-
-  function ex:describe(_, arg) return table.concat(argv_of(arg), " ") end
-
-  function ex:start(index, key, arg)
-    local t = { index = index, key = key, arg = arg }
-    if is_fn then
-      local sent, blob = pcall(core.marshal_string, key, task_args(arg))
-      if not sent then return finish(index, function_task.unsendable(key, arg, blob)) end
-      t.blob = blob
-    else
-      t.argv = argv_of(arg)
-    end
-    if failed_on[index] then    -- run again (retries): prefer a host it has not failed on
-      t.lost_on = {}
-      for name in pairs(failed_on[index]) do t.lost_on[name] = true end
-    end
-    tasks[index] = t
-    queue[#queue + 1] = t
-    dispatch()
-  end
-
-  function ex:record(rec)
-    local fn = timers[rec.id]
-    if fn then timers[rec.id] = nil; fn(); return true end
-    local h = procs[rec.id]
-    if not h then return false end
-    if rec.data then
-      local frames = {}
-      h.read(rec.data, frames)
-      for _, blob in ipairs(frames) do on_frame(h, unpack_frame(blob)) end
-    else
-      if rec.stdout and rec.stdout ~= "" then
-        local frames = {}
-        h.read(rec.stdout, frames)
-        for _, blob in ipairs(frames) do on_frame(h, unpack_frame(blob)) end
-      end
-      host_lost(h, rec)
-    end
-    return true
-  end
-
-  function ex:cancel(index, why)
-    local t = tasks[index]
-    if not t then return end
-    if t.host then
-      t.why = why
-      send(t.host, line({ "K", t.tid }))
-    else
-      for i, q in ipairs(queue) do if q == t then table.remove(queue, i) break end end
-      tasks[index] = nil
-      finish(index, ProcResult.not_started(t.key, t.arg, why))
-    end
-  end
-
-  --- No more tasks: each worker gets EOF and exits.
-  function ex:close()
-    closed = true
-    for id in pairs(procs) do loop:close_input(id) end
-  end
-
-  function ex:stop(records)
-    closed = true
-    for _, h in ipairs(hosts) do if h.errfile then os.remove(h.errfile); h.errfile = nil end end
-    for _, rec in ipairs(records) do
-      local h = procs[rec.id]
-      if h and rec.data then ex:record(rec) end
-    end
-    for index, t in pairs(tasks) do
-      tasks[index] = nil
-      finish(index, ProcResult.not_started(t.key, t.arg, t.host and "running" or "not_started"))
-    end
-  end
-
-  -- Heartbeats: an H line to every host now and then; a host silent for
-  -- HB_LOST of its heartbeats is lost (its session is killed: the record
-  -- that follows requeues its tasks).
   local period = HEARTBEAT
   for _, h in ipairs(hosts) do period = math.min(period, h.heartbeat or HEARTBEAT) end
-  local function beat()
-    if closed then return end
-    local t = now()
-    for _, h in ipairs(hosts) do
-      if h.state == "up" then
-        local hb = h.heartbeat or HEARTBEAT
-        -- Silence counts from the oldest heartbeat not answered (so a run
-        -- that was busy elsewhere for a while does not blame the host).
-        if h.unanswered and h.unanswered < h.last_heard then h.unanswered = nil end
-        if not h.hb_lost and h.unanswered and t - h.unanswered > (HB_LOST - 1) * hb then
-          h.hb_lost = string.format("no heartbeat for %.1f s", t - h.last_heard)
-          trace(h, "lost: %s, %d task(s) in flight", h.hb_lost, h.nrunning)
-          loop:kill(h.id)
-        elseif not h.hb_lost and t - (h.last_beat or 0) >= hb * 0.99 then
-          h.last_beat = t
-          h.unanswered = h.unanswered or t
-          send(h, "H\n")
-        end
-      end
-    end
-    at(now() + period, beat)
-  end
-
-  -- The handshakes, before the scheduler asks for ex.slots.
-  for _, h in ipairs(hosts) do h.state = "want" end
-  pump_connects()
-  local deadline = now() + 60
-  while now() < deadline do
-    local pending = false
-    for _, h in ipairs(hosts) do
-      if h.state == "want" or h.state == "connecting" or (h.state == "down" and not h.ever_up) then
-        pending = true
-      end
-    end
-    if not pending then break end
-    for _, rec in ipairs(loop:poll(0.5)) do ex:record(rec) end
-  end
+  local self = setmetatable({
+    cfg = cfg, loop = loop, finish = finish,
+    prefix = prefix, is_fn = is_fn, task_args = task_args, fn_bytes = fn_bytes,
+    timeout = cfg.timeout or 0,
+    grace = cfg.kill_grace or 0.1,
+    hosts = hosts,
+    period = period,       -- seconds between heartbeat rounds: the shortest host's
+    queue = {},            -- tasks waiting for a slot (requeued ones first)
+    tasks = {},            -- [index] = task, every task held
+    procs = {},            -- [process id] = host
+    timers = {},           -- [timer id] = function
+    failed_on = {},        -- [index] = { [host uid] = true }: retries go elsewhere
+    next_tid = 0,
+    closed = false,
+  }, Remote)
+  self:handshake()
   local total = 0
   for _, h in ipairs(hosts) do total = total + (h.cap or h.slots or 1) end
-  ex.slots = total
-  beat()
-  return ex
+  self.slots = total
+  self:beat()
+  return self
+end
+
+function Remote:at(when, fn) self.timers[self.loop:timer(when)] = fn end
+
+function Remote:argv_of(arg)
+  local argv = { table.unpack(self.prefix) }
+  if type(arg) == "table" then
+    for i = 1, #arg do argv[#argv + 1] = tostring(arg[i]) end
+  elseif arg ~= nil then
+    argv[#argv + 1] = tostring(arg)
+  end
+  return argv
+end
+
+function Remote:env_of(h)
+  local env = {}
+  for _, src in ipairs({ self.cfg.env or {}, h.env or {} }) do
+    for k, v in pairs(src) do env[#env + 1] = v == false and k or (k .. "=" .. v) end
+  end
+  table.sort(env)
+  return env
+end
+
+function Remote:send(h, msg) self.loop:write(h.id, msg) end
+
+-- ---- hosts ------------------------------------------------------------
+
+-- The handshakes, before the scheduler asks for ex.slots.
+function Remote:handshake()
+  for _, h in ipairs(self.hosts) do h.state = "want" end
+  self:pump_connects()
+  local deadline = now() + 60
+  while now() < deadline and handshaking(self.hosts) do
+    for _, rec in ipairs(self.loop:poll(0.5)) do self:record(rec) end
+  end
+end
+
+function Remote:nconnecting()
+  local n = 0
+  for _, h in ipairs(self.hosts) do if h.state == "connecting" then n = n + 1 end end
+  return n
+end
+
+function Remote:pump_connects()
+  for _, h in ipairs(self.hosts) do
+    if self:nconnecting() >= MAX_CONNECTING then return end
+    if h.state == "want" then self:connect(h) end
+  end
+end
+
+function Remote:connect(h)
+  if self.closed then return end
+  local argv, head = connect_argv(h, self.grace)
+  -- ssh's stderr (and the remote worker's) to a file: the host's error
+  -- when the session fails, not noise on ours.
+  h.errfile = h.errfile or os.tmpname()
+  table.insert(argv, 1, "sh")
+  table.insert(argv, 2, "-c")
+  table.insert(argv, 3, 'exec "$@" 2>"$0"')
+  table.insert(argv, 4, h.errfile)
+  local id, message = self.loop:spawn(argv, nil, nil, head, 0, 0, true)
+  if not id then
+    h.state, h.error = "down", message
+    return
+  end
+  h.id, h.state, h.read, h.running, h.nrunning = id, "connecting", reader(), {}, 0
+  h.last_heard, h.hb_lost, h.unanswered = now(), nil, nil
+  trace(h, "connecting (attempt %d)", (h.fails or 0) + 1)
+  self.procs[id] = h
+end
+
+--- A host's session ended: its tasks go elsewhere, and the host is retried
+-- later or given up.
+function Remote:host_lost(h, rec)
+  self.procs[h.id] = nil
+  h.id = nil
+  local was_up = h.state == "up"
+  h.error = session_error(h, rec)
+  trace(h, "session ended (%s, status %s), %d task(s) in flight", was_up and "was up" or "before hello",
+    tostring(rec.returncode), h.nrunning or 0)
+  self:requeue(h)
+  if self.closed then
+    h.state = "closed"
+    drop_errfile(h)
+    return
+  end
+  h.fails = (h.fails or 0) + 1
+  if h.refused or (not h.ever_up and h.fails > QUICK_RETRIES) or h.fails > MAX_FAILS then
+    h.state = "bad"     -- given up: its error is kept for the message
+    drop_errfile(h)
+  else
+    h.state, h.retry_at = "down", now() + retry_delay(h, was_up)
+    self:at(h.retry_at, function()
+      if h.state == "down" and not self.closed then h.state = "want"; self:pump_connects() end
+    end)
+  end
+  self:pump_connects()
+  self:dispatch()
+end
+
+-- Tasks in flight on a lost host go back on the queue, first, and prefer
+-- another host.
+function Remote:requeue(h)
+  local back = {}
+  for _, t in pairs(h.running) do
+    if t.timer then self.timers[t.timer] = nil; self.loop:cancel_timer(t.timer); t.timer = nil end
+    t.host, t.tid = nil, nil
+    t.lost_on = t.lost_on or {}
+    t.lost_on[h.uid] = true
+    back[#back + 1] = t
+  end
+  table.sort(back, function(a, b) return a.index < b.index end)
+  for i = #back, 1, -1 do
+    local t = back[i]
+    if t.why then   -- cancelled meanwhile: it is over
+      self.tasks[t.index] = nil
+      self.finish(t.index, ProcResult.not_started(t.key, t.arg, t.why))
+    else
+      table.insert(self.queue, 1, t)
+    end
+  end
+  h.running, h.nrunning = {}, 0
+end
+
+-- A host that can never run this run's tasks: given up, saying why.
+function Remote:refuse(h, why)
+  h.state, h.error, h.refused, h.refused_why = "bad", why, true, why
+  trace(h, "refused: %s", why)
+  self.loop:kill(h.id)
+end
+
+-- Heartbeats: an H line to every host now and then; a host silent for
+-- HB_LOST of its heartbeats is lost (its session is killed: the record
+-- that follows requeues its tasks).
+function Remote:beat()
+  if self.closed then return end
+  local t = now()
+  for _, h in ipairs(self.hosts) do
+    if h.state == "up" then self:beat_host(h, t) end
+  end
+  self:at(now() + self.period, function() self:beat() end)
+end
+
+function Remote:beat_host(h, t)
+  local hb = h.heartbeat or HEARTBEAT
+  -- Silence counts from the oldest heartbeat not answered (so a run
+  -- that was busy elsewhere for a while does not blame the host).
+  if h.unanswered and h.unanswered < h.last_heard then h.unanswered = nil end
+  if not h.hb_lost and h.unanswered and t - h.unanswered > (HB_LOST - 1) * hb then
+    h.hb_lost = string.format("no heartbeat for %.1f s", t - h.last_heard)
+    trace(h, "lost: %s, %d task(s) in flight", h.hb_lost, h.nrunning)
+    self.loop:kill(h.id)
+  elseif not h.hb_lost and t - (h.last_beat or 0) >= hb * 0.99 then
+    h.last_beat = t
+    h.unanswered = h.unanswered or t
+    self:send(h, "H\n")
+  end
+end
+
+-- ---- frames -----------------------------------------------------------
+
+function Remote:read_frames(h, data)
+  local frames = {}
+  h.read(data, frames)
+  for _, blob in ipairs(frames) do self:on_frame(h, unpack_frame(blob)) end
+end
+
+function Remote:on_frame(h, f)
+  local what = f[1]
+  h.last_heard = now()
+  if what == "hello" then
+    self:on_hello(h, f)
+  elseif RESULT_FRAMES[what] then
+    self:on_result(h, what, f)
+  end
+end
+
+function Remote:on_hello(h, f)
+  if f[2] ~= PROTOCOL then
+    self:refuse(h, "remote worker speaks protocol " .. tostring(f[2]))
+    return
+  end
+  h.mode = f[6] == "engine" and "engine" or "lua"
+  h.version, h.lua_version, h.bytecode = f[7], f[4], f[8]
+  if self.is_fn then
+    local why = fn_refusal(h, f)
+    if why then self:refuse(h, why); return end
+    self:send(h, line({ "L", self.fn_bytes }))
+  end
+  h.state, h.fails, h.ncpu, h.ever_up = "up", 0, tonumber(f[3]), true
+  h.slots_now = h.slots or h.ncpu or 1
+  -- Engine mode runs slots_now subprocess tasks at once and holds as
+  -- many more, sent ahead: the next starts without waiting for a
+  -- round trip over the channel.
+  h.cap = h.slots_now
+  if h.mode == "engine" and not self.is_fn then
+    h.cap = h.slots_now * PREFETCH
+    self:send(h, line({ "S", tostring(h.slots_now) }))
+  end
+  trace(h, "up: mode %s%s, %s cpus, %d slots", h.mode,
+    h.mode == "engine" and (" (luaconcurrent " .. tostring(h.version) .. ")") or "", tostring(h.ncpu), h.slots_now)
+  self:pump_connects()
+  self:dispatch()
+end
+
+--- A frame that ends a task: its one result.
+function Remote:on_result(h, what, f)
+  local t = h.running[f[2]]
+  if not t then return end
+  h.running[f[2]], h.nrunning = nil, h.nrunning - 1
+  if t.timer then self.timers[t.timer] = nil; self.loop:cancel_timer(t.timer) end
+  self.tasks[t.index] = nil
+  local res = self:result_of_frame(t, what, f)
+  res.host, res.remote_mode = h.name, h.mode
+  local failed_on = self.failed_on
+  if res.success then
+    failed_on[t.index] = nil
+  else
+    failed_on[t.index] = failed_on[t.index] or {}
+    failed_on[t.index][h.uid] = true
+  end
+  self.finish(t.index, res)
+  self:dispatch()
+end
+
+function Remote:result_of_frame(t, what, f)
+  if what == "done" then return self:result_of(t, f)
+  elseif what == "rec" then return self:result_of_record(t, f[3])
+  elseif what == "fail" then return timed(ProcResult.spawn_failure(t.key, t.arg, f[3], f[4]), t)
+  elseif what == "fdone" then return result_of_answer(t, f[3])
+  end
+  local res = ProcResult.raised(timed(ProcResult.new(t.key, t.arg), t), f[3])
+  if t.why then ProcResult.interrupt(res, t.why) end
+  return res
+end
+
+-- Engine mode: the remote record, marshalled.
+function Remote:result_of_record(t, blob)
+  local okd, rec = pcall(core.unmarshal_string, blob)
+  if not okd or type(rec) ~= "table" then
+    return ProcResult.raised(timed(ProcResult.new(t.key, t.arg), t),
+      "the remote worker's record was corrupt: " .. ProcResult.error_text(rec))
+  end
+  local remote_run = rec.time_run
+  timed(rec, t)
+  if type(remote_run) == "number" then      -- its own run, not its wait
+    rec.time_run, rec.time_start = remote_run, rec.time_end - remote_run
+  end
+  if t.timed_out and not rec.timeout then rec.timeout, rec.limit = true, self.timeout end
+  local res = ProcResult.from_record(t.key, t.arg, rec)
+  if t.why and not res.success and not res.timeout then ProcResult.interrupt(res, t.why) end
+  return res
+end
+
+-- Plain mode: a subprocess task's status and output.
+function Remote:result_of(t, f)
+  local h = t.host
+  local status = tonumber(f[3])
+  local rec = { returncode = status, stdout = f[4], stderr = f[5], pid = tonumber(f[6]) }
+  if (t.why or t.timed_out) and status > 128 then
+    rec.signal = status - 128
+    rec.signal_name = ({ [9] = "SIGKILL", [15] = "SIGTERM", [2] = "SIGINT" })[rec.signal] or "signal"
+    rec.returncode = -rec.signal
+  end
+  local t1 = now()
+  rec.time_start, rec.time_end, rec.time_run = wallclock() - (t1 - t.t0), wallclock(), t1 - t.t0
+  if t.timed_out then rec.timeout, rec.limit = true, self.timeout end
+  local res
+  if status == 127 and rec.stderr:find("No such file or directory\n?$") then
+    res = ProcResult.spawn_failure(t.key, t.arg, (rec.stderr:gsub("\n$", "")), "ENOENT")
+    res.returncode, res.stderr = 127, rec.stderr
+  else
+    res = ProcResult.from_record(t.key, t.arg, rec)
+  end
+  if t.why and not res.success and not res.timeout then ProcResult.interrupt(res, t.why) end
+  res.host = h.name
+  return res
+end
+
+-- ---- tasks ------------------------------------------------------------
+
+function Remote:pick(t)
+  local best, best_free
+  for _, h in ipairs(self.hosts) do
+    if h.state == "up" and not h.hb_lost then
+      local free = h.cap - h.nrunning
+      if free > 0 then
+        local score = free - ((t.lost_on and t.lost_on[h.uid]) and 1e6 or 0)
+        if not best or score > best_free then best, best_free = h, score end
+      end
+    end
+  end
+  return best
+end
+
+function Remote:dispatch()
+  local queue = self.queue
+  while #queue > 0 do
+    local t = queue[1]
+    local h = self:pick(t)
+    if not h then break end
+    table.remove(queue, 1)
+    self:send_task(t, h)
+  end
+  -- Nothing can ever run them: every host is gone for good.
+  if #queue > 0 then
+    for _, h in ipairs(self.hosts) do if h.state ~= "bad" then return end end
+    self:fail_queued()
+  end
+end
+
+function Remote:fail_queued()
+  local queue = self.queue
+  while #queue > 0 do
+    local t = table.remove(queue, 1)
+    self.tasks[t.index] = nil
+    local res = ProcResult.new(t.key, t.arg)
+    local why = {}
+    for _, h in ipairs(self.hosts) do why[#why + 1] = h.name .. ": " .. tostring(h.error) end
+    res.exception, res.error = "ConnectionError", "no host can run it (" .. table.concat(why, "; ") .. ")"
+    self.finish(t.index, res)
+  end
+end
+
+function Remote:send_task(t, h)
+  self.next_tid = self.next_tid + 1
+  local tid = tostring(self.next_tid)
+  t.host, t.tid, t.t0 = h, tid, now()
+  h.running[tid], h.nrunning = t, h.nrunning + 1
+  self:send(h, line(self:task_message(t, h, tid)))
+  if self.timeout > 0 and self.is_fn then
+    self:arm_fn_deadline(t, h, tid)
+  elseif self.timeout > 0 then
+    self:arm_deadline(t, h)
+  end
+end
+
+--- A task's frame: F (function task), X (engine mode) or R (plain mode).
+function Remote:task_message(t, h, tid)
+  local cfg, env = self.cfg, self:env_of(h)
+  local msg
+  if self.is_fn then
+    msg = { "F", tid, cfg.cwd or "", tostring(#env) }
+  elseif h.mode == "engine" then
+    msg = { "X", tid, string.format("%.17g", self.timeout), cfg.cwd or "", cfg.input and "1" or "0",
+      cfg.input or "", tostring(#env) }
+  else
+    msg = { "R", tid, cfg.cwd or "", cfg.input and "1" or "0", cfg.input or "", tostring(#env) }
+  end
+  for _, e in ipairs(env) do msg[#msg + 1] = e end
+  if self.is_fn then
+    msg[#msg + 1] = t.blob
+  else
+    for _, a in ipairs(t.argv) do msg[#msg + 1] = a end
+  end
+  return msg
+end
+
+-- As for local worker processes: at a function task's deadline the worker
+-- is killed and the task's result is final at once.
+function Remote:arm_fn_deadline(t, h, tid)
+  t.timer = self.loop:timer(t.t0 + self.timeout)
+  self.timers[t.timer] = function()
+    t.timer = nil
+    if t.host ~= h or h.running[tid] ~= t then return end
+    self:send(h, line({ "K", tid }))
+    h.running[tid], h.nrunning = nil, h.nrunning - 1
+    self.tasks[t.index] = nil
+    local res = ProcResult.time_out(timed(ProcResult.new(t.key, t.arg), t), self.timeout,
+      "its worker process was killed")
+    res.host, res.remote_mode = h.name, h.mode
+    self.finish(t.index, res)
+    self:dispatch()
+  end
+end
+
+-- Engine mode: the remote engine keeps the deadline (TERM, grace, KILL);
+-- this timer is the backstop. Plain mode: this is the clock.
+function Remote:arm_deadline(t, h)
+  local engine = h.mode == "engine"
+  t.timer = self.loop:timer(t.t0 + (engine and 2 * (self.timeout + self.grace) + 5 or self.timeout))
+  self.timers[t.timer] = function()
+    t.timer = nil
+    if t.host then t.timed_out = true; self:send(t.host, line({ "K", t.tid })) end
+  end
+end
+
+-- ---- the executor interface (runner.lua) -------------------------------
+
+function Remote:describe(_, arg) return table.concat(self:argv_of(arg), " ") end
+
+function Remote:start(index, key, arg)
+  local t = { index = index, key = key, arg = arg }
+  if self.is_fn then
+    local sent, blob = pcall(core.marshal_string, key, self.task_args(arg))
+    if not sent then return self.finish(index, function_task.unsendable(key, arg, blob)) end
+    t.blob = blob
+  else
+    t.argv = self:argv_of(arg)
+  end
+  local failed = self.failed_on[index]
+  if failed then    -- run again (retries): prefer a host it has not failed on
+    t.lost_on = {}
+    for name in pairs(failed) do t.lost_on[name] = true end
+  end
+  self.tasks[index] = t
+  self.queue[#self.queue + 1] = t
+  self:dispatch()
+end
+
+function Remote:record(rec)
+  local fn = self.timers[rec.id]
+  if fn then self.timers[rec.id] = nil; fn(); return true end
+  local h = self.procs[rec.id]
+  if not h then return false end
+  if rec.data then
+    self:read_frames(h, rec.data)
+  else
+    if rec.stdout and rec.stdout ~= "" then self:read_frames(h, rec.stdout) end
+    self:host_lost(h, rec)
+  end
+  return true
+end
+
+function Remote:cancel(index, why)
+  local t = self.tasks[index]
+  if not t then return end
+  if t.host then
+    t.why = why
+    self:send(t.host, line({ "K", t.tid }))
+  else
+    for i, q in ipairs(self.queue) do if q == t then table.remove(self.queue, i) break end end
+    self.tasks[index] = nil
+    self.finish(index, ProcResult.not_started(t.key, t.arg, why))
+  end
+end
+
+--- No more tasks: each worker gets EOF and exits.
+function Remote:close()
+  self.closed = true
+  for id in pairs(self.procs) do self.loop:close_input(id) end
+end
+
+function Remote:stop(records)
+  self.closed = true
+  for _, h in ipairs(self.hosts) do drop_errfile(h) end
+  for _, rec in ipairs(records) do
+    if self.procs[rec.id] and rec.data then self:record(rec) end
+  end
+  for index, t in pairs(self.tasks) do
+    self.tasks[index] = nil
+    self.finish(index, ProcResult.not_started(t.key, t.arg, t.host and "running" or "not_started"))
+  end
 end
 
 --- Round trips over one host's channel: connect, send n P frames one
