@@ -18,30 +18,22 @@ M.CANCEL = setmetatable({}, {
   __tostring = function() return "luaconcurrent: task cancelled at its deadline" end,
 })
 
--- The task coroutine a runner is resuming right now, and that run's state
--- (it holds the loop). Only one coroutine runs at a time on a thread, so
--- two fields do what a registry of every task coroutine would, without
--- a weak table for the collector to sweep.
-M.co, M.run = nil, nil
+-- Which run each task coroutine belongs to. Executors reuse their
+-- coroutines, so an entry is made once per coroutine, not per task; weak
+-- keys let a dead one go.
+M.owner = setmetatable({}, { __mode = "k" })
 
 --- The running task's run state, or nil outside a task (lc.sleep and
 -- lc.run_prog yield to the loop only inside one).
 function M.task()
-  local co = coroutine.running()
-  if co == M.co then return M.run end
-  return nil
+  return M.owner[coroutine.running()]
 end
 
-local function restore(prev_co, prev_run, ...)
-  M.co, M.run = prev_co, prev_run
-  return ...
-end
-
---- coroutine.resume for a task coroutine of run `run`.
-function M.resume(run, co, ...)
-  local prev_co, prev_run = M.co, M.run
-  M.co, M.run = co, run
-  return restore(prev_co, prev_run, coroutine.resume(co, ...))
+--- A task coroutine of run `run`, running body.
+function M.create(run, body)
+  local co = coroutine.create(body)
+  M.owner[co] = run
+  return co
 end
 
 return M

@@ -126,6 +126,15 @@ local function reporter(self, st, seen, ctl)
     end
   end
 
+  -- The direct case's finish: the cost of every task, in one call.
+  if direct then
+    finish = function(index, res)
+      st.running, st.done = st.running - 1, st.done + 1
+      if keep then result[index] = res else seen[res.key] = nil end
+      if not res.success then st.ok = false end
+    end
+  end
+
   -- st.phead: the next pending result to report; a raising callback
   -- leaves the rest where a later flush (after a stop) finds them.
   local function flush()
@@ -153,7 +162,7 @@ local function reporter(self, st, seen, ctl)
     end
     st.npending, st.phead = 0, 1
   end
-  return store, finish, flush
+  return store, finish, flush, direct
 end
 
 -- Signals (when handled: the executable, or lc.handle_signals()):
@@ -190,6 +199,23 @@ local function take(st, ex, records)
   end
 end
 
+--- Start tasks while slots are free, when nothing (callback, run control,
+-- retry) comes between two starts: the cost of every task of a long run
+-- of short ones. Leaves the source's end to the general loop.
+local function start_direct(st, ex, source, limit, on_start)
+  while st.running < limit do
+    local index, key, arg = source()
+    if index == nil then
+      st.exhausted, st.total = true, st.done + st.running
+      return
+    end
+    st.last_index = index
+    if on_start then on_start(key, arg) end
+    st.running = st.running + 1
+    ex:start(index, key, arg)
+  end
+end
+
 --- The whole of run_all's work; st is shared with the error path.
 local function run_tasks(self, st)
   local loop, ex, ctl = st.loop, st.ex, st.ctl
@@ -206,6 +232,9 @@ local function run_tasks(self, st)
   local limit, on_start, verb = ex.slots, self.on_start, self.verb
   check_signals(st)
   while true do
+    if st.direct and st.again[1] == nil and not st.exhausted then
+      start_direct(st, ex, source, limit, on_start)
+    end
     while st.running < limit and not (st.exhausted and st.again[1] == nil) do
       local index, key, arg
       if st.again[1] == nil then index, key, arg = source() else index, key, arg = next_of(st, source) end
@@ -277,7 +306,7 @@ function Runner:run_all()
       return st.ex.describe and st.ex:describe(key, arg) or ""
     end)
     st.seen = {}
-    st.store, st.finish, st.flush = reporter(self, st, st.seen, st.ctl)
+    st.store, st.finish, st.flush, st.direct = reporter(self, st, st.seen, st.ctl)
     st.ex = EXECUTORS[self.kind].new(executor_cfg(self), loop, st.finish,
       st.ctl and st.ctl:live_output())
     return run_tasks(self, st)

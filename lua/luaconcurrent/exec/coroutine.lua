@@ -17,8 +17,9 @@ local ProcResult = require "luaconcurrent.result"
 local function_task = require "luaconcurrent.exec.function_task"
 
 local SLEEP, WAIT, CANCEL = async.SLEEP, async.WAIT, async.CANCEL
-local co_create, co_status, co_close, co_yield, co_resume =
-  coroutine.create, coroutine.status, coroutine.close, coroutine.yield, coroutine.resume
+local co_status, co_close, co_yield, co_resume =
+  coroutine.status, coroutine.close, coroutine.yield, coroutine.resume
+local co_create = async.create
 local sethook, traceback = debug.sethook, debug.traceback
 local now, wallclock = core.now, core.wallclock
 local setmetatable, select = setmetatable, select
@@ -30,18 +31,6 @@ local DONE = setmetatable({}, { __name = "luaconcurrent.DONE" })
 local function done(...)
   local first, answer = ...
   return DONE, select("#", ...), first, answer
-end
-
--- async.resume with a fixed count of results (ok, what, a, b, c): a
--- resume that finishes a task gives DONE, nret, first, answer; a
--- suspension its first two yielded values; an error (ok false) the error
--- value.
-local function resume(run, co, ...)
-  local prev_co, prev_run = async.co, async.run
-  async.co, async.run = co, run
-  local ok, what, a, b, c = co_resume(co, ...)
-  async.co, async.run = prev_co, prev_run
-  return ok, what, a, b, c
 end
 
 local Coroutines = {}
@@ -156,7 +145,7 @@ end
 
 function Coroutines:resume(t, ...)
   t.state = "running"
-  return self:step(t.co, t, t.index, t.key, t.arg, t.t0, resume(self.run, t.co, ...))
+  return self:step(t.co, t, t.index, t.key, t.arg, t.t0, co_resume(t.co, ...))
 end
 
 -- End a suspended task now: kill what it waits on, close it; its result
@@ -177,15 +166,21 @@ function Coroutines:end_suspended(t, why)
   self.finish(t.index, ProcResult.interrupt(res, why))
 end
 
-function Coroutines:start(index, key, arg)
-  local args
-  if self.plain then args = { arg } else args = self.task_args(arg) end
+-- An idle coroutine (a task that suspended keeps its own).
+function Coroutines:take_co()
   local spare = self.spare
   local n = #spare
   local co = spare[n]
-  if co then spare[n] = nil else co = co_create(self.body) end
+  if co then spare[n] = nil; return co end
+  return co_create(self.run, self.body)
+end
+
+function Coroutines:start(index, key, arg)
+  local args
+  if self.plain then args = { arg } else args = self.task_args(arg) end
   local t0 = now()
   if self.timeout > 0 then
+    local co = self:take_co()
     local t = { co = co, index = index, key = key, arg = arg, t0 = t0,
                 state = "running", deadline = t0 + self.timeout }
     self.live[index] = t
@@ -193,22 +188,24 @@ function Coroutines:start(index, key, arg)
     sethook(co, t.hook, "", core.HOOK_COUNT)
     t.deadline_timer = self.loop:timer(t.deadline)
     self.by_event[t.deadline_timer] = t
-    return self:step(co, t, index, key, arg, t0, resume(self.run, co, key, args))
+    return self:step(co, t, index, key, arg, t0, co_resume(co, key, args))
   end
-  -- resume(), inlined: this is the cost of every task.
-  local prev_co, prev_run = async.co, async.run
-  async.co, async.run = co, self.run
+  -- The cost of every task: the last idle coroutine is taken off the
+  -- spare list only if its task suspends.
+  local spare = self.spare
+  local n = #spare
+  local co = spare[n]
+  if co == nil then co = co_create(self.run, self.body); n = n + 1; spare[n] = co end
   local ok_run, what, nret, first, answer = co_resume(co, key, args)
-  async.co, async.run = prev_co, prev_run
   if what == DONE and first and ok_run then
-    -- The common case, a task that returned a true value at once: its
-    -- result in one table constructor.
-    spare[#spare + 1] = co
+    -- A task that returned a true value at once: its result in one
+    -- table constructor.
     local t1, off = now(), self.wall_offset
     return self.finish(index, setmetatable({ key = key, arg = arg, success = true,
       answer = answer, time_start = off + t0, time_end = off + t1, time_run = t1 - t0 },
       ProcResult))
   end
+  spare[n] = nil
   return self:step(co, nil, index, key, arg, t0, ok_run, what, nret, first, answer)
 end
 
