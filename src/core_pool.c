@@ -131,137 +131,127 @@ static void push_job_record(lua_State *L, const pool_ext *px, lc_job *job,
     }
 }
 
-/* Under pcall: the bytes of a batch task (lightuserdata 3, length 4) ->
- * nret, first, answer into rec's arrays (1) at index 2. */
-static int unpack_task(lua_State *L) {
-    lua_Integer i = lua_tointeger(L, 2);
-    const char *p = lua_touserdata(L, 3);
-    size_t len = (size_t)lua_tointeger(L, 4);
-    lua_settop(L, 1);
-    if (lc_unmarshal(L, p, len) != 3)
+/* A batch record holds its n tasks in flat arrays rather than one table
+ * per field: vals = nret, first, answer of each OK task (3 slots a task),
+ * times = time_start, time_end, time_run (3 a task); status and error
+ * exist only when some task is not OK. Per task that is one rawseti a
+ * value and no field lookup, which is what a batch of trivial tasks
+ * costs the run's thread. */
+/* Under pcall: answer bytes (lightuserdata 4, length 5) holding `count`
+ * tasks' nret first answer -> vals (2) from slot base (3); with a job
+ * (6), only its OK tasks' slots are set. */
+static int unpack_vals(lua_State *L) {
+    lua_Integer base = lua_tointeger(L, 3);
+    const char *p = lua_touserdata(L, 4);
+    size_t len = (size_t)lua_tointeger(L, 5);
+    const lc_job *job = lua_touserdata(L, 6);
+    int count = job ? job->n : 1;
+    lua_settop(L, 2);
+    luaL_checkstack(L, 3 * count + 8, "answers");
+    if (lc_unmarshal(L, p, len) != 3 * count)
         return lc_raise(L, "luaconcurrent: an answer did not arrive whole");
-    lua_getfield(L, 1, "answer");
-    lua_insert(L, -2);
-    lua_rawseti(L, -2, i);
-    lua_pop(L, 1);
-    lua_getfield(L, 1, "first");
-    lua_insert(L, -2);
-    lua_rawseti(L, -2, i);
-    lua_pop(L, 1);
-    lua_getfield(L, 1, "nret");
-    lua_insert(L, -2);
-    lua_rawseti(L, -2, i);
-    lua_pop(L, 1);
-    return 0;
-}
-
-static void new_array(lua_State *L, const char *k, int n) {
-    lua_createtable(L, n, 0);
-    lua_setfield(L, -2, k);
-}
-
-static void set_elem_num(lua_State *L, const char *k, lua_Integer i, double v) {
-    lua_getfield(L, -1, k);
-    lua_pushnumber(L, v);
-    lua_rawseti(L, -2, i);
-    lua_pop(L, 1);
-}
-
-static void set_elem_str(lua_State *L, const char *k, lua_Integer i, const char *v, size_t len) {
-    lua_getfield(L, -1, k);
-    lua_pushlstring(L, v, len);
-    lua_rawseti(L, -2, i);
-    lua_pop(L, 1);
-}
-
-/* Under pcall: a batch's one answer frame (job 2) -> nret, first, answer
- * of each OK task into rec's arrays (1). */
-static int unpack_all(lua_State *L) {
-    lc_job *job = lua_touserdata(L, 2);
-    lua_settop(L, 1);
-    luaL_checkstack(L, 3 * job->n + 8, "answers");
-    if (lc_unmarshal(L, job->out.data + job->all_off, job->all_len) != 3 * job->n)
-        return lc_raise(L, "luaconcurrent: an answer did not arrive whole");
-    static const char *const field[] = {"nret", "first", "answer"};
-    for (int f = 0; f < 3; f++) {
-        lua_getfield(L, 1, field[f]);
-        int arr = lua_gettop(L);
-        for (int k = 0; k < job->n; k++) {
-            if (job->tasks[k].status != LC_JOB_OK || job->tasks[k].t_start == 0) continue;
-            lua_pushvalue(L, 2 + 3 * k + f);
-            lua_rawseti(L, arr, k + 1);
+    for (int k = count - 1; k >= 0; k--) {
+        int ok = job == NULL
+            || (job->tasks[k].status == LC_JOB_OK && job->tasks[k].t_start != 0);
+        for (int f = 2; f >= 0; f--) {
+            if (ok) lua_rawseti(L, 2, base + 3 * k + f);
+            else lua_pop(L, 1);
         }
-        lua_pop(L, 1);
     }
     return 0;
+}
+
+/* Run unpack_vals under pcall; on failure the error message is on top. */
+static int unpack_into(lua_State *L, int vals, lua_Integer base, const char *p,
+                       size_t len, const lc_job *job) {
+    lua_pushcfunction(L, unpack_vals);
+    lua_pushnil(L);
+    lua_pushvalue(L, vals);
+    lua_pushinteger(L, base);
+    lua_pushlightuserdata(L, (void *)p);
+    lua_pushinteger(L, (lua_Integer)len);
+    lua_pushlightuserdata(L, (void *)job);
+    return lua_pcall(L, 6, 0, 0);
+}
+
+/* rec.status / rec.error, made at the first task that needs them (status
+ * filled with "ok" for every task); left on the stack. */
+static void rec_array(lua_State *L, int rec, const char *k, int n, int fill_ok) {
+    if (lua_getfield(L, rec, k) != LUA_TNIL) return;
+    lua_pop(L, 1);
+    lua_createtable(L, n, 0);
+    for (int i = 1; fill_ok && i <= n; i++) {
+        lua_pushliteral(L, "ok");
+        lua_rawseti(L, -2, i);
+    }
+    lua_pushvalue(L, -1);
+    lua_setfield(L, rec, k);
+}
+
+/* Task i of rec did not end OK: its status, and its error message (on top
+ * of the stack, popped) if it has one. */
+static void mark_task(lua_State *L, int rec, int n, lua_Integer i, int status, int has_err) {
+    if (has_err) {
+        rec_array(L, rec, "error", n, 0);
+        lua_insert(L, -2);
+        lua_rawseti(L, -2, i);
+        lua_pop(L, 1);
+    }
+    rec_array(L, rec, "status", n, 1);
+    lua_pushstring(L, job_status[status]);
+    lua_rawseti(L, -2, i);
+    lua_pop(L, 1);
+}
+
+static void push_times(lua_State *L, int times, lua_Integer i, const lc_task_out *t,
+                       double wall_offset) {
+    double end = t->t_end > 0 ? t->t_end : lc_now();
+    lua_pushnumber(L, wall_offset + t->t_start);
+    lua_rawseti(L, times, 3 * i - 2);
+    lua_pushnumber(L, wall_offset + end);
+    lua_rawseti(L, times, 3 * i - 1);
+    lua_pushnumber(L, end - t->t_start);
+    lua_rawseti(L, times, 3 * i);
 }
 
 static void push_batch_record(lua_State *L, const pool_ext *px, lc_job *job,
                               double wall_offset) {
     int n = job->n;
-    lua_createtable(L, 0, 13);                         /* rec */
+    lua_createtable(L, 0, 9);                          /* rec */
+    int rec = lua_gettop(L);
     lc_set_int(L, "id", job->id);
     lc_set_bool(L, "fn", 1);
     lc_set_int(L, "batch", n);
     if (px->timeout > 0) lc_set_num(L, "limit", px->timeout);
-    new_array(L, "status", n);
-    new_array(L, "nret", n);
-    new_array(L, "first", n);
-    new_array(L, "answer", n);
-    new_array(L, "error", 0);
-    new_array(L, "time_start", n);
-    new_array(L, "time_end", n);
-    new_array(L, "time_run", n);
-    int all_failed = 0;
-    if (job->all) {
-        lua_pushcfunction(L, unpack_all);
-        lua_pushvalue(L, -2);
-        lua_pushlightuserdata(L, job);
-        if (lua_pcall(L, 2, 0, 0) != LUA_OK) {           /* rec err */
-            all_failed = 1;                             /* every OK task fails */
-            lua_getfield(L, -2, "error");               /* rec err errors */
-            for (int k = 0; k < n; k++) {
-                if (job->tasks[k].status != LC_JOB_OK || job->tasks[k].t_start == 0) continue;
-                lua_pushvalue(L, -2);
-                lua_rawseti(L, -2, k + 1);
-            }
-            lua_pop(L, 2);                              /* rec */
-        }
-    }
+    lua_createtable(L, 3 * n, 0);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, rec, "vals");
+    int vals = lua_gettop(L);
+    lua_createtable(L, 3 * n, 0);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, rec, "times");
+    int times = lua_gettop(L);
+    int all_failed = job->all
+        && unpack_into(L, vals, 1, job->out.data + job->all_off, job->all_len, job) != LUA_OK;
     for (int k = 0; k < n; k++) {
         lc_task_out *t = &job->tasks[k];
         lua_Integer i = k + 1;
-        int status = t->status;
-        if (t->t_start == 0) status = LC_JOB_CANCELLED;    /* never started */
-        if (status == LC_JOB_OK && job->all) {
-            if (all_failed) status = LC_JOB_ERROR;         /* its error is set */
-        } else if (status == LC_JOB_OK) {
-            lua_pushcfunction(L, unpack_task);
-            lua_pushvalue(L, -2);
-            lua_pushinteger(L, i);
-            lua_pushlightuserdata(L, job->out.data + t->off);
-            lua_pushinteger(L, (lua_Integer)t->len);
-            if (lua_pcall(L, 4, 0, 0) != LUA_OK) {       /* rec err */
-                status = LC_JOB_ERROR;
-                lua_getfield(L, -2, "error");
-                lua_insert(L, -2);
-                lua_rawseti(L, -2, i);
-                lua_pop(L, 1);
-            }
+        int status = t->t_start == 0 ? LC_JOB_CANCELLED : t->status;  /* never started */
+        if (status == LC_JOB_OK && all_failed) {
+            lua_pushvalue(L, times + 1);               /* the one message */
+            mark_task(L, rec, n, i, LC_JOB_ERROR, 1);
+        } else if (status == LC_JOB_OK && !job->all) {
+            if (unpack_into(L, vals, 3 * i - 2, job->out.data + t->off, t->len, NULL) != LUA_OK)
+                mark_task(L, rec, n, i, LC_JOB_ERROR, 1);
         } else if (status == LC_JOB_ERROR) {
-            set_elem_str(L, "error", i, t->len ? job->out.data + t->off : "", t->len);
+            lua_pushlstring(L, t->len ? job->out.data + t->off : "", t->len);
+            mark_task(L, rec, n, i, status, 1);
+        } else if (status != LC_JOB_OK) {
+            mark_task(L, rec, n, i, status, 0);
         }
-        lua_getfield(L, -1, "status");
-        lua_pushstring(L, job_status[status]);
-        lua_rawseti(L, -2, i);
-        lua_pop(L, 1);
-        if (t->t_start > 0) {
-            double end = t->t_end > 0 ? t->t_end : lc_now();
-            set_elem_num(L, "time_start", i, wall_offset + t->t_start);
-            set_elem_num(L, "time_end", i, wall_offset + end);
-            set_elem_num(L, "time_run", i, end - t->t_start);
-        }
+        if (t->t_start > 0) push_times(L, times, i, t, wall_offset);
     }
+    lua_settop(L, rec);
 }
 
 /* Records of finished jobs, appended to the list on top; a job leaves
@@ -367,20 +357,32 @@ static int l_submit(lua_State *L) {
     return 1;
 }
 
-/* loop:submit_batch(wrap, key1, args1, ..., keyn, argsn) -> id of the
- * first. One frame for all, one job: handed over at the next poll. */
+/* loop:submit_batch(wrap, list, at, k) -> id of the first: the k tasks
+ * list[at + 1 .. at + 3k], each index, key, args (the index is the
+ * caller's; key and args are sent). One frame for all, one job: handed
+ * over at the next poll. Read here, not passed as arguments, so the
+ * caller copies nothing per task. */
 static int l_submit_batch(lua_State *L) {
     loop_ud *u = lc_core_check_loop(L);
     pool_ext *px = check_pool(L, u);
-    int top = lua_gettop(L);
-    int n = (top - 2) / 2;
-    if (n < 1 || (top - 2) % 2 != 0)
-        return lc_raise(L, "luaconcurrent: submit_batch takes wrap, then key, args pairs");
     int wrap = lua_toboolean(L, 2);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    lua_Integer at = luaL_checkinteger(L, 4);
+    lua_Integer k = luaL_checkinteger(L, 5);
+    if (k < 1 || k > INT_MAX / 2 - 8)
+        return lc_raise(L, "luaconcurrent: submit_batch: bad task count %I", (LUAI_UACINT)k);
+    int n = (int)k;
+    lua_settop(L, 3);
+    luaL_checkstack(L, 2 * n + 8, "batch");
+    for (lua_Integer j = 0; j < k; j++) {              /* key, arg of each */
+        lua_rawgeti(L, 3, at + 3 * j + 2);
+        lua_rawgeti(L, 3, at + 3 * j + 3);
+    }
+    int top = lua_gettop(L);
     lua_getiuservalue(L, 1, LC_UV_NAMES);              /* from pool_start */
     int names = lua_gettop(L);
     bytes_ud *bu = lc_core_new_bytes(L);               /* owns the bytes if we raise */
-    lc_marshal(L, 3, top - 2, names, &bu->b);
+    lc_marshal(L, 4, top - 3, names, &bu->b);
     lc_job *job = calloc(1, sizeof *job);
     lc_task_out *tasks = job ? calloc((size_t)n, sizeof *tasks) : NULL;
     if (tasks == NULL) {

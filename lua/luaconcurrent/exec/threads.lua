@@ -16,7 +16,7 @@ local M = {}
 M.MAX_THREADS = 1024
 -- Tasks handed over ahead of time, per worker: enough that workers take
 -- them in batches, few enough to stay lazy on iterators.
-local QUEUE_PER_WORKER = 64
+local QUEUE_PER_WORKER = 256
 
 function M.check(cfg)
   if cfg.num_workers > M.MAX_THREADS then
@@ -36,13 +36,13 @@ end
 -- record for several tasks) of about AHEAD_TIME of work each, from the
 -- tasks' measured run time: 1 task while it is unknown, at most MAX_BATCH,
 -- and never so many that a worker would sit idle.
-local MAX_BATCH = 32
+local MAX_BATCH = 128
 local AHEAD_TIME = 0.002
 
 local Threads = {}
 Threads.__index = Threads
 
-local setmetatable, tunpack, tmove = setmetatable, table.unpack, table.move
+local setmetatable = setmetatable
 
 function M.new(cfg, loop, finish)
   local _, task_args = function_task.split(cfg.pargs)
@@ -53,11 +53,11 @@ function M.new(cfg, loop, finish)
     slots = nthreads * QUEUE_PER_WORKER, nthreads = nthreads, loop = loop, finish = finish,
     plain = #cfg.pargs == 1,   -- no fixed arguments: the worker makes { arg }
     task_args = task_args,
-    -- [id of a job] = its tasks, { index1, key1, arg1, index2, ... }: one
-    -- table and one hash entry per job, whatever its number of tasks.
+    -- [id of a job] = { list, at, k }: its k tasks are list[at + 1 ..
+    -- at + 3k] (index, key, arg each), in the queue of the turn that
+    -- submitted it. One small table per job, whatever its number of tasks.
     inflight = {},
     queue = {}, nqueue = 0,    -- started, not yet submitted: index, key, arg
-    vals = {},                 -- scratch: a batch's keys and args
     avg = nil,                 -- a running average of the run time
     held = nil,                -- why no task starts any more (halt), or nil
   }, Threads)
@@ -69,11 +69,13 @@ function Threads:start(index, key, arg)
   self.nqueue = n + 3
 end
 
-function Threads:submit_one(index, key, arg)
+-- The task list[at + 1 .. at + 3] as a job of its own.
+function Threads:submit_one(list, at)
+  local key, arg = list[at + 2], list[at + 3]
   local sent, id = pcall(self.loop.submit, self.loop, key,
     self.plain and { arg } or self.task_args(arg))
-  if not sent then return self.finish(index, function_task.unsendable(key, arg, id)) end
-  self.inflight[id] = { index, key, arg }
+  if not sent then return self.finish(list[at + 1], function_task.unsendable(key, arg, id)) end
+  self.inflight[id] = { list, at, 1 }
 end
 
 -- Tasks per batch: about AHEAD_TIME of work, spread over the workers.
@@ -87,30 +89,31 @@ function Threads:batch_size(ntasks)
   return size > spread and spread or size
 end
 
--- The k queued tasks after position at, as one job.
-function Threads:submit_batch(at, k)
-  local queue, vals, plain = self.queue, self.vals, self.plain
-  -- With no fixed arguments the worker makes each task's { arg }.
-  for j = 0, k - 1 do
-    local arg = queue[at + 3 * j + 3]
-    if not plain then arg = self.task_args(arg) end
-    vals[2 * j + 1], vals[2 * j + 2] = queue[at + 3 * j + 2], arg
+-- The k queued tasks after position at, as one job. The engine reads
+-- each key and arg from the list itself; with no fixed arguments the
+-- worker makes each task's { arg }.
+function Threads:submit_batch(queue, at, k)
+  local list = queue
+  if not self.plain then
+    list = {}
+    for j = at + 3, at + 3 * k, 3 do list[j - 1], list[j] = queue[j - 1], self.task_args(queue[j]) end
   end
-  local sent, id = pcall(self.loop.submit_batch, self.loop, plain, tunpack(vals, 1, 2 * k))
-  for j = 1, 2 * k do vals[j] = nil end
+  local sent, id = pcall(self.loop.submit_batch, self.loop, self.plain, list, at, k)
   if sent then
-    self.inflight[id] = tmove(queue, at + 1, at + 3 * k, 1, {})
+    self.inflight[id] = { queue, at, k }
     return
   end
   for j = 0, k - 1 do   -- one at a time: finds the one that cannot go
-    self:submit_one(queue[at + 3 * j + 1], queue[at + 3 * j + 2], queue[at + 3 * j + 3])
+    self:submit_one(queue, at + 3 * j)
   end
 end
 
---- Submit the turn's tasks, in batches.
+--- Submit the turn's tasks, in batches. The turn's queue stays with its
+-- jobs (see inflight); the next turn gets a new one.
 function Threads:run_ready()
   local nqueue, queue = self.nqueue, self.queue
   if nqueue == 0 then return false end
+  self.queue, self.nqueue = {}, 0
   local ntasks = nqueue // 3
   local size = self:batch_size(ntasks)
   local i = 0                        -- tasks submitted
@@ -118,53 +121,69 @@ function Threads:run_ready()
     local k = ntasks - i
     if k > size then k = size end
     if k == 1 then
-      local at = 3 * i
-      self:submit_one(queue[at + 1], queue[at + 2], queue[at + 3])
+      self:submit_one(queue, 3 * i)
     else
-      self:submit_batch(3 * i, k)
+      self:submit_batch(queue, 3 * i, k)
     end
     i = i + k
   end
-  for j = 1, nqueue do queue[j] = nil end
-  self.nqueue = 0
   return false
 end
 
-function Threads:result_of(key, arg, status, nret, first, answer, time_start, time_end,
-                           time_run, err, limit)
-  if self.held and status == "cancelled" then return ProcResult.not_started(key, arg, self.held) end
-  if time_run then
-    local avg = self.avg
-    self.avg = avg and avg + (time_run - avg) * 0.1 or time_run
+function Threads:result_of(key, arg, rec)
+  if self.held and rec.status == "cancelled" then return ProcResult.not_started(key, arg, self.held) end
+  return ProcResult.from_job(key, arg, rec)
+end
+
+-- The running average of the tasks' run time (batch_size reads it).
+function Threads:learn(time_run)
+  local avg = self.avg
+  self.avg = avg and avg + (time_run - avg) * 0.1 or time_run
+end
+
+-- Task j of a batch record that did not simply return a true value.
+local function batch_task(rec, j)
+  local a, times = 3 * j, rec.times
+  return { status = rec.status and rec.status[j] or "ok", nret = rec.vals[a - 2],
+    first = rec.vals[a - 1], answer = rec.vals[a], time_start = times[a - 2],
+    time_end = times[a - 1], time_run = times[a], error = rec.error and rec.error[j],
+    limit = rec.limit }
+end
+
+-- A batch record (core_pool.c: flat vals and times, 3 slots a task;
+-- status only when some task is not OK) -> one result per task; its
+-- tasks are list[at + 1 .. at + 3n].
+function Threads:batch_record(list, at, rec, n)
+  local finish, vals, times, status = self.finish, rec.vals, rec.times, rec.status
+  for j = 1, n do
+    local a = 3 * j
+    local t = at + a
+    if vals[a - 1] and (status == nil or status[j] == "ok") then
+      -- The common case, a task that returned a true value: its result
+      -- in one table constructor.
+      finish(list[t - 2], setmetatable({ key = list[t - 1], arg = list[t], success = true,
+        answer = vals[a], time_start = times[a - 2], time_end = times[a - 1],
+        time_run = times[a] }, ProcResult))
+    else
+      finish(list[t - 2], self:result_of(list[t - 1], list[t], batch_task(rec, j)))
+    end
   end
-  if status == "ok" and nret > 0 and first then
-    -- The common case: the result in one table constructor.
-    return setmetatable({ key = key, arg = arg, success = true, answer = answer,
-      time_start = time_start, time_end = time_end, time_run = time_run }, ProcResult)
-  end
-  return ProcResult.from_job(key, arg, { status = status, nret = nret, first = first,
-    answer = answer, time_start = time_start, time_end = time_end, time_run = time_run,
-    error = err, limit = limit })
+  -- A batch's tasks ran back to back: their mean, from its two ends.
+  local first_start, last_end = times[1], times[3 * n - 1]
+  if first_start and last_end then self:learn((last_end - first_start) / n) end
 end
 
 function Threads:record(rec)
   local id = rec.id
-  local t = self.inflight[id]
-  if not t then return false end
+  local job = self.inflight[id]
+  if not job then return false end
   self.inflight[id] = nil
-  local finish = self.finish
-  local n = rec.batch
-  if not n then
-    finish(t[1], self:result_of(t[2], t[3], rec.status, rec.nret, rec.first, rec.answer,
-      rec.time_start, rec.time_end, rec.time_run, rec.error, rec.limit))
-    return true
-  end
-  local status, nret, first, answer = rec.status, rec.nret, rec.first, rec.answer
-  local ts, te, tr, err, limit = rec.time_start, rec.time_end, rec.time_run, rec.error, rec.limit
-  for j = 1, n do
-    local at = 3 * j
-    finish(t[at - 2], self:result_of(t[at - 1], t[at], status[j], nret[j], first[j], answer[j],
-      ts[j], te[j], tr[j], err[j], limit))
+  local list, at, n = job[1], job[2], rec.batch
+  if n then
+    self:batch_record(list, at, rec, n)
+  else
+    if rec.time_run then self:learn(rec.time_run) end
+    self.finish(list[at + 1], self:result_of(list[at + 2], list[at + 3], rec))
   end
   return true
 end
@@ -196,10 +215,9 @@ function Threads:stop(records)
   for _, rec in ipairs(records) do self:record(rec) end
   for id, t in pairs(self.inflight) do
     self.inflight[id] = nil
-    local at = 3          -- (an arg may be nil: the index ends the list)
-    while t[at - 2] ~= nil do
-      self.finish(t[at - 2], ProcResult.not_started(t[at - 1], t[at], "running"))
-      at = at + 3
+    local list = t[1]
+    for at = t[2] + 3, t[2] + 3 * t[3], 3 do
+      self.finish(list[at - 2], ProcResult.not_started(list[at - 1], list[at], "running"))
     end
   end
   self:drop_queue()
