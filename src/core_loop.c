@@ -6,7 +6,13 @@
  *   loop:spawn(argv, envblock|nil, cwd|nil, input|nil, timeout, kill_grace
  *              [, mode [, max_capture]]) -> id | nil, message, errno_name
  *        (mode true: a stream, stdin stays open for loop:write, stdout
- *        comes as {id=, data=} records; "live": the output is captured
+ *        comes as {id=, data=} records; "frames": a stream whose stdout is
+ *        marshal frames (marshal.h), each after its length (4 bytes,
+ *        little-endian), handed over unmarshalled, one record a frame:
+ *        {id=, frame=true, n=, ...values} or, for a frame that fails its
+ *        check, {id=, frame=true, error=} (bytes after the last whole
+ *        frame are in the final record's stdout); "live": the output is
+ *        captured
  *        and also comes as it arrives, {id=, data= [, stderr=true]}, the
  *        last bytes in the record's live_stdout / live_stderr; max_capture: bytes of each output kept in
  *        memory, the whole output then in the record's stdout_file /
@@ -38,6 +44,7 @@
 
 #include "bindings.h"
 #include "hugemem.h"
+#include "marshal.h"
 #include "signals.h"
 
 #define TEARDOWN_LIMIT 2.0  /* seconds to wait for killed tasks' pipes */
@@ -78,10 +85,20 @@ static void sdata_unlink(loop_ud *u, lc_proc *p) {
     p->data_next = NULL;
 }
 
-/* A stream proc's stdout got bytes: poll hands them over. */
+/* Bytes a frames proc's stdout must hold before a frame is whole: its
+ * first frame's length + 4, or 4 while that is not known. */
+static size_t frame_need(const lc_buf *b) {
+    if (b->len < 4) return 4;
+    const unsigned char *h = (const unsigned char *)b->data;
+    return 4 + ((size_t)h[0] | (size_t)h[1] << 8 | (size_t)h[2] << 16 | (size_t)h[3] << 24);
+}
+
+/* A stream proc's stdout got bytes: poll hands them over (a frames proc's
+ * once a frame is whole: Lua never sees a piece of one). */
 static void on_proc_data(lc_proc *p) {
     loop_ud *u = p->data;
     if (p->data_queued) return;
+    if (p->frames && p->out.len < frame_need(&p->out)) return;
     p->data_queued = 1;
     p->data_next = u->sdata;
     u->sdata = p;
@@ -346,6 +363,45 @@ static void push_data(lua_State *L, lua_Integer *i, lc_proc *p, lc_buf *b, int e
     b->len = 0;
 }
 
+/* Under pcall: the frame at lightuserdata 2, length 3 -> its values in
+ * the record (1) from index 1, and their count in n. */
+static int unpack_frame(lua_State *L) {
+    const char *data = lua_touserdata(L, 2);
+    size_t len = (size_t)lua_tointeger(L, 3);
+    lua_settop(L, 1);
+    int n = lc_unmarshal(L, data, len);
+    for (int k = n; k >= 1; k--) lua_rawseti(L, 1, k);
+    lua_pushinteger(L, n);
+    lua_setfield(L, 1, "n");
+    return 0;
+}
+
+/* The whole frames in a frames proc's stdout, one record each; the bytes
+ * of a frame not yet whole move to the front. A frame is read into this
+ * buffer and unmarshalled from it: a big answer is copied once, into its
+ * value, with no string of the frame in between. */
+static void push_frames(lua_State *L, lua_Integer *i, lc_proc *p) {
+    lc_buf *b = &p->out;
+    size_t at = 0;
+    for (;;) {
+        lc_buf rest = {.data = b->data + at, .len = b->len - at};
+        if (rest.len < 4 || rest.len < frame_need(&rest)) break;
+        size_t need = frame_need(&rest);
+        lua_createtable(L, 10, 3);                     /* rec */
+        lc_set_int(L, "id", p->tag);
+        lc_set_bool(L, "frame", 1);
+        lua_pushcfunction(L, unpack_frame);
+        lua_pushvalue(L, -2);
+        lua_pushlightuserdata(L, rest.data + 4);
+        lua_pushinteger(L, (lua_Integer)(need - 4));
+        if (lua_pcall(L, 3, 0, 0) != LUA_OK) lua_setfield(L, -2, "error");
+        lua_rawseti(L, -2, ++*i);
+        at += need;
+    }
+    memmove(b->data, b->data + at, b->len - at);
+    b->len -= at;
+}
+
 /* New bytes of stream procs (stdout) and live procs (both outputs), as
  * {id = , data = [, stderr = true]} records. */
 static void push_stream_records(lua_State *L, loop_ud *u) {
@@ -355,6 +411,8 @@ static void push_stream_records(lua_State *L, loop_ud *u) {
         if (p->live) {
             push_data(L, &i, p, &p->live_out, 0);
             push_data(L, &i, p, &p->live_err, 1);
+        } else if (p->frames) {
+            push_frames(L, &i, p);
         } else {
             push_data(L, &i, p, &p->out, 0);
         }
@@ -446,10 +504,12 @@ static int l_spawn(lua_State *L) {
     char errbuf[512];
     memset(&spec, 0, sizeof spec);
     lua_settop(L, 9);
-    if (lua_type(L, 8) == LUA_TSTRING && strcmp(lua_tostring(L, 8), "live") == 0)
+    const char *mode = lua_type(L, 8) == LUA_TSTRING ? lua_tostring(L, 8) : NULL;
+    int frames = mode && strcmp(mode, "frames") == 0;
+    if (mode && strcmp(mode, "live") == 0)
         spec.live = 1;
     else
-        spec.stream = lua_toboolean(L, 8);
+        spec.stream = frames || lua_toboolean(L, 8);
     lua_Integer cap = luaL_optinteger(L, 9, 0);
     spec.max_capture = cap > 0 ? (size_t)cap : 0;
     spec.argv = build_argv(L, 2);                      /* argv block at 10 */
@@ -470,6 +530,7 @@ static int l_spawn(lua_State *L) {
         return 3;
     }
     p->tag = lc_core_new_id(u);
+    p->frames = frames;
     p->next = u->running;
     if (u->running) u->running->prev = p;
     u->running = p;

@@ -59,6 +59,8 @@ struct lc_proc {
     char *input;                /* owned copy of spec->input, then writes */
     size_t input_len, input_off, input_cap;
     int stream;
+    int frames;                 /* the binding's (core_loop.c): a stream whose
+                                 * stdout is handed over in whole frames */
     size_t max_capture;
     int live;
     lc_buf live_out, live_err;  /* live: bytes not yet handed to the owner */

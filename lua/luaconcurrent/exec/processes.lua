@@ -106,9 +106,9 @@ end
 function Processes:spawn()
   -- A timeout is a hard kill, so the process gets no grace period.
   local id, message, errname = self.loop:spawn(self.argv, self.envblock, self.cwd,
-    self.head, 0, 0, true)
+    self.head, 0, 0, "frames")
   if not id then return nil, message, errname end
-  local w = { id = id, read = worker.reader(), q = {}, qh = 1, qt = 0,
+  local w = { id = id, q = {}, qh = 1, qt = 0,
               started = false, ever = false }
   self.workers[id] = w
   self.nlive = self.nlive + 1
@@ -255,9 +255,9 @@ end
 
 -- ---- answers ------------------------------------------------------------------
 
--- An answer frame from w: a start, or the answer of the task it runs.
-function Processes:answered(w, blob)
-  local decoded, what, t0, t1, more, a, b, c, d = pcall(unmarshal, blob)
+-- An answer frame from w, as unmarshalled (decoded false: what is why
+-- not): a start, or the answer of the task it runs.
+function Processes:answered(w, decoded, what, t0, t1, more, a, b, c, d)
   if decoded and what == "start" then
     w.started, w.ever = true, true
     return self:arm(w, t0)
@@ -320,10 +320,12 @@ function Processes:hold(why)
   end
 end
 
-function Processes:read(w, data)
+-- The whole frames in the bytes a worker left when it ended (the engine
+-- hands the others over one frame a record).
+function Processes:read_rest(w, data)
   local blobs = {}
-  w.read(data, blobs)
-  for i = 1, #blobs do self:answered(w, blobs[i]) end
+  worker.reader()(data, blobs)
+  for i = 1, #blobs do self:answered(w, pcall(unmarshal, blobs[i])) end
 end
 
 -- w's process ended (its final record): answers still in its output
@@ -333,7 +335,7 @@ function Processes:ended(w, rec)
   self.workers[w.id] = nil
   self:retire(w)
   if w.killed then return end
-  if rec.stdout and rec.stdout ~= "" then self:read(w, rec.stdout) end
+  if rec.stdout and rec.stdout ~= "" then self:read_rest(w, rec.stdout) end
   local task = w.q[w.qh]
   -- A worker that never started a task may be unable to: its first task
   -- fails, so a run whose workers cannot start ends.
@@ -398,10 +400,10 @@ function Processes:record(rec)
   end
   w = self.workers[rec.id]
   if not w then return false end
-  if not rec.data then
+  if not rec.frame then
     self:ended(w, rec)
   elseif not w.killed then
-    self:read(w, rec.data)
+    if rec.error then self:answered(w, false, rec.error) else self:answered(w, true, tunpack(rec, 1, rec.n)) end
   end
   return true
 end
@@ -435,7 +437,7 @@ end
 function Processes:stop(records)
   for _, rec in ipairs(records) do
     local w = self.workers[rec.id]
-    if w and not rec.data then self:ended(w, rec) end
+    if w and not rec.frame then self:ended(w, rec) end
   end
   for _, w in pairs(self.workers) do
     for k = w.qh, w.qt do
