@@ -39,6 +39,17 @@ local function wait_started(h, nproc)
   end, 10)
 end
 
+-- n of the run's tasks have exec'd their sleep: what they echoed before
+-- is in the pipe (sh's echo is done before its exec).
+local function sleeping(h, n)
+  local count = 0
+  for _, pid in ipairs(helpers.find_marker(h.marker)) do
+    local cmd = helpers.read_file("/proc/" .. pid .. "/cmdline") or ""
+    if cmd:match("^sleep%z") then count = count + 1 end
+  end
+  return count >= n
+end
+
 local function host_pid(h)
   local kids = helpers.read_file("/proc/" .. h.shell .. "/task/" .. h.shell .. "/children") or ""
   return tonumber(kids:match("%d+"))
@@ -77,6 +88,10 @@ describe("signals", function()
   local function stopped_by(host, mode, sig, code)
     local h = start(host, mode, true)
     assert.is_true(wait_started(h, 2), "tasks did not start")
+    if mode == "kept" then
+      assert.is_true(helpers.wait_until(function() return sleeping(h, 2) end, 10),
+        "tasks 2 and 3 did not reach their sleep")
+    end
     signal(h, sig)
     local status, out, left = finish(h)
     assert.are.equal(code, status, out)

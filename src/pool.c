@@ -23,6 +23,7 @@
 #include "loop.h"
 
 #define MAX_BATCH 64           /* jobs a worker takes at once */
+#define LONG_JOB 0.001         /* s: jobs this long are taken one at a time */
 #define PUBLISH_AFTER 0.005    /* seconds a worker may sit on finished jobs */
 
 const char lc_cancel_sentinel = 0;
@@ -499,6 +500,7 @@ static void *worker_main(void *arg) {
         lua_settop(L, 0);
     }
 
+    double job_time = 0;        /* a job's mean run time in the last take */
     for (;;) {
         pthread_mutex_lock(&pool->mu);
         while (!pool->stopping && pool->jobs.head == NULL)
@@ -507,9 +509,11 @@ static void *worker_main(void *arg) {
             pthread_mutex_unlock(&pool->mu);
             break;
         }
-        /* Take a fair share, so long tasks still spread over workers. */
+        /* Take a fair share, so long tasks still spread over workers; long
+         * jobs one at a time, so none waits behind another while a worker
+         * is free (a take of several could leave one worker the last two). */
         size_t n = pool->njobs / (2 * (size_t)pool->nthreads);
-        if (n < 1) n = 1;
+        if (n < 1 || job_time > LONG_JOB) n = 1;
         if (n > MAX_BATCH) n = MAX_BATCH;
         lc_job_queue batch = LC_QUEUE_EMPTY, finished = LC_QUEUE_EMPTY;
         size_t taken = 0;
@@ -523,7 +527,7 @@ static void *worker_main(void *arg) {
         pool->njobs -= taken;
         pthread_mutex_unlock(&pool->mu);
 
-        double since = lc_now();
+        double since = lc_now(), took = since;
         for (;;) {
             lc_job *job;
             LC_QUEUE_POP(&batch, job, next);
@@ -541,6 +545,7 @@ static void *worker_main(void *arg) {
                 since = lc_now();
             }
         }
+        if (taken > 0) job_time = (lc_now() - took) / (double)taken;
     }
     current_worker = NULL;
     if (L) lua_close(L);
