@@ -40,6 +40,8 @@ Runs command once per value (or combination of values), many at a time.
   -S, --sshlogin L    run on hosts over ssh: [N/][user@]host[:port], comma
                       separated, ":" for this machine (repeatable)
   --slf FILE          hosts from FILE, one a line, # comments
+  --slurm N           run as N Slurm job steps (srun), one per slot; 0: the
+                      allocation's SLURM_NTASKS
   --dry-run           print the commands, run nothing
   -h, --help          this text
 Values: ::: v1 v2 ...   :::: file ...   or lines on stdin.
@@ -56,7 +58,7 @@ local VALUE_OPTS = {
   ["--retries"] = "retries", ["--retry-delay"] = "retry_delay", ["--halt"] = "halt",
   ["--joblog"] = "joblog", ["--results"] = "results", ["--kill-grace"] = "kill_grace",
   ["--timeline"] = "timeline", ["-S"] = "sshlogin", ["--sshlogin"] = "sshlogin",
-  ["--slf"] = "slf", ["--sshloginfile"] = "slf",
+  ["--slf"] = "slf", ["--sshloginfile"] = "slf", ["--slurm"] = "slurm",
 }
 local FLAG_OPTS = {
   ["--resume"] = { "resume", true }, ["--resume-failed"] = { "resume", "failed" },
@@ -93,6 +95,13 @@ local function lines_of(path)
   return t
 end
 
+--- --slurm N: N job steps; 0 leaves the count to the allocation.
+local function slurm_host(v)
+  local n = math.tointeger(tonumber(v))
+  if not n or n < 0 then usage_error("--slurm needs a number of slots, got %q", v) end
+  return { slurm = true, slots = n > 0 and n or nil }
+end
+
 --- Parse argv: options, the command's words and the value sources.
 function M.parse(argv)
   local o, i = { output = "stream" }, 1
@@ -104,7 +113,10 @@ function M.parse(argv)
       local v = inline or (a:match("^%-j(.+)") ) or argv[i + 1]
       if v == nil then usage_error("%s needs a value", a) end
       if not inline and not a:match("^%-j.+") then i = i + 1 end
-      if key == "sshlogin" or key == "slf" then     -- these add up
+      if key == "slurm" then
+        o.hosts = o.hosts or {}
+        o.hosts[#o.hosts + 1] = slurm_host(v)
+      elseif key == "sshlogin" or key == "slf" then     -- these add up
         o.hosts = o.hosts or {}
         local list = key == "slf" and require("luaconcurrent.remote.hosts").read_file(v) or {}
         if key == "sshlogin" then for h in v:gmatch("[^,]+") do list[#list + 1] = h end end

@@ -8,7 +8,8 @@
 -- "<length>\n" and a text whose first line is `local CFG = {...}` (the
 -- grace, heartbeat timeout and the run's marshal key); the rest (the plain
 -- worker) is not run here. Nothing else arrives before our hello:
---   hello PROTOCOL ncpu _VERSION 1 "engine" <luaconcurrent version> <bytecode header, hex>
+--   hello PROTOCOL ncpu _VERSION 1 "engine" <luaconcurrent version> <bytecode header, hex> node
+-- (node: SLURMD_NODENAME in a Slurm step, else "")
 -- Then the channel (stdin) is read through a relay child (`cat`, given the
 -- channel as its fd 2 by luaconcurrent.remote_channel, main.c): the engine
 -- watches only its children's pipes.
@@ -134,7 +135,7 @@ end
 
 function Worker:hello()
   self:send("hello", PROTOCOL, tostring(core.cpu_count()), _VERSION, "1", "engine", channel.version,
-    M.bytecode_header())
+    M.bytecode_header(), os.getenv("SLURMD_NODENAME") or "")
   self.out:flush()
 end
 

@@ -111,7 +111,9 @@ local function connect_argv(h, grace)
   end
   remote = remote .. "exec " .. shq(h.lua) .. " -e " .. shq(LOADER)
   local argv
-  if h.host == ":" then
+  if h.slurm then
+    argv = require("luaconcurrent.remote.slurm").argv(h, remote)
+  elseif h.host == ":" then
     argv = { "sh", "-c", remote }
   else
     argv = { "ssh", "-T", "-o", "BatchMode=yes", "-o", "ServerAliveInterval=5",
@@ -425,6 +427,7 @@ function Remote:on_hello(h, f)
   end
   h.mode = f[6] == "engine" and "engine" or "lua"
   h.version, h.lua_version, h.bytecode = f[7], f[4], f[8]
+  if h.slurm then h.name = require("luaconcurrent.remote.slurm").node_name(f[9]) end
   if self.is_fn then
     local why = fn_refusal(h, f)
     if why then self:refuse(h, why); return end

@@ -2,7 +2,8 @@
 -- ("4/user@host:2222", "host", ":" for this machine) and the table form
 -- {host=, user=, port=, slots=, ssh_options=, lua=, luaconcurrent=, env=,
 -- heartbeat=}; a host file
--- (one string a line, `#` comments) through M.read_file.
+-- (one string a line, `#` comments) through M.read_file. A table with
+-- slurm = true is one host per slot, each a job step (remote/slurm.lua).
 
 local M = {}
 
@@ -69,7 +70,13 @@ function M.list(hosts)
   if type(hosts) == "string" then hosts = { hosts } end
   if type(hosts) ~= "table" or #hosts == 0 then fail("hosts must be a non-empty list") end
   local t = {}
-  for i, spec in ipairs(hosts) do t[i] = M.parse(spec, i) end
+  for i, spec in ipairs(hosts) do
+    if type(spec) == "table" and spec.slurm then
+      for _, h in ipairs(require("luaconcurrent.remote.slurm").expand(spec, i, M.parse)) do t[#t + 1] = h end
+    else
+      t[#t + 1] = M.parse(spec, i)
+    end
+  end
   return t
 end
 

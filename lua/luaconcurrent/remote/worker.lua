@@ -26,7 +26,8 @@
 -- hb); P x (answered with pong x: a round trip over the channel, for
 -- measuring).
 -- Answers on stdout, length-prefixed (string.pack "<s4"), each a frame of
--- "<s4" fields: hello version ncpu lua_version | done tid status stdout
+-- "<s4" fields: hello version ncpu lua_version env_default "lua" "" ""
+-- node (node: SLURMD_NODENAME in a Slurm step, else "") | done tid status stdout
 -- stderr pgid | hb | pong x.
 -- On EOF, or no message for CFG.hb_timeout seconds, every group this worker
 -- started gets TERM, then KILL, and the worker exits.
@@ -169,7 +170,8 @@ local function finish_exit()
 end
 
 local nproc = tonumber(readcmd("getconf _NPROCESSORS_ONLN 2>/dev/null")) or tonumber(readcmd("nproc 2>/dev/null")) or 1
-send("hello", PROTOCOL, tostring(nproc), _VERSION, env_default and "1" or "0")
+send("hello", PROTOCOL, tostring(nproc), _VERSION, env_default and "1" or "0", "lua", "", "",
+  os.getenv("SLURMD_NODENAME") or "")
 out:flush()
 
 local pieces = {}
