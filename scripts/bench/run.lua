@@ -192,7 +192,8 @@ end
 local R = {}
 local function slot(id, tool)
   R[id] = R[id] or {}
-  R[id][tool] = R[id][tool] or { runs = {}, verdicts = {}, inner = {}, build = {}, leak = {} }
+  R[id][tool] = R[id][tool] or { runs = {}, verdicts = {}, inner = {}, build = {}, leak = {},
+    transfer = {} }
   return R[id][tool]
 end
 
@@ -572,11 +573,13 @@ local function fn_run(id, tool, limit, script, ...)
   local text = read(outf) or ""
   local t = text:match(".*elapsed=([%d.e+-]+)")
   local b = text:match(".*build=([%d.e+-]+)")
+  local tr = text:match(".*transfer=([%d.e+-]+)")
   local s = slot(id, tool)
   if last.rc == 0 and t then
     mark(id, tool, "ok")
     s.inner[#s.inner + 1] = tonumber(t)
     if b then s.build[#s.build + 1] = tonumber(b) end
+    if tr then s.transfer[#s.transfer + 1] = tonumber(tr) end
     out(" %s %.3fs", tool, tonumber(t))
   else
     mark(id, tool, "bad:rc=" .. last.rc)
@@ -648,6 +651,25 @@ if want("W5") then
   local rp = ratio(ia, ip)
   target("W5: ProcRunMp isolation=process 2 workers >= 0.3x ProcRunAsyncio nw=0",
     valid(id, "proc2") and rp >= 0.3, ("%s (%s)"):format(x_(rp), rate(N, ip)))
+  out("\n")
+
+  -- Large answers: one task returning 128 MB, timed from its return (its
+  -- time_end) to its result in the runner's hands.
+  local big = { { "bigmp", "a thread worker" }, { "bigproc", "a worker process" } }
+  out("W5  one task answering 128 MB, 1 worker: transfer = from the task's return to its result in hand\n")
+  for r = 1, RUNS do
+    progress(r)
+    for _, m in ipairs(big) do fn_run("w5big", m[1], 120, BDIR .. "/w5.lua", m[1], 128) end
+    out("\n")
+  end
+  for _, m in ipairs(big) do
+    show_err("w5big", m[1])
+    local tr = median(slot("w5big", m[1]).transfer)
+    local lo, hi = minmax(slot("w5big", m[1]).transfer)
+    target(("W5: a 128 MB answer from %s arrives in < 1 s"):format(m[2]),
+      valid("w5big", m[1]) and tr ~= nil and tr < 1,
+      tr and ("median %.3f s (%.3f..%.3f)"):format(tr, lo, hi) or "n/a")
+  end
   out("\n")
 end
 
