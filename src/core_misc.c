@@ -7,6 +7,8 @@
  *   core.handle_signals(), core.signal_pending(), core.hup_pending()
  *   core.cpu_count(), core.host() -> embedded?, path of this executable
  *   core.isatty(fd), core.term_width(fd) -> columns | nil   (progress bar)
+ *   core.resume(co, ...) -> true, v1, n - 1, v2, v3 | false, err   a task
+ *        coroutine's resume with a fixed count of results (see below)
  *   and, for a process worker: core.worker_stdout(), core.worker_take_stdout(),
  *   core.fd_write(fd, s)
  */
@@ -275,12 +277,50 @@ static int l_term_width(lua_State *L) {
     return 1;
 }
 
+/* coroutine.resume for task coroutines (exec/coroutine.lua): what the
+ * coroutine yielded or returned comes back as its first value, how many
+ * followed it, and the next two, always five results. A task's end yields
+ * DONE and the function's results, so its result count arrives without a
+ * vararg function and select("#") per task. Errors as coroutine.resume:
+ * false and the error value. */
+static int l_resume(lua_State *L) {
+    lua_State *co = lua_tothread(L, 1);
+    luaL_argexpected(L, co, 1, "coroutine");
+    int narg = lua_gettop(L) - 1;
+    if (!lua_checkstack(co, narg)) return lc_raise(L, "too many arguments to resume");
+    if (lua_status(co) == LUA_OK && lua_gettop(co) == 0) {
+        lua_pushboolean(L, 0);
+        lua_pushliteral(L, "cannot resume dead coroutine");
+        return 2;
+    }
+    lua_xmove(L, co, narg);
+    int nres;
+    int status = lua_resume(co, L, narg, &nres);
+    if (status != LUA_OK && status != LUA_YIELD) {
+        lua_pushboolean(L, 0);
+        lua_xmove(co, L, 1);                           /* the error value */
+        return 2;
+    }
+    if (!lua_checkstack(L, nres + 2)) {
+        lua_pop(co, nres);
+        return lc_raise(L, "too many results to resume");
+    }
+    lua_xmove(co, L, nres);                            /* co v1 .. vn */
+    lua_settop(L, 4);                                  /* co v1 v2 v3 */
+    lua_pushboolean(L, 1);
+    lua_replace(L, 1);                                 /* true v1 v2 v3 */
+    lua_pushinteger(L, nres > 0 ? nres - 1 : 0);
+    lua_insert(L, 3);                                  /* true v1 n-1 v2 v3 */
+    return 5;
+}
+
 static const luaL_Reg misc_funcs[] = {
     {"isatty", l_isatty},
     {"term_width", l_term_width},
     {"envblock", l_envblock},
     {"sleep", l_sleep},
     {"now", l_now},
+    {"resume", l_resume},
     {"wallclock", l_wallclock},
     {"handle_signals", l_handle_signals},
     {"signal_pending", l_signal_pending},

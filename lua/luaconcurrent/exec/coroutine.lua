@@ -17,21 +17,18 @@ local ProcResult = require "luaconcurrent.result"
 local function_task = require "luaconcurrent.exec.function_task"
 
 local SLEEP, WAIT, CANCEL = async.SLEEP, async.WAIT, async.CANCEL
-local co_status, co_close, co_yield, co_resume =
-  coroutine.status, coroutine.close, coroutine.yield, coroutine.resume
+local co_status, co_close, co_yield = coroutine.status, coroutine.close, coroutine.yield
+-- core.resume: ok, what was yielded first, how many values followed it,
+-- the next two; a fixed count of results, so no resume needs varargs.
+local co_resume = core.resume
 local co_create = async.create
 local sethook, traceback = debug.sethook, debug.traceback
 local now, wallclock = core.now, core.wallclock
-local setmetatable, select = setmetatable, select
-local DONE = setmetatable({}, { __name = "luaconcurrent.DONE" })
+local setmetatable = setmetatable
 
--- What a task coroutine yields when its function returned: DONE, how
--- many values, the first two. A fixed count of values keeps every resume
--- free of varargs.
-local function done(...)
-  local first, answer = ...
-  return DONE, select("#", ...), first, answer
-end
+-- A task coroutine yields DONE and its function's results when that
+-- returns: core.resume gives DONE, their count, the first two.
+local DONE = setmetatable({}, { __name = "luaconcurrent.DONE" })
 
 local Coroutines = {}
 Coroutines.__index = Coroutines
@@ -65,7 +62,7 @@ function M.new(cfg, loop, finish)
     plain = #cfg.pargs == 1,    -- no fixed arguments: args is { arg }
     timeout = cfg.timeout,
     body = function(key, args)
-      while true do key, args = co_yield(done(fn(key, args))) end
+      while true do key, args = co_yield(DONE, fn(key, args)) end
     end,
     run = { loop = loop },      -- what lc.sleep and lc.run_prog find (async.task)
     wall_offset = wallclock() - now(),
@@ -115,16 +112,16 @@ function Coroutines:complete(co, t, index, key, arg, t0, ok_run, nret, first, an
   self.finish(index, res)
 end
 
--- After a resume (ok, what, a, b, c, see resume): finished, or suspended
--- on a sleep, a process or a yield.
-function Coroutines:step(co, t, index, key, arg, t0, ok_run, what, a, b, c)
+-- After a resume (ok, what, n, v1, v2 from core.resume): finished, or
+-- suspended on a sleep, a process or a yield.
+function Coroutines:step(co, t, index, key, arg, t0, ok_run, what, n, v1, v2)
   if not ok_run then
     return self:complete(co, t, index, key, arg, t0, false, 1, what)
   end
   if what == DONE then
     local spare = self.spare
     spare[#spare + 1] = co
-    return self:complete(co, t, index, key, arg, t0, true, a, b, c)
+    return self:complete(co, t, index, key, arg, t0, true, n, v1, v2)
   end
   if not t then
     t = { co = co, index = index, key = key, arg = arg, t0 = t0 }
@@ -132,11 +129,11 @@ function Coroutines:step(co, t, index, key, arg, t0, ok_run, what, a, b, c)
   end
   if what == SLEEP then
     t.state = "sleep"
-    t.sleep_timer = self.loop:timer(a)
+    t.sleep_timer = self.loop:timer(v1)
     self.by_event[t.sleep_timer] = t
   elseif what == WAIT then
-    t.state, t.proc = "wait", a
-    self.by_event[a] = t
+    t.state, t.proc = "wait", v1
+    self.by_event[v1] = t
   else
     t.state = "ready"
     self.ready[#self.ready + 1] = t
