@@ -32,7 +32,8 @@
 -- Function tasks run on process workers (`luaconcurrent --worker`, the
 -- local isolation = "process" protocol), one per slot, reused.
 -- On EOF of the channel, a failed write to it, or no message for
--- CFG.hb_timeout seconds, every group started is killed and we exit.
+-- CFG.hb_timeout seconds, every group started gets TERM, then KILL after
+-- CFG.grace (the run's kill_grace), and we exit.
 
 local core = require "luaconcurrent.core"
 local channel = require "luaconcurrent.remote_channel"
@@ -328,9 +329,21 @@ function Worker:serve()
     if self.alive and not self.out:flush() then self.alive = false; self:shutdown() end
     if now() - self.last_heard > self.hb_timeout then self:shutdown() end
   end
-  -- Every group this worker started is killed (process workers get TERM
-  -- first and kill what their tasks started), then we exit.
-  self.loop:close()
+  self:end_tasks()
+end
+
+--- The channel is gone: every task ends as at a deadline (TERM, the run's
+-- kill_grace, KILL), so that one that cleans up on TERM can; process
+-- workers get TERM and kill what their tasks started. What is left when
+-- the grace is over goes with the loop.
+function Worker:end_tasks()
+  local loop = self.loop
+  for id in pairs(self.procs) do loop:terminate(id) end
+  for id in pairs(self.workers) do loop:kill(id) end
+  if self.relay then loop:kill(self.relay) end
+  local deadline = now() + (tonumber(self.cfg.grace) or 0.1) + 2
+  while loop:running() > 0 and now() < deadline do loop:poll(0.1) end
+  loop:close()
 end
 
 function M.main()
