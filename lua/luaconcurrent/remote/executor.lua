@@ -46,8 +46,6 @@ local function_task = require "luaconcurrent.exec.function_task"
 
 local now, wallclock = core.now, core.wallclock
 
-local M = {}
-
 local PROTOCOL = "1"
 local MAX_CONNECTING = 4       -- handshakes at once
 local QUICK_RETRIES = 3        -- refused handshakes retried with jitter
@@ -60,12 +58,18 @@ local VERSION = (select(2, pcall(require, "luaconcurrent")) or {}).VERSION or "?
 local BACKOFF_MAX = 60
 local MAX_FAILS = 6            -- consecutive failures before a host is given up
 
--- LC_REMOTE_TRACE=1: a line on stderr at each connect, hello and lost session.
+local M = {}
+
+-- LC_REMOTE_TRACE=1: a line on stderr at each connect, hello, lost session
+-- and retry. M.on_trace(host name, text), when set, gets the same events
+-- (the specs follow a host's reconnects through it).
 local TRACE = os.getenv("LC_REMOTE_TRACE")
+TRACE = TRACE and TRACE ~= "" and TRACE ~= "0"
 local function trace(h, fmt, ...)
-  if TRACE and TRACE ~= "" and TRACE ~= "0" then
-    io.stderr:write(string.format("luaconcurrent remote %s: " .. fmt .. "\n", h.name, ...))
-  end
+  if not TRACE and not M.on_trace then return end
+  local text = string.format(fmt, ...)
+  if M.on_trace then M.on_trace(h.name, text) end
+  if TRACE then io.stderr:write("luaconcurrent remote ", h.name, ": ", text, "\n") end
 end
 
 local function esc(s)
@@ -330,9 +334,12 @@ function Remote:host_lost(h, rec)
   h.fails = (h.fails or 0) + 1
   if h.refused or (not h.ever_up and h.fails > QUICK_RETRIES) or h.fails > MAX_FAILS then
     h.state = "bad"     -- given up: its error is kept for the message
+    trace(h, "given up after %d failure(s): %s", h.fails, h.error)
     drop_errfile(h)
   else
-    h.state, h.retry_at = "down", now() + retry_delay(h, was_up)
+    local delay = retry_delay(h, was_up)
+    h.state, h.retry_at = "down", now() + delay
+    trace(h, "down: retry in %.2f s (failure %d)", delay, h.fails)
     self:at(h.retry_at, function()
       if h.state == "down" and not self.closed then h.state = "want"; self:pump_connects() end
     end)
