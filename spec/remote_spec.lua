@@ -51,8 +51,9 @@ end
 
 -- The remote worker of a session to sshd (not the ":" one): its pid and
 -- its parent's (the sshd session process).
-local function remote_worker()
-  for _, pid in ipairs(helpers.find_marker(MODE == "engine" and "--remote-worker" or "local n=tonumber")) do
+local function remote_worker(mode)
+  mode = mode or MODE
+  for _, pid in ipairs(helpers.find_marker(mode == "engine" and "--remote-worker" or "local n=tonumber")) do
     local ppid = ppid_of(pid)
     local pcmd = ppid and helpers.read_file("/proc/" .. ppid .. "/cmdline") or ""
     if pcmd:match("^sshd") then return pid, ppid end
@@ -550,6 +551,51 @@ describe("remote hosts", function()
       assert.is_true(r[3].timeout)
       assert.is_true(r[4].success)
       assert.are.equal(4, r[4].answer)
+    end)
+
+    it("keep their deadline on the host, are sent ahead, and time out as locally", function()
+      local m = helpers.marker()
+      local fn = function(key, args)
+        if key == 1 then os.execute("sleep " .. args[1]) end     -- stuck in a C call
+        return true, key
+      end
+      local tasks = { { 1, m }, { 2, m }, { 3, m } }
+      local started, answered = {}, {}
+      local r = lc.ProcRunAsyncio({ fn }, tasks, { hosts = { fhost({ slots = 1 }) }, timeout = 0.5,
+        on_start = function(key) started[key] = helpers.mono() end,
+        on_result = function(res) answered[res.key] = helpers.mono() end }):run_all()
+      local here = lc.ProcRunMp({ fn }, { tasks[1] }, { isolation = "process", num_workers = 1, timeout = 0.5 }):run_all()
+      assert.is_true(r[1].timeout)
+      assert.are.equal(here[1].error, r[1].error)
+      assert.are.equal(here[1].exception, r[1].exception)
+      assert.is_true(r[2].success and r[3].success)
+      -- the second went to the host before the first was over
+      assert.is_true(started[2] < answered[1])
+      assert.are.same({}, helpers.wait_marker_gone(m, 5))
+    end)
+
+    it("treat a host silent past a function task's deadline as failing", function()
+      local fn = function(key) return true, key end
+      local worker
+      local events = {}
+      remote_executor.on_trace = function(_, text) events[#events + 1] = text end
+      finally(function()
+        remote_executor.on_trace = nil
+        if worker then os.execute("kill -CONT " .. worker .. " 2>/dev/null") end
+      end)
+      local r = lc.ProcRunAsyncio({ fn }, { { 1 }, { 2 } }, { hosts = { fhost({ slots = 1 }) }, timeout = 0.2,
+        on_start = function(key)
+          if key == 1 then      -- the session is up: its worker stops answering
+            worker = remote_worker("engine")
+            os.execute("kill -STOP " .. worker)
+          end
+        end }):run_all()
+      assert.is_true(r[1].timeout)
+      assert.are.equal("timed out after 0.2 s (its host did not answer)", r[1].error)
+      assert.is_true(r[2].success, r[2].error)
+      local lost = false
+      for _, e in ipairs(events) do if e:match("^no answer from a function task") then lost = true end end
+      assert.is_true(lost, table.concat(events, "\n"))
     end)
 
     it("are refused on a host whose luaconcurrent is another version", function()

@@ -152,15 +152,13 @@ local function timed(res, t)
   return res
 end
 
--- A function task's answer: a process worker's frame, passed through.
-local function result_of_answer(t, blob)
-  local res = timed(ProcResult.new(t.key, t.arg), t)
-  -- worker.lua's answer: status, t0, t1, more, then the outcome
-  local decoded, status, _, _, _, a, b, c, d = pcall(core.unmarshal_string, blob)
-  if not decoded then
-    return ProcResult.raised(res, "the worker's answer was corrupt: " .. ProcResult.error_text(status))
+-- The task's own run time (remote) replaces the time since it was sent
+-- (which includes a wait behind the tasks sent ahead).
+local function ran(res, seconds)
+  if type(seconds) == "number" and seconds >= 0 and seconds <= res.time_run then
+    res.time_run, res.time_start = seconds, res.time_end - seconds
   end
-  return ProcResult.answered(res, status, a, b, c, d)
+  return res
 end
 
 local function drop_errfile(h)
@@ -209,7 +207,7 @@ local function handshaking(hosts)
 end
 
 -- A worker's frames that end a task.
-local RESULT_FRAMES = { done = true, rec = true, fail = true, fdone = true, fdied = true }
+local RESULT_FRAMES = { done = true, rec = true, fail = true, fdone = true, fdied = true, ftimeout = true }
 
 local Remote = {}
 Remote.__index = Remote
@@ -439,11 +437,11 @@ function Remote:on_hello(h, f)
   end
   h.state, h.fails, h.ncpu, h.ever_up = "up", 0, tonumber(f[3]), true
   h.slots_now = h.slots or h.ncpu or 1
-  -- Engine mode runs slots_now subprocess tasks at once and holds as
-  -- many more, sent ahead: the next starts without waiting for a
+  -- Engine mode runs slots_now tasks at once and holds as many more,
+  -- sent ahead: the next starts without waiting for a
   -- round trip over the channel.
   h.cap = h.slots_now
-  if h.mode == "engine" and not self.is_fn then
+  if h.mode == "engine" then
     h.cap = h.slots_now * PREFETCH
     self:send(h, line({ "S", tostring(h.slots_now) }))
   end
@@ -477,11 +475,32 @@ function Remote:result_of_frame(t, what, f)
   if what == "done" then return self:result_of(t, f)
   elseif what == "rec" then return self:result_of_record(t, f[3])
   elseif what == "fail" then return timed(ProcResult.spawn_failure(t.key, t.arg, f[3], f[4]), t)
-  elseif what == "fdone" then return result_of_answer(t, f[3])
+  elseif what == "fdone" then return self:result_of_answer(t, f[3])
+  elseif what == "ftimeout" then return self:fn_timed_out(t, tonumber(f[3]), "its worker process was killed")
   end
   local res = ProcResult.raised(timed(ProcResult.new(t.key, t.arg), t), f[3])
   if t.why then ProcResult.interrupt(res, t.why) end
   return res
+end
+
+-- A function task's answer: a process worker's frame, passed through.
+-- One that came at or after its deadline is a timeout, as locally.
+function Remote:result_of_answer(t, blob)
+  local res = timed(ProcResult.new(t.key, t.arg), t)
+  -- worker.lua's answer: status, t0, t1, more, then the outcome
+  local decoded, status, t0, t1, _, a, b, c, d = pcall(core.unmarshal_string, blob)
+  if not decoded then
+    return ProcResult.raised(res, "the worker's answer was corrupt: " .. ProcResult.error_text(status))
+  end
+  local run = type(t0) == "number" and type(t1) == "number" and t1 - t0 or nil
+  ran(ProcResult.answered(res, status, a, b, c, d), run)
+  if self.timeout > 0 and run and run >= self.timeout then ProcResult.time_out(res, self.timeout) end
+  return res
+end
+
+-- A function task that ran past its limit (seconds: its run, when known).
+function Remote:fn_timed_out(t, seconds, note)
+  return ProcResult.time_out(ran(timed(ProcResult.new(t.key, t.arg), t), seconds), self.timeout, note)
 end
 
 -- Engine mode: the remote record, marshalled.
@@ -579,7 +598,7 @@ function Remote:send_task(t, h)
   h.running[tid], h.nrunning = t, h.nrunning + 1
   self:send(h, line(self:task_message(t, h, tid)))
   if self.timeout > 0 and self.is_fn then
-    self:arm_fn_deadline(t, h, tid)
+    self:arm_fn_backstop(t, h, tid)
   elseif self.timeout > 0 then
     self:arm_deadline(t, h)
   end
@@ -590,7 +609,7 @@ function Remote:task_message(t, h, tid)
   local cfg, env = self.cfg, self:env_of(h)
   local msg
   if self.is_fn then
-    msg = { "F", tid, cfg.cwd or "", tostring(#env) }
+    msg = { "F", tid, string.format("%.17g", self.timeout), cfg.cwd or "", tostring(#env) }
   elseif h.mode == "engine" then
     msg = { "X", tid, string.format("%.17g", self.timeout), cfg.cwd or "", cfg.input and "1" or "0",
       cfg.input or "", tostring(#env) }
@@ -606,29 +625,37 @@ function Remote:task_message(t, h, tid)
   return msg
 end
 
--- As for local worker processes: at a function task's deadline the worker
--- is killed and the task's result is final at once.
-function Remote:arm_fn_deadline(t, h, tid)
-  t.timer = self.loop:timer(t.t0 + self.timeout)
+-- The remote worker keeps a function task's deadline (it kills the
+-- task's worker process, as locally). This is the backstop, at the same
+-- distance as a subprocess task's (its wait behind the tasks sent ahead
+-- included): a host that has not answered by then is failing. The task
+-- is timed out, and the host is lost (its session killed: its other tasks
+-- go elsewhere, it is tried again later).
+function Remote:arm_fn_backstop(t, h, tid)
+  t.timer = self.loop:timer(t.t0 + self:backstop())
   self.timers[t.timer] = function()
     t.timer = nil
-    if t.host ~= h or h.running[tid] ~= t then return end
-    self:send(h, line({ "K", tid }))
+    -- (Once the host is being given up, its other tasks go elsewhere.)
+    if t.host ~= h or h.running[tid] ~= t or h.hb_lost then return end
     h.running[tid], h.nrunning = nil, h.nrunning - 1
     self.tasks[t.index] = nil
-    local res = ProcResult.time_out(timed(ProcResult.new(t.key, t.arg), t), self.timeout,
-      "its worker process was killed")
+    local res = self:fn_timed_out(t, nil, "its host did not answer")
     res.host, res.remote_mode = h.name, h.mode
+    trace(h, "no answer from a function task %.1f s after its deadline: lost", self:backstop() - self.timeout)
+    h.hb_lost = h.hb_lost or "no answer from a task past its deadline"
+    self.loop:kill(h.id)
     self.finish(t.index, res)
     self:dispatch()
   end
 end
 
+function Remote:backstop() return 2 * (self.timeout + self.grace) + 5 end
+
 -- Engine mode: the remote engine keeps the deadline (TERM, grace, KILL);
 -- this timer is the backstop. Plain mode: this is the clock.
 function Remote:arm_deadline(t, h)
   local engine = h.mode == "engine"
-  t.timer = self.loop:timer(t.t0 + (engine and 2 * (self.timeout + self.grace) + 5 or self.timeout))
+  t.timer = self.loop:timer(t.t0 + (engine and self:backstop() or self.timeout))
   self.timers[t.timer] = function()
     t.timer = nil
     if t.host then t.timed_out = true; self:send(t.host, line({ "K", t.tid })) end
