@@ -638,6 +638,24 @@ describe("remote hosts", function()
       "luaconcurrent: hosts[1].heartbeat must be a positive number of seconds")
   end)
 
+  it("take num_workers as the slots of each host that names none", function()
+    local slots = {}
+    remote_executor.on_trace = function(name, text)
+      local n = text:match("^up: .-(%d+) slots$")
+      if n then slots[name] = tonumber(n) end
+    end
+    finally(function() remote_executor.on_trace = nil end)
+    local r = run({ "true" }, { { 1 }, { 2 } }, { num_workers = 3, hosts = { host(A), host(B, 1) } })
+    assert.are.equal(2, helpers.count_success(r))
+    assert.are.same({ [name_of(A)] = 3, [name_of(B)] = 1 }, slots)
+    slots = {}
+    run({ "true" }, { { 1 } }, { num_workers = 5, hosts = { host(A), { host = ":", slots = 2 } } })
+    assert.are.same({ [name_of(A)] = 5, [":"] = 2 }, slots)
+    slots = {}
+    run({ "true" }, { { 1 } }, { hosts = { host(A) } })       -- its CPU count
+    assert.are.same({ [name_of(A)] = require("luaconcurrent.core").cpu_count() }, slots)
+  end)
+
   it("give up on an unreachable host with an error per task", function()
     local r = run({ "true" }, { { 1 } }, { hosts = { { host = "127.0.0.1", port = 1, ssh_options = SSH_OPTS } } })
     assert.is_false(r[1].success)

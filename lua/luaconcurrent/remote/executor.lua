@@ -35,7 +35,8 @@
 -- (preferring another host) and the host is retried with backoff; only a
 -- final result reaches finish. Each result's `host` says where it ran.
 --
--- Slots: a host's `slots`, else its CPU count, asked at the handshake;
+-- Slots: a host's `slots`, else the run's num_workers when given, else
+-- its CPU count, asked at the handshake;
 -- new() waits for the handshakes (at most MAX_CONNECTING at once, a
 -- refused one retried with jitter) so that ex.slots is their sum.
 
@@ -218,7 +219,7 @@ function M.new(cfg, loop, finish)
   local is_fn = type(cfg.pargs[1]) == "function"
   local task_args = is_fn and select(2, function_task.split(cfg.pargs))
   local fn_bytes = is_fn and (cfg.fn_bytes or core.marshal_string(cfg.pargs[1]))
-  local hosts = hostlib.list(cfg.hosts)
+  local hosts = hostlib.list(cfg.hosts, cfg.host_slots)
   for i, h in ipairs(hosts) do h.uid = i end
   local period = HEARTBEAT
   for _, h in ipairs(hosts) do period = math.min(period, h.heartbeat or HEARTBEAT) end

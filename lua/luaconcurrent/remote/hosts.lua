@@ -64,12 +64,16 @@ function M.parse(spec, i)
   return h
 end
 
---- The hosts option -> list of normalised hosts.
-function M.list(hosts)
+--- The hosts option -> list of normalised hosts; default_slots (the run's
+-- num_workers) for those that name no slots.
+function M.list(hosts, default_slots)
   if type(hosts) == "string" then hosts = { hosts } end
   if type(hosts) ~= "table" or #hosts == 0 then fail("hosts must be a non-empty list") end
   local t = {}
-  for i, spec in ipairs(hosts) do t[i] = M.parse(spec, i) end
+  for i, spec in ipairs(hosts) do
+    t[i] = M.parse(spec, i)
+    t[i].slots = t[i].slots or default_slots
+  end
   return t
 end
 
