@@ -16,7 +16,7 @@
 -- Messages (lines of tab-separated escaped fields, as for the plain worker):
 --   X tid timeout cwd has_input input nenv env... argv...   a subprocess task
 --        (own process group; timeout > 0: TERM at it, KILL grace later)
---   S n          run at most n subprocess tasks at once; the others wait
+--   S n          run at most n tasks (X and F) at once; the others wait
 --                here, in order (the local side sends ahead to hide the
 --                channel's round trip)
 --   K tid        cancel: the task's group (or its worker process) is killed
@@ -26,7 +26,6 @@
 --                key, args); timeout > 0: its process worker is killed at
 --                it (as locally with isolation = "process") and the
 --                answer is ftimeout
---                (X and F tasks beyond S wait here alike)
 --   H            heartbeat, answered with hb
 --   P x          answered with pong x
 -- Answers (length-prefixed frames of "<s4" fields):

@@ -28,9 +28,11 @@
 -- requeued). The worker gives up after
 -- 8 heartbeats of silence from us (at least 2 s).
 --
--- The clock is kept here: at a task's deadline (or on cancel) a K frame
--- asks the worker to TERM the task's process group, then KILL after
--- kill_grace. A host whose session ends (ssh exit 255, EOF) while tasks ran
+-- Plain mode: the clock is kept here: at a task's deadline (or on
+-- cancel) a K frame asks the worker to TERM the task's process group, then
+-- KILL after kill_grace. Engine mode: the limit goes with each task (X and
+-- F frames) and the remote engine keeps it; the timer here is a backstop
+-- (see arm_deadline, arm_fn_backstop). A host whose session ends (ssh exit 255, EOF) while tasks ran
 -- there is a host failure: those tasks go back on this executor's queue
 -- (preferring another host) and the host is retried with backoff; only a
 -- final result reaches finish. Each result's `host` says where it ran.
