@@ -293,31 +293,36 @@ describe("remote hosts", function()
       assert.are.equal("ok\n", again[1].stdout)
     end)
 
-    it("end a task with TERM, then KILL after the grace, when the local ssh is killed", function()
-      local m = helpers.marker()
-      local trapped = os.tmpname()
-      local started = os.tmpname()
-      os.remove(trapped)
-      os.remove(started)
-      finally(function() os.remove(trapped); os.remove(started) end)
-      -- Its first run traps TERM and writes the marker file; run again
-      -- (the host is reconnected), it just succeeds.
-      local script = 'if [ -e "$1" ]; then exit 0; fi; : >"$1"; '
-        .. 'trap \'echo trapped >"$2"; exit 0\' TERM; sleep "$0" & wait'
-      local r = run({ "sh", "-c", script, m, started, trapped }, { { 1 } }, {
-        hosts = { host(A, 1) }, kill_grace = 2,
-        on_start = function()
+    it("end tasks with TERM, then KILL after the grace, when the local ssh is killed", function()
+      local m, m2 = helpers.marker(), helpers.marker()
+      local trapped, started = os.tmpname(), os.tmpname()
+      local started2 = os.tmpname()
+      for _, f in ipairs({ trapped, started, started2 }) do os.remove(f) end
+      finally(function() for _, f in ipairs({ trapped, started, started2 }) do os.remove(f) end end)
+      -- Their first runs: one traps TERM and writes a file, the other
+      -- ignores TERM. Run again (the host is reconnected), they just succeed.
+      local once = 'if [ -e "$1" ]; then exit 0; fi; : >"$1"; '
+      local tasks = {
+        { 1, { once .. 'trap \'echo trapped >"$2"; exit 0\' TERM; sleep "$0" & wait', m, started, trapped } },
+        { 2, { once .. 'trap "" TERM; exec sleep "$0"', m2, started2 } },
+      }
+      local r = run({ "sh", "-c" }, tasks, {
+        hosts = { host(A, 2) }, kill_grace = 2,
+        on_start = function(key)
+          if key ~= 1 then return end
           local pids = ssh_pids(A)
           assert.are.equal(1, #pids)
-          -- once the task runs remotely, its local ssh is killed
-          os.execute("(i=0; until pgrep -f '^sleep " .. m .. "$' >/dev/null || [ $i -gt 400 ]; do sleep 0.05; i=$((i+1)); done; "
-            .. "kill -KILL " .. pids[1] .. ") >/dev/null 2>&1 &")
+          -- once both tasks run remotely, their local ssh is killed
+          os.execute("(i=0; until { pgrep -f '^sleep " .. m .. "$' && pgrep -f '^sleep " .. m2 .. "$'; } >/dev/null "
+            .. "|| [ $i -gt 400 ]; do sleep 0.05; i=$((i+1)); done; kill -KILL " .. pids[1] .. ") >/dev/null 2>&1 &")
         end,
       })
       assert.is_true(r[1].success, r[1].error)
+      assert.is_true(r[2].success, r[2].error)
       assert.is_true(helpers.wait_until(function() return helpers.read_file(trapped) == "trapped\n" end, 10),
         "the task's TERM trap did not run")
       assert.are.same({}, helpers.wait_marker_gone(m, 10))
+      assert.are.same({}, helpers.wait_marker_gone(m2, 10))    -- KILLed after the grace
     end)
 
     it("pass argv intact: spaces, quotes, newlines, backslashes, tabs", function()
