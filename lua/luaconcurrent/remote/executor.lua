@@ -32,10 +32,11 @@
 -- cancel) a K frame asks the worker to TERM the task's process group, then
 -- KILL after kill_grace. Engine mode: the limit goes with each task (X and
 -- F frames) and the remote engine keeps it; the timer here is a backstop
--- (see arm_deadline, arm_fn_backstop). A host whose session ends (ssh exit 255, EOF) while tasks ran
--- there is a host failure: those tasks go back on this executor's queue
--- (preferring another host) and the host is retried with backoff; only a
--- final result reaches finish. Each result's `host` says where it ran.
+-- (see arm_deadline, arm_fn_backstop). A host whose session ends (ssh
+-- exit 255, EOF) while tasks ran there is a host failure: those tasks go
+-- back on this executor's queue (preferring another host) and the host is
+-- retried with backoff; only a final result reaches finish. Each result's
+-- `host` says where it ran.
 --
 -- Slots: a host's `slots`, else the run's num_workers when given, else
 -- its CPU count, asked at the handshake;
@@ -441,8 +442,8 @@ function Remote:on_hello(h, f)
   h.state, h.fails, h.ncpu, h.ever_up = "up", 0, tonumber(f[3]), true
   h.slots_now = h.slots or h.ncpu or 1
   -- Engine mode runs slots_now tasks at once and holds as many more,
-  -- sent ahead: the next starts without waiting for a
-  -- round trip over the channel.
+  -- sent ahead: the next starts without waiting for a round trip over
+  -- the channel.
   h.cap = h.slots_now
   if h.mode == "engine" then
     h.cap = h.slots_now * PREFETCH
@@ -645,7 +646,7 @@ function Remote:arm_fn_backstop(t, h, tid)
     local res = self:fn_timed_out(t, nil, "its host did not answer")
     res.host, res.remote_mode = h.name, h.mode
     trace(h, "no answer from a function task %.1f s after its deadline: lost", self:backstop() - self.timeout)
-    h.hb_lost = h.hb_lost or "no answer from a task past its deadline"
+    h.hb_lost = "no answer from a task past its deadline"
     self.loop:kill(h.id)
     self.finish(t.index, res)
     self:dispatch()
