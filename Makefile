@@ -102,7 +102,7 @@ test: deps
 	$(BOUNDED) $(TEST_TIMEOUT) $(BUSTED)
 
 bench: deps
-	@sh scripts/ensure-deps.sh parallel time
+	@sh scripts/ensure-deps.sh parallel time openssh-server openssh-client
 	@$(MAKE) --no-print-directory all
 	sh scripts/bench.sh
 

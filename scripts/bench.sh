@@ -7,7 +7,8 @@
 #
 # Needs: lua5.4, GNU time (/usr/bin/time), xargs, GNU parallel, coreutils
 # timeout, and the build (build/luaconcurrent, build/lib). `make bench`
-# installs parallel and time and builds first.
+# installs parallel, time and (for W9) openssh-server and openssh-client,
+# and builds first.
 set -u
 cd "$(dirname "$0")/.." || exit 2
 export LC_ALL=C

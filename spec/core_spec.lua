@@ -208,6 +208,35 @@ describe("core", function()
     loop:close()
   end)
 
+  describe("loop:terminate", function()
+    it("sends TERM to the group and KILL after its kill_grace", function()
+      local loop = core.new_loop()
+      local m = helpers.marker()
+      -- one traps TERM and says so; the other ignores it
+      local traps = assert(loop:spawn({ "sh", "-c", 'trap "echo term; exit 3" TERM; sleep "$0" & wait', m },
+        nil, nil, nil, 0, 5))
+      local deaf = assert(loop:spawn({ "sh", "-c", 'trap "" TERM; echo up; exec sleep "$0"', m }, nil, nil, nil, 0, 0.3))
+      assert.is_true(helpers.wait_until(function() return #helpers.find_marker("sleep " .. m) == 2 end, 5))
+      assert.is_true(loop:terminate(traps))
+      assert.is_true(loop:terminate(deaf))
+      local recs = collect(loop, 2, 10)
+      assert.are.equal(2, #recs)
+      for _, r in ipairs(recs) do
+        if r.id == traps then
+          assert.are.equal(3, r.returncode)
+          assert.are.equal("term\n", r.stdout)
+        else
+          assert.are.equal("SIGKILL", r.signal_name)
+        end
+        assert.is_true(r.interrupted)
+        assert.is_falsy(r.timeout)
+      end
+      assert.are.same({}, helpers.wait_marker_gone(m, 3))
+      assert.is_false(loop:terminate(traps))        -- gone
+      loop:close()
+    end)
+  end)
+
   -- issue 8, item 10: lc.sleep(1e300) in a thread worker overflowed time_t.
   describe("lc.sleep(1e300) in a thread worker", function()
     it("times out promptly at the task's timeout", function()

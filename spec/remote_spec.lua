@@ -1,23 +1,33 @@
--- Remote execution (exec/remote.lua) against a real OpenSSH server on
--- loopback: started here (spec/fixtures/sshd_start.sh: its own host key,
--- a client key authorized for root, UsePAM no) on 127.0.0.1 and 127.0.0.2,
--- killed by pid at the end. Skipped, saying why, when sshd cannot start
--- (not root, openssh-server not installed: `.ci/run` installs it).
--- Most tests run twice: with the plain-Lua worker (the host's
+-- Remote execution (exec/remote.lua) against real OpenSSH servers on
+-- loopback: four of them, one listening on each of 127.0.0.2..127.0.0.5
+-- (spec/fixtures/sshd_start.sh: separate sshd processes, so one "host" can
+-- be stopped alone; their own host key, a client key authorized for root,
+-- UsePAM no), killed by pid at the end. Skipped, saying why, when sshd
+-- cannot start (not root, openssh-server not installed: `.ci/run` installs
+-- it). Most tests run twice: with the plain-Lua worker (the host's
 -- luaconcurrent = false) and in engine mode (luaconcurrent = this build's
--- executable, reached over the loopback sshd).
+-- executable, reached over the loopback sshd). After each test nothing
+-- may be left on any host.
 
 local lc = require "luaconcurrent"
 local helpers = require "helpers"
 local system = require "system"
+local remote_executor = require "luaconcurrent.remote.executor"
 
 local dir = os.tmpname()
 os.remove(dir)
 local port = 22000 + helpers.self_pid() % 2000
-local out, err, code = helpers.sh("LC_SSHD_OWNER=" .. helpers.self_pid() .. " " .. helpers.q(helpers.FIXTURES .. "/sshd_start.sh") .. " "
-  .. helpers.q(dir) .. " " .. port)
-local sshd_pid = code == 0 and tonumber(out:match("%d+"))
-local why_skipped = not sshd_pid and ("sshd could not start: " .. err:gsub("%s+$", "")) or nil
+local ADDRS = { "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5" }
+local A, B = ADDRS[1], ADDRS[2]       -- the hosts of tests that need one or two
+local SSHD = {}                       -- [address] = the pid of its sshd
+local out, err, code = helpers.sh("LC_SSHD_OWNER=" .. helpers.self_pid() .. " "
+  .. helpers.q(helpers.FIXTURES .. "/sshd_start.sh") .. " " .. helpers.q(dir) .. " " .. port .. " '' '' "
+  .. table.concat(ADDRS, " "))
+if code == 0 then
+  local i = 0
+  for pid in out:gmatch("%d+") do i = i + 1; SSHD[ADDRS[i]] = tonumber(pid) end
+end
+local why_skipped = not SSHD[ADDRS[#ADDRS]] and ("sshd could not start: " .. err:gsub("%s+$", "")) or nil
 
 local SSH_OPTS = { "-i", dir .. "/id", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
   "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR" }
@@ -26,28 +36,113 @@ local EXE = helpers.ROOT .. "/build/luaconcurrent"
 local MODE = "lua"     -- the worker host() asks for: "lua" or "engine"
 
 local function host(addr, slots, extra)
-  local h = { host = addr or "127.0.0.1", user = "root", port = port, slots = slots, ssh_options = SSH_OPTS,
+  local h = { host = addr or A, user = "root", port = port, slots = slots, ssh_options = SSH_OPTS,
     luaconcurrent = MODE == "engine" and EXE or false }
   for k, v in pairs(extra or {}) do h[k] = v end
   return h
 end
 
+local function name_of(addr) return "root@" .. addr .. ":" .. port end
+
+local function ppid_of(pid)
+  local stat = helpers.read_file("/proc/" .. pid .. "/stat") or ""
+  return tonumber(stat:match("^%d+ %b() %S+ (%d+)"))
+end
+
 -- The remote worker of a session to sshd (not the ":" one): its pid and
 -- its parent's (the sshd session process).
-local function remote_worker()
-  for _, pid in ipairs(helpers.find_marker(MODE == "engine" and "--remote-worker" or "local n=tonumber")) do
-    local stat = helpers.read_file("/proc/" .. pid .. "/stat") or ""
-    local ppid = tonumber(stat:match("^%d+ %b() %S+ (%d+)"))
+local function remote_worker(mode)
+  mode = mode or MODE
+  for _, pid in ipairs(helpers.find_marker(mode == "engine" and "--remote-worker" or "local n=tonumber")) do
+    local ppid = ppid_of(pid)
     local pcmd = ppid and helpers.read_file("/proc/" .. ppid .. "/cmdline") or ""
     if pcmd:match("^sshd") then return pid, ppid end
   end
 end
 
--- Wait until the server listens.
-if sshd_pid then
+-- The session processes of one server: its listener's children (the
+-- privileged monitors) and theirs that are sshd too.
+local function sessions(addr)
+  local kids, monitors = {}, {}
+  local all = helpers.find_marker("sshd")
+  for _, pid in ipairs(all) do
+    if SSHD[addr] and ppid_of(pid) == SSHD[addr] then kids[#kids + 1] = pid; monitors[pid] = true end
+  end
+  for _, pid in ipairs(all) do
+    if monitors[ppid_of(pid)] and (helpers.read_file("/proc/" .. pid .. "/cmdline") or ""):match("^sshd") then
+      kids[#kids + 1] = pid
+    end
+  end
+  return kids
+end
+
+-- Every process started through one of our servers (its environment
+-- names the server's port: tasks keep it, even once their session is
+-- gone and they are reparented), or by a server ("sessions").
+local function on_hosts(addrs)
+  local found = {}
+  local tail = " " .. port .. "\0"
+  for _, pid in ipairs(helpers.find_marker("")) do
+    local env = helpers.read_file("/proc/" .. pid .. "/environ") or ""
+    local conn = env:match("SSH_CONNECTION=[^%z]*%z")
+    if conn and conn:sub(-#tail) == tail then found[#found + 1] = pid end
+  end
+  for _, addr in ipairs(addrs or ADDRS) do
+    for _, pid in ipairs(sessions(addr)) do found[#found + 1] = pid end
+  end
+  return found
+end
+
+-- (Other work on the machine may run workers of its own.)
+local function descends_from_us(pid)
+  local me = helpers.self_pid()
+  while pid and pid > 1 do
+    if pid == me then return true end
+    pid = ppid_of(pid)
+  end
+  return false
+end
+
+-- Wait until nothing runs on any host (nor a worker of ":", nor an ssh
+-- of ours): the list of what is left, described.
+local function left_on_hosts(bound)
+  local left
+  local deadline = helpers.mono() + (bound or 10)
+  repeat
+    left = on_hosts()
+    for _, m in ipairs({ "--remote-worker", "local n=tonumber", "-p " .. port .. " -l root" }) do
+      for _, pid in ipairs(helpers.find_marker(m)) do
+        if descends_from_us(pid) then left[#left + 1] = pid end
+      end
+    end
+    if #left > 0 then system.sleep(0.05) end    -- a scan of /proc costs: not too often
+  until #left == 0 or helpers.mono() > deadline
+  local described = {}
+  for i, pid in ipairs(left) do described[i] = helpers.describe_pid(pid) end
+  return described
+end
+
+local function listening(addr)
+  local tcp = helpers.read_file("/proc/net/tcp") or ""
+  local a, b, c, d = addr:match("(%d+)%.(%d+)%.(%d+)%.(%d+)")
+  return tcp:find(string.format("%02X%02X%02X%02X:%04X 00000000:0000 0A", d, c, b, a, port), 1, true) ~= nil
+end
+
+-- A server stopped by a test starts again (its config kept in dir).
+local function restart_sshd(addr)
+  local n
+  for i, a in ipairs(ADDRS) do if a == addr then n = i end end
+  local o = helpers.sh(string.format("/usr/sbin/sshd -D -f %s -E %s </dev/null >/dev/null 2>&1 & echo $!",
+    helpers.q(dir .. "/sshd_config." .. n), helpers.q(dir .. "/log." .. n)))
+  SSHD[addr] = tonumber(o:match("%d+"))
+  assert.is_true(helpers.wait_until(function() return listening(addr) end, 5), "sshd on " .. addr .. " did not restart")
+end
+
+-- Wait until the servers listen.
+if not why_skipped then
   local ok = helpers.wait_until(function()
-    local tcp = helpers.read_file("/proc/net/tcp") or ""
-    return tcp:find(string.format(":%04X 00000000:0000 0A", port), 1, true) ~= nil
+    for _, addr in ipairs(ADDRS) do if not listening(addr) then return false end end
+    return true
   end, 5)
   if not ok then why_skipped = "sshd did not listen on port " .. port end
 end
@@ -73,8 +168,12 @@ describe("remote hosts", function()
   end
 
   teardown(function()
-    os.execute("kill " .. sshd_pid .. " 2>/dev/null")
+    for _, pid in pairs(SSHD) do os.execute("kill " .. pid .. " 2>/dev/null") end
     os.execute("rm -rf " .. helpers.q(dir))
+  end)
+
+  after_each(function()
+    assert.are.same({}, left_on_hosts())
   end)
 
   for _, mode in ipairs({ "lua", "engine" }) do
@@ -85,7 +184,7 @@ describe("remote hosts", function()
     it("run tasks remotely, results say which host", function()
       local tasks = {}
       for i = 1, 12 do tasks[i] = { i, { "echo", "task" .. i } } end
-      local r = run({ "env" }, tasks, { hosts = { host("127.0.0.1", 2), host("127.0.0.2", 2) } })
+      local r = run({ "env" }, tasks, { hosts = { host(A, 2), host(B, 2) } })
       local where = {}
       for i, res in ipairs(r) do
         assert.is_true(res.success, res.error)
@@ -93,7 +192,137 @@ describe("remote hosts", function()
         assert.are.equal(mode, res.remote_mode)
         where[res.host] = true
       end
-      assert.are.same({ ["root@127.0.0.1:" .. port] = true, ["root@127.0.0.2:" .. port] = true }, where)
+      assert.are.same({ [name_of(A)] = true, [name_of(B)] = true }, where)
+    end)
+
+    it("spread a run over four hosts with the same results as locally", function()
+      local script = 'printf "out %s\\n" "$0"; printf "err %s\\n" "$0" >&2; '
+        .. 'head -c "$(($0 * 997))" /dev/zero | tr "\\0" x; exit $(($0 % 4))'
+      local tasks = {}
+      for i = 1, 40 do tasks[i] = { i, tostring(i) } end
+      local hosts = {}
+      for i, addr in ipairs(ADDRS) do hosts[i] = host(addr, 2) end
+      local here = run({ "sh", "-c", script }, tasks, { num_workers = 8 })
+      local there = run({ "sh", "-c", script }, tasks, { hosts = hosts })
+      local count = {}
+      for i = 1, #tasks do
+        local a, b = here[i], there[i]
+        assert.are.equal(a.key, b.key)
+        for _, f in ipairs({ "returncode", "stdout", "stderr", "success" }) do
+          assert.are.equal(a[f], b[f], string.format("task %d: %s", i, f))
+        end
+        count[b.host] = (count[b.host] or 0) + 1
+      end
+      for _, addr in ipairs(ADDRS) do
+        assert.is_true((count[name_of(addr)] or 0) > 0, "no task ran on " .. addr .. ": " .. helpers.setstr(count))
+      end
+    end)
+
+    it("finish the tasks of a host whose sshd is stopped elsewhere, and quarantine it", function()
+      local victim = ADDRS[2]
+      local m = "1" .. helpers.marker():sub(3)       -- sleep 1.<digits>
+      local tasks = {}
+      for i = 1, 40 do tasks[i] = { i, m } end
+      local hosts = {}
+      for i, addr in ipairs(ADDRS) do hosts[i] = host(addr, 2) end
+      -- Once every slot has had a task (and the ones sent ahead), the
+      -- first of the next ones stops the victim: its listener and every
+      -- session, by pid.
+      local first_wave = MODE == "engine" and 16 or 8
+      local events, killed_at, killed_wall = {}, nil, nil
+      remote_executor.on_trace = function(name, text)
+        if name == name_of(victim) then events[#events + 1] = { t = helpers.mono(), text = text } end
+      end
+      finally(function()
+        remote_executor.on_trace = nil
+        if not SSHD[victim] then restart_sshd(victim) end
+      end)
+      local seen = {}
+      local t0 = helpers.mono()
+      local r = run({ "sleep" }, tasks, {
+        hosts = hosts,
+        on_start = function(key)
+          if key == first_wave + 1 then
+            local pids = { SSHD[victim] }
+            for _, pid in ipairs(sessions(victim)) do pids[#pids + 1] = pid end
+            killed_at, killed_wall = helpers.mono(), helpers.now()
+            os.execute("kill -KILL " .. table.concat(pids, " "))
+            SSHD[victim] = nil
+          end
+        end,
+        on_result = function(res) seen[res.key] = (seen[res.key] or 0) + 1 end,
+      })
+      assert.is_true(helpers.mono() - t0 < 60, "the run took too long")
+      assert.is_not_nil(killed_at)
+      for i = 1, #tasks do
+        assert.are.equal(1, seen[i], "results of task " .. i)
+        assert.is_true(r[i].success, tostring(i) .. ": " .. tostring(r[i].error))
+        if r[i].host == name_of(victim) then
+          assert.is_true(r[i].time_start < killed_wall, "task " .. i .. " started on the stopped host")
+        end
+      end
+      -- The session ended with tasks in flight; the host was tried again
+      -- after a backoff (not at once), the attempt failed, and it waited
+      -- again before the next.
+      local lost, retry_at, refused
+      for _, e in ipairs(events) do
+        if e.t >= killed_at then
+          if not lost then
+            local n = e.text:match("^session ended %(was up, .-%), (%d+) task")
+            if n then lost = e; assert.is_true(tonumber(n) >= 1, e.text) end
+          elseif not retry_at and e.text:match("^connecting") then retry_at = e.t
+          elseif retry_at and not refused and e.text:match("^session ended %(before hello") then refused = e
+          end
+        end
+      end
+      local trace = {}
+      for i, e in ipairs(events) do trace[i] = string.format("%.2f %s", e.t - t0, e.text) end
+      trace = table.concat(trace, "\n")
+      assert.is_not_nil(lost, trace)
+      assert.is_not_nil(retry_at, trace)
+      assert.is_true(retry_at - lost.t >= 1, trace)
+      assert.is_not_nil(refused, trace)
+      local quarantined = false
+      for _, e in ipairs(events) do
+        if e.t >= refused.t and e.text:match("^down: retry in") then quarantined = true end
+      end
+      assert.is_true(quarantined, trace)
+      assert.are.same({}, helpers.wait_marker_gone(m, 10))
+      -- The other servers still answer.
+      local again = run({ "echo", "ok" }, { { 1 } }, { hosts = { host(ADDRS[3]) } })
+      assert.are.equal("ok\n", again[1].stdout)
+    end)
+
+    it("end tasks with TERM, then KILL after the grace, when the local ssh is killed", function()
+      local m, m2 = helpers.marker(), helpers.marker()
+      local trapped, started = os.tmpname(), os.tmpname()
+      local started2 = os.tmpname()
+      for _, f in ipairs({ trapped, started, started2 }) do os.remove(f) end
+      finally(function() for _, f in ipairs({ trapped, started, started2 }) do os.remove(f) end end)
+      -- Their first runs: one traps TERM and writes a file, the other
+      -- ignores TERM. Run again (the host is reconnected), they just succeed.
+      local once = 'if [ -e "$1" ]; then exit 0; fi; : >"$1"; '
+      local tasks = {
+        { 1, { once .. 'trap \'echo trapped >"$2"; exit 0\' TERM; sleep "$0" & wait', m, started, trapped } },
+        { 2, { once .. 'trap "" TERM; exec sleep "$0"', m2, started2 } },
+      }
+      local r = run({ "sh", "-c" }, tasks, {
+        hosts = { host(A, 2) }, kill_grace = 2,
+        on_start = function(key)
+          if key ~= 1 then return end
+          local pids = ssh_pids(A)
+          assert.are.equal(1, #pids)
+          -- once both tasks run remotely, their local ssh is killed
+          os.execute("(i=0; until { pgrep -f '^sleep " .. m .. "$' && pgrep -f '^sleep " .. m2 .. "$'; } >/dev/null "
+            .. "|| [ $i -gt 400 ]; do sleep 0.05; i=$((i+1)); done; kill -KILL " .. pids[1] .. ") >/dev/null 2>&1 &")
+        end,
+      })
+      assert.is_true(r[1].success, r[1].error)
+      assert.is_true(r[2].success, r[2].error)
+      assert.is_true(helpers.wait_until(function() return helpers.read_file(trapped) == "trapped\n" end, 10),
+        "the task's TERM trap did not run")
+      assert.are.same({}, helpers.wait_marker_gone(m, 10))
+      assert.are.same({}, helpers.wait_marker_gone(m2, 10))    -- KILLed after the grace
     end)
 
     it("pass argv intact: spaces, quotes, newlines, backslashes, tabs", function()
@@ -106,10 +335,10 @@ describe("remote hosts", function()
       assert.are.equal(table.concat(expect, ",") .. ",", r[1].stdout)
     end)
 
-    it("keep stdout and stderr apart and binary-safe; env, cwd and input work", function()
+    it("keep stdout (10 MiB, every byte value) and stderr apart and binary-safe; env, cwd and input work", function()
       local code = [[
         local s = {} for i = 0, 255 do s[#s + 1] = string.char(i) end
-        s = table.concat(s):rep(4096)         -- 1 MiB, every byte value
+        s = table.concat(s):rep(40960)        -- 10 MiB, every byte value
         io.stdout:write(s) io.stderr:write("err\0\255", os.getenv("LCX") or "-", os.getenv("HOME") and "H" or "noH")
         io.stderr:write(io.read("a"), (io.popen("pwd"):read("l")))]]
       local r = run({ "lua5.4", "-e", code }, { { 1 } },
@@ -117,8 +346,8 @@ describe("remote hosts", function()
       local s = {}
       for i = 0, 255 do s[#s + 1] = string.char(i) end
       assert.is_true(r[1].success, r[1].error)
-      assert.are.equal(#table.concat(s) * 4096, #r[1].stdout)
-      assert.is_true(r[1].stdout == table.concat(s):rep(4096))
+      assert.are.equal(#table.concat(s) * 40960, #r[1].stdout)
+      assert.is_true(r[1].stdout == table.concat(s):rep(40960))
       assert.are.equal("err\0\255x y\nznoHin\0put/tmp", r[1].stderr)
     end)
 
@@ -128,7 +357,7 @@ describe("remote hosts", function()
       assert.is_false(r[1].success)
       assert.are.equal(3, r[2].returncode)
       assert.is_true(r[3].success)
-      assert.are.equal("root@127.0.0.1:" .. port, r[1].host)
+      assert.are.equal(name_of(A), r[1].host)
     end)
 
     it("time out a task: its whole remote process group is killed", function()
@@ -140,7 +369,7 @@ describe("remote hosts", function()
       assert.are.same({}, helpers.wait_marker_gone(m, 3))
     end)
 
-    -- Three 1.5 s tasks, two of them on 127.0.0.2; once the third starts,
+    -- Three 1.5 s tasks, two of them on host A; once the third starts,
     -- the processes victims() names are SIGKILLed. Every task still
     -- succeeds and nothing is left. Returns the results.
     local function requeue_after_kill(victims)
@@ -149,7 +378,7 @@ describe("remote hosts", function()
       for i = 1, 3 do tasks[i] = { i, m } end
       local killed = false
       local r = run({ "sleep" }, tasks, {
-        hosts = { host("127.0.0.2", 2), "1/:" },
+        hosts = { host(A, 2), "1/:" },
         on_start = function(key)
           if key == 3 and not killed then
             killed = true
@@ -166,7 +395,7 @@ describe("remote hosts", function()
 
     it("requeue the tasks of a host whose ssh is killed; they finish elsewhere", function()
       local r = requeue_after_kill(function()
-        local pids = ssh_pids("127.0.0.2")
+        local pids = ssh_pids(A)
         assert.are.equal(1, #pids)
         return pids
       end)
@@ -178,19 +407,14 @@ describe("remote hosts", function()
     it("requeue the tasks of a host whose server-side sshd session is killed", function()
       requeue_after_kill(function()
         -- the listener's children: one per session (the privileged monitor)
-        local kids = {}
-        for _, pid in ipairs(helpers.find_marker("sshd")) do
-          local stat = helpers.read_file("/proc/" .. pid .. "/stat") or ""
-          if tonumber(stat:match("^%d+ %b() %S+ (%d+)")) == sshd_pid then kids[#kids + 1] = pid end
-        end
-        return kids
+        return sessions(A)
       end)
     end)
 
     it("leave nothing running remotely when the local runner is SIGKILLed", function()
       local m = helpers.marker()
       local cmd = helpers.lua_env() .. " exec lua5.4 " .. helpers.q(helpers.FIXTURES .. "/remote_run.lua") .. " "
-        .. helpers.q(dir) .. " " .. port .. " " .. m .. (mode == "engine" and " " .. helpers.q(EXE) or "")
+        .. helpers.q(dir) .. " " .. A .. " " .. port .. " " .. m .. (mode == "engine" and " " .. helpers.q(EXE) or "")
       local p = io.popen("echo $$; " .. cmd, "r")
       local pid = tonumber(p:read("l"))
       assert.are.equal("started", p:read("l"))
@@ -251,7 +475,7 @@ describe("remote hosts", function()
         if stopped then os.execute("kill -CONT " .. stopped .. "; kill -KILL " .. stopped .. " 2>/dev/null") end
       end)
       local r = run({ "sleep" }, tasks, {
-        hosts = { host("127.0.0.2", 2, { heartbeat = 0.5 }), "1/:" },
+        hosts = { host(A, 2, { heartbeat = 0.5 }), "1/:" },
         on_start = function(key)
           if key == 3 and not stopped then
             -- (the worker is up before any task is sent; its tasks start
@@ -290,7 +514,7 @@ describe("remote hosts", function()
 
   describe("function tasks", function()
     local function fhost(extra)
-      local h = { host = "127.0.0.1", user = "root", port = port, slots = 2, ssh_options = SSH_OPTS,
+      local h = { host = A, user = "root", port = port, slots = 2, ssh_options = SSH_OPTS,
         luaconcurrent = EXE }
       for k, v in pairs(extra or {}) do h[k] = v end
       return h
@@ -306,7 +530,7 @@ describe("remote hosts", function()
       end
       local tasks = {}
       for i = 1, 6 do tasks[i] = { i, i * 10 } end
-      local r = lc.ProcRunMp({ fn }, tasks, { hosts = { fhost(), fhost({ host = "127.0.0.2" }) } }):run_all()
+      local r = lc.ProcRunMp({ fn }, tasks, { hosts = { fhost(), fhost({ host = B }) } }):run_all()
       for i, res in ipairs(r) do
         assert.is_true(res.success, res.error)
         assert.are.equal(106 + i * 10, res.answer.n)
@@ -332,6 +556,51 @@ describe("remote hosts", function()
       assert.is_true(r[3].timeout)
       assert.is_true(r[4].success)
       assert.are.equal(4, r[4].answer)
+    end)
+
+    it("keep their deadline on the host, are sent ahead, and time out as locally", function()
+      local m = helpers.marker()
+      local fn = function(key, args)
+        if key == 1 then os.execute("sleep " .. args[1]) end     -- stuck in a C call
+        return true, key
+      end
+      local tasks = { { 1, m }, { 2, m }, { 3, m } }
+      local started, answered = {}, {}
+      local r = lc.ProcRunAsyncio({ fn }, tasks, { hosts = { fhost({ slots = 1 }) }, timeout = 0.5,
+        on_start = function(key) started[key] = helpers.mono() end,
+        on_result = function(res) answered[res.key] = helpers.mono() end }):run_all()
+      local here = lc.ProcRunMp({ fn }, { tasks[1] }, { isolation = "process", num_workers = 1, timeout = 0.5 }):run_all()
+      assert.is_true(r[1].timeout)
+      assert.are.equal(here[1].error, r[1].error)
+      assert.are.equal(here[1].exception, r[1].exception)
+      assert.is_true(r[2].success and r[3].success)
+      -- the second went to the host before the first was over
+      assert.is_true(started[2] < answered[1])
+      assert.are.same({}, helpers.wait_marker_gone(m, 5))
+    end)
+
+    it("treat a host silent past a function task's deadline as failing", function()
+      local fn = function(key) return true, key end
+      local worker
+      local events = {}
+      remote_executor.on_trace = function(_, text) events[#events + 1] = text end
+      finally(function()
+        remote_executor.on_trace = nil
+        if worker then os.execute("kill -CONT " .. worker .. " 2>/dev/null") end
+      end)
+      local r = lc.ProcRunAsyncio({ fn }, { { 1 }, { 2 } }, { hosts = { fhost({ slots = 1 }) }, timeout = 0.2,
+        on_start = function(key)
+          if key == 1 then      -- the session is up: its worker stops answering
+            worker = remote_worker("engine")
+            os.execute("kill -STOP " .. worker)
+          end
+        end }):run_all()
+      assert.is_true(r[1].timeout)
+      assert.are.equal("timed out after 0.2 s (its host did not answer)", r[1].error)
+      assert.is_true(r[2].success, r[2].error)
+      local lost = false
+      for _, e in ipairs(events) do if e:match("^no answer from a function task") then lost = true end end
+      assert.is_true(lost, table.concat(events, "\n"))
     end)
 
     it("are refused on a host whose luaconcurrent is another version", function()
@@ -363,7 +632,7 @@ describe("remote hosts", function()
 
   it("fall back to the plain-Lua worker when the host has no luaconcurrent there", function()
     local r = run({ "echo", "hi" }, { { 1 } },
-      { hosts = { { host = "127.0.0.1", user = "root", port = port, ssh_options = SSH_OPTS,
+      { hosts = { { host = A, user = "root", port = port, ssh_options = SSH_OPTS,
         luaconcurrent = "/no/such/luaconcurrent" } } })
     assert.is_true(r[1].success, r[1].error)
     assert.are.equal("hi\n", r[1].stdout)
@@ -372,6 +641,24 @@ describe("remote hosts", function()
       "luaconcurrent: hosts[1].luaconcurrent must be a path (or false: always the plain-Lua worker)")
     assert.has_error(function() lc.ProcRunAsyncio({ "true" }, { { 1 } }, { hosts = { { host = "x", heartbeat = 0 } } }) end,
       "luaconcurrent: hosts[1].heartbeat must be a positive number of seconds")
+  end)
+
+  it("take num_workers as the slots of each host that names none", function()
+    local slots = {}
+    remote_executor.on_trace = function(name, text)
+      local n = text:match("^up: .-(%d+) slots$")
+      if n then slots[name] = tonumber(n) end
+    end
+    finally(function() remote_executor.on_trace = nil end)
+    local r = run({ "true" }, { { 1 }, { 2 } }, { num_workers = 3, hosts = { host(A), host(B, 1) } })
+    assert.are.equal(2, helpers.count_success(r))
+    assert.are.same({ [name_of(A)] = 3, [name_of(B)] = 1 }, slots)
+    slots = {}
+    run({ "true" }, { { 1 } }, { num_workers = 5, hosts = { host(A), { host = ":", slots = 2 } } })
+    assert.are.same({ [name_of(A)] = 5, [":"] = 2 }, slots)
+    slots = {}
+    run({ "true" }, { { 1 } }, { hosts = { host(A) } })       -- its CPU count
+    assert.are.same({ [name_of(A)] = require("luaconcurrent.core").cpu_count() }, slots)
   end)
 
   it("give up on an unreachable host with an error per task", function()

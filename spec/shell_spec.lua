@@ -120,6 +120,20 @@ describe("luaconcurrent --parallel", function()
     os.remove(path)
   end)
 
+  it("takes -j N with -S as the slots of each host that names none", function()
+    local function slots_of(args)
+      local out, err, code = helpers.sh("LC_REMOTE_TRACE=1 " .. q(EXE) .. " --parallel " .. args .. " echo ::: a")
+      assert.are.equal(0, code, err)
+      assert.are.equal("a\n", out)
+      local t = {}
+      for n in err:gmatch("up: mode %S+[^\n]-, (%d+) slots") do t[#t + 1] = tonumber(n) end
+      return t
+    end
+    assert.are.same({ 3 }, slots_of("-j 3 -S :"))
+    assert.are.same({ 3, 1 }, slots_of("-j 3 -S : -S 1/:"))
+    assert.are.same({ require("luaconcurrent.core").cpu_count() }, slots_of("-S :"))
+  end)
+
   it("is the same run under the name lcparallel", function()
     local link = os.tmpname()
     os.remove(link)

@@ -20,6 +20,7 @@
  *   loop:poll([max_wait]) -> { record, ... }
  *   loop:running() -> n          processes and jobs whose record is to come
  *   loop:kill(id) -> true | false           kill one task's process group
+ *   loop:terminate(id) -> true | false      TERM it, KILL after its kill_grace
  *   loop:write(id, s), loop:close_input(id) stdin of a stream proc
  *   loop:timer(when) -> id       when on the core.now() clock; its record
  *                                {id =, timer = true} comes through poll
@@ -611,6 +612,17 @@ static int l_kill(lua_State *L) {
     return 1;
 }
 
+/* loop:terminate(id) -> true | false: SIGTERM to the task's group, SIGKILL
+ * after its kill_grace (a remote worker that loses its channel ends its
+ * tasks as a deadline would). */
+static int l_terminate(lua_State *L) {
+    loop_ud *u = lc_core_check_loop(L);
+    lc_proc *p = find_proc(u, luaL_checkinteger(L, 2));
+    if (p) lc_proc_terminate(p);
+    lua_pushboolean(L, p != NULL);
+    return 1;
+}
+
 /* loop:write(id, bytes) -> true | nil, message: to a stream proc's stdin. */
 static int l_write(lua_State *L) {
     loop_ud *u = lc_core_check_loop(L);
@@ -683,6 +695,7 @@ static const luaL_Reg loop_methods[] = {
     {"poll", l_poll},
     {"running", l_running},
     {"kill", l_kill},
+    {"terminate", l_terminate},
     {"write", l_write},
     {"close_input", l_close_input},
     {"timer", l_timer},

@@ -456,6 +456,17 @@ static void on_timer(lc_loop *loop, lc_timer *t) {
     }
 }
 
+void lc_proc_terminate(lc_proc *p) {
+    if (p->stream || p->exited || p->phase != PH_RUN || p->kill_grace <= 0) {
+        lc_proc_kill(p);
+        return;
+    }
+    p->interrupted = 1;
+    kill_group(p, SIGTERM);
+    p->phase = PH_TERM;
+    lc_timer_arm(p->loop, &p->timer, lc_now() + p->kill_grace);
+}
+
 void lc_proc_kill(lc_proc *p) {
     if (p->phase == PH_DONE || p->phase == PH_DRAIN) return;
     p->interrupted = 1;

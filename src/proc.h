@@ -112,6 +112,10 @@ void lc_proc_close_input(lc_proc *p);
 /* Kill the whole group now (SIGKILL); the proc finishes through the loop
  * after a bounded wait for its pipes. */
 void lc_proc_kill(lc_proc *p);
+/* Ask the whole group to end (SIGTERM), then SIGKILL after the proc's
+ * kill_grace, as at a deadline; a worker process, or a proc with no
+ * grace, as lc_proc_kill. */
+void lc_proc_terminate(lc_proc *p);
 
 /* Release a finished proc (or, on teardown, one in any state: it is
  * killed and reaped synchronously first). */

@@ -113,6 +113,9 @@ function M.runner(class, pargs, tasks, opts, ...)
     joblog = opts.joblog, resume = opts.resume, progress = opts.progress,
     output = opts.output, tag = opts.tag, results = opts.results, timeline = opts.timeline,
     max_capture = opts.max_capture, hosts = opts.hosts,
+    -- With hosts, a num_workers given is the slots of each host that names
+    -- none (GNU parallel's -j with -S); 0 or none: the host's CPU count.
+    host_slots = opts.hosts ~= nil and opts.num_workers ~= 0 and opts.num_workers or nil,
     result = {}, ok = nil, time_start = -1, time_end = -1, time_run = -1,
   }
   for name, default in pairs(M.DEFAULTS) do

@@ -22,6 +22,7 @@ usage: luaconcurrent --parallel [options] command [args] ::: values ... [:::: fi
        lcparallel [options] command [args] ::: values ...
 Runs command once per value (or combination of values), many at a time.
   -j, --jobs N        tasks at once: N, 0 (no limit), N% of the CPUs, +N/-N
+                      (with -S: per host that names no N/, default its CPUs)
                       CPUs (default: one per CPU)
   --timeout S         seconds per task (TERM, then KILL after --kill-grace)
   --retries N         run a failed task up to N more times
@@ -273,7 +274,8 @@ function M.run(o, tasks)
     prog = "sh"
   end
   local opts = {
-    num_workers = o.jobs and jobs_of(o.jobs) or core.cpu_count(),
+    -- with -S and no -j, each host's own CPU count
+    num_workers = o.jobs and jobs_of(o.jobs) or (not o.hosts and core.cpu_count() or nil),
     timeout = o.timeout and number_of("--timeout", o.timeout),
     kill_grace = o.kill_grace and number_of("--kill-grace", o.kill_grace),
     retries = o.retries and math.tointeger(number_of("--retries", o.retries)),

@@ -17,13 +17,14 @@
 --   W7  10 000 function tasks each lc.sleep(0.1), ProcRunAsyncio, unlimited -> wall
 --   W8  the command line (luaconcurrent --parallel) on W1's tasks, also
 --       with -k and --joblog, against xargs -P and GNU parallel
---   W9  remote: N x /bin/true on one ssh host (a private sshd on 127.0.0.1,
---       spec/fixtures/sshd_start.sh), 2 slots: luaconcurrent engine mode
---       (2000 tasks) and the plain-Lua worker (500), the same tasks locally
---       (the baseline: the difference is the channel's own overhead), and
---       GNU parallel -S with and without -M (--controlmaster) on 40 tasks;
---       per-task times and ratios. Skipped, saying why, when sshd cannot
---       start (needs root and openssh-server).
+--   W9  remote: N x /bin/true on four ssh hosts (127.0.0.2-5, a private
+--       sshd each, spec/fixtures/sshd_start.sh), 2 slots each:
+--       luaconcurrent engine mode (2000 tasks) and the plain-Lua worker
+--       (500), the same tasks locally with 8 slots (the baseline: the
+--       difference is the channels' own overhead), and GNU parallel -S on
+--       the same four hosts with and without -M (--controlmaster) on 80
+--       tasks; per-task times, tasks/s and ratios. Skipped, saying why,
+--       when sshd cannot start (needs root and openssh-server).
 --
 -- Every workload runs each tool in turn, interleaved (lc, xargs, parallel,
 -- lc, xargs, parallel, ...), BENCH_RUNS times (default 5). Tables: median
@@ -778,55 +779,79 @@ end
 -- ---------------------------------------------------------------- W9
 
 if want("W9") and HAVE_LC then
-  local n, nlua, npar = 2000, 500, 40
+  local n, nlua, npar, slots = 2000, 500, 80, 2
+  local addrs = { "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5" }
   local sdir = WORK .. "/sshd"
   local port = 24000 + tonumber(sh("echo $$")) % 2000
-  out("W9  remote: N x /bin/true on one ssh host (127.0.0.1, private sshd), 2 slots\n")
-  local spid = sh("LC_SSHD_OWNER=" .. sh("echo $PPID") .. " sh " .. q(ROOT .. "/spec/fixtures/sshd_start.sh") .. " "
-    .. q(sdir) .. " " .. port .. " 2>" .. q(WORK .. "/sshd.err"))
-  local listening = false
-  if spid:match("^%d+$") then
+  out("W9  remote: N x /bin/true on four ssh hosts (127.0.0.2-5, a private sshd each), %d slots each\n", slots)
+  local spids = sh("LC_SSHD_OWNER=" .. sh("echo $PPID") .. " sh " .. q(ROOT .. "/spec/fixtures/sshd_start.sh") .. " "
+    .. q(sdir) .. " " .. port .. " '' '' " .. table.concat(addrs, " ") .. " 2>" .. q(WORK .. "/sshd.err"))
+  local pids = {}
+  for pid in spids:gmatch("%d+") do pids[#pids + 1] = pid end
+  local function listening(addr)
+    local a, b, c, d = addr:match("(%d+)%.(%d+)%.(%d+)%.(%d+)")
+    return (read("/proc/net/tcp") or ""):find(string.format("%02X%02X%02X%02X:%04X 00000000:0000 0A",
+      tonumber(d), tonumber(c), tonumber(b), tonumber(a), port), 1, true) ~= nil
+  end
+  local up = #pids == #addrs
+  for _, addr in ipairs(addrs) do
     for _ = 1, 100 do
-      local tcp = read("/proc/net/tcp") or ""
-      if tcp:find(string.format(":%04X 00000000:0000 0A", port), 1, true) then listening = true break end
+      if not up or listening(addr) then break end
       ok("sleep 0.05")
     end
+    up = up and listening(addr)
   end
-  if not listening then
+  if not up then
     out("  SKIPPED: sshd could not start: %s\n\n", (read(WORK .. "/sshd.err") or "?"):gsub("%s+$", ""))
   else
     local ssh = "ssh -i " .. sdir .. "/id -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
-      .. " -o IdentitiesOnly=yes -o LogLevel=ERROR -p " .. port .. " root@127.0.0.1"
+      .. " -o IdentitiesOnly=yes -o LogLevel=ERROR -p " .. port
+    local logins = {}
+    for _, addr in ipairs(addrs) do
+      logins[#logins + 1] = "-S"
+      logins[#logins + 1] = slots .. "/" .. ssh .. " root@" .. addr
+    end
+    local joined = table.concat(addrs, ",")
+    local function par_w9(...)       -- parallel [opts...] -S ... -S ... /bin/true
+      local argv = par(...)
+      for _, l in ipairs(logins) do argv[#argv + 1] = l end
+      argv[#argv + 1] = "/bin/true"
+      return argv
+    end
     seq_file(WORK .. "/w9.in", npar)
     for r = 1, RUNS do
       progress(r)
-      lc_run("w9", 300, BDIR .. "/w9.lua", n, 2, sdir, port, "engine", LC)
-      run("w9", "lc-lua", 300, "/dev/null", "/dev/null", { LC, BDIR .. "/w9.lua", nlua, 2, sdir, port, "lua" })
+      lc_run("w9", 300, BDIR .. "/w9.lua", n, slots, sdir, port, "engine", LC, joined)
+      run("w9", "lc-lua", 300, "/dev/null", "/dev/null", { LC, BDIR .. "/w9.lua", nlua, slots, sdir, port, "lua", "", joined })
       mark("w9", "lc-lua", last.rc == 0 and "ok" or "bad:rc=" .. last.rc)
       said("lc-lua")
-      run("w9", "local", 300, "/dev/null", "/dev/null", { LC, BDIR .. "/w9.lua", n, 2, sdir, port, "local" })
+      run("w9", "local", 300, "/dev/null", "/dev/null", { LC, BDIR .. "/w9.lua", n, slots, sdir, port, "local", "", joined })
       mark("w9", "local", last.rc == 0 and "ok" or "bad:rc=" .. last.rc)
       said("local")
-      peer_run("w9", "parallel", 600, WORK .. "/w9.in", par("-S", "2/" .. ssh, "/bin/true"))
-      peer_run("w9", "parallel-M", 600, WORK .. "/w9.in", par("-M", "-S", "2/" .. ssh, "/bin/true"))
+      peer_run("w9", "parallel", 600, WORK .. "/w9.in", par_w9())
+      peer_run("w9", "parallel-M", 600, WORK .. "/w9.in", par_w9("-M"))
       out("\n")
     end
-    ok("kill " .. spid .. " 2>/dev/null")
+    local spread = (read(WORK .. "/w9.lc.out") or ""):match("per_host=([%d,]+)")
+    ok("kill " .. table.concat(pids, " ") .. " 2>/dev/null")
     local per = {}
     local counts = { lc = n, ["lc-lua"] = nlua, ["local"] = n, parallel = npar, ["parallel-M"] = npar }
     local labels = { lc = "luaconcurrent, engine mode", ["lc-lua"] = "luaconcurrent, plain-Lua worker",
-      ["local"] = "luaconcurrent, same tasks locally", parallel = "GNU parallel -S", ["parallel-M"] = "GNU parallel -S -M" }
-    out("  %-34s %6s %9s %12s  %s\n", "tool", "tasks", "wall(s)", "ms a task", "runs ok")
+      ["local"] = "luaconcurrent, same tasks locally", parallel = "GNU parallel -S (4 hosts)",
+      ["parallel-M"] = "GNU parallel -S -M (4 hosts)" }
+    out("  %-34s %6s %9s %12s %10s  %s\n", "tool", "tasks", "wall(s)", "ms a task", "tasks/s", "runs ok")
     for _, t in ipairs({ "lc", "lc-lua", "local", "parallel", "parallel-M" }) do
       local w = wall("w9", t)
       per[t] = w and w / counts[t]
-      out("  %-34s %6d %9s %12s  %d/%d\n", labels[t], counts[t], w and string.format("%.3f", w) or "n/a",
-        per[t] and string.format("%.3f", per[t] * 1000) or "n/a", RUNS - bad_count("w9", t), RUNS)
+      out("  %-34s %6d %9s %12s %10s  %d/%d\n", labels[t], counts[t], w and string.format("%.3f", w) or "n/a",
+        per[t] and string.format("%.3f", per[t] * 1000) or "n/a", per[t] and string.format("%.0f", 1 / per[t]) or "n/a",
+        RUNS - bad_count("w9", t), RUNS)
       show_err("w9", t)
     end
+    out("  (engine mode, last run: tasks per host %s)\n", spread or "n/a")
     local okl = valid("w9") and valid("w9", "local")
     local over = okl and per.lc and per["local"] and (per.lc - per["local"]) or nil
-    out("  (engine mode's own overhead: %s ms a task over the local run, the ssh handshake included)\n",
+    out("  (engine mode's own overhead: %s ms a task over the local run, the ssh handshakes included)\n",
       over and string.format("%.3f", over * 1000) or "n/a")
     target("W9: engine mode's overhead < 1 ms a task", over ~= nil and over < 0.001,
       over and string.format("%.3f ms", over * 1000) or "n/a")

@@ -17,23 +17,27 @@
 -- Messages (lines of tab-separated escaped fields, as for the plain worker):
 --   X tid timeout cwd has_input input nenv env... argv...   a subprocess task
 --        (own process group; timeout > 0: TERM at it, KILL grace later)
---   S n          run at most n subprocess tasks at once; the others wait
+--   S n          run at most n tasks (X and F) at once; the others wait
 --                here, in order (the local side sends ahead to hide the
 --                channel's round trip)
 --   K tid        cancel: the task's group (or its worker process) is killed
 --                (a waiting task: dropped, its record says interrupted)
 --   L fn         the run's task function (marshalled, checked with the key)
---   F tid cwd nenv env... args   a function task (args: marshalled key, args)
+--   F tid timeout cwd nenv env... args   a function task (args: marshalled
+--                key, args); timeout > 0: its process worker is killed at
+--                it (as locally with isolation = "process") and the
+--                answer is ftimeout
 --   H            heartbeat, answered with hb
 --   P x          answered with pong x
 -- Answers (length-prefixed frames of "<s4" fields):
 --   rec tid <marshalled process record> | fail tid message errno_name
 --   | fdone tid <a process worker's answer frame, passed through>
---   | fdied tid message | hb | pong x
+--   | fdied tid message | ftimeout tid seconds_run | hb | pong x
 -- Function tasks run on process workers (`luaconcurrent --worker`, the
 -- local isolation = "process" protocol), one per slot, reused.
 -- On EOF of the channel, a failed write to it, or no message for
--- CFG.hb_timeout seconds, every group started is killed and we exit.
+-- CFG.hb_timeout seconds, every group started gets TERM, then KILL after
+-- CFG.grace (the run's kill_grace), and we exit.
 
 local core = require "luaconcurrent.core"
 local channel = require "luaconcurrent.remote_channel"
@@ -69,11 +73,11 @@ local function read_config()
 end
 
 -- A process worker's frame that says it starts a task (worker.lua):
--- small, and not an answer.
-local function is_start(blob)
-  if #blob > 64 then return false end
-  local ok, what = pcall(core.unmarshal_string, blob)
-  return ok and what == "start"
+-- small, and not an answer. Returns its start time, or nil.
+local function start_of(blob)
+  if #blob > 64 then return nil end
+  local ok, what, t0 = pcall(core.unmarshal_string, blob)
+  return ok and what == "start" and t0 or nil
 end
 
 --- What the local side gets of a subprocess task's record.
@@ -103,6 +107,7 @@ function Worker.new(cfg)
     envs = {},             -- env list (joined) -> envblock
     fn_bytes = nil,        -- the task function (L)
     workers = {},          -- [process id] = w (function tasks' process workers)
+    deadlines = {},        -- [timer id] = w, whose running task has a timeout
     idle = {},
     last_heard = now(),
     closing = false,
@@ -170,6 +175,11 @@ function Worker:run(m)
   self.nrun = self.nrun + 1
 end
 
+function Worker:start(m)
+  if m[1] == "F" then return self:run_fn(m) end
+  return self:run(m)
+end
+
 function Worker:start_waiting()
   local waiting, queued = self.waiting, self.queued
   while self.nrun < self.limit and self.wfirst <= self.wlast do
@@ -177,13 +187,13 @@ function Worker:start_waiting()
     waiting[self.wfirst], self.wfirst = nil, self.wfirst + 1
     if queued[m[2]] then
       queued[m[2]] = nil
-      self:run(m)
+      self:start(m)
     end
   end
 end
 
 function Worker:submit(m)
-  if self.nrun < self.limit and self.wfirst > self.wlast then return self:run(m) end
+  if self.nrun < self.limit and self.wfirst > self.wlast then return self:start(m) end
   self.wlast = self.wlast + 1
   self.waiting[self.wlast] = m
   self.queued[m[2]] = true
@@ -194,17 +204,48 @@ function Worker:drop_idle(w)
   for k = #idle, 1, -1 do if idle[k] == w then table.remove(idle, k) end end
 end
 
+-- w's task is over (answered, timed out, cancelled or died): its slot is free.
+function Worker:fn_over(w)
+  self:disarm(w)
+  self.by_tid[w.tid], w.tid = nil, nil
+  self.nrun = self.nrun - 1
+end
+
+function Worker:disarm(w)
+  if w.timer then
+    self.deadlines[w.timer] = nil
+    self.loop:cancel_timer(w.timer)
+    w.timer = nil
+  end
+end
+
 -- w's answer frames: each finishes w's task (one at a time here).
 function Worker:answers(w, data)
   local blobs = {}
   w.read(data, blobs)
   for _, blob in ipairs(blobs) do
-    if w.tid and not is_start(blob) then
+    local t0 = w.tid and start_of(blob)
+    if t0 then
+      if w.limit > 0 then
+        w.t0, w.timer = t0, self.loop:timer(t0 + w.limit)
+        self.deadlines[w.timer] = w
+      end
+    elseif w.tid then
       self:send("fdone", w.tid, blob)
-      self.by_tid[w.tid], w.tid = nil, nil
+      self:fn_over(w)
       if self.workers[w.id] then self.idle[#self.idle + 1] = w end
     end
   end
+end
+
+-- w's task passed its deadline: as locally, its worker process is killed
+-- (a task stuck in a C call ends too) and the answer is final now.
+function Worker:expired(w)
+  w.timer = nil
+  if not w.tid then return end
+  self:send("ftimeout", w.tid, string.format("%.17g", now() - w.t0))
+  self:fn_over(w)
+  self.loop:kill(w.id)
 end
 
 function Worker:worker_ended(w, rec)
@@ -215,7 +256,7 @@ function Worker:worker_ended(w, rec)
     local why = rec.signal and string.format("killed by signal %d (%s)", rec.signal, tostring(rec.signal_name))
       or string.format("exited with status %s", tostring(rec.returncode))
     self:send("fdied", w.tid, "the worker process ended without answering: " .. why)
-    self.by_tid[w.tid] = nil
+    self:fn_over(w)
   end
 end
 
@@ -224,7 +265,7 @@ end
 function Worker:spawn_worker(m, tid, cwd, nenv)
   local head = string.pack("<s4s4s4", core.marshal_key(),
     core.marshal_string(package.path, package.cpath), self.fn_bytes)
-  local id, msg = self.loop:spawn({ self.exe, "--worker" }, self:envblock(m, 5, nenv), cwd ~= "" and cwd or nil,
+  local id, msg = self.loop:spawn({ self.exe, "--worker" }, self:envblock(m, 6, nenv), cwd ~= "" and cwd or nil,
     head, 0, 0, true)
   if not id then
     self:send("fdied", tid, "cannot start a worker process: " .. tostring(msg))
@@ -236,16 +277,17 @@ function Worker:spawn_worker(m, tid, cwd, nenv)
 end
 
 function Worker:run_fn(m)
-  local tid, cwd, nenv = m[2], m[3], tonumber(m[4])
-  local blob = m[5 + nenv]
+  local tid, limit, cwd, nenv = m[2], tonumber(m[3]) or 0, m[4], tonumber(m[5])
+  local blob = m[6 + nenv]
   if not self.fn_bytes then
     self:send("fdied", tid, "no task function was sent")
     return
   end
   local w = table.remove(self.idle) or self:spawn_worker(m, tid, cwd, nenv)
   if not w then return end
-  w.tid = tid
+  w.tid, w.limit = tid, limit
   self.by_tid[tid] = w
+  self.nrun = self.nrun + 1
   -- A task frame of one task (worker.lua): count 1, no wrap, key and args.
   self.loop:write(w.id, string.pack("<s4", string.pack("<I4", 1) .. "\0" .. blob))
 end
@@ -258,7 +300,7 @@ function Worker:cancel(tid)
   end
   local x = self.by_tid[tid]
   if type(x) == "table" then          -- a function task: its worker goes
-    self.by_tid[tid], x.tid = nil, nil
+    self:fn_over(x)
     self:drop_idle(x)
     self.loop:kill(x.id)
   elseif x then
@@ -272,7 +314,7 @@ function Worker:on_message(msg)
   local what = m[1]
   if what == "X" then if not self.closing then self:submit(m) end
   elseif what == "S" then self.limit = tonumber(m[2]) or math.huge
-  elseif what == "F" then if not self.closing then self:run_fn(m) end
+  elseif what == "F" then if not self.closing then self:submit(m) end
   elseif what == "K" then self:cancel(m[2])
   elseif what == "H" then self:send("hb")
   elseif what == "L" then self.fn_bytes = m[2]
@@ -298,6 +340,11 @@ function Worker:shutdown()
 end
 
 function Worker:record(rec)
+  local expired = self.deadlines[rec.id]
+  if expired then
+    self.deadlines[rec.id] = nil
+    return self:expired(expired)
+  end
   if rec.id == self.relay then
     if rec.data then self:on_data(rec.data) else
       if rec.stdout and rec.stdout ~= "" then self:on_data(rec.stdout) end
@@ -329,9 +376,21 @@ function Worker:serve()
     if self.alive and not self.out:flush() then self.alive = false; self:shutdown() end
     if now() - self.last_heard > self.hb_timeout then self:shutdown() end
   end
-  -- Every group this worker started is killed (process workers get TERM
-  -- first and kill what their tasks started), then we exit.
-  self.loop:close()
+  self:end_tasks()
+end
+
+--- The channel is gone: every task ends as at a deadline (TERM, the run's
+-- kill_grace, KILL), so that one that cleans up on TERM can; process
+-- workers get TERM and kill what their tasks started. What is left when
+-- the grace is over goes with the loop.
+function Worker:end_tasks()
+  local loop = self.loop
+  for id in pairs(self.procs) do loop:terminate(id) end
+  for id in pairs(self.workers) do loop:kill(id) end
+  if self.relay then loop:kill(self.relay) end
+  local deadline = now() + (tonumber(self.cfg.grace) or 0.1) + 2
+  while loop:running() > 0 and now() < deadline do loop:poll(0.1) end
+  loop:close()
 end
 
 function M.main()

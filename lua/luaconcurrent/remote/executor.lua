@@ -28,14 +28,18 @@
 -- requeued). The worker gives up after
 -- 8 heartbeats of silence from us (at least 2 s).
 --
--- The clock is kept here: at a task's deadline (or on cancel) a K frame
--- asks the worker to TERM the task's process group, then KILL after
--- kill_grace. A host whose session ends (ssh exit 255, EOF) while tasks ran
--- there is a host failure: those tasks go back on this executor's queue
--- (preferring another host) and the host is retried with backoff; only a
--- final result reaches finish. Each result's `host` says where it ran.
+-- Plain mode: the clock is kept here: at a task's deadline (or on
+-- cancel) a K frame asks the worker to TERM the task's process group, then
+-- KILL after kill_grace. Engine mode: the limit goes with each task (X and
+-- F frames) and the remote engine keeps it; the timer here is a backstop
+-- (see arm_deadline, arm_fn_backstop). A host whose session ends (ssh
+-- exit 255, EOF) while tasks ran there is a host failure: those tasks go
+-- back on this executor's queue (preferring another host) and the host is
+-- retried with backoff; only a final result reaches finish. Each result's
+-- `host` says where it ran.
 --
--- Slots: a host's `slots`, else its CPU count, asked at the handshake;
+-- Slots: a host's `slots`, else the run's num_workers when given, else
+-- its CPU count, asked at the handshake;
 -- new() waits for the handshakes (at most MAX_CONNECTING at once, a
 -- refused one retried with jitter) so that ex.slots is their sum.
 
@@ -45,8 +49,6 @@ local hostlib = require "luaconcurrent.remote.hosts"
 local function_task = require "luaconcurrent.exec.function_task"
 
 local now, wallclock = core.now, core.wallclock
-
-local M = {}
 
 local PROTOCOL = "1"
 local MAX_CONNECTING = 4       -- handshakes at once
@@ -60,12 +62,18 @@ local VERSION = (select(2, pcall(require, "luaconcurrent")) or {}).VERSION or "?
 local BACKOFF_MAX = 60
 local MAX_FAILS = 6            -- consecutive failures before a host is given up
 
--- LC_REMOTE_TRACE=1: a line on stderr at each connect, hello and lost session.
+local M = {}
+
+-- LC_REMOTE_TRACE=1: a line on stderr at each connect, hello, lost session
+-- and retry. M.on_trace(host name, text), when set, gets the same events
+-- (the specs follow a host's reconnects through it).
 local TRACE = os.getenv("LC_REMOTE_TRACE")
+TRACE = TRACE and TRACE ~= "" and TRACE ~= "0"
 local function trace(h, fmt, ...)
-  if TRACE and TRACE ~= "" and TRACE ~= "0" then
-    io.stderr:write(string.format("luaconcurrent remote %s: " .. fmt .. "\n", h.name, ...))
-  end
+  if not TRACE and not M.on_trace then return end
+  local text = string.format(fmt, ...)
+  if M.on_trace then M.on_trace(h.name, text) end
+  if TRACE then io.stderr:write("luaconcurrent remote ", h.name, ": ", text, "\n") end
 end
 
 local function esc(s)
@@ -150,15 +158,13 @@ local function timed(res, t)
   return res
 end
 
--- A function task's answer: a process worker's frame, passed through.
-local function result_of_answer(t, blob)
-  local res = timed(ProcResult.new(t.key, t.arg), t)
-  -- worker.lua's answer: status, t0, t1, more, then the outcome
-  local decoded, status, _, _, _, a, b, c, d = pcall(core.unmarshal_string, blob)
-  if not decoded then
-    return ProcResult.raised(res, "the worker's answer was corrupt: " .. ProcResult.error_text(status))
+-- The task's own run time (remote) replaces the time since it was sent
+-- (which includes a wait behind the tasks sent ahead).
+local function ran(res, seconds)
+  if type(seconds) == "number" and seconds >= 0 and seconds <= res.time_run then
+    res.time_run, res.time_start = seconds, res.time_end - seconds
   end
-  return ProcResult.answered(res, status, a, b, c, d)
+  return res
 end
 
 local function drop_errfile(h)
@@ -207,7 +213,7 @@ local function handshaking(hosts)
 end
 
 -- A worker's frames that end a task.
-local RESULT_FRAMES = { done = true, rec = true, fail = true, fdone = true, fdied = true }
+local RESULT_FRAMES = { done = true, rec = true, fail = true, fdone = true, fdied = true, ftimeout = true }
 
 local Remote = {}
 Remote.__index = Remote
@@ -218,7 +224,7 @@ function M.new(cfg, loop, finish)
   local is_fn = type(cfg.pargs[1]) == "function"
   local task_args = is_fn and select(2, function_task.split(cfg.pargs))
   local fn_bytes = is_fn and (cfg.fn_bytes or core.marshal_string(cfg.pargs[1]))
-  local hosts = hostlib.list(cfg.hosts)
+  local hosts = hostlib.list(cfg.hosts, cfg.host_slots)
   for i, h in ipairs(hosts) do h.uid = i end
   local period = HEARTBEAT
   for _, h in ipairs(hosts) do period = math.min(period, h.heartbeat or HEARTBEAT) end
@@ -332,9 +338,12 @@ function Remote:host_lost(h, rec)
   h.fails = (h.fails or 0) + 1
   if h.refused or (not h.ever_up and h.fails > QUICK_RETRIES) or h.fails > MAX_FAILS then
     h.state = "bad"     -- given up: its error is kept for the message
+    trace(h, "given up after %d failure(s): %s", h.fails, h.error)
     drop_errfile(h)
   else
-    h.state, h.retry_at = "down", now() + retry_delay(h, was_up)
+    local delay = retry_delay(h, was_up)
+    h.state, h.retry_at = "down", now() + delay
+    trace(h, "down: retry in %.2f s (failure %d)", delay, h.fails)
     self:at(h.retry_at, function()
       if h.state == "down" and not self.closed then h.state = "want"; self:pump_connects() end
     end)
@@ -435,11 +444,11 @@ function Remote:on_hello(h, f)
   end
   h.state, h.fails, h.ncpu, h.ever_up = "up", 0, tonumber(f[3]), true
   h.slots_now = h.slots or h.ncpu or 1
-  -- Engine mode runs slots_now subprocess tasks at once and holds as
-  -- many more, sent ahead: the next starts without waiting for a
-  -- round trip over the channel.
+  -- Engine mode runs slots_now tasks at once and holds as many more,
+  -- sent ahead: the next starts without waiting for a round trip over
+  -- the channel.
   h.cap = h.slots_now
-  if h.mode == "engine" and not self.is_fn then
+  if h.mode == "engine" then
     h.cap = h.slots_now * PREFETCH
     self:send(h, line({ "S", tostring(h.slots_now) }))
   end
@@ -473,11 +482,32 @@ function Remote:result_of_frame(t, what, f)
   if what == "done" then return self:result_of(t, f)
   elseif what == "rec" then return self:result_of_record(t, f[3])
   elseif what == "fail" then return timed(ProcResult.spawn_failure(t.key, t.arg, f[3], f[4]), t)
-  elseif what == "fdone" then return result_of_answer(t, f[3])
+  elseif what == "fdone" then return self:result_of_answer(t, f[3])
+  elseif what == "ftimeout" then return self:fn_timed_out(t, tonumber(f[3]), "its worker process was killed")
   end
   local res = ProcResult.raised(timed(ProcResult.new(t.key, t.arg), t), f[3])
   if t.why then ProcResult.interrupt(res, t.why) end
   return res
+end
+
+-- A function task's answer: a process worker's frame, passed through.
+-- One that came at or after its deadline is a timeout, as locally.
+function Remote:result_of_answer(t, blob)
+  local res = timed(ProcResult.new(t.key, t.arg), t)
+  -- worker.lua's answer: status, t0, t1, more, then the outcome
+  local decoded, status, t0, t1, _, a, b, c, d = pcall(core.unmarshal_string, blob)
+  if not decoded then
+    return ProcResult.raised(res, "the worker's answer was corrupt: " .. ProcResult.error_text(status))
+  end
+  local run = type(t0) == "number" and type(t1) == "number" and t1 - t0 or nil
+  ran(ProcResult.answered(res, status, a, b, c, d), run)
+  if self.timeout > 0 and run and run >= self.timeout then ProcResult.time_out(res, self.timeout) end
+  return res
+end
+
+-- A function task that ran past its limit (seconds: its run, when known).
+function Remote:fn_timed_out(t, seconds, note)
+  return ProcResult.time_out(ran(timed(ProcResult.new(t.key, t.arg), t), seconds), self.timeout, note)
 end
 
 -- Engine mode: the remote record, marshalled.
@@ -575,7 +605,7 @@ function Remote:send_task(t, h)
   h.running[tid], h.nrunning = t, h.nrunning + 1
   self:send(h, line(self:task_message(t, h, tid)))
   if self.timeout > 0 and self.is_fn then
-    self:arm_fn_deadline(t, h, tid)
+    self:arm_fn_backstop(t, h, tid)
   elseif self.timeout > 0 then
     self:arm_deadline(t, h)
   end
@@ -586,7 +616,7 @@ function Remote:task_message(t, h, tid)
   local cfg, env = self.cfg, self:env_of(h)
   local msg
   if self.is_fn then
-    msg = { "F", tid, cfg.cwd or "", tostring(#env) }
+    msg = { "F", tid, string.format("%.17g", self.timeout), cfg.cwd or "", tostring(#env) }
   elseif h.mode == "engine" then
     msg = { "X", tid, string.format("%.17g", self.timeout), cfg.cwd or "", cfg.input and "1" or "0",
       cfg.input or "", tostring(#env) }
@@ -602,29 +632,37 @@ function Remote:task_message(t, h, tid)
   return msg
 end
 
--- As for local worker processes: at a function task's deadline the worker
--- is killed and the task's result is final at once.
-function Remote:arm_fn_deadline(t, h, tid)
-  t.timer = self.loop:timer(t.t0 + self.timeout)
+-- The remote worker keeps a function task's deadline (it kills the
+-- task's worker process, as locally). This is the backstop, at the same
+-- distance as a subprocess task's (its wait behind the tasks sent ahead
+-- included): a host that has not answered by then is failing. The task
+-- is timed out, and the host is lost (its session killed: its other tasks
+-- go elsewhere, it is tried again later).
+function Remote:arm_fn_backstop(t, h, tid)
+  t.timer = self.loop:timer(t.t0 + self:backstop())
   self.timers[t.timer] = function()
     t.timer = nil
-    if t.host ~= h or h.running[tid] ~= t then return end
-    self:send(h, line({ "K", tid }))
+    -- (Once the host is being given up, its other tasks go elsewhere.)
+    if t.host ~= h or h.running[tid] ~= t or h.hb_lost then return end
     h.running[tid], h.nrunning = nil, h.nrunning - 1
     self.tasks[t.index] = nil
-    local res = ProcResult.time_out(timed(ProcResult.new(t.key, t.arg), t), self.timeout,
-      "its worker process was killed")
+    local res = self:fn_timed_out(t, nil, "its host did not answer")
     res.host, res.remote_mode = h.name, h.mode
+    trace(h, "no answer from a function task %.1f s after its deadline: lost", self:backstop() - self.timeout)
+    h.hb_lost = "no answer from a task past its deadline"
+    self.loop:kill(h.id)
     self.finish(t.index, res)
     self:dispatch()
   end
 end
 
+function Remote:backstop() return 2 * (self.timeout + self.grace) + 5 end
+
 -- Engine mode: the remote engine keeps the deadline (TERM, grace, KILL);
 -- this timer is the backstop. Plain mode: this is the clock.
 function Remote:arm_deadline(t, h)
   local engine = h.mode == "engine"
-  t.timer = self.loop:timer(t.t0 + (engine and 2 * (self.timeout + self.grace) + 5 or self.timeout))
+  t.timer = self.loop:timer(t.t0 + (engine and self:backstop() or self.timeout))
   self.timers[t.timer] = function()
     t.timer = nil
     if t.host then t.timed_out = true; self:send(t.host, line({ "K", t.tid })) end

@@ -65,16 +65,20 @@ function M.parse(spec, i)
   return h
 end
 
---- The hosts option -> list of normalised hosts.
-function M.list(hosts)
+--- The hosts option -> list of normalised hosts; default_slots (the run's
+-- num_workers) for those that name no slots.
+function M.list(hosts, default_slots)
   if type(hosts) == "string" then hosts = { hosts } end
   if type(hosts) ~= "table" or #hosts == 0 then fail("hosts must be a non-empty list") end
   local t = {}
   for i, spec in ipairs(hosts) do
     if type(spec) == "table" and spec.slurm then
-      for _, h in ipairs(require("luaconcurrent.remote.slurm").expand(spec, i, M.parse)) do t[#t + 1] = h end
+      local slurm = require("luaconcurrent.remote.slurm")
+      for _, h in ipairs(slurm.expand(spec, i, M.parse, default_slots)) do t[#t + 1] = h end
     else
-      t[#t + 1] = M.parse(spec, i)
+      local h = M.parse(spec, i)
+      h.slots = h.slots or default_slots
+      t[#t + 1] = h
     end
   end
   return t

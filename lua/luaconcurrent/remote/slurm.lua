@@ -41,8 +41,10 @@ function M.find_srun(prog)
   end
 end
 
---- The slots of a Slurm host: its own, else the allocation's task count.
-local function slots_of(spec, i)
+--- The slots of a Slurm host: its own, else num_workers (default_slots),
+-- else the allocation's task count.
+local function slots_of(spec, i, default_slots)
+  if spec.slots == nil and default_slots then return default_slots end
   if spec.slots ~= nil then
     if math.type(spec.slots) ~= "integer" or spec.slots < 1 then
       fail("hosts[%d].slots must be a positive integer", i)
@@ -68,8 +70,8 @@ end
 
 --- A `slurm = true` host spec -> one host table per slot, each checked by
 -- parse (the table form's checks: lua, luaconcurrent, env, heartbeat).
-function M.expand(spec, i, parse)
-  local n = slots_of(spec, i)
+function M.expand(spec, i, parse, default_slots)
+  local n = slots_of(spec, i, default_slots)
   local options = options_of(spec, i)
   if spec.srun ~= nil and (type(spec.srun) ~= "string" or spec.srun == "") then
     fail("hosts[%d].srun must be a path", i)

@@ -89,7 +89,7 @@ os.execute("exec 4<&0; " .. q(lua) .. " -e " .. q(FWD) .. " <&4 4<&- >" .. q(fif
 -- The persistent shell (its open of the FIFO waits for the reader below).
 local sh = io.popen("exec sh >/dev/null 2>&1 3>" .. q(fifo), "w")
 local ev = assert(io.open(fifo, "r+"))
-sh:write("while sleep 1; do echo T >&3 || exit; done &\n")
+sh:write("while sleep 1; do echo T >&3 || exit; done & ticker=$!\n")
 sh:flush()
 
 -- SIGPIPE is ignored in this worker (so a lost channel is an error, not
@@ -161,7 +161,8 @@ local function shutdown_start()
 end
 
 local function finish_exit()
-  sh:write("exit\n")
+  -- The ticker would notice the FIFO gone only at its next tick.
+  sh:write("kill $ticker 2>/dev/null; exit\n")
   sh:close()
   ev:close()
   os.execute("rm -rf " .. q(dir))
