@@ -127,10 +127,11 @@ describe("luaconcurrent --parallel", function()
       assert.are.equal("a\n", out)
       local t = {}
       for n in err:gmatch("up: mode %S+[^\n]-, (%d+) slots") do t[#t + 1] = tonumber(n) end
+      table.sort(t)   -- hosts come up in any order
       return t
     end
     assert.are.same({ 3 }, slots_of("-j 3 -S :"))
-    assert.are.same({ 3, 1 }, slots_of("-j 3 -S : -S 1/:"))
+    assert.are.same({ 1, 3 }, slots_of("-j 3 -S : -S 1/:"))
     assert.are.same({ require("luaconcurrent.core").cpu_count() }, slots_of("-S :"))
   end)
 

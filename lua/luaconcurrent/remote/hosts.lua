@@ -9,11 +9,14 @@ local M = {}
 
 local function fail(fmt, ...) error("luaconcurrent: " .. string.format(fmt, ...), 0) end
 
-local function words(s)
+--- The blank-separated words of s (ssh_options and srun_options given as
+-- one string).
+function M.words(s)
   local t = {}
   for w in s:gmatch("%S+") do t[#t + 1] = w end
   return t
 end
+local words = M.words
 
 --- One host spec (string or table) -> normalised table.
 function M.parse(spec, i)

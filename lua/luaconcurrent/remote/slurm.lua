@@ -14,15 +14,12 @@
 -- the job's memory, so the slots' steps run side by side instead of waiting
 -- for each other. Outside one, each srun makes its own one-task job.
 
+local validate = require "luaconcurrent.validate"
+local hosts = require "luaconcurrent.remote.hosts"
+
 local M = {}
 
-local function fail(fmt, ...) error("luaconcurrent: " .. string.format(fmt, ...), 0) end
-
-local function words(s)
-  local t = {}
-  for w in s:gmatch("%S+") do t[#t + 1] = w end
-  return t
-end
+local fail, words = validate.fail, hosts.words
 
 local function executable(path)
   -- io.open succeeds on directories too; "rb" + read tells them apart.
