@@ -132,7 +132,11 @@ describe("luaconcurrent --parallel", function()
     end
     assert.are.same({ 3 }, slots_of("-j 3 -S :"))
     assert.are.same({ 1, 3 }, slots_of("-j 3 -S : -S 1/:"))
-    assert.are.same({ require("luaconcurrent.core").cpu_count() }, slots_of("-S :"))
+    local cpus = require("luaconcurrent.core").cpu_count()
+    assert.are.same({ cpus }, slots_of("-S :"))
+    -- N%, +N and -N count each host's own CPUs, at its handshake
+    assert.are.same({ math.max(1, cpus // 2) }, slots_of("-j 50% -S :"))
+    assert.are.same({ 2, cpus + 1 }, slots_of("-j +1 -S : -S 2/:"))
   end)
 
   it("is the same run under the name lcparallel", function()

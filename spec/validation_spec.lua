@@ -47,6 +47,10 @@ local CASES = {
     "luaconcurrent: on_progress must be a function, got boolean" },
   { "env not a table", OK_PARGS, OK_TASKS, { env = "x" }, "luaconcurrent: env must be a table, got string" },
   { "cwd not a string", OK_PARGS, OK_TASKS, { cwd = 5 }, "luaconcurrent: cwd must be a string, got number" },
+  { "host slots neither a count nor a CPU rule", OK_PARGS, OK_TASKS, { hosts = { ":", { host = "h", slots = "half" } } },
+    "luaconcurrent: hosts[2].slots must be a positive integer, or N%, +N or -N of its CPUs" },
+  { "host slots zero", OK_PARGS, OK_TASKS, { hosts = { { host = "h", slots = 0 } } },
+    "luaconcurrent: hosts[1].slots must be a positive integer, or N%, +N or -N of its CPUs" },
 }
 
 for _, runner in ipairs({ "ProcRunAsyncio", "ProcRunMp" }) do

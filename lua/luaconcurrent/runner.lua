@@ -203,7 +203,21 @@ end
 --- Start tasks while slots are free, when nothing (callback, run control,
 -- retry) comes between two starts: the cost of every task of a long run
 -- of short ones. Leaves the source's end to the general loop.
-local function start_direct(st, ex, source, limit, on_start)
+local function start_direct(st, ex, source, list, limit, on_start)
+  if list then
+    -- A list: its tasks are read here, not through a call each.
+    local i = st.last_index
+    while st.running < limit do
+      local task = list[i + 1]
+      if task == nil then break end
+      i = i + 1
+      st.last_index = i
+      if on_start then on_start(task[1], task[2]) end
+      st.running = st.running + 1
+      ex:start(i, task[1], task[2])
+    end
+    return source(i)
+  end
   while st.running < limit do
     local index, key, arg = source()
     if index == nil then
@@ -220,7 +234,7 @@ end
 --- The whole of run_all's work; st is shared with the error path.
 local function run_tasks(self, st)
   local loop, ex, ctl = st.loop, st.ex, st.ctl
-  local source = tasks.source(self.tasks, self.kind == "exec" or self.kind == "remote", st.seen)
+  local source, list = tasks.source(self.tasks, self.kind == "exec" or self.kind == "remote", st.seen)
   local store, flush = st.store, st.flush
   function st.halt(mode)
     st.exhausted, st.halted, self.halted = true, self.halt, self.halt
@@ -234,7 +248,7 @@ local function run_tasks(self, st)
   check_signals(st)
   while true do
     if st.direct and st.again[1] == nil and not st.exhausted then
-      start_direct(st, ex, source, limit, on_start)
+      start_direct(st, ex, source, list, limit, on_start)
     end
     while st.running < limit and not (st.exhausted and st.again[1] == nil) do
       local index, key, arg

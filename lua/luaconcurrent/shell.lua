@@ -14,6 +14,7 @@
 -- Built on the Lua API: each task is a ProcRunAsyncio subprocess task.
 
 local core = require "luaconcurrent.core"
+local hostlib = require "luaconcurrent.remote.hosts"
 
 local M = {}
 
@@ -22,8 +23,9 @@ usage: luaconcurrent --parallel [options] command [args] ::: values ... [:::: fi
        lcparallel [options] command [args] ::: values ...
 Runs command once per value (or combination of values), many at a time.
   -j, --jobs N        tasks at once: N, 0 (no limit), N% of the CPUs, +N/-N
-                      (with -S: per host that names no N/, default its CPUs)
-                      CPUs (default: one per CPU)
+                      CPUs (default: one per CPU); with -S, per host that
+                      names no N/, N% and +N/-N of that host's CPUs
+                      (default: its CPUs)
   --timeout S         seconds per task (TERM, then KILL after --kill-grace)
   --retries N         run a failed task up to N more times
   --retry-delay S     seconds before each retry
@@ -77,14 +79,27 @@ end
 
 --- -j's forms: N, 0, N%, +N, -N.
 local function jobs_of(s)
-  local cpus = core.cpu_count()
-  local pct = s:match("^(%d+%.?%d*)%%$")
-  if pct then return math.max(1, math.floor(cpus * tonumber(pct) / 100)) end
-  local sign, n = s:match("^([+-])(%d+)$")
-  if sign then return math.max(1, cpus + (sign == "+" and 1 or -1) * tonumber(n)) end
-  n = tonumber(s)
+  local rule = hostlib.cpu_rule(s)
+  if rule then return rule(core.cpu_count()) end
+  local n = tonumber(s)
   if not n or n < 0 or n ~= math.floor(n) then usage_error("-j needs N, N%%, +N or -N, got %q", s) end
   return math.tointeger(n)
+end
+
+--- -S hosts with -j N%, +N or -N: each host that names no slots gets
+-- the rule, worked out from its own CPU count at its handshake (as GNU
+-- parallel does).
+local function remote_slots(hosts, jobs)
+  if not (jobs and hostlib.cpu_rule(jobs)) then return hosts end
+  local t = {}
+  for i, spec in ipairs(hosts) do
+    if type(spec) == "string" and not spec:match("^%s*%d+/") then
+      spec = hostlib.parse(spec, i)
+      spec.slots = jobs
+    end
+    t[i] = spec
+  end
+  return t
 end
 
 local function lines_of(path)
@@ -274,14 +289,16 @@ function M.run(o, tasks)
     prog = "sh"
   end
   local opts = {
-    -- with -S and no -j, each host's own CPU count
-    num_workers = o.jobs and jobs_of(o.jobs) or (not o.hosts and core.cpu_count() or nil),
+    -- with -S and no -j, each host's own CPU count; -j N%, +N or -N,
+    -- worked out from each host's CPUs (remote_slots)
+    num_workers = o.jobs and not (o.hosts and hostlib.cpu_rule(o.jobs)) and jobs_of(o.jobs)
+      or (not o.hosts and core.cpu_count() or nil),
     timeout = o.timeout and number_of("--timeout", o.timeout),
     kill_grace = o.kill_grace and number_of("--kill-grace", o.kill_grace),
     retries = o.retries and math.tointeger(number_of("--retries", o.retries)),
     retry_delay = o.retry_delay and number_of("--retry-delay", o.retry_delay),
     halt = o.halt, joblog = o.joblog, resume = o.resume, results = o.results,
-    timeline = o.timeline, hosts = o.hosts,
+    timeline = o.timeline, hosts = o.hosts and remote_slots(o.hosts, o.jobs),
     progress = o.progress, output = o.output, keep_results = false,
   }
   if o.tag then

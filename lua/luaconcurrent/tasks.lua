@@ -11,13 +11,16 @@ local M = {}
 -- finished only (seen shrinks as they finish), so memory stays bounded.
 function M.source(tasks, check_arg, seen)
   if type(tasks) == "table" then
+    -- source(at): the caller took tasks up to at from the list itself
+    -- (the runner's direct loop); the next call goes on from there.
     local i = 0
-    return function()
+    return function(at)
+      if at then i = at; return end
       i = i + 1
       local task = tasks[i]
       if task == nil then return nil end
       return i, task[1], task[2]
-    end
+    end, tasks
   end
   local i = 0
   return function()

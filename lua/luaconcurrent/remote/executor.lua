@@ -443,7 +443,7 @@ function Remote:on_hello(h, f)
     self:send(h, line({ "L", self.fn_bytes }))
   end
   h.state, h.fails, h.ncpu, h.ever_up = "up", 0, tonumber(f[3]), true
-  h.slots_now = h.slots or h.ncpu or 1
+  h.slots_now = h.slots or (h.slots_rule and h.ncpu and h.slots_rule(h.ncpu)) or h.ncpu or 1
   -- Engine mode runs slots_now tasks at once and holds as many more,
   -- sent ahead: the next starts without waiting for a round trip over
   -- the channel.

@@ -18,6 +18,22 @@ function M.words(s)
 end
 local words = M.words
 
+--- GNU parallel's -j forms relative to a CPU count: "N%" of the CPUs,
+-- "+N" or "-N" CPUs, never below 1. Returns function(cpus) -> slots, or
+-- nil when s is none of them.
+function M.cpu_rule(s)
+  if type(s) ~= "string" then return nil end
+  local pct = s:match("^(%d+%.?%d*)%%$")
+  if pct then
+    return function(cpus) return math.max(1, math.floor(cpus * tonumber(pct) / 100)) end
+  end
+  local sign, n = s:match("^([+-])(%d+)$")
+  if sign then
+    local d = (sign == "+" and 1 or -1) * tonumber(n)
+    return function(cpus) return math.max(1, math.tointeger(cpus + d)) end
+  end
+end
+
 --- One host spec (string or table) -> normalised table.
 function M.parse(spec, i)
   local h
@@ -48,8 +64,12 @@ function M.parse(spec, i)
     fail("hosts[%d] must be a string or a table, got %s", i, type(spec))
   end
   if type(h.host) ~= "string" or h.host == "" then fail("hosts[%d] has no host", i) end
+  -- slots relative to the host's CPUs ("50%", "+1", "-1") are worked out
+  -- at the handshake, when its CPU count is known.
+  h.slots_rule = h.slots_rule or M.cpu_rule(h.slots)
+  if h.slots_rule then h.slots = nil end
   if h.slots ~= nil and (math.type(h.slots) ~= "integer" or h.slots < 1) then
-    fail("hosts[%d].slots must be a positive integer", i)
+    fail("hosts[%d].slots must be a positive integer, or N%%, +N or -N of its CPUs", i)
   end
   if h.port ~= nil and math.type(h.port) ~= "integer" then fail("hosts[%d].port must be an integer", i) end
   if h.ssh_options ~= nil and type(h.ssh_options) ~= "table" then
@@ -80,7 +100,7 @@ function M.list(hosts, default_slots)
       for _, h in ipairs(slurm.expand(spec, i, M.parse, default_slots)) do t[#t + 1] = h end
     else
       local h = M.parse(spec, i)
-      h.slots = h.slots or default_slots
+      if not (h.slots or h.slots_rule) then h.slots = default_slots end
       t[#t + 1] = h
     end
   end
