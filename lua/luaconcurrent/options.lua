@@ -46,18 +46,22 @@ local function normalise(opts, ...)
   return { num_workers = opts, timeout = timeout, verb = verb }
 end
 
+-- What a value is that cannot cross to a worker at all, or nil.
+local function unsendable(v)
+  local t = type(v)
+  if t == "thread" then return "coroutine" end
+  if t == "userdata" then return t end
+end
+
 -- Tasks listed up front for a worker: their keys and args must cross.
 local function check_sendable(tasks, ntasks)
   if type(tasks) ~= "table" then return end
   for i = 1, ntasks do
-    local key, arg = tasks[i][1], tasks[i][2]
-    for what, v in pairs({ key = key, arg = arg }) do
-      local t = type(v)
-      if t == "thread" or t == "userdata" then
-        fail("task %d %s cannot be sent to a worker: it is a %s", i, what,
-          t == "thread" and "coroutine" or t)
-      end
-    end
+    local task = tasks[i]
+    local bad = unsendable(task[1])
+    if bad then fail("task %d key cannot be sent to a worker: it is a %s", i, bad) end
+    bad = unsendable(task[2])
+    if bad then fail("task %d arg cannot be sent to a worker: it is a %s", i, bad) end
   end
 end
 
