@@ -386,8 +386,9 @@ static void push_frames(lua_State *L, lua_Integer *i, lc_proc *p) {
     size_t at = 0;
     for (;;) {
         lc_buf rest = {.data = b->data + at, .len = b->len - at};
-        if (rest.len < 4 || rest.len < frame_need(&rest)) break;
+        if (rest.len < 4) break;
         size_t need = frame_need(&rest);
+        if (rest.len < need) break;
         lua_createtable(L, 10, 3);                     /* rec */
         lc_set_int(L, "id", p->tag);
         lc_set_bool(L, "frame", 1);

@@ -131,12 +131,6 @@ static void push_job_record(lua_State *L, const pool_ext *px, lc_job *job,
     }
 }
 
-/* A batch record holds its n tasks in flat arrays rather than one table
- * per field: vals = nret, first, answer of each OK task (3 slots a task),
- * times = time_start, time_end, time_run (3 a task); status and error
- * exist only when some task is not OK. Per task that is one rawseti a
- * value and no field lookup, which is what a batch of trivial tasks
- * costs the run's thread. */
 /* Under pcall: answer bytes (lightuserdata 4, length 5) holding `count`
  * tasks' nret first answer -> vals (2) from slot base (3); with a job
  * (6), only its OK tasks' slots are set. */
@@ -214,6 +208,12 @@ static void push_times(lua_State *L, int times, lua_Integer i, const lc_task_out
     lua_rawseti(L, times, 3 * i);
 }
 
+/* A batch record holds its n tasks in flat arrays rather than one table
+ * per field: vals = nret, first, answer of each OK task (3 slots a task),
+ * times = time_start, time_end, time_run (3 a task); status and error
+ * exist only when some task is not OK. Per task that is one rawseti a
+ * value and no field lookup, which is what a batch of trivial tasks
+ * costs the run's thread. */
 static void push_batch_record(lua_State *L, const pool_ext *px, lc_job *job,
                               double wall_offset) {
     int n = job->n;

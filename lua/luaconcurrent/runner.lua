@@ -200,35 +200,24 @@ local function take(st, ex, records)
   end
 end
 
---- Start tasks while slots are free, when nothing (callback, run control,
--- retry) comes between two starts: the cost of every task of a long run
--- of short ones. Leaves the source's end to the general loop.
+--- Start tasks of a list while slots are free, when nothing (callback,
+-- run control, retry) comes between two starts: the cost of every task of
+-- a long run of short ones. The list's tasks are read here, not through a
+-- call each; the source goes on from where this stops, and the general
+-- loop sees the list's end (and runs iterators, which pay a check a task
+-- anyway).
 local function start_direct(st, ex, source, list, limit, on_start)
-  if list then
-    -- A list: its tasks are read here, not through a call each.
-    local i = st.last_index
-    while st.running < limit do
-      local task = list[i + 1]
-      if task == nil then break end
-      i = i + 1
-      st.last_index = i
-      if on_start then on_start(task[1], task[2]) end
-      st.running = st.running + 1
-      ex:start(i, task[1], task[2])
-    end
-    return source(i)
-  end
+  local i = st.last_index
   while st.running < limit do
-    local index, key, arg = source()
-    if index == nil then
-      st.exhausted, st.total = true, st.done + st.running
-      return
-    end
-    st.last_index = index
-    if on_start then on_start(key, arg) end
+    local task = list[i + 1]
+    if task == nil then break end
+    i = i + 1
+    st.last_index = i
+    if on_start then on_start(task[1], task[2]) end
     st.running = st.running + 1
-    ex:start(index, key, arg)
+    ex:start(i, task[1], task[2])
   end
+  source(i)
 end
 
 --- The whole of run_all's work; st is shared with the error path.
@@ -247,7 +236,7 @@ local function run_tasks(self, st)
   local limit, on_start, verb = ex.slots, self.on_start, self.verb
   check_signals(st)
   while true do
-    if st.direct and st.again[1] == nil and not st.exhausted then
+    if list and st.direct and st.again[1] == nil and not st.exhausted then
       start_direct(st, ex, source, list, limit, on_start)
     end
     while st.running < limit and not (st.exhausted and st.again[1] == nil) do

@@ -42,25 +42,14 @@
 local core = require "luaconcurrent.core"
 local channel = require "luaconcurrent.remote_channel"
 local worker = require "luaconcurrent.worker"
+local protocol = require "luaconcurrent.remote.protocol"
 
 local M = {}
 
 local PROTOCOL = "1"
 local now = core.now
 
-local UNESC = { ["\\"] = "\\", n = "\n", t = "\t" }
-local function split(msg)
-  local t = {}
-  for f in (msg .. "\t"):gmatch("([^\t]*)\t") do t[#t + 1] = (f:gsub("\\(.)", UNESC)) end
-  return t
-end
 
-local function hex(s) return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end)) end
-
---- The header of Lua bytecode here (version, format, sizes, checks).
-function M.bytecode_header()
-  return hex(string.dump(load("return"), true):sub(1, 31))
-end
 
 --- The text the local side sends first: its `local CFG = {...}` line, or
 -- nil when the head is cut short.
@@ -140,7 +129,7 @@ end
 
 function Worker:hello()
   self:send("hello", PROTOCOL, tostring(core.cpu_count()), _VERSION, "1", "engine", channel.version,
-    M.bytecode_header(), os.getenv("SLURMD_NODENAME") or "")
+    protocol.bytecode_header(), os.getenv("SLURMD_NODENAME") or "")
   self.out:flush()
 end
 
@@ -310,7 +299,7 @@ end
 
 function Worker:on_message(msg)
   self.last_heard = now()
-  local m = split(msg)
+  local m = protocol.split(msg)
   local what = m[1]
   if what == "X" then if not self.closing then self:submit(m) end
   elseif what == "S" then self.limit = tonumber(m[2]) or math.huge

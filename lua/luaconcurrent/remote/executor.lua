@@ -47,6 +47,7 @@ local core = require "luaconcurrent.core"
 local ProcResult = require "luaconcurrent.result"
 local hostlib = require "luaconcurrent.remote.hosts"
 local function_task = require "luaconcurrent.exec.function_task"
+local protocol = require "luaconcurrent.remote.protocol"
 
 local now, wallclock = core.now, core.wallclock
 
@@ -76,13 +77,6 @@ local function trace(h, fmt, ...)
   if TRACE then io.stderr:write("luaconcurrent remote ", h.name, ": ", text, "\n") end
 end
 
-local function esc(s)
-  return (s:gsub("[\\\n\t]", { ["\\"] = "\\\\", ["\n"] = "\\n", ["\t"] = "\\t" }))
-end
-local function line(t)
-  for i = 1, #t do t[i] = esc(t[i]) end
-  return table.concat(t, "\t") .. "\n"
-end
 
 local worker_text
 local function worker_source()
@@ -106,8 +100,8 @@ local LOADER = 'local n=tonumber(io.read("l"))local s=io.read(n)'
 
 local function shq(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
-local function hex(s) return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end)) end
-local BYTECODE = hex(string.dump(load("return"), true):sub(1, 31))
+local BYTECODE = protocol.bytecode_header()
+local line = protocol.line
 
 --- The command that starts a host's worker, and the bytes its stdin gets.
 local function connect_argv(h, grace)
