@@ -212,6 +212,7 @@ typedef struct wctx {
     int next_id;
     int depth;
     int data_only;        /* an answer: no code, no modules, no metatables */
+    int code_refused;     /* fail_at: data_only refuses the value */
     path_step path[MAX_DEPTH + 1];
 } wctx;
 
@@ -254,7 +255,7 @@ static int fail_at(wctx *c, const char *what) {
     lua_State *L = c->L;
     luaL_Buffer b;
     luaL_buffinit(L, &b);
-    if (c->data_only) {
+    if (c->code_refused) {
         luaL_addstring(&b, "luaconcurrent: cannot send ");
         luaL_addstring(&b, what);
         luaL_addstring(&b, " back (only data comes back from another process; code never "
@@ -465,7 +466,10 @@ static int is_environment(wctx *c, const char *name, int idx) {
 static void write_function(wctx *c, int idx) {
     lua_State *L = c->L;
     lua_Debug ar;
-    if (c->data_only) fail_at(c, "a function");
+    if (c->data_only) {
+        c->code_refused = 1;
+        fail_at(c, "a function");
+    }
     if (lua_iscfunction(L, idx)) fail_at(c, "a C function that no loaded module holds");
     int id = define(c, idx);
     put_byte(c, 'F');
@@ -531,6 +535,7 @@ static void write_table(wctx *c, int idx) {
     if (lua_getmetatable(L, idx)) {
         if (c->data_only) {
             lua_pop(L, 1);
+            c->code_refused = 1;
             fail_at(c, "a table with a metatable");
         }
         push_step(c, "metatable", 0, NULL);
