@@ -251,8 +251,8 @@ static uint64_t limit_value(lua_State *L, const char *name, uint64_t most) {
     int isnum;
     lua_Integer v = lua_tointegerx(L, -1, &isnum);
     if (!isnum || v < 1 || (uint64_t)v > most)
-        lc_raise(L, "luaconcurrent: limit '%s' must be an integer from 1 to %llu", name,
-                 (unsigned long long)most);
+        lc_raise(L, "luaconcurrent: limit '%s' must be an integer from 1 to %I", name,
+                 (lua_Integer)most);
     return (uint64_t)v;
 }
 
