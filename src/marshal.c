@@ -856,7 +856,7 @@ static void read_function(rctx *c) {
     int nup;
     if (c->code_ok) {
         if (luaL_loadbufferx(L, code, (size_t)len, "=(transferred)", "b") != LUA_OK)
-            lua_error(L);
+            lc_raise(L, "luaconcurrent: cannot load a transferred function: %s", lua_tostring(L, -1));
         lua_Debug ar;
         lua_pushvalue(L, -1);
         lua_getinfo(L, ">u", &ar);
