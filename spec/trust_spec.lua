@@ -181,3 +181,42 @@ describe("worker processes send only data back", function()
     assert.are.equal("luaconcurrent: answer refused: a function value at [1] (code never comes back)", err)
   end)
 end)
+
+-- When no random key can be had (no getrandom, no /dev/urandom) the
+-- process falls back to a key made from the clock and its pid: good for
+-- telling its own frames apart, no secret. Nothing that carries code may
+-- leave the process under it: no key is handed out, no worker process
+-- starts; thread workers (same memory) still run.
+describe("the fallback key", function()
+  it("fails closed for worker processes and keys, and thread workers still run", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir " .. helpers.q(dir)))
+    local shim = dir .. "/no_random.so"
+    local _, cerr, ccode = helpers.sh("cc -shared -fPIC -o " .. helpers.q(shim) .. " "
+      .. helpers.q(helpers.FIXTURES .. "/no_random.c") .. " -ldl")
+    assert.are.equal(0, ccode, cerr)
+    local out, err, code = helpers.run_lua([[
+      local core = require "luaconcurrent.core"
+      local lc = require "luaconcurrent"
+      print((select(2, pcall(core.marshal_key))))
+      print((select(2, pcall(core.marshal_derive_key, "host 1 down"))))
+      print(core.unmarshal_string(core.marshal_string(function() return "in-process" end))())
+      local f = function(_, x) return true, x[1] * 2 end
+      for _, iso in ipairs({ "process", "thread" }) do
+        local r = lc.ProcRunMp({ f }, { { 1, 5 }, { 2, 6 } }, { isolation = iso }):run_all()
+        print(iso, r[1].success, r[1].answer, r[1].error, r[2].success, r[2].error)
+      end
+    ]], "LD_PRELOAD=" .. helpers.q(shim))
+    os.remove(shim)
+    os.remove(dir)
+    assert.are.equal(0, code, err)
+    local weak = "luaconcurrent: no secure random key (getrandom and /dev/urandom both failed): "
+      .. "code is not sent to other processes or hosts"
+    assert.are.equal(table.concat({
+      weak, weak, "in-process",
+      "process\tfalse\tnil\t" .. weak .. "\tfalse\t" .. weak,
+      "thread\ttrue\t10\tnil\ttrue\tnil",
+    }, "\n") .. "\n", out)
+  end)
+end)
