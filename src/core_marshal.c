@@ -42,6 +42,10 @@
  *                                    what = "answer" }, each optional
  *   core.marshal_data_limits([t]) -> t   the process's default caps (set
  *                                    the ones t names; main thread only)
+ *   core.data_shape(...) -> s        one letter a value: n nil, b boolean,
+ *                                    i integer, f float, s string, t table,
+ *                                    ? anything else ("sffbsi"): checking a
+ *                                    message's fields in one call
  *
  * A bytes userdata owns its buffer and frees it at __gc.
  */
@@ -332,6 +336,24 @@ static int l_unmarshal_string(lua_State *L) {
     return lc_unmarshal(L, s, len);
 }
 
+static int l_data_shape(lua_State *L) {
+    char buf[32];
+    int n = lua_gettop(L);
+    if (n > (int)sizeof buf) n = (int)sizeof buf;      /* a longer message: cut, unequal */
+    for (int i = 1; i <= n; i++) {
+        switch (lua_type(L, i)) {
+        case LUA_TNIL: buf[i - 1] = 'n'; break;
+        case LUA_TBOOLEAN: buf[i - 1] = 'b'; break;
+        case LUA_TNUMBER: buf[i - 1] = lua_isinteger(L, i) ? 'i' : 'f'; break;
+        case LUA_TSTRING: buf[i - 1] = 's'; break;
+        case LUA_TTABLE: buf[i - 1] = 't'; break;
+        default: buf[i - 1] = '?';
+        }
+    }
+    lua_pushlstring(L, buf, (size_t)n);
+    return 1;
+}
+
 static const luaL_Reg marshal_funcs[] = {
     {"marshal", l_marshal},
     {"unmarshal", l_unmarshal},
@@ -352,6 +374,7 @@ static const luaL_Reg marshal_funcs[] = {
     {"marshal_write_data", l_marshal_write_data},
     {"unmarshal_data", l_unmarshal_data},
     {"marshal_data_limits", l_marshal_data_limits},
+    {"data_shape", l_data_shape},
     {NULL, NULL},
 };
 

@@ -37,7 +37,7 @@ local worker = require "luaconcurrent.worker"
 local now, wallclock = core.now, core.wallclock
 local marshal_keyed, unmarshal_data = core.marshal_keyed, core.unmarshal_data
 local setmetatable, pcall, spack = setmetatable, pcall, string.pack
-local tunpack, type, mtype = table.unpack, type, math.type
+local tunpack = table.unpack
 
 -- Most tasks a worker holds at once (running and queued), and about how
 -- many seconds of work it is handed ahead.
@@ -273,29 +273,24 @@ end
 
 -- ---- answers ------------------------------------------------------------------
 
--- Why an answer (worker.lua's header) is not one, or nil if it is.
-local function malformed(n, what, t0, t1, more, a, b)
-  if type(t0) ~= "number" then return "no start time" end
-  if what == "start" then return n ~= 2 and "a start of the wrong size" or nil end
-  if type(t1) ~= "number" or type(more) ~= "boolean" then return "no end time" end
-  if what == "ok" then
-    if n ~= 8 or type(a) ~= "string" or mtype(b) ~= "integer" or b < 0 then
-      return "an answer of the wrong shape"
-    end
-  elseif what == "error" then
-    if n < 5 or n > 6 or type(a) ~= "string" or (b ~= nil and type(b) ~= "string") then
-      return "an error of the wrong shape"
-    end
-  else
-    return "an unknown message"
-  end
-end
+-- The shapes of the first six values of each message (worker.lua's
+-- header; core.data_shape): all else is refused.
+local shape = core.data_shape
+local SHAPES = {
+  [2] = { sfnnnn = "start" },
+  [5] = { sffbsn = "error" },
+  [6] = { sffbss = "error" },
+  [8] = { sffbsi = "ok" },
+}
 
 -- An answer frame from w, as unmarshalled (n values: what ...): a start,
 -- or the answer of the task it runs.
 function Processes:answered(w, n, what, t0, t1, more, a, b, c, d)
-  local bad = malformed(n, what, t0, t1, more, a, b)
-  if bad then return self:refused(w, bad) end
+  local shapes = SHAPES[n]
+  if not shapes or shapes[shape(what, t0, t1, more, a, b)] ~= what or (what == "ok" and b < 0) then
+    return self:refused(w, string.format("a message that is not an answer (%d values, shaped %s)",
+      n, shape(what, t0, t1, more, a, b)))
+  end
   if what == "start" then
     w.started, w.ever = true, true
     return self:arm(w, t0)
