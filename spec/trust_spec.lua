@@ -153,7 +153,7 @@ describe("worker processes send only data back", function()
   end)
 
   it("refuses an answer of the wrong shape as a failure of its worker, not of the run", function()
-    forged("shape", "a message that is not an answer (8 values, shaped ssfbsi)")
+    forged("shape", "a message that is not an answer (8 values: string string number boolean ...)")
   end)
 
   it("refuses a frame that fails its check as a failure of its worker, not of the run", function()

@@ -273,23 +273,18 @@ end
 
 -- ---- answers ------------------------------------------------------------------
 
--- The shapes of the first six values of each message (worker.lua's
--- header; core.data_shape): all else is refused.
-local shape = core.data_shape
-local SHAPES = {
-  [2] = { sfnnnn = "start" },
-  [5] = { sffbsn = "error" },
-  [6] = { sffbss = "error" },
-  [8] = { sffbsi = "ok" },
-}
+-- Each message's values after its name (worker.lua's header), as
+-- core.data_is patterns: anything else is refused.
+local data_is = core.data_is
+local SHAPES = { start = "sf", ok = "sffbsi..", error = "sffbss" }
 
 -- An answer frame from w, as unmarshalled (n values: what ...): a start,
 -- or the answer of the task it runs.
 function Processes:answered(w, n, what, t0, t1, more, a, b, c, d)
-  local shapes = SHAPES[n]
-  if not shapes or shapes[shape(what, t0, t1, more, a, b)] ~= what or (what == "ok" and b < 0) then
-    return self:refused(w, string.format("a message that is not an answer (%d values, shaped %s)",
-      n, shape(what, t0, t1, more, a, b)))
+  local want = SHAPES[what]
+  if not want or n ~= #want or not data_is(want, what, t0, t1, more, a, b) or (what == "ok" and b < 0) then
+    return self:refused(w, string.format("a message that is not an answer (%d values: %s %s %s %s ...)",
+      n, type(what), type(t0), type(t1), type(more)))
   end
   if what == "start" then
     w.started, w.ever = true, true
