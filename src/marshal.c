@@ -674,7 +674,7 @@ void lc_marshal_data(lua_State *L, int first, int n, const unsigned char *key, l
 
 /* Where a value sits, for the data mode's errors: path[d] says what the
  * value at depth d is in the table at depth d - 1 (depth 1: the frame's
- * values, the top-th of them). */
+ * values, the (top + 1)-th of them). */
 #define PATH_KEY (-1)         /* a key of that table */
 #define PATH_META (-2)        /* its metatable */
 /* > 0: the stack index of the key whose value it is */
@@ -689,7 +689,7 @@ typedef struct rctx {
     const lc_data_limits *data;   /* the data mode's limits, or NULL */
     const char *what;     /* the data mode: what is read ("answer") */
     uint64_t items, tables;
-    int top;
+    int top;              /* the frame's value being read, from 0 */
     int path[MAX_DEPTH + 4];
 } rctx;
 
@@ -746,7 +746,7 @@ static int refuse(rctx *c, const char *thing, const char *why) {
     luaL_addstring(&b, " refused: ");
     luaL_addstring(&b, thing);
     luaL_addstring(&b, " at ");
-    snprintf(num, sizeof num, "[%d]", c->top);
+    snprintf(num, sizeof num, "[%lld]", (long long)c->top + 1);
     luaL_addstring(&b, num);
     for (int d = 2; d <= c->depth && d < (int)(sizeof c->path / sizeof c->path[0]); d++) {
         if (c->path[d] == PATH_KEY)
@@ -1066,7 +1066,7 @@ static int read_frame(lua_State *L, const char *data, size_t len, int checked,
     int n = 0;
     while (c.p < c.end) {
         if (n == INT32_MAX) bad(&c, "too many values");
-        c.top = n + 1;
+        c.top = n;
         read_value(&c);
         n++;
     }
