@@ -144,6 +144,10 @@ end
 
 function Processes:arm(w, t_start)
   if self.timeout <= 0 then return end
+  -- The start is the worker's word: one in the future (or NaN) would put
+  -- the deadline off, so it is now at the latest.
+  local t = now()
+  if not (t_start <= t) then t_start = t end
   self:disarm(w)
   w.timer = self.loop:timer(t_start + self.timeout)
   self.timers[w.timer] = w
@@ -282,7 +286,8 @@ local SHAPES = { start = "sf", ok = "sffbsi..", error = "sffbss" }
 -- or the answer of the task it runs.
 function Processes:answered(w, n, what, t0, t1, more, a, b, c, d)
   local want = SHAPES[what]
-  if not want or n ~= #want or not data_is(want, what, t0, t1, more, a, b) or (what == "ok" and b < 0) then
+  if not want or n ~= #want or not data_is(want, what, t0, t1, more, a, b)
+    or (what ~= "start" and not (t1 >= t0)) or (what == "ok" and b < 0) then
     return self:refused(w, string.format("a message that is not an answer (%d values: %s %s %s %s ...)",
       n, type(what), type(t0), type(t1), type(more)))
   end
@@ -327,7 +332,12 @@ function Processes:refused(w, why)
     w.qh = w.qh + 1
   end
   w.started = false
-  self:kill(w)
+  if w.dead then          -- its end is in (what it left is read): nothing to kill
+    w.killed = true
+    self:give_back(w, w.qh)
+  else
+    self:kill(w)
+  end
   if task and not task.cancelled then
     local t = self.wall_offset + now()
     local res = setmetatable({ key = task[2], arg = task[3], time_start = t, time_end = t,
