@@ -55,6 +55,7 @@ local function worker_argv()
 end
 
 function M.new(cfg, loop, finish)
+  if cfg.max_answer then loop:max_frame(cfg.max_answer) end
   local _, task_args = function_task.split(cfg.pargs)
   local nworkers = threads.count(cfg)
   return setmetatable({
@@ -403,9 +404,26 @@ function Processes:record(rec)
   if not rec.frame then
     self:ended(w, rec)
   elseif not w.killed then
-    if rec.error then self:answered(w, false, rec.error) else self:answered(w, true, tunpack(rec, 1, rec.n)) end
+    if rec.error then self:broken(w, rec) else self:answered(w, true, tunpack(rec, 1, rec.n)) end
   end
   return true
+end
+
+-- A frame from w that makes no sense (a length over max_answer, or one
+-- that fails its check: junk a task wrote into the answer pipe) ends w,
+-- which the engine already does: nothing after it can be trusted. The
+-- task it runs fails saying so; the ones it holds go to another worker.
+function Processes:broken(w, rec)
+  local task = self:kill(w)
+  if not task or task.cancelled then return end
+  local why = rec.size and string.format("the worker's answer frame says %d bytes, over "
+    .. "the limit of %d (the max_answer option)", rec.size, rec.limit)
+    or "the worker's answer was corrupt: " .. ProcResult.error_text(rec.error)
+  local t = now()
+  local res = setmetatable({ key = task[2], arg = task[3], time_start = self.wall_offset + t,
+    time_end = self.wall_offset + t, time_run = 0 }, ProcResult)
+  ProcResult.raised(res, why .. "; the worker process was stopped")
+  self.finish(task[1], res)
 end
 
 function Processes:cancel(index, why)
