@@ -84,11 +84,16 @@ static int l_hup_pending(lua_State *L) {
 /* ---- environment blocks ------------------------------------------------ */
 
 /* The checks here are those that keep C whole (a name must be a string
- * with no NUL and no '=', or the block would say something else). */
+ * with no NUL and no '=', or the block would say something else).
+ *
+ * Every "NAME=value" string is made first, into an anchor table only
+ * this function can reach; the block is sized from that count and filled
+ * from the anchor with no allocation in between. (Counting the table,
+ * allocating, then copying in a second pass let a finalizer that ran in
+ * between add strings, and the copy wrote past the block.) */
 static int l_envblock(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
-    size_t nenv = 0, nset = 0;
-    while (environ[nenv]) nenv++;
+    lua_settop(L, 1);
     lua_pushnil(L);
     while (lua_next(L, 1)) {
         size_t klen;
@@ -105,7 +110,6 @@ static int l_envblock(lua_State *L) {
             if (strlen(v) != vlen)
                 return lc_raise(L, "luaconcurrent: env value of %s contains "
                                      "a NUL byte", k);
-            nset++;
         } else if (!(lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1))) {
             return lc_raise(L, "luaconcurrent: env value of %s must be a "
                                  "string or false, got %s", k,
@@ -113,12 +117,9 @@ static int l_envblock(lua_State *L) {
         }
         lua_pop(L, 1);
     }
-    envblock *eb = lua_newuserdatauv(L, sizeof *eb + (nenv + nset + 1) *
-                                                          sizeof(char *), 1);
-    luaL_setmetatable(L, ENV_MT);                       /* t eb */
-    lua_newtable(L);                                    /* t eb anchor */
-    size_t n = 0;
-    for (size_t i = 0; i < nenv; i++) {
+    lua_newtable(L);                                    /* t anchor */
+    lua_Integer n = 0;
+    for (size_t i = 0; environ[i]; i++) {
         const char *eq = strchr(environ[i], '=');
         if (eq == NULL) continue;
         lua_pushlstring(L, environ[i], (size_t)(eq - environ[i]));
@@ -128,21 +129,31 @@ static int l_envblock(lua_State *L) {
         }
         lua_pop(L, 1);
         lua_pushstring(L, environ[i]);                  /* copy: environ may change */
-        eb->vars[n++] = (char *)lua_tostring(L, -1);
-        lua_rawseti(L, -2, (lua_Integer)n);
+        lua_rawseti(L, 2, ++n);
     }
     lua_pushnil(L);
-    while (lua_next(L, 1)) {                            /* t eb anchor k v */
-        if (lua_type(L, -1) == LUA_TSTRING) {
-            lua_pushfstring(L, "%s=%s", lua_tostring(L, -2), lua_tostring(L, -1));
-            eb->vars[n++] = (char *)lua_tostring(L, -1);
-            lua_rawseti(L, -4, (lua_Integer)n);
+    while (lua_next(L, 1)) {                            /* t anchor k v */
+        /* (checked above; a finalizer may have changed t since: checked again) */
+        if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING) {
+            const char *k = lua_tostring(L, -2), *v = lua_tostring(L, -1);
+            if (*k && !strchr(k, '=')) {
+                lua_pushfstring(L, "%s=%s", k, v);
+                lua_rawseti(L, 2, ++n);
+            }
         }
         lua_pop(L, 1);
     }
+    envblock *eb = lua_newuserdatauv(L, sizeof *eb + ((size_t)n + 1) * sizeof(char *), 1);
+    luaL_setmetatable(L, ENV_MT);                       /* t anchor eb */
+    for (lua_Integer i = 1; i <= n; i++) {              /* no allocation: n holds */
+        lua_rawgeti(L, 2, i);
+        eb->vars[i - 1] = (char *)lua_tostring(L, -1);  /* anchored in the uservalue */
+        lua_pop(L, 1);
+    }
     eb->vars[n] = NULL;
-    eb->n = n;
-    lua_setiuservalue(L, -2, 1);                        /* t eb */
+    eb->n = (size_t)n;
+    lua_pushvalue(L, 2);
+    lua_setiuservalue(L, 3, 1);
     return 1;
 }
 

@@ -1,0 +1,180 @@
+-- Issue 17's engine defects (items 1-6) and two gaps of the suite (15,
+-- 18), each with the spec that failed before its fix (under `make check`'s
+-- ASan build where the defect is a memory error). The loop is driven
+-- directly through luaconcurrent.core where the defect is the engine's.
+
+local core = require "luaconcurrent.core"
+local lc = require "luaconcurrent"
+local helpers = require "helpers"
+
+local OOM = helpers.ROOT .. "/build/oom/luaconcurrent"
+
+local function write_file(path, s)
+  local f = assert(io.open(path, "wb"))
+  f:write(s)
+  f:close()
+end
+
+local function script_file(code)
+  local path = os.tmpname()
+  write_file(path, code)
+  return path
+end
+
+-- A file of n frames (frame i carries i and some padding), as a worker
+-- process would write them, each after its length.
+local function frames_file(n, pad)
+  local parts = {}
+  for i = 1, n do
+    parts[i] = string.pack("<s4", core.marshal_string(i, string.rep("x", pad or 100)))
+  end
+  local path = os.tmpname()
+  write_file(path, table.concat(parts))
+  return path
+end
+
+-- A "frames" proc that writes the file and stays alive (its leftovers
+-- would otherwise come in its final record, not as frame records).
+local function spawn_frames(loop, path)
+  return assert(loop:spawn({ "/bin/sh", "-c", 'cat "$1"; exec sleep 30', "sh", path },
+    nil, nil, nil, 0, 0, "frames"))
+end
+
+-- Objects whose finalizer calls fn while `active()` says so, one after
+-- another (each finalizer makes the next), with the collector set to run
+-- a cycle at every turn, so finalizers run inside the engine's own
+-- allocations. stop() ends the chain and puts the collector back.
+local function finalizer_chain(fn)
+  local alive, turns = true, 0
+  local mt = {}
+  mt.__gc = function()
+    if not alive then return end
+    turns = turns + 1
+    fn()
+    setmetatable({}, mt)
+  end
+  setmetatable({}, mt)
+  collectgarbage("incremental", 1, 1000, 1)
+  local churn = {}
+  for i = 1, 1e7 do                  -- until the chain turns on its own
+    if turns >= 2 then break end
+    churn[i % 64 + 1] = {}
+  end
+  assert(turns >= 2, "the collector did not run the finalizers")
+  return function()
+    alive = false
+    collectgarbage("incremental", 200, 100, 13)
+    collectgarbage()
+  end
+end
+
+describe("engine defects (issue 17)", function()
+  helpers.leak_check(before_each, after_each)
+
+  -- Item 1: building records allocates, so a finalizer (Lua) can run in
+  -- the middle of poll. loop:close() there freed the proc whose stdout
+  -- push_frames was unmarshalling from (heap use-after-free under ASan).
+  describe("re-entrancy in loop:poll (item 1)", function()
+    it("a finalizer's loop:close() or loop:poll() during poll raises 'busy'; every frame arrives once", function()
+      local n = 300
+      local path = frames_file(n)
+      local loop = core.new_loop()
+      local id = spawn_frames(loop, path)
+      local polling, tries, refused = false, 0, 0
+      local stop = finalizer_chain(function()
+        if not polling then return end
+        tries = tries + 1
+        local ok1, e1 = pcall(loop.close, loop)
+        local ok2, e2 = pcall(loop.poll, loop, 0)
+        if not ok1 and not ok2 and tostring(e1):find("busy", 1, true)
+          and tostring(e2):find("busy", 1, true) then
+          refused = refused + 1
+        end
+      end)
+      local seen, limit = {}, core.now() + 30
+      while #seen < n and core.now() < limit do
+        polling = true
+        local recs = loop:poll(1)
+        polling = false
+        for _, r in ipairs(recs) do
+          if r.frame then
+            assert.is_nil(r.error)
+            seen[#seen + 1] = r[1]
+          end
+        end
+      end
+      stop()
+      loop:kill(id)
+      loop:close()
+      os.remove(path)
+      local want = {}
+      for i = 1, n do want[i] = i end
+      assert.are.same(want, seen)
+      assert.is_true(tries > 0, "no finalizer ran during poll: the spec shows nothing")
+      assert.are.equal(tries, refused)
+    end)
+
+    it("__close / __gc during poll only mark the loop; it closes once poll built its records", function()
+      local path = frames_file(300)
+      local loop = core.new_loop()
+      spawn_frames(loop, path)
+      local polling, marked = false, false
+      local stop = finalizer_chain(function()
+        if polling and not marked then
+          marked = true
+          getmetatable(loop).__close(loop)
+          getmetatable(loop).__gc(loop)
+        end
+      end)
+      local frames, limit = 0, core.now() + 30
+      while not marked and core.now() < limit do
+        polling = true
+        local recs = loop:poll(1)
+        polling = false
+        for _, r in ipairs(recs) do
+          if r.frame then
+            assert.are.equal(frames + 1, r[1])
+            frames = frames + 1
+          end
+        end
+      end
+      stop()
+      os.remove(path)
+      assert.is_true(marked, "no finalizer ran during poll: the spec shows nothing")
+      -- closed by then: its process was killed and reaped (leak_check)
+      assert.has_error(function() loop:running() end, "luaconcurrent: loop is closed")
+      assert.are.same({}, loop:close())
+    end)
+  end)
+
+  -- Item 2: envblock counted the string values, allocated, then copied
+  -- every string it found in a second pass: a finalizer in between that
+  -- added strings made it write past the block (ASan heap-buffer-overflow).
+  describe("core.envblock (item 2)", function()
+    it("holds whatever a finalizer adds to the table while it is built", function()
+      for _ = 1, 20 do
+        local env = { LC_A = "1" }
+        local k = 0
+        local stop = finalizer_chain(function()
+          k = k + 1
+          if k < 200 then env["LC_GC_" .. k] = "v" end
+        end)
+        local ok, eb = pcall(core.envblock, env)
+        stop()
+        -- a finalizer may make `next` fail ("invalid key"): an error, never memory damage
+        assert.is_true(ok or tostring(eb):find("next", 1, true) ~= nil, tostring(eb))
+        if ok then
+          local loop = core.new_loop()
+          assert(loop:spawn({ "/bin/sh", "-c", 'printf %s "$LC_A"' }, eb))
+          local out
+          while not out do
+            for _, r in ipairs(loop:poll(5)) do out = r.stdout end
+          end
+          loop:close()
+          assert.are.equal("1", out)
+        end
+      end
+    end)
+  end)
+
+end)
