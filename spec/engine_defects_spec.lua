@@ -176,5 +176,99 @@ describe("engine defects (issue 17)", function()
       end
     end)
   end)
+  -- Item 4: a memory error in the middle of poll. push_frames applied its
+  -- progress only at its end, so the frames already in the record list
+  -- were handed over again by the next poll (duplicated answers), and
+  -- an unmarshal that ran out of memory was taken for a corrupt frame;
+  -- set_spill gave the spill file to Lua before the record was safe, so
+  -- the retried record had no stdout_file (output past max_capture
+  -- lost). The allocation-failure build fails two allocations in a row
+  -- (an emergency collection retries once) at each point of a sweep over
+  -- the polls; every poll that raised is called again, as a runner would.
+  describe("a memory error mid-poll (item 4)", function()
+    local SCRIPT = [[
+local core = require "luaconcurrent.core"
+local path, n = arg[1], tonumber(arg[2])
+do
+  local parts = {}
+  for i = 1, n do parts[i] = string.pack("<s4", core.marshal_string(i, string.rep("x", 50))) end
+  local f = assert(io.open(path, "wb"))
+  f:write(table.concat(parts))
+  f:close()
+end
+local loop = core.new_loop()
+local fid = assert(loop:spawn({ "/bin/sh", "-c", 'cat "$1"; exec sleep 30', "sh", path },
+  nil, nil, nil, 0, 0, "frames"))
+local spills = {}
+for _ = 1, 4 do
+  spills[assert(loop:spawn({ "/bin/sh", "-c", "head -c 3000 /dev/zero; head -c 4000 /dev/zero >&2" },
+    nil, nil, nil, 0, 0, false, 100))] = false
+end
+io.stdout:write("polling\n")
+io.stdout:flush()
+local seen, nspills, errors = {}, 0, 0
+local limit = core.now() + 20
+while (#seen < n or nspills < 4) and core.now() < limit do
+  local ok, recs = pcall(loop.poll, loop, 1)
+  if not ok then
+    errors = errors + 1
+  else
+    for _, r in ipairs(recs) do
+      if r.frame then
+        seen[#seen + 1] = r.error or r[1]
+      elseif spills[r.id] == false then
+        nspills = nspills + 1
+        local o = r.stdout_file and #r.stdout_file:read("a")
+        local e = r.stderr_file and #r.stderr_file:read("a")
+        spills[r.id] = o == 3000 and e == 4000 and r.stdout_size == 3000 and r.stderr_size == 4000
+      end
+    end
+  end
+end
+loop:kill(fid)
+local bad = (#seen ~= n) and ("frames " .. #seen) or nil
+for i = 1, n do
+  if seen[i] ~= i then bad = bad or ("frame " .. i .. " is " .. tostring(seen[i])) end
+end
+for _, good in pairs(spills) do
+  if not good then bad = bad or "a spilled output was lost" end
+end
+io.stdout:write(string.format("errors=%d %s\n", errors, bad or "whole"))
+]]
 
+    it("hands each frame over once and keeps every spilled output", function()
+      assert.is_not_nil(helpers.read_file(OOM), "build/oom/luaconcurrent is missing (make test builds it)")
+      local script, frames = script_file(SCRIPT), os.tmpname()
+      local function run(at)
+        local out, err = helpers.sh("LC_FAIL_ALLOC_AT=" .. at .. ",2 " .. helpers.q(OOM) .. " "
+          .. helpers.q(script) .. " " .. helpers.q(frames) .. " 100")
+        return out, err
+      end
+      -- the first allocation point past the set-up (binary search)
+      local lo, hi = 1, 200000
+      assert.is_truthy(run(hi):find("polling", 1, true), "the script never got to its polls")
+      while lo < hi do
+        local mid = (lo + hi) // 2
+        if run(mid):find("polling", 1, true) then hi = mid else lo = mid + 1 end
+      end
+      local caught, clean, broken = 0, 0, {}
+      local n = lo
+      while clean < 30 and n < lo + 6000 do
+        local out, err = run(n)
+        local errors, verdict = out:match("errors=(%d+) ([^\n]*)")
+        if errors then
+          if verdict ~= "whole" then broken[#broken + 1] = n .. ": " .. verdict end
+          if errors == "0" then clean = clean + 1 else caught, clean = caught + 1, 0 end
+        elseif not err:find("not enough memory", 1, true) then
+          broken[#broken + 1] = n .. ": " .. err:sub(1, 200)   -- a crash
+        end
+        n = n + 2
+      end
+      os.remove(script)
+      os.remove(frames)
+      assert.are.same({}, broken)
+      assert.is_true(caught > 20, "too few memory errors inside poll: " .. caught)
+      assert.are.equal(30, clean, "the sweep never got past the polls")
+    end)
+  end)
 end)
