@@ -271,4 +271,161 @@ io.stdout:write(string.format("errors=%d %s\n", errors, bad or "whole"))
       assert.are.equal(30, clean, "the sweep never got past the polls")
     end)
   end)
+  -- Item 5: sizes a peer decides. A worker process (or a task in it that
+  -- writes into its answer pipe) could send a 4-byte length of up to
+  -- 4 GiB: the runner waited for it forever, the task's timeout with it
+  -- (a frame that failed its check left the task after it without its
+  -- deadline). A length over the limit, or a frame that fails its check,
+  -- now ends that worker: its task fails saying so, its other tasks go to
+  -- another worker.
+  describe("peer-driven sizes (item 5)", function()
+    -- Records of loop until the proc id's final record (or bound s).
+    local function until_end(loop, id, bound)
+      local got, final, limit = {}, nil, core.now() + bound
+      while not final and core.now() < limit do
+        for _, r in ipairs(loop:poll(limit - core.now())) do
+          if r.id == id and not r.frame then final = r else got[#got + 1] = r end
+        end
+      end
+      return got, final
+    end
+
+    it("a frame length over the limit ends the proc at once, with a record that says so", function()
+      local loop = core.new_loop()
+      local limit = loop:max_frame()
+      -- the default lets a 128 MB answer through
+      assert.is_true(limit >= 129 * 1024 * 1024, "default max_frame " .. limit)
+      local id = assert(loop:spawn({ "/bin/sh", "-c", [[printf '\377\377\377\377'; exec sleep 30]] },
+        nil, nil, nil, 0, 0, "frames"))
+      local got, final = until_end(loop, id, 20)
+      loop:close()
+      assert.is_not_nil(final, "the proc was never ended: the loop waits for 4 GiB")
+      assert.are.equal(1, #got)
+      assert.is_true(got[1].frame)
+      assert.are.equal(0xFFFFFFFF, got[1].size)
+      assert.are.equal(limit, got[1].limit)
+      assert.is_string(got[1].error)
+      assert.is_true(final.interrupted)
+    end)
+
+    it("loop:max_frame sets the limit; a frame that fails its check ends the proc too", function()
+      local loop = core.new_loop()
+      assert.are.equal(1000, loop:max_frame(1000))
+      assert.has_error(function() loop:max_frame(0) end)
+      assert.has_error(function() loop:max_frame(2 ^ 32) end)
+      local small = string.pack("<s4", core.marshal_string("small", string.rep("s", 500)))
+      local big = string.pack("<s4", core.marshal_string("big", string.rep("b", 2000)))
+      local path = os.tmpname()
+      write_file(path, small .. big .. small)
+      local id = assert(loop:spawn({ "/bin/sh", "-c", 'cat "$1"; exec sleep 30', "sh", path },
+        nil, nil, nil, 0, 0, "frames"))
+      local got, final = until_end(loop, id, 20)
+      assert.is_not_nil(final)
+      assert.are.equal(2, #got)
+      assert.are.equal("small", got[1][1])
+      assert.are.equal(#big - 4, got[2].size)
+      assert.are.equal(1000, got[2].limit)
+      assert.are.equal("", final.stdout)        -- nothing after the bad frame counts
+      -- a frame made without this run's key: refused, and nothing after it is read
+      write_file(path, small .. string.pack("<s4", "not a frame at all") .. small)
+      id = assert(loop:spawn({ "/bin/sh", "-c", 'cat "$1"; exec sleep 30', "sh", path },
+        nil, nil, nil, 0, 0, "frames"))
+      got, final = until_end(loop, id, 20)
+      loop:close()
+      os.remove(path)
+      assert.is_not_nil(final)
+      assert.are.equal(2, #got)
+      assert.are.equal("small", got[1][1])
+      assert.is_string(got[2].error)
+      assert.is_nil(got[2].size)
+      assert.are.equal("", final.stdout)
+    end)
+
+    -- A task that finds its worker's answer pipe and writes junk into it.
+    local JUNK = [[
+local lc = require "luaconcurrent"
+local function f(k)
+  if k == 2 then
+    local len = tonumber(os.getenv("LC_JUNK_LEN"))
+    for fd = 3, 64 do
+      local info = io.open("/proc/self/fdinfo/" .. fd)
+      if info then
+        local flags = info:read("a"):match("flags:%s*(%d+)")
+        info:close()
+        if flags and tonumber(flags, 8) % 4 == 1 then     -- write-only: the answer pipe
+          local o = assert(io.open("/proc/self/fd/" .. fd, "wb"))
+          o:write(string.pack("<I4", len) .. "junk")
+          o:close()
+          break
+        end
+      end
+    end
+  end
+  return true, k * 10
+end
+local timeout = tonumber(arg[1])
+local tasks = {}
+for k = 1, 6 do tasks[k] = { k } end
+local res = lc.ProcRunMp({ f }, tasks, { num_workers = 1, isolation = "process",
+  timeout = timeout }):run_all()
+for k = 1, 6 do
+  io.write(k, "\t", tostring(res[k].success), "\t", tostring(res[k].answer), "\t",
+    tostring(res[k].error):gsub("\n.*", ""), "\n")
+end
+]]
+
+    local function run_junk(len, timeout)
+      local script = script_file(JUNK)
+      local out, err, code = helpers.sh("LC_JUNK_LEN=" .. len .. " " .. helpers.lua_env()
+        .. " timeout 120 lua5.4 " .. helpers.q(script) .. " " .. timeout)
+      os.remove(script)
+      assert.are.equal(0, code, "the run hung or failed: " .. err)
+      local lines = {}
+      for k, ok, answer, e in out:gmatch("(%d)\t(%a+)\t([^\t]*)\t([^\n]*)\n") do
+        lines[tonumber(k)] = { ok = ok, answer = answer, error = e }
+      end
+      return lines, out
+    end
+
+    for _, case in ipairs({
+      { len = 10, timeout = 0, why = "the worker's answer was corrupt" },
+      { len = 10, timeout = 30, why = "the worker's answer was corrupt" },
+      { len = 0x7FFFFFFF, timeout = 0, why = "over the limit of" },
+      { len = 100000000, timeout = 2, why = "timed out" },
+    }) do
+      it(string.format("junk written into the answer pipe (length %d, timeout %d) fails only that task",
+          case.len, case.timeout), function()
+        local lines, out = run_junk(case.len, case.timeout)
+        for k = 1, 6 do
+          local line = lines[k]
+          assert.is_not_nil(line, out)
+          if k == 2 then
+            assert.are.equal("false", line.ok, out)
+            assert.is_truthy(line.error:find(case.why, 1, true), line.error)
+            if case.timeout == 0 then
+              assert.is_truthy(line.error:find("the worker process was stopped", 1, true), line.error)
+            end
+          else
+            -- the right answer for each of the others: none was taken for another's
+            assert.are.equal("true", line.ok, out)
+            assert.are.equal(tostring(k * 10), line.answer, out)
+          end
+        end
+      end)
+    end
+
+    it("max_answer is checked, and an answer over it fails only its task", function()
+      assert.has_error(function()
+        lc.ProcRunMp({ function() return true end }, { { 1 } }, { isolation = "process", max_answer = 0 })
+      end, "luaconcurrent: max_answer must be a whole number of bytes from 1 to 4294967295, got 0")
+      local f = function(n) return true, string.rep("a", n) end
+      local res = lc.ProcRunMp({ f }, { { 10 }, { 5000 }, { 20 } },
+        { num_workers = 1, isolation = "process", max_answer = 1000 }):run_all()
+      assert.are.equal(10, #res[1].answer)
+      assert.is_false(res[2].success)
+      assert.is_truthy(res[2].error:find("over the limit of 1000 (the max_answer option)", 1, true),
+        res[2].error)
+      assert.are.equal(20, #res[3].answer)
+    end)
+  end)
 end)

@@ -10,8 +10,9 @@
  *        marshal frames (marshal.h), each after its length (4 bytes,
  *        little-endian), handed over unmarshalled, one record a frame:
  *        {id=, frame=true, n=, ...values} or, for a frame that fails its
- *        check, {id=, frame=true, error=} (bytes after the last whole
- *        frame are in the final record's stdout); "live": the output is
+ *        check or is too long, {id=, frame=true, error=} (see max_frame;
+ *        bytes after the last whole frame are in the final record's
+ *        stdout); "live": the output is
  *        captured
  *        and also comes as it arrives, {id=, data= [, stderr=true]}, the
  *        last bytes in the record's live_stdout / live_stderr; max_capture: bytes of each output kept in
@@ -26,6 +27,15 @@
  *                                {id =, timer = true} comes through poll
  *   loop:cancel_timer(id) -> true if it was armed, false otherwise
  *   loop:close() -> { record, ... }         kills and reaps what is left
+ *   loop:max_frame([bytes]) -> bytes        the largest frame a "frames"
+ *        proc may send (256 MiB unless set); a longer length, or a frame
+ *        that fails its check, gives its last frame record {id=,
+ *        frame=true, error= [, size=, limit=]}, drops what else it wrote
+ *        and kills it (its final record follows)
+ *
+ * Re-entrancy: poll and close build records with the loop busy; a call
+ * of any loop method then (from a finalizer) raises "loop is busy", and
+ * its __gc / __close only ask for the teardown, done when poll is over.
  *
  * Ids of processes, jobs and timers are one space. The loop userdata owns
  * every proc and timer, and its extension (the thread pool, core_pool.c);
@@ -808,16 +818,20 @@ static int l_gc(lua_State *L) {
     return 0;
 }
 
-/* loop:max_frame(bytes): the largest frame a "frames" proc of this loop
- * may send (LC_MAX_FRAME_DEFAULT unless set). A longer one ends it. */
+/* loop:max_frame([bytes]) -> bytes: the largest frame a "frames" proc of
+ * this loop may send (LC_MAX_FRAME_DEFAULT unless set); a longer one ends
+ * it. Sets it if given; returns it. */
 static int l_max_frame(lua_State *L) {
     loop_ud *u = lc_core_check_loop(L);
-    lua_Integer n = luaL_checkinteger(L, 2);
-    if (n < 1 || (uint64_t)n > UINT32_MAX)
-        return lc_raise(L, "luaconcurrent: max_frame must be 1 to %I bytes, got %I",
-                        (LUAI_UACINT)UINT32_MAX, (LUAI_UACINT)n);
-    u->max_frame = (size_t)n;
-    return 0;
+    if (!lua_isnoneornil(L, 2)) {
+        lua_Integer n = luaL_checkinteger(L, 2);
+        if (n < 1 || (uint64_t)n > UINT32_MAX)
+            return lc_raise(L, "luaconcurrent: max_frame must be 1 to %I bytes, got %I",
+                            (LUAI_UACINT)UINT32_MAX, (LUAI_UACINT)n);
+        u->max_frame = (size_t)n;
+    }
+    lua_pushinteger(L, (lua_Integer)u->max_frame);
+    return 1;
 }
 
 static const luaL_Reg loop_methods[] = {
