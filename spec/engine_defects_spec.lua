@@ -428,4 +428,105 @@ end
       assert.are.equal(20, #res[3].answer)
     end)
   end)
+  -- Item 6: loop:submit_batch's position went unchecked (UBSan: signed
+  -- overflow computing at + 3j); core.marshal_set_key could change the
+  -- process's one key from a thread worker, or under running workers (a
+  -- data race, and every frame in flight failed its check).
+  describe("checks at the binding layer (item 6)", function()
+    it("loop:submit_batch refuses a position that overflows or is negative", function()
+      local loop = core.new_loop()
+      loop:pool_start(core.marshal_string(function() return true end), 1, 0,
+        package.path, package.cpath)
+      local list = { 1, "k", "a", 2, "k", "b" }
+      assert.has_error(function() loop:submit_batch(true, list, math.maxinteger - 1, 2) end,
+        "luaconcurrent: submit_batch: bad position " .. (math.maxinteger - 1))
+      assert.has_error(function() loop:submit_batch(true, list, -1, 2) end,
+        "luaconcurrent: submit_batch: bad position -1")
+      assert.is_true(math.type(loop:submit_batch(true, list, 0, 2)) == "integer")
+      loop:close()
+    end)
+
+    it("core.marshal_set_key is refused in a thread worker and while thread workers exist", function()
+      local key = core.marshal_key()
+      local f = function()
+        return true, { pcall(require("luaconcurrent.core").marshal_set_key, string.rep("k", 16)) }
+      end
+      local res = lc.ProcRunMp({ f }, { { 1 } }, { num_workers = 1 }):run_all()
+      assert.is_true(res[1].success, tostring(res[1].error))
+      assert.is_false(res[1].answer[1])
+      assert.is_truthy(tostring(res[1].answer[2]):find("in a thread worker", 1, true))
+      local loop = core.new_loop()
+      loop:pool_start(core.marshal_string(function() return true end), 1, 0,
+        package.path, package.cpath)
+      assert.has_error(function() core.marshal_set_key(string.rep("k", 16)) end,
+        "luaconcurrent: marshal_set_key cannot be called while thread workers exist "
+        .. "(close their loop first)")
+      loop:close()
+      core.marshal_set_key(key)           -- allowed again, and the key is unchanged
+      assert.are.equal(key, core.marshal_key())
+    end)
+  end)
+
+  -- Item 15 (a gap of the suite): a task whose stderr pipe is still held
+  -- by a process outside it once the task has ended. check_done with its
+  -- `||` made `&&` reported the task done at the first EOF (stdout's),
+  -- with no "output may be incomplete". Here the holder is this process
+  -- itself (through /proc), so nothing the engine kills at the task's end
+  -- can close it.
+  describe("a task whose pipe outlives it (item 15)", function()
+    it("is not done at its first EOF: it waits for the other pipe, then says output may be incomplete", function()
+      local marker = helpers.marker()
+      local fifo = os.tmpname()
+      os.remove(fifo)
+      fifo = fifo .. "-" .. marker
+      assert.is_true(os.execute("mkfifo " .. helpers.q(fifo)))
+      local loop = core.new_loop()
+      assert(loop:spawn({ "/bin/sh", "-c", 'read x < "$1"; echo out', "sh", fifo }))
+      local pid
+      assert.is_true(helpers.wait_until(function()
+        pid = helpers.find_marker(marker)[1]
+        return pid ~= nil
+      end, 10))
+      local held = assert(io.open("/proc/" .. pid .. "/fd/2", "w"))   -- its stderr pipe
+      held:write("early\n")
+      held:flush()
+      local go = assert(io.open(fifo, "w"))
+      go:write("go\n")
+      go:close()
+      local rec, limit = nil, core.now() + 20
+      while not rec and core.now() < limit do
+        for _, r in ipairs(loop:poll(limit - core.now())) do rec = r end
+      end
+      held:close()
+      loop:close()
+      os.remove(fifo)
+      assert.is_not_nil(rec)
+      assert.are.equal("out\n", rec.stdout)
+      assert.are.equal("early\n", rec.stderr)
+      assert.is_true(rec.incomplete)
+    end)
+  end)
+
+  -- Item 18 (a gap of the suite): thread workers run tasks at the same
+  -- time. A hand-out that woke one worker only went unnoticed but for a
+  -- race elsewhere. Shown from the tasks' own start and end times: every
+  -- task started before any of them ended.
+  describe("thread workers in parallel (item 18)", function()
+    it("4 tasks on 4 workers all run at once", function()
+      local f = function(k)
+        require("luaconcurrent").sleep(1)
+        return true, k
+      end
+      local res = lc.ProcRunMp({ f }, { { 1 }, { 2 }, { 3 }, { 4 } }, { num_workers = 4 }):run_all()
+      local last_start, first_end = -math.huge, math.huge
+      for k = 1, 4 do
+        assert.is_true(res[k].success, tostring(res[k].error))
+        last_start = math.max(last_start, res[k].time_start)
+        first_end = math.min(first_end, res[k].time_end)
+      end
+      assert.is_true(last_start < first_end, string.format(
+        "a task started %.3f s after another had ended: they did not all run at once",
+        last_start - first_end))
+    end)
+  end)
 end)

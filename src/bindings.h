@@ -118,9 +118,6 @@ void lc_core_marshal_open(lua_State *L);
 
 /* ---- core_pool.c, core_misc.c ---- */
 void lc_core_pool_open(lua_State *L);
-/* core.marshal_set_key, guarded: the main thread only, and no thread pool
- * running (their frames are checked with the key it replaces). */
-int lc_core_set_key(lua_State *L);
 void lc_core_misc_open(lua_State *L);
 
 /* The environment block a loop spawns with (built by core.envblock). */

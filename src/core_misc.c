@@ -11,6 +11,8 @@
  *        coroutine's resume with a fixed count of results (see below)
  *   and, for a process worker: core.worker_stdout(), core.worker_take_stdout(),
  *   core.fd_write(fd, s)
+ *   core.marshal_set_key(k): core_marshal.c's, refused in a thread worker
+ *   and while a thread pool exists (see below)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -325,6 +327,21 @@ static int l_resume(lua_State *L) {
     return 5;
 }
 
+/* core.marshal_set_key(k), guarded (core_marshal.c's does the work): the
+ * key is one per process, read without a lock by every thread that makes
+ * or checks a frame. So it may change only on a thread that is not a
+ * thread worker, and only while no thread pool of this process exists
+ * (its workers check every frame in flight with the key it replaces). A
+ * process worker sets it once, before its first frame. */
+static int l_marshal_set_key(lua_State *L) {
+    if (lc_worker_active())
+        return lc_raise(L, "luaconcurrent: marshal_set_key cannot be called in a thread worker");
+    if (lc_pool_live() > 0)
+        return lc_raise(L, "luaconcurrent: marshal_set_key cannot be called while thread "
+                           "workers exist (close their loop first)");
+    return lc_marshal_l_set_key(L);
+}
+
 static const luaL_Reg misc_funcs[] = {
     {"isatty", l_isatty},
     {"term_width", l_term_width},
@@ -341,6 +358,9 @@ static const luaL_Reg misc_funcs[] = {
     {"worker_stdout", l_worker_stdout},
     {"worker_take_stdout", l_worker_take_stdout},
     {"fd_write", l_fd_write},
+    /* Replaces core_marshal.c's unguarded one: core.c opens this file
+     * after that one. */
+    {"marshal_set_key", l_marshal_set_key},
     {NULL, NULL},
 };
 

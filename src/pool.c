@@ -53,9 +53,13 @@ struct lc_pool {
     char *path, *cpath;
     int nthreads;
     lc_worker *workers;
+    int counted;               /* in live_pools */
 };
 
 static _Thread_local lc_worker *current_worker;
+static atomic_int live_pools;
+
+int lc_pool_live(void) { return atomic_load(&live_pools); }
 
 /* ---- jobs --------------------------------------------------------------- */
 
@@ -619,6 +623,8 @@ lc_pool *lc_pool_new(const lc_pool_config *cfg, int *err) {
         if (!e) w->started = 1;
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    atomic_fetch_add(&live_pools, 1);      /* (lc_pool_free takes it off) */
+    pool->counted = 1;
     if (e) {
         *err = e;
         lc_pool_free(pool);                    /* stops what started */
@@ -677,6 +683,7 @@ void lc_pool_free(lc_pool *pool) {
     lc_job_queue left = LC_QUEUE_EMPTY;
     lc_pool_stop(pool, &left);
     lc_jobs_free(left.head);
+    if (pool->counted) atomic_fetch_sub(&live_pools, 1);
     if (pool->efd >= 0) close(pool->efd);
     pthread_cond_destroy(&pool->work);
     pthread_cond_destroy(&pool->wake);
