@@ -341,6 +341,42 @@ io.stdout:write(string.format("errors=%d %s\n", errors, bad or "whole"))
       assert.are.equal("", final.stdout)
     end)
 
+    it("frames whose headers lie: what comes is a whole right frame or a refusal, never more", function()
+      math.randomseed(17)
+      local good = string.pack("<s4", core.marshal_string("good", 1, { 2 }))
+      local body = core.marshal_string("lied", string.rep("l", 300))
+      local path = os.tmpname()
+      for round = 1, 40 do
+        -- the length says anything but the truth: shorter, longer, huge
+        local kind = round % 3                 -- 0 shorter, 1 longer, 2 over the limit
+        local lie = ({ [0] = math.random(0, #body - 1), math.random(#body + 1, #body + 5000),
+                       math.random(2 ^ 28 + 1, 2 ^ 32 - 1) })[kind]
+        write_file(path, good .. string.pack("<I4", lie) .. body .. good)
+        local loop = core.new_loop()
+        local id = assert(loop:spawn({ "/bin/sh", "-c", 'cat "$1"; exec sleep 30', "sh", path },
+          nil, nil, nil, 0, 0, "frames"))
+        local got, final, refused = {}, nil, false
+        local limit = core.now() + (kind == 1 and 0.3 or 20)   -- a longer lie waits for more
+        while not final and core.now() < limit do
+          for _, r in ipairs(loop:poll(math.max(0, limit - core.now()))) do
+            if r.id == id and not r.frame then final = r
+            elseif r.error then refused = true
+            else got[#got + 1] = r end
+          end
+        end
+        loop:kill(id)
+        loop:close()
+        assert.is_true(#got >= 1, "round " .. round)
+        assert.are.same({ "good", 1, { 2 } }, { got[1][1], got[1][2], got[1][3] })
+        for j = 2, #got do
+          -- after a lie, only the same good frame could ever match: never a piece of another
+          assert.are.equal("good", got[j][1], "round " .. round)
+        end
+        if kind ~= 1 then assert.is_true(refused, "round " .. round .. ": lie " .. lie) end
+      end
+      os.remove(path)
+    end)
+
     -- A task that finds its worker's answer pipe and writes junk into it.
     local JUNK = [[
 local lc = require "luaconcurrent"
