@@ -145,6 +145,72 @@ describe("engine defects (issue 17)", function()
       assert.has_error(function() loop:running() end, "luaconcurrent: loop is closed")
       assert.are.same({}, loop:close())
     end)
+    -- The same rule outside poll: a method that allocates (loop:submit
+    -- making its bytes, spawn converting its arguments) may run a
+    -- finalizer that closes the loop; it must see that before it touches
+    -- the pool or the event loop again (heap use-after-free in l_submit
+    -- under ASan before). Run in a child of this same host (the sanitized
+    -- one under make check), whose small heap has the collector finish a
+    -- cycle, and so run a finalizer, at nearly every allocation.
+    it("a finalizer that closes the loop while a method allocates leaves a clean error", function()
+      local script = script_file([==[
+local core = require "luaconcurrent.core"
+local fn = core.marshal_string(function() return true end)
+local N = tonumber(arg[1]) or 2000
+local loop
+local armed, alive, fired = false, true, 0
+local mt = {}
+mt.__gc = function()
+  if not alive then return end
+  if armed then
+    armed = false
+    fired = fired + 1
+    pcall(loop.close, loop)
+  end
+  setmetatable({}, mt)
+end
+setmetatable({}, mt)
+collectgarbage("incremental", 1, 1000, 1)
+local bad = {}
+local per = { 0, 0, 0, 0 }
+for round = 1, N do
+  loop = core.new_loop()
+  loop:pool_start(fn, 1, 0, package.path, package.cpath)
+  local kind = round % 4 + 1
+  local ok, err
+  local t1, t2, t3 = { 1, 2, 3 }, { 1, "k", { 1 }, 2, "k", { 2 } }, { "/bin/true" }
+  local submit, batch, spawn, write = loop.submit, loop.submit_batch, loop.spawn, loop.write
+  armed = true
+  if kind == 1 then
+    ok, err = pcall(submit, loop, "k", t1)
+  elseif kind == 2 then
+    ok, err = pcall(batch, loop, false, t2, 0, 2)
+  elseif kind == 3 then
+    ok, err = pcall(spawn, loop, t3, nil, 12345, nil, 5, 0)
+  else
+    ok, err = pcall(write, loop, 1, 12345)
+  end
+  if not armed then per[kind] = per[kind] + 1 end
+  armed = false
+  if not ok and err ~= "luaconcurrent: loop is closed" then bad[#bad + 1] = tostring(err) end
+  loop:close()
+end
+alive = false
+print("fired", fired, table.concat(per, ","), "bad", #bad, bad[1])
+]==])
+      local embedded, exe = core.host()
+      local out, err, code = helpers.sh((embedded and "" or helpers.lua_env()) .. " "
+        .. helpers.q(exe) .. " " .. helpers.q(script) .. " 400")
+      os.remove(script)
+      assert.are.equal(0, code, err)
+      local per, nbad = out:match("^fired\t%d+\t([%d,]+)\tbad\t(%d+)")
+      assert.is_not_nil(per, out .. err)
+      assert.are.equal("0", nbad, out)
+      for n in per:gmatch("%d+") do
+        assert.is_true(tonumber(n) > 10, "too few finalizers ran inside the methods: " .. per)
+      end
+    end)
+
   end)
 
   -- Item 2: envblock counted the string values, allocated, then copied

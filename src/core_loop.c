@@ -617,6 +617,9 @@ static int l_spawn(lua_State *L) {
     spec.input = opt_cstring(L, 5, NULL, &spec.input_len);
     spec.timeout = luaL_optnumber(L, 6, 0);
     spec.kill_grace = luaL_optnumber(L, 7, LC_KILL_GRACE);
+    /* The arguments' checks allocate (a finalizer may have closed the
+     * loop meanwhile: bindings.h's rule). */
+    u = lc_core_check_loop(L);
 
     lc_proc *p;
     int e = lc_proc_spawn(u->loop, &spec, on_proc_done, on_proc_data, u, &p,
@@ -753,11 +756,11 @@ static int l_terminate(lua_State *L) {
 
 /* loop:write(id, bytes) -> true | nil, message: to a stream proc's stdin. */
 static int l_write(lua_State *L) {
-    loop_ud *u = lc_core_check_loop(L);
     lua_Integer id = luaL_checkinteger(L, 2);
-    lc_proc *p = find_proc(u, id);
     size_t len;
-    const char *data = luaL_checklstring(L, 3, &len);
+    const char *data = luaL_checklstring(L, 3, &len);  /* (may allocate: first) */
+    loop_ud *u = lc_core_check_loop(L);
+    lc_proc *p = find_proc(u, id);
     int e = p && p->stream ? lc_proc_write(p, data, len) : ESRCH;
     if (e) {
         luaL_pushfail(L);

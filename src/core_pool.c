@@ -308,6 +308,8 @@ static int l_pool_start(lua_State *L) {
     if (u->ext) return lc_raise(L, "luaconcurrent: workers already started");
     lc_marshal_names(L);                               /* one map for the run */
     lua_setiuservalue(L, 1, LC_UV_NAMES);
+    u = lc_core_check_loop(L);                         /* again: that allocated */
+    if (u->ext) return lc_raise(L, "luaconcurrent: workers already started");
     pool_ext *px = calloc(1, sizeof *px);
     if (px == NULL) return lc_raise(L, "luaconcurrent: out of memory");
     int e = 0;
@@ -350,6 +352,7 @@ static int l_submit(lua_State *L) {
     lua_getiuservalue(L, 1, LC_UV_NAMES);              /* 4: from pool_start */
     bytes_ud *bu = lc_core_new_bytes(L);               /* owns the bytes if we raise */
     lc_marshal(L, 2, 2, 4, &bu->b);
+    px = check_pool(L, u = lc_core_check_loop(L));     /* again: that allocated */
     lc_job *job = calloc(1, sizeof *job);
     if (job == NULL) return lc_raise(L, "luaconcurrent: out of memory");
     job->in = bu->b;                                   /* the job owns them now */
@@ -390,6 +393,7 @@ static int l_submit_batch(lua_State *L) {
     int names = lua_gettop(L);
     bytes_ud *bu = lc_core_new_bytes(L);               /* owns the bytes if we raise */
     lc_marshal(L, 4, top - 3, names, &bu->b);
+    px = check_pool(L, u = lc_core_check_loop(L));     /* again: that allocated */
     lc_job *job = calloc(1, sizeof *job);
     lc_task_out *tasks = job ? calloc((size_t)n, sizeof *tasks) : NULL;
     if (tasks == NULL) {
