@@ -45,6 +45,41 @@ end
 print("finished", oks)
 ]]
 
+-- The same sweep over batch jobs (issue 17, item 3): a run's first jobs
+-- are single tasks, so WORKER_SCRIPT never reaches run_batch; this submits
+-- a batch of three (wrapped args: the worker makes each { arg }) directly.
+local BATCH_SCRIPT = [[
+local core = require "luaconcurrent.core"
+local runs = tonumber(arg[1])
+local fn = core.marshal_string(function(key, args)
+  if key == 2 then error(string.rep("e", 100)) end
+  return true, { key = key, args = args }
+end)
+local oks = 0
+for _ = 1, runs do
+  local loop = core.new_loop()
+  loop:pool_start(fn, 1, 0, package.path, package.cpath)
+  local id = loop:submit_batch(true, { 0, 1, "a", 0, 2, "b", 0, 3, "c" }, 0, 3)
+  local rec
+  while not rec do
+    for _, r in ipairs(loop:poll(10)) do rec = r end
+  end
+  assert(rec.id == id and rec.batch == 3, "not the batch's record")
+  for k = 1, 3 do
+    local st = rec.status and rec.status[k] or "ok"
+    assert(st == "ok" or st == "error", "task " .. k .. ": " .. st)
+    if st == "error" then assert(type(rec.error[k]) == "string", "an error without a message") end
+  end
+  if rec.status[1] == "ok" and rec.status[3] == "ok" then
+    local answer = rec.vals[9]
+    assert(answer.key == 3 and answer.args[1] == "c", "task 3's answer")
+    oks = oks + 1
+  end
+  loop:close()
+end
+print("finished", oks)
+]]
+
 describe("out of memory inside Lua", function()
   it("is a clean error wherever it happens, with nothing left running", function()
     assert.is_not_nil(helpers.read_file(OOM), "build/oom/luaconcurrent is missing (make test builds it)")
@@ -96,5 +131,23 @@ describe("out of memory inside Lua", function()
     assert.is_not_nil(oks, out)
     -- the sweep ends past the worker's last allocation: the last runs pass
     assert.is_true(oks > 0 and oks < 1500, "runs that passed: " .. oks)
+  end)
+
+  -- issue 17, item 3: a batch in a worker whose state could not be made
+  -- ran with a NULL lua_State (SIGSEGV), and its tables were made outside
+  -- any pcall (a panic: abort).
+  it("in a thread worker's batch is each task's error, never a crash", function()
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write(BATCH_SCRIPT)
+    f:close()
+    local out, err, code = helpers.sh("LC_FAIL_WORKER_ALLOC_AT=1,1 " .. helpers.q(OOM) .. " "
+      .. helpers.q(script) .. " 1200")
+    os.remove(script)
+    assert.are.equal(0, code, err)
+    local oks = tonumber(out:match("^finished\t(%d+)\n$"))
+    assert.is_not_nil(oks, out)
+    -- the sweep ends past the worker's last allocation: the last runs pass
+    assert.is_true(oks > 0 and oks < 1200, "runs that passed: " .. oks)
   end)
 end)

@@ -13,6 +13,19 @@
  * Calls only go down this list's dependencies (core_pool.c uses the loop's
  * and the bytes' helpers below); nothing calls back up, and core.c only
  * registers what each file opens.
+ *
+ * The rule for every binding: no raw pointer into loop- or Lua-owned
+ * memory (a proc, its buffers, a job, a userdata's block, a table's
+ * contents) is kept across a call that can allocate. Any allocation can
+ * run a GC step, a step can run a __gc finalizer, and a finalizer is Lua
+ * that may call the loop, or change a table being read. Re-read such a
+ * pointer after each call that can allocate, or (poll and close, which
+ * must hold a proc while they build its record) mark the loop busy
+ * first (core_loop.c's busy_call): while it is busy every method of that loop
+ * raises, and its __gc / __close only mark it for closing, which happens
+ * once the records are built; so nothing it owns is freed or moved under
+ * the holder. A Lua string stays put while it is anchored (on the stack,
+ * or in a table only this code can reach).
  */
 #ifndef LC_BINDINGS_H
 #define LC_BINDINGS_H
@@ -75,10 +88,24 @@ typedef struct loop_ud {
     struct lc_tslot *tindex;
     size_t ntindex, captindex, ntombs;
     lc_ltimer_queue fired;
+    int busy;                   /* building records: re-entry raises */
+    int close_pending;          /* __gc / __close came while busy */
+    size_t max_frame;           /* "frames" procs: the largest frame taken */
+    /* push_frames: the proc whose frames are being handed over and how
+     * many of its bytes are already in the record list, so a memory error
+     * midway hands none of them over twice (see core_loop.c). */
+    lc_proc *frame_proc;
+    size_t frame_at;
 } loop_ud;
 
+/* The default of loop_ud.max_frame (loop:max_frame(n) sets it): above a
+ * 128 MB answer with room to spare, below what the first four bytes of any
+ * text decode to (a printable last byte is >= 0x20: 512 MiB and up), so
+ * junk written into the answer pipe is refused at once. */
+#define LC_MAX_FRAME_DEFAULT ((size_t)256 * 1024 * 1024)
+
 /* ---- core_loop.c ---- */
-loop_ud *lc_core_check_loop(lua_State *L);      /* argument 1, open */
+loop_ud *lc_core_check_loop(lua_State *L);      /* argument 1, open, not busy */
 long long lc_core_new_id(loop_ud *u);
 void lc_core_loop_open(lua_State *L);           /* module table on top */
 

@@ -10,8 +10,9 @@
  *        marshal frames (marshal.h), each after its length (4 bytes,
  *        little-endian), handed over unmarshalled, one record a frame:
  *        {id=, frame=true, n=, ...values} or, for a frame that fails its
- *        check, {id=, frame=true, error=} (bytes after the last whole
- *        frame are in the final record's stdout); "live": the output is
+ *        check or is too long, {id=, frame=true, error=} (see max_frame;
+ *        bytes after the last whole frame are in the final record's
+ *        stdout); "live": the output is
  *        captured
  *        and also comes as it arrives, {id=, data= [, stderr=true]}, the
  *        last bytes in the record's live_stdout / live_stderr; max_capture: bytes of each output kept in
@@ -26,6 +27,15 @@
  *                                {id =, timer = true} comes through poll
  *   loop:cancel_timer(id) -> true if it was armed, false otherwise
  *   loop:close() -> { record, ... }         kills and reaps what is left
+ *   loop:max_frame([bytes]) -> bytes        the largest frame a "frames"
+ *        proc may send (256 MiB unless set); a longer length, or a frame
+ *        that fails its check, gives its last frame record {id=,
+ *        frame=true, error= [, size=, limit=]}, drops what else it wrote
+ *        and kills it (its final record follows)
+ *
+ * Re-entrancy: poll and close build records with the loop busy; a call
+ * of any loop method then (from a finalizer) raises "loop is busy", and
+ * its __gc / __close only ask for the teardown, done when poll is over.
  *
  * Ids of processes, jobs and timers are one space. The loop userdata owns
  * every proc and timer, and its extension (the thread pool, core_pool.c);
@@ -33,6 +43,8 @@
  * teardown).
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <unistd.h>
 #include <limits.h>
@@ -86,20 +98,36 @@ static void sdata_unlink(loop_ud *u, lc_proc *p) {
     p->data_next = NULL;
 }
 
-/* Bytes a frames proc's stdout must hold before a frame is whole: its
- * first frame's length + 4, or 4 while that is not known. */
-static size_t frame_need(const lc_buf *b) {
-    if (b->len < 4) return 4;
-    const unsigned char *h = (const unsigned char *)b->data;
-    return 4 + ((size_t)h[0] | (size_t)h[1] << 8 | (size_t)h[2] << 16 | (size_t)h[3] << 24);
+/* lc_proc.frames: not a frames proc, one, or one whose frames stopped
+ * making sense (a length over the limit, a frame that failed its check):
+ * it is being killed and the rest of what it writes is dropped. */
+enum { FRAMES_NO, FRAMES_OK, FRAMES_BROKEN };
+
+/* Bytes the len bytes at data must hold before their first frame is
+ * whole: its length + 4, or 4 while that is not known. In 64 bits: the
+ * peer's 0xFFFFFFFF + 4 must not wrap a 32-bit size_t. */
+static uint64_t frame_need(const char *data, size_t len) {
+    if (len < 4) return 4;
+    const unsigned char *h = (const unsigned char *)data;
+    return 4 + ((uint64_t)h[0] | (uint64_t)h[1] << 8 | (uint64_t)h[2] << 16 |
+                (uint64_t)h[3] << 24);
 }
 
 /* A stream proc's stdout got bytes: poll hands them over (a frames proc's
- * once a frame is whole: Lua never sees a piece of one). */
+ * once a frame is whole: Lua never sees a piece of one; or at once, if
+ * the frame's length is over the limit, so poll can end the worker
+ * instead of waiting for gigabytes that will never come). */
 static void on_proc_data(lc_proc *p) {
     loop_ud *u = p->data;
+    if (p->frames == FRAMES_BROKEN) {
+        p->out.len = 0;                 /* a peer that lied: nothing it says counts */
+        return;
+    }
     if (p->data_queued) return;
-    if (p->frames && p->out.len < frame_need(&p->out)) return;
+    if (p->frames) {
+        uint64_t need = frame_need(p->out.data, p->out.len);
+        if ((uint64_t)p->out.len < need && need - 4 <= u->max_frame) return;
+    }
     p->data_queued = 1;
     p->data_next = u->sdata;
     u->sdata = p;
@@ -246,8 +274,12 @@ static void free_all(loop_ud *u) {
 
 /* The list of records being built is anchored in the loop's user value
  * LC_UV_RECORDS until it is returned. A record leaves its queue only once
- * it is in that list, so a memory error midway loses nothing: the next
- * poll (or close) returns the list with what it already held. */
+ * it is in that list, and leaves it as soon as it is (frames one by one,
+ * through u->frame_at; a spill file stays the proc's until then), so a
+ * memory error midway loses nothing and hands nothing over twice: the
+ * next poll (or close) returns the list with what it already held, and
+ * goes on from there. The records are built with the loop busy (see
+ * busy_call and bindings.h), so no finalizer can free what they read. */
 static void records_begin(lua_State *L) {
     if (lua_getiuservalue(L, 1, LC_UV_RECORDS) == LUA_TNIL) {
         lua_pop(L, 1);
@@ -269,33 +301,42 @@ static int spill_close(lua_State *L) {
 }
 
 /* The spill file of an output past max_capture, as a Lua file read from
- * its start (<k>_file), with the whole size (<k>_size). The file is Lua's
- * from here: io's __gc or :close() closes it. */
-static void set_spill(lua_State *L, const char *k, lc_buf *b) {
+ * its start (<k>_file), with the whole size (<k>_size). The Lua file has
+ * a descriptor of its own (a dup): the proc keeps the spill file until
+ * its record is in the list, so a record dropped by a memory error takes
+ * only its copy with it (io's __gc closes it) and the next try makes
+ * another. One that cannot be had (no fd left) is an error, as a memory
+ * error is: the output is not silently cut at max_capture. */
+static void set_spill(lua_State *L, const char *k, lc_proc *p, lc_buf *b) {
     if (b->spill_fd < 0) return;
     lua_pushfstring(L, "%s_size", k);
     lua_pushinteger(L, (lua_Integer)b->total);
     lua_rawset(L, -3);
     luaL_Stream *s = lua_newuserdatauv(L, sizeof *s, 0);
     s->closef = NULL;                                  /* not open yet */
+    s->f = NULL;
     luaL_setmetatable(L, LUA_FILEHANDLE);
-    lseek(b->spill_fd, 0, SEEK_SET);
-    s->f = fdopen(b->spill_fd, "rb");
-    if (s->f == NULL) {
-        lua_pop(L, 1);
-        return;                                        /* lc_proc_free closes it */
+    int fd = fcntl(b->spill_fd, F_DUPFD_CLOEXEC, 3);
+    if (fd >= 0) {
+        lseek(fd, 0, SEEK_SET);                        /* (the offset is shared) */
+        s->f = fdopen(fd, "rb");
     }
-    b->spill_fd = -1;
-    s->closef = spill_close;
+    if (s->f == NULL) {
+        int e = errno;
+        if (fd >= 0) close(fd);
+        lc_raise(L, "luaconcurrent: cannot hand over the %s file of task %I: %s", k,
+                 (LUAI_UACINT)p->tag, strerror(e));
+    }
+    s->closef = spill_close;                           /* Lua's from here */
     lua_pushfstring(L, "%s_file", k);
     lua_insert(L, -2);
     lua_rawset(L, -3);
 }
 
-static void set_output(lua_State *L, const char *k, lc_buf *b) {
+static void set_output(lua_State *L, const char *k, lc_proc *p, lc_buf *b) {
     lua_pushlstring(L, b->data ? b->data : "", b->len);
     lua_setfield(L, -2, k);
-    set_spill(L, k, b);
+    set_spill(L, k, p, b);
 }
 
 static void push_record(lua_State *L, lc_proc *p) {
@@ -327,8 +368,8 @@ static void push_record(lua_State *L, lc_proc *p) {
     lc_set_num(L, "time_start", p->wall_start);
     lc_set_num(L, "time_end", p->wall_start + (end - p->t_start));
     lc_set_num(L, "time_run", end - p->t_start);
-    set_output(L, "stdout", &p->out);
-    set_output(L, "stderr", &p->err);
+    set_output(L, "stdout", p, &p->out);
+    set_output(L, "stderr", p, &p->err);
     if (p->live) {          /* what arrived after the last data record */
         lua_pushlstring(L, p->live_out.data ? p->live_out.data : "", p->live_out.len);
         lua_setfield(L, -2, "live_stdout");
@@ -364,11 +405,14 @@ static void push_data(lua_State *L, lua_Integer *i, lc_proc *p, lc_buf *b, int e
     b->len = 0;
 }
 
-/* Under pcall: the frame at lightuserdata 2, length 3 -> its values in
- * the record (1) from index 1, and their count in n. A worker's frames
- * are data only, tagged with its own up-key (marshal.h: the trust rule). */
+/* Under pcall: the frame of u (lightuserdata 2) at u->frame_at in
+ * u->frame_proc's stdout, of length 3 -> its values in the record (1)
+ * from index 1, and their count in n. A worker's frames are data only,
+ * tagged with its own up-key (marshal.h: the trust rule). The pointer into
+ * the buffer is made just before it is read; the loop is busy, so nothing
+ * moves it. */
 static int unpack_frame(lua_State *L) {
-    const char *data = lua_touserdata(L, 2);
+    const loop_ud *u = lua_touserdata(L, 2);
     size_t len = (size_t)lua_tointeger(L, 3);
     unsigned char key[LC_MARSHAL_KEY_LEN];
     lua_settop(L, 1);
@@ -376,6 +420,7 @@ static int unpack_frame(lua_State *L) {
     if (lc_marshal_worker_key((long long)lua_tointeger(L, -1), 1, key) != 0)
         return lc_raise(L, "%s", LC_WEAK_KEY_MSG);
     lua_pop(L, 1);
+    const char *data = u->frame_proc->out.data + u->frame_at + 4;
     int n = lc_unmarshal_data(L, data, len, key, NULL, NULL);
     for (int k = n; k >= 1; k--) lua_rawseti(L, 1, k);
     lua_pushinteger(L, n);
@@ -383,31 +428,73 @@ static int unpack_frame(lua_State *L) {
     return 0;
 }
 
-/* The whole frames in a frames proc's stdout, one record each; the bytes
- * of a frame not yet whole move to the front. A frame is read into this
- * buffer and unmarshalled from it: a big answer is copied once, into its
- * value, with no string of the frame in between. */
-static void push_frames(lua_State *L, lua_Integer *i, lc_proc *p) {
+/* Drop the bytes of the frames already in the record list from the front
+ * of their proc's stdout (the bytes of a frame not yet whole move to the
+ * front). Called once push_frames is over, however it ended. */
+static void frames_settle(loop_ud *u) {
+    lc_proc *p = u->frame_proc;
+    if (p == NULL) return;
     lc_buf *b = &p->out;
-    size_t at = 0;
+    if (u->frame_at > 0) {
+        memmove(b->data, b->data + u->frame_at, b->len - u->frame_at);
+        b->len -= u->frame_at;
+    }
+    u->frame_proc = NULL;
+    u->frame_at = 0;
+}
+
+/* p's frames make no sense any more: its last record says why (on top:
+ * the record), nothing else it wrote counts, and it is ended (by
+ * push_stream_records, once it is out of the list it walks). */
+static void frames_broken(lua_State *L, lua_Integer *i, loop_ud *u, lc_proc *p) {
+    lua_rawseti(L, -2, ++*i);
+    p->frames = FRAMES_BROKEN;
+    p->out.len = 0;
+    u->frame_at = 0;
+}
+
+/* The whole frames in a frames proc's stdout, one record each. A frame is
+ * read into this buffer and unmarshalled from it: a big answer is copied
+ * once, into its value, with no string of the frame in between. Each
+ * frame counts as handed over (u->frame_at) as soon as its record is in
+ * the list. A length over the limit, or a frame that fails its check,
+ * breaks the proc: {id =, frame = true, error =, size =, limit =}. */
+static void push_frames(lua_State *L, lua_Integer *i, loop_ud *u, lc_proc *p) {
+    u->frame_proc = p;
+    u->frame_at = 0;
     for (;;) {
-        lc_buf rest = {.data = b->data + at, .len = b->len - at};
-        if (rest.len < 4) break;
-        size_t need = frame_need(&rest);
-        if (rest.len < need) break;
+        size_t left = p->out.len - u->frame_at;
+        if (left < 4) break;
+        uint64_t need = frame_need(p->out.data + u->frame_at, left);
+        if (need - 4 > u->max_frame) {
+            lua_createtable(L, 0, 5);
+            lc_set_int(L, "id", p->tag);
+            lc_set_bool(L, "frame", 1);
+            lc_set_str(L, "error", "frame over the size limit");
+            lc_set_int(L, "size", (lua_Integer)(need - 4));
+            lc_set_int(L, "limit", (lua_Integer)u->max_frame);
+            frames_broken(L, i, u, p);
+            break;
+        }
+        if ((uint64_t)left < need) break;
         lua_createtable(L, 10, 3);                     /* rec */
         lc_set_int(L, "id", p->tag);
         lc_set_bool(L, "frame", 1);
         lua_pushcfunction(L, unpack_frame);
         lua_pushvalue(L, -2);
-        lua_pushlightuserdata(L, rest.data + 4);
+        lua_pushlightuserdata(L, u);
         lua_pushinteger(L, (lua_Integer)(need - 4));
-        if (lua_pcall(L, 3, 0, 0) != LUA_OK) lua_setfield(L, -2, "error");
+        int st = lua_pcall(L, 3, 0, 0);
+        if (st == LUA_ERRMEM) lua_error(L);            /* not the frame's fault: retried */
+        if (st != LUA_OK) {
+            lua_setfield(L, -2, "error");
+            frames_broken(L, i, u, p);
+            break;
+        }
         lua_rawseti(L, -2, ++*i);
-        at += need;
+        u->frame_at += (size_t)need;
     }
-    memmove(b->data, b->data + at, b->len - at);
-    b->len -= at;
+    frames_settle(u);
 }
 
 /* New bytes of stream procs (stdout) and live procs (both outputs), as
@@ -420,13 +507,15 @@ static void push_stream_records(lua_State *L, loop_ud *u) {
             push_data(L, &i, p, &p->live_out, 0);
             push_data(L, &i, p, &p->live_err, 1);
         } else if (p->frames) {
-            push_frames(L, &i, p);
+            push_frames(L, &i, u, p);
         } else {
             push_data(L, &i, p, &p->out, 0);
         }
         u->sdata = p->data_next;
         p->data_queued = 0;
         p->data_next = NULL;
+        /* Out of the list first: a kill may finish it at once (on_proc_done). */
+        if (p->frames == FRAMES_BROKEN) lc_proc_kill(p);
     }
 }
 
@@ -453,8 +542,15 @@ static void push_all_records(lua_State *L, loop_ud *u) {
 
 /* ---- loop methods -------------------------------------------------------- */
 
+static void check_not_busy(lua_State *L, const loop_ud *u) {
+    if (u->busy)
+        lc_raise(L, "luaconcurrent: loop is busy (a finalizer cannot call the loop "
+                    "while it builds records)");
+}
+
 loop_ud *lc_core_check_loop(lua_State *L) {
     loop_ud *u = luaL_checkudata(L, 1, LOOP_MT);
+    check_not_busy(L, u);
     if (u->loop == NULL) lc_raise(L, "luaconcurrent: loop is closed");
     return u;
 }
@@ -464,6 +560,7 @@ long long lc_core_new_id(loop_ud *u) { return ++u->next_id; }
 static int l_new_loop(lua_State *L) {
     loop_ud *u = lua_newuserdatauv(L, sizeof *u, LC_UV_COUNT);  /* created closed */
     memset(u, 0, sizeof *u);
+    u->max_frame = LC_MAX_FRAME_DEFAULT;
     luaL_setmetatable(L, LOOP_MT);
     u->loop = lc_loop_new();
     if (u->loop == NULL)
@@ -527,6 +624,9 @@ static int l_spawn(lua_State *L) {
     spec.input = opt_cstring(L, 5, NULL, &spec.input_len);
     spec.timeout = luaL_optnumber(L, 6, 0);
     spec.kill_grace = luaL_optnumber(L, 7, LC_KILL_GRACE);
+    /* The arguments' checks allocate (a finalizer may have closed the
+     * loop meanwhile: bindings.h's rule). */
+    u = lc_core_check_loop(L);
 
     lc_proc *p;
     int e = lc_proc_spawn(u->loop, &spec, on_proc_done, on_proc_data, u, &p,
@@ -538,7 +638,7 @@ static int l_spawn(lua_State *L) {
         return 3;
     }
     p->tag = lc_core_new_id(u);
-    p->frames = frames;
+    p->frames = frames ? FRAMES_OK : FRAMES_NO;
     p->next = u->running;
     if (u->running) u->running->prev = p;
     u->running = p;
@@ -554,6 +654,40 @@ static int has_records(const loop_ud *u) {
 
 static size_t ext_pending(const loop_ud *u) {
     return u->ext ? u->ext->ops->pending(u->ext) : 0;
+}
+
+/* Under pcall, with the loop (1) busy: the list of records. */
+static int build_records(lua_State *L) {
+    loop_ud *u = lua_touserdata(L, 1);
+    records_begin(L);
+    push_all_records(L, u);
+    records_end(L);
+    return 1;
+}
+
+static void teardown(loop_ud *u) {
+    if (u->loop == NULL) return;
+    kill_all(u);
+    free_all(u);
+}
+
+/* f(loop) under pcall with the loop (argument 1) busy: re-entrant calls
+ * raise, and a __gc / __close meanwhile only asks for the teardown, which
+ * is done here once f is over, whatever its outcome. An error of f is
+ * raised again after that; otherwise f's one result is returned. */
+static int busy_call(lua_State *L, loop_ud *u, lua_CFunction f) {
+    lua_pushcfunction(L, f);
+    lua_pushvalue(L, 1);
+    u->busy = 1;
+    int st = lua_pcall(L, 1, 1, 0);
+    u->busy = 0;
+    frames_settle(u);               /* (a memory error in push_frames) */
+    if (u->close_pending) {
+        u->close_pending = 0;
+        teardown(u);
+    }
+    if (st != LUA_OK) return lua_error(L);
+    return 1;
 }
 
 /* Run the loop until at least one record is ready, max_wait passed (nil:
@@ -597,10 +731,7 @@ static int l_poll(lua_State *L) {
     if (guarded) pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (err) return lc_raise(L, "luaconcurrent: event loop: %s", strerror(err));
     lua_settop(L, 1);
-    records_begin(L);
-    push_all_records(L, u);
-    records_end(L);
-    return 1;
+    return busy_call(L, u, build_records);
 }
 
 static lc_proc *find_proc(loop_ud *u, lua_Integer id) {
@@ -632,11 +763,11 @@ static int l_terminate(lua_State *L) {
 
 /* loop:write(id, bytes) -> true | nil, message: to a stream proc's stdin. */
 static int l_write(lua_State *L) {
-    loop_ud *u = lc_core_check_loop(L);
     lua_Integer id = luaL_checkinteger(L, 2);
-    lc_proc *p = find_proc(u, id);
     size_t len;
-    const char *data = luaL_checklstring(L, 3, &len);
+    const char *data = luaL_checklstring(L, 3, &len);  /* (may allocate: first) */
+    loop_ud *u = lc_core_check_loop(L);
+    lc_proc *p = find_proc(u, id);
     int e = p && p->stream ? lc_proc_write(p, data, len) : ESRCH;
     if (e) {
         luaL_pushfail(L);
@@ -667,6 +798,7 @@ static int l_running(lua_State *L) {
 
 static int l_close(lua_State *L) {
     loop_ud *u = luaL_checkudata(L, 1, LOOP_MT);
+    check_not_busy(L, u);
     lua_settop(L, 1);
     if (u->loop == NULL) {
         lua_newtable(L);
@@ -681,20 +813,35 @@ static int l_close(lua_State *L) {
         p->incomplete = 1;
         LC_QUEUE_PUSH(&u->done, p, next);
     }
-    records_begin(L);
-    push_all_records(L, u);
-    records_end(L);
-    free_all(u);
+    busy_call(L, u, build_records);     /* (raises on a memory error: call again) */
+    if (u->loop) free_all(u);
     return 1;
 }
 
+/* __gc and __close. During a poll or close of this loop (a finalizer, a
+ * coroutine closed by one) it only asks for the teardown, which that call
+ * does once its records are built. */
 static int l_gc(lua_State *L) {
     loop_ud *u = luaL_checkudata(L, 1, LOOP_MT);
-    if (u->loop) {
-        kill_all(u);
-        free_all(u);
-    }
+    if (u->busy) u->close_pending = 1;
+    else teardown(u);
     return 0;
+}
+
+/* loop:max_frame([bytes]) -> bytes: the largest frame a "frames" proc of
+ * this loop may send (LC_MAX_FRAME_DEFAULT unless set); a longer one ends
+ * it. Sets it if given; returns it. */
+static int l_max_frame(lua_State *L) {
+    loop_ud *u = lc_core_check_loop(L);
+    if (!lua_isnoneornil(L, 2)) {
+        lua_Integer n = luaL_checkinteger(L, 2);
+        if (n < 1 || (uint64_t)n > UINT32_MAX)
+            return lc_raise(L, "luaconcurrent: max_frame must be 1 to %I bytes, got %I",
+                            (LUAI_UACINT)UINT32_MAX, (LUAI_UACINT)n);
+        u->max_frame = (size_t)n;
+    }
+    lua_pushinteger(L, (lua_Integer)u->max_frame);
+    return 1;
 }
 
 static const luaL_Reg loop_methods[] = {
@@ -708,6 +855,7 @@ static const luaL_Reg loop_methods[] = {
     {"timer", l_timer},
     {"cancel_timer", l_cancel_timer},
     {"close", l_close},
+    {"max_frame", l_max_frame},
     {NULL, NULL},
 };
 

@@ -11,6 +11,8 @@
  *        coroutine's resume with a fixed count of results (see below)
  *   and, for a process worker: core.worker_stdout(), core.worker_take_stdout(),
  *   core.fd_write(fd, s)
+ *   core.marshal_set_key(k): core_marshal.c's, refused in a thread worker
+ *   and while a thread pool exists (see below)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -84,11 +86,16 @@ static int l_hup_pending(lua_State *L) {
 /* ---- environment blocks ------------------------------------------------ */
 
 /* The checks here are those that keep C whole (a name must be a string
- * with no NUL and no '=', or the block would say something else). */
+ * with no NUL and no '=', or the block would say something else).
+ *
+ * Every "NAME=value" string is made first, into an anchor table only
+ * this function can reach; the block is sized from that count and filled
+ * from the anchor with no allocation in between. (Counting the table,
+ * allocating, then copying in a second pass let a finalizer that ran in
+ * between add strings, and the copy wrote past the block.) */
 static int l_envblock(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
-    size_t nenv = 0, nset = 0;
-    while (environ[nenv]) nenv++;
+    lua_settop(L, 1);
     lua_pushnil(L);
     while (lua_next(L, 1)) {
         size_t klen;
@@ -105,7 +112,6 @@ static int l_envblock(lua_State *L) {
             if (strlen(v) != vlen)
                 return lc_raise(L, "luaconcurrent: env value of %s contains "
                                      "a NUL byte", k);
-            nset++;
         } else if (!(lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1))) {
             return lc_raise(L, "luaconcurrent: env value of %s must be a "
                                  "string or false, got %s", k,
@@ -113,12 +119,9 @@ static int l_envblock(lua_State *L) {
         }
         lua_pop(L, 1);
     }
-    envblock *eb = lua_newuserdatauv(L, sizeof *eb + (nenv + nset + 1) *
-                                                          sizeof(char *), 1);
-    luaL_setmetatable(L, ENV_MT);                       /* t eb */
-    lua_newtable(L);                                    /* t eb anchor */
-    size_t n = 0;
-    for (size_t i = 0; i < nenv; i++) {
+    lua_newtable(L);                                    /* t anchor */
+    lua_Integer n = 0;
+    for (size_t i = 0; environ[i]; i++) {
         const char *eq = strchr(environ[i], '=');
         if (eq == NULL) continue;
         lua_pushlstring(L, environ[i], (size_t)(eq - environ[i]));
@@ -128,21 +131,31 @@ static int l_envblock(lua_State *L) {
         }
         lua_pop(L, 1);
         lua_pushstring(L, environ[i]);                  /* copy: environ may change */
-        eb->vars[n++] = (char *)lua_tostring(L, -1);
-        lua_rawseti(L, -2, (lua_Integer)n);
+        lua_rawseti(L, 2, ++n);
     }
     lua_pushnil(L);
-    while (lua_next(L, 1)) {                            /* t eb anchor k v */
-        if (lua_type(L, -1) == LUA_TSTRING) {
-            lua_pushfstring(L, "%s=%s", lua_tostring(L, -2), lua_tostring(L, -1));
-            eb->vars[n++] = (char *)lua_tostring(L, -1);
-            lua_rawseti(L, -4, (lua_Integer)n);
+    while (lua_next(L, 1)) {                            /* t anchor k v */
+        /* (checked above; a finalizer may have changed t since: checked again) */
+        if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING) {
+            const char *k = lua_tostring(L, -2), *v = lua_tostring(L, -1);
+            if (*k && !strchr(k, '=')) {
+                lua_pushfstring(L, "%s=%s", k, v);
+                lua_rawseti(L, 2, ++n);
+            }
         }
         lua_pop(L, 1);
     }
+    envblock *eb = lua_newuserdatauv(L, sizeof *eb + ((size_t)n + 1) * sizeof(char *), 1);
+    luaL_setmetatable(L, ENV_MT);                       /* t anchor eb */
+    for (lua_Integer i = 1; i <= n; i++) {              /* no allocation: n holds */
+        lua_rawgeti(L, 2, i);
+        eb->vars[i - 1] = (char *)lua_tostring(L, -1);  /* anchored in the uservalue */
+        lua_pop(L, 1);
+    }
     eb->vars[n] = NULL;
-    eb->n = n;
-    lua_setiuservalue(L, -2, 1);                        /* t eb */
+    eb->n = (size_t)n;
+    lua_pushvalue(L, 2);
+    lua_setiuservalue(L, 3, 1);
     return 1;
 }
 
@@ -314,6 +327,21 @@ static int l_resume(lua_State *L) {
     return 5;
 }
 
+/* core.marshal_set_key(k), guarded (core_marshal.c's does the work): the
+ * key is one per process, read without a lock by every thread that makes
+ * or checks a frame. So it may change only on a thread that is not a
+ * thread worker, and only while no thread pool of this process exists
+ * (its workers check every frame in flight with the key it replaces). A
+ * process worker sets it once, before its first frame. */
+static int l_marshal_set_key(lua_State *L) {
+    if (lc_worker_active())
+        return lc_raise(L, "luaconcurrent: marshal_set_key cannot be called in a thread worker");
+    if (lc_pool_live() > 0)
+        return lc_raise(L, "luaconcurrent: marshal_set_key cannot be called while thread "
+                           "workers exist (close their loop first)");
+    return lc_marshal_l_set_key(L);
+}
+
 static const luaL_Reg misc_funcs[] = {
     {"isatty", l_isatty},
     {"term_width", l_term_width},
@@ -330,6 +358,9 @@ static const luaL_Reg misc_funcs[] = {
     {"worker_stdout", l_worker_stdout},
     {"worker_take_stdout", l_worker_take_stdout},
     {"fd_write", l_fd_write},
+    /* Replaces core_marshal.c's unguarded one: core.c opens this file
+     * after that one. */
+    {"marshal_set_key", l_marshal_set_key},
     {NULL, NULL},
 };
 

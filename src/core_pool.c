@@ -3,18 +3,23 @@
  *
  *   loop:pool_start(fn_string, nthreads, timeout, path, cpath)
  *        fn_string from core.marshal_string(fn)
+ *   loop:pool_hold()                    no task starts any more (halt)
  *   loop:submit(key, args) -> id        handed over at the next poll
- *   loop:submit_batch(wrap, key1, args1, ..., keyn, argsn) -> id
- *        n tasks in one job, run one after another by one worker; task i
- *        (from 1) has id + i - 1. One record for all n (below). With
- *        wrap true, each argsi is the task's arg and the worker passes
- *        { arg } (the table is not made and marshalled here).
+ *   loop:submit_batch(wrap, list, at, k) -> id
+ *        the k tasks list[at + 1 .. at + 3k], each index, key, args, in
+ *        one job, run one after another by one worker; task i (from 1)
+ *        has id + i - 1. One record for all k (below). With wrap true,
+ *        each args is the task's arg and the worker passes { arg } (the
+ *        table is not made and marshalled here).
  *   records through loop:poll: {id =, fn = true, status = "ok" | "error" |
  *        "timeout" | "cancelled", nret =, first =, answer = | error =,
  *        limit = (the timeout, if any), time_start =, time_end =, time_run =}
- *   a batch's record: {id =, fn = true, batch = n, limit =, and arrays
- *        of n: status, nret, first, answer, error, time_start, time_end,
- *        time_run (a task that never started has no times)}
+ *   a batch's record: {id =, fn = true, batch = k, limit =, vals =,
+ *        times = [, status =, error =]}: vals holds nret, first, answer
+ *        of each OK task at 3i-2 .. 3i, times its time_start, time_end,
+ *        time_run at the same places (a task that never started has
+ *        none); status and error (arrays of k) exist only when some task
+ *        is not OK, status then filled with "ok" for the others
  *   core.worker_check() -> seconds left (inside a worker; nil elsewhere)
  *   core.cancel_sentinel() -> the light userdata a cancelled task raises
  *
@@ -303,6 +308,8 @@ static int l_pool_start(lua_State *L) {
     if (u->ext) return lc_raise(L, "luaconcurrent: workers already started");
     lc_marshal_names(L);                               /* one map for the run */
     lua_setiuservalue(L, 1, LC_UV_NAMES);
+    u = lc_core_check_loop(L);                         /* again: that allocated */
+    if (u->ext) return lc_raise(L, "luaconcurrent: workers already started");
     pool_ext *px = calloc(1, sizeof *px);
     if (px == NULL) return lc_raise(L, "luaconcurrent: out of memory");
     int e = 0;
@@ -345,6 +352,7 @@ static int l_submit(lua_State *L) {
     lua_getiuservalue(L, 1, LC_UV_NAMES);              /* 4: from pool_start */
     bytes_ud *bu = lc_core_new_bytes(L);               /* owns the bytes if we raise */
     lc_marshal(L, 2, 2, 4, &bu->b);
+    px = check_pool(L, u = lc_core_check_loop(L));     /* again: that allocated */
     lc_job *job = calloc(1, sizeof *job);
     if (job == NULL) return lc_raise(L, "luaconcurrent: out of memory");
     job->in = bu->b;                                   /* the job owns them now */
@@ -371,6 +379,8 @@ static int l_submit_batch(lua_State *L) {
     lua_Integer k = luaL_checkinteger(L, 5);
     if (k < 1 || k > INT_MAX / 2 - 8)
         return lc_raise(L, "luaconcurrent: submit_batch: bad task count %I", (LUAI_UACINT)k);
+    if (at < 0 || at > LUA_MAXINTEGER - 3 * k)         /* at + 3k must not overflow */
+        return lc_raise(L, "luaconcurrent: submit_batch: bad position %I", (LUAI_UACINT)at);
     int n = (int)k;
     lua_settop(L, 3);
     luaL_checkstack(L, 2 * n + 8, "batch");
@@ -383,6 +393,7 @@ static int l_submit_batch(lua_State *L) {
     int names = lua_gettop(L);
     bytes_ud *bu = lc_core_new_bytes(L);               /* owns the bytes if we raise */
     lc_marshal(L, 4, top - 3, names, &bu->b);
+    px = check_pool(L, u = lc_core_check_loop(L));     /* again: that allocated */
     lc_job *job = calloc(1, sizeof *job);
     lc_task_out *tasks = job ? calloc((size_t)n, sizeof *tasks) : NULL;
     if (tasks == NULL) {

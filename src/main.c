@@ -689,12 +689,15 @@ static int pmain (lua_State *L) {
 ** Test build only: with LC_FAIL_ALLOC_AT=n in the environment, the n-th
 ** allocation that grows memory (and every one after it) fails, so specs
 ** can check that running out of memory anywhere is a clean Lua error.
+** LC_FAIL_ALLOC_AT=n,k fails only k of them from the n-th on, so a spec
+** can see what a caught memory error leaves behind.
 */
-static long fail_at = -1, allocs = 0;
+static long fail_at = -1, fail_len = 0, allocs = 0;
 
 static void *lc_lalloc (void *ud, void *ptr, size_t osize, size_t nsize) {
   (void)ud;
-  if (fail_at > 0 && nsize > (ptr ? osize : 0) && ++allocs >= fail_at)
+  if (fail_at > 0 && nsize > (ptr ? osize : 0) && ++allocs >= fail_at
+      && (fail_len <= 0 || allocs < fail_at + fail_len))
     return NULL;
   return lc_mem_realloc(ptr, osize, nsize);
 }
@@ -726,7 +729,7 @@ static void *lc_worker_lalloc (void *ud, void *ptr, size_t osize, size_t nsize) 
 
 static void init_alloc_failures (void) {
   const char *at = getenv("LC_FAIL_ALLOC_AT");
-  if (at) fail_at = atol(at);
+  if (at && sscanf(at, "%ld,%ld", &fail_at, &fail_len) < 1) fail_at = -1;
   at = getenv("LC_FAIL_WORKER_ALLOC_AT");
   if (at && sscanf(at, "%ld,%ld", &worker_fail_base, &worker_fail_step) >= 1
       && worker_fail_base > 0)

@@ -53,9 +53,13 @@ struct lc_pool {
     char *path, *cpath;
     int nthreads;
     lc_worker *workers;
+    int counted;               /* in live_pools */
 };
 
 static _Thread_local lc_worker *current_worker;
+static atomic_int live_pools;
+
+int lc_pool_live(void) { return atomic_load(&live_pools); }
 
 /* ---- jobs --------------------------------------------------------------- */
 
@@ -303,13 +307,25 @@ static void run_job(lc_worker *w, lua_State *L, const char *setup_error, lc_job 
 
 /* ---- batch jobs ---- */
 
-/* Under pcall: push key, args of each task of the batch. */
+/* Under pcall: push key, args of each task of the batch (with wrap, each
+ * args is { arg }, made here), then the table the answers are kept in
+ * (see run_batch). Everything that allocates before the tasks run is
+ * here, so a memory error is the batch's error and never a panic. */
 static int batch_prepare(lua_State *L) {
     lc_job *job = lua_touserdata(L, 1);
+    int n2 = 2 * job->n;
     lua_settop(L, 0);
-    if (lc_unmarshal(L, job->in.data, job->in.len) != 2 * job->n)
+    if (lc_unmarshal(L, job->in.data, job->in.len) != n2)
         return lc_raise(L, "luaconcurrent: a task did not arrive whole");
-    return 2 * job->n;
+    luaL_checkstack(L, 8, "batch");
+    for (int k = 2; job->wrap && k <= n2; k += 2) {
+        lua_createtable(L, 1, 0);
+        lua_pushvalue(L, k);
+        lua_rawseti(L, -2, 1);
+        lua_replace(L, k);
+    }
+    lua_createtable(L, 3 * job->n, 0);     /* presized: storing never allocates */
+    return n2 + 1;
 }
 
 /* Append len bytes to the job's out as task t's bytes; on no memory, the
@@ -389,28 +405,30 @@ static void pack_answers(lua_State *L, lc_job *job, int ans) {
     }
 }
 
+/* With a setup_error the worker has no usable state, and L may be NULL
+ * (it could not be made): every task fails with that message and L is
+ * not touched. */
 static void run_batch(lc_worker *w, lua_State *L, const char *setup_error, lc_job *job) {
     lc_pool *pool = w->pool;
     const char *prepare_error = setup_error;
-    lua_settop(L, 0);
-    lua_pushcfunction(L, msghandler);                      /* 1 */
+    int base = 2;                                          /* key, args of task 0 */
+    /* nret, first, answer of task i (from 0) at 3i+1..3i+3 of the table
+     * at ans (from batch_prepare), packed at the end. */
+    int ans = 0;
     if (setup_error == NULL) {
+        lua_settop(L, 0);
+        lua_pushcfunction(L, msghandler);                  /* 1 */
         lua_pushcfunction(L, batch_prepare);
         lua_pushlightuserdata(L, job);
-        if (lua_pcall(L, 1, LUA_MULTRET, 1) != LUA_OK) {   /* msgh err */
+        int st = lua_pcall(L, 1, LUA_MULTRET, 1);          /* msgh err */
+        if (st != LUA_OK) {
             lua_settop(L, 1);
-            prepare_error = "luaconcurrent: a task did not arrive whole";
+            prepare_error = st == LUA_ERRMEM
+                ? "luaconcurrent: not enough memory to start the task"
+                : "luaconcurrent: a task did not arrive whole";
+        } else {
+            ans = lua_gettop(L);                           /* msgh k1 a1 .. ans */
         }
-    }
-    int base = 2;                                          /* key, args of task 0 */
-    /* nret, first, answer of task i (from 0) at 3i+1..3i+3, packed at the
-     * end. (A table that cannot be made is an error like a task's own.) */
-    int ans = 0;
-    if (!prepare_error && lua_checkstack(L, 8)) {
-        lua_createtable(L, 3 * job->n, 0);
-        ans = lua_gettop(L);
-    } else if (!prepare_error) {
-        prepare_error = "luaconcurrent: no stack left for the task";
     }
     for (int i = 0; i < job->n; i++) {
         lc_task_out *t = &job->tasks[i];
@@ -437,13 +455,7 @@ static void run_batch(lc_worker *w, lua_State *L, const char *setup_error, lc_jo
         int top = lua_gettop(L);
         lua_getfield(L, LUA_REGISTRYINDEX, "luaconcurrent.worker.fn");
         lua_pushvalue(L, base + 2 * i);
-        if (job->wrap) {
-            lua_createtable(L, 1, 0);                      /* { arg } */
-            lua_pushvalue(L, base + 2 * i + 1);
-            lua_rawseti(L, -2, 1);
-        } else {
-            lua_pushvalue(L, base + 2 * i + 1);
-        }
+        lua_pushvalue(L, base + 2 * i + 1);                /* (wrapped in batch_prepare) */
         if (pool->timeout > 0) lua_sethook(L, deadline_hook, LUA_MASKCOUNT, LC_HOOK_COUNT);
         int st = lua_pcall(L, 2, LUA_MULTRET, 1);          /* results... */
         lua_sethook(L, NULL, 0, 0);
@@ -464,7 +476,7 @@ static void run_batch(lc_worker *w, lua_State *L, const char *setup_error, lc_jo
         lua_settop(L, top);
     }
     if (ans) pack_answers(L, job, ans);
-    lua_settop(L, 0);
+    if (L) lua_settop(L, 0);
 }
 
 static void publish(lc_pool *pool, lc_job_queue *finished) {
@@ -611,6 +623,8 @@ lc_pool *lc_pool_new(const lc_pool_config *cfg, int *err) {
         if (!e) w->started = 1;
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    atomic_fetch_add(&live_pools, 1);      /* (lc_pool_free takes it off) */
+    pool->counted = 1;
     if (e) {
         *err = e;
         lc_pool_free(pool);                    /* stops what started */
@@ -669,6 +683,7 @@ void lc_pool_free(lc_pool *pool) {
     lc_job_queue left = LC_QUEUE_EMPTY;
     lc_pool_stop(pool, &left);
     lc_jobs_free(left.head);
+    if (pool->counted) atomic_fetch_sub(&live_pools, 1);
     if (pool->efd >= 0) close(pool->efd);
     pthread_cond_destroy(&pool->work);
     pthread_cond_destroy(&pool->wake);

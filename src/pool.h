@@ -77,15 +77,18 @@ int lc_pool_fd(const lc_pool *pool);          /* readable: results waiting */
 void lc_pool_submit(lc_pool *pool, lc_job_queue *jobs, size_t n);
 /* Append the finished jobs, in the order they finished, to *into. */
 void lc_pool_take(lc_pool *pool, lc_job_queue *into);
-/* Cancel everything, join the workers; append every job not yet taken
- * (finished ones first, then the never started, with t_start == 0). */
 /* Start no more tasks: the running ones go on; every job or batch task
  * not started yet finishes as cancelled (never started). */
 void lc_pool_hold(lc_pool *pool);
+/* Cancel everything, join the workers; append every job not yet taken
+ * (finished ones first, then the never started, with t_start == 0). */
 void lc_pool_stop(lc_pool *pool, lc_job_queue *into);
 void lc_pool_free(lc_pool *pool);
 void lc_job_free(lc_job *job);
 void lc_jobs_free(lc_job *list);              /* a list linked through next */
+/* Pools of this process made and not yet freed (core.marshal_set_key
+ * refuses to change the key under them). */
+int lc_pool_live(void);
 
 /* For code running inside a worker (NULL / no-ops elsewhere). */
 int lc_worker_active(void);

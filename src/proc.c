@@ -40,7 +40,7 @@ enum { PH_RUN, PH_TERM, PH_KILL, PH_DRAIN, PH_DONE };
 #define EOF_WAIT   0.2            /* seconds to wait for EOF after a kill */
 #define MIN_FREE   (64 * 1024)    /* read directly into the buffer above this */
 #define BIG_PIPE   (1024 * 1024)  /* pipe size once a child writes a lot */
-#define MAX_WAKE   (16 * 1024 * 1024)  /* stream bytes taken per wake-up */
+#define MAX_WAKE   (16 * 1024 * 1024)  /* stream/live bytes read per wake-up */
 /* A worker process being stopped gets SIGTERM, which it answers by killing
  * the programs its tasks started and then its own group; SIGKILL follows
  * if it has not ended after this long. */
@@ -304,6 +304,7 @@ static void on_output(lc_loop *loop, lc_watch *w, uint32_t events) {
     lc_buf *b = (w == &p->outw) ? &p->out : &p->err;
     char chunk[MIN_FREE];
     int got = 0, open = 1;
+    size_t taken = 0;                       /* bytes read in this wake-up */
     (void)events;
     for (;;) {
         size_t want;
@@ -325,6 +326,7 @@ static void on_output(lc_loop *loop, lc_watch *w, uint32_t events) {
             }
         }
         if (n > 0) {
+            taken += (size_t)n;
             if (dst == chunk) {
                 if (keep_output(p, b, chunk, (size_t)n) != 0) {
                     p->incomplete = 1;   /* no memory or file: drop, keep draining */
@@ -343,8 +345,10 @@ static void on_output(lc_loop *loop, lc_watch *w, uint32_t events) {
             if ((size_t)n < want) break;    /* drained for now */
             /* A stream (a process worker's answers) is read on until the
              * pipe is empty too, so a big answer crosses in few wake-ups;
-             * the bound keeps one chatty worker from starving the loop. */
-            if (p->stream && b == &p->out && b->len >= MAX_WAKE) break;
+             * the bound keeps one chatty worker from starving the loop,
+             * and what a live proc's owner has yet to take (live_out,
+             * live_err: poll takes them after each wake-up) bounded. */
+            if (((p->stream && b == &p->out) || p->live) && taken >= MAX_WAKE) break;
             continue;
         }
         if (n < 0 && errno == EINTR) continue;

@@ -18,6 +18,7 @@ M.NAMES = {
   retries = true, retry_delay = true, halt = true, joblog = true, resume = true,
   progress = true, output = true, tag = true, results = true, timeline = true,
   max_capture = true,
+  max_answer = true,   -- worker processes: the largest answer frame (exec/processes.lua)
 }
 
 -- num_workers = 0 means: no limit for subprocesses and coroutines, one
@@ -116,7 +117,7 @@ function M.runner(class, pargs, tasks, opts, ...)
     retries = opts.retries, retry_delay = opts.retry_delay, halt = opts.halt,
     joblog = opts.joblog, resume = opts.resume, progress = opts.progress,
     output = opts.output, tag = opts.tag, results = opts.results, timeline = opts.timeline,
-    max_capture = opts.max_capture, hosts = opts.hosts,
+    max_capture = opts.max_capture, max_answer = opts.max_answer, hosts = opts.hosts,
     -- With hosts, a num_workers given is the slots of each host that names
     -- none (GNU parallel's -j with -S); 0 or none: the host's CPU count.
     host_slots = opts.hosts ~= nil and opts.num_workers ~= 0 and opts.num_workers or nil,

@@ -82,7 +82,7 @@ local function executor_cfg(self)
     envblock = self.env and core.envblock(self.env) or nil, cwd = self.cwd,
     input = self.input, num_workers = self.num_workers, ntasks = self.ntasks,
     fn_bytes = self.fn_bytes, max_capture = self.max_capture, env = self.env, hosts = self.hosts,
-    host_slots = self.host_slots,
+    host_slots = self.host_slots, max_answer = self.max_answer,
     slots = self.num_workers == 0 and math.huge or self.num_workers,
   }
 end

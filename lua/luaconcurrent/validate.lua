@@ -123,6 +123,11 @@ local checks = {
       fail("max_capture must be a positive whole number of bytes, got %s", M.show(v))
     end
   end,
+  max_answer = function(v)
+    if not is_integer(v) or v < 1 or v > 0xFFFFFFFF then
+      fail("max_answer must be a whole number of bytes from 1 to 4294967295, got %s", M.show(v))
+    end
+  end,
   kill_grace = function(v) check_number("kill_grace", v) end,
   verb = "boolean",
   keep_results = "boolean",

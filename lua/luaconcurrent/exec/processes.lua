@@ -61,6 +61,7 @@ local function worker_argv()
 end
 
 function M.new(cfg, loop, finish)
+  if cfg.max_answer then loop:max_frame(cfg.max_answer) end
   local _, task_args = function_task.split(cfg.pargs)
   local nworkers = threads.count(cfg)
   return setmetatable({
@@ -325,7 +326,7 @@ end
 -- carries code or breaks a cap, or an answer of the wrong shape. It is a
 -- failure of w, not of the run: w is killed, the task it was on fails
 -- with why, the tasks it held that never started go to other workers.
-function Processes:refused(w, why)
+function Processes:refused(w, why, text)
   local task = w.q[w.qh]
   if task then
     w.q[w.qh] = nil
@@ -342,7 +343,7 @@ function Processes:refused(w, why)
     local t = self.wall_offset + now()
     local res = setmetatable({ key = task[2], arg = task[3], time_start = t, time_end = t,
       time_run = 0 }, ProcResult)
-    self.finish(task[1], ProcResult.raised(res,
+    self.finish(task[1], ProcResult.raised(res, text or
       "the worker process sent what the runner refuses, and was ended: " .. ProcResult.error_text(why)))
   end
 end
@@ -462,9 +463,20 @@ function Processes:record(rec)
   if not rec.frame then
     self:ended(w, rec)
   elseif not w.killed then
-    if rec.error then self:refused(w, rec.error) else self:answered(w, rec.n, tunpack(rec, 1, rec.n)) end
+    if rec.error then self:broken(w, rec) else self:answered(w, rec.n, tunpack(rec, 1, rec.n)) end
   end
   return true
+end
+
+-- A frame from w that makes no sense (a length over max_answer, or one
+-- that fails its check: junk a task wrote into the answer pipe) ends w,
+-- which the engine already does: nothing after it can be trusted. The
+-- task it runs fails saying so; the ones it holds go to another worker.
+function Processes:broken(w, rec)
+  local why = rec.size and string.format("the worker's answer frame says %d bytes, over "
+    .. "the limit of %d (the max_answer option)", rec.size, rec.limit)
+    or "the worker's answer was corrupt: " .. ProcResult.error_text(rec.error)
+  return self:refused(w, why, why .. "; the worker process was stopped")
 end
 
 function Processes:cancel(index, why)
