@@ -35,6 +35,7 @@ function M.check(opts)
   joblog.check(opts.joblog)
   -- Paths written during or after the run: checked now (named errors),
   -- not found unwritable when the tasks have run.
+  if opts.results ~= nil then ProcResult.cjson() end   -- JSON lines: fail now if it cannot
   for _, name in ipairs({ "results", "timeline" }) do
     local path = opts[name]
     if path ~= nil then
@@ -141,9 +142,16 @@ function M:finished(index, res, st)
     if self.log then self.log:write(index, res, self.describe(res.key, res.arg), self.input) end
     if self.bars then self.bars[#self.bars + 1] = timeline.bar(res) end
     if self.results then
-      local ok, line = pcall(res.to_json, res)
-      self.results:line(ok and line .. "\n" or string.format('{"key":%s,"error":%s}\n',
-        joblog.key_text(res.key), joblog.key_text(ProcResult.error_text(line))))
+      -- The JSON's pieces as they are, in one writev: a big output is not
+      -- joined and copied again.
+      local ok, parts = pcall(res.json_parts, res)
+      if ok then
+        parts[#parts + 1] = "\n"
+      else
+        parts = string.format('{"key":%s,"error":%s}\n',
+          joblog.key_text(res.key), joblog.key_text(ProcResult.error_text(parts)))
+      end
+      self.results:line(parts)
     end
   end
   if self.out then self.out:finished(index, res) end

@@ -340,6 +340,9 @@ end
 
 --- Print every result in pyconcurrent's layout.
 function Runner:print_results()
+  if type(self) ~= "table" or self.kind == nil or self.print_results ~= Runner.print_results then
+    fail("print_results is a method: call it as run:print_results()")
+  end
   for _, res in ipairs(self.result) do res:print() end
 end
 
