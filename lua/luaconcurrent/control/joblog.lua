@@ -173,12 +173,15 @@ local function each_line(path, fn)
   local f = io.open(path, "rb")
   if not f then return false end
   local n = 0
-  for line in f:lines("L") do
-    if line:sub(-1) ~= "\n" then break end
-    n = n + 1
-    fn(line:sub(1, -2), n)
-  end
-  f:close()
+  local ok, err = pcall(function()
+    for line in f:lines("L") do
+      if line:sub(-1) ~= "\n" then break end
+      n = n + 1
+      fn(line:sub(1, -2), n)
+    end
+  end)
+  f:close()                          -- also when fn refused a line
+  if not ok then error(err, 0) end
   return true
 end
 
