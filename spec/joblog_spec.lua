@@ -329,6 +329,18 @@ describe("joblog", function()
       assert.matches("luaconcurrent: cannot write to the joblog /dev/full: No space left on device", err)
     end)
 
+    it("the results file on a full device: said the same way (run.results_error)", function()
+      local out, err = helpers.run_lua([[
+        local lc = require "luaconcurrent"
+        local run = lc.ProcRunAsyncio({"sh", "-c"}, {{1, "true"}, {2, "true"}}, {results = "/dev/full"})
+        run:run_all()
+        io.write(tostring(run.ok), "|", tostring(run.results_error), "|", tostring(run.result[2].success))
+      ]])
+      assert.matches("^false|cannot write to the results file /dev/full: No space left on device "
+        .. "%(2 line%(s%) not written%)|true$", out, err)
+      assert.matches("luaconcurrent: cannot write to the results file /dev/full", err)
+    end)
+
     it("a filesystem that fills up part way: every line in the file is whole, the rest reported", function()
       local dir = tmp()
       assert(os.execute("mkdir " .. helpers.q(dir)))
