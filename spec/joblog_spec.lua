@@ -93,6 +93,10 @@ describe("joblog", function()
       assert.are.equal(10, #slow[4])                     -- "%10.3f"
       assert.is_true(tonumber(slow[4]) >= 0.3 and tonumber(slow[4]) < 30, slow[4])
       assert.are.equal("6", out[5])                      -- "hello\n" went to its stdin
+      -- a caller that knows better (lcparallel --pipe: each task's block)
+      lc.ProcRunAsyncio({ "true" }, { { "s", "x" } }, { joblog = { path = log,
+        send = function(key, arg, res) return #key + #arg + (res.success and 40 or 0) end } }):run_all()
+      assert.are.equal("42", by_last(log)['"s"'][5])
       assert.are.equal("5", out[6])                      -- stdout only; 100 bytes of stderr
       assert.are.equal("0", slow[6])
       os.remove(log)
@@ -223,7 +227,9 @@ describe("joblog", function()
       assert.has_error(function() lc.ProcRunAsyncio({ "true" }, {}, { joblog = { format = "parallel" } }) end,
         "luaconcurrent: joblog.path must be a file path (string), got nil")
       assert.has_error(function() lc.ProcRunAsyncio({ "true" }, {}, { joblog = { path = "x", commands = print } }) end,
-        'luaconcurrent: joblog has an unknown field "commands" (path, format, command, append)')
+        'luaconcurrent: joblog has an unknown field "commands" (path, format, command, send, append)')
+      assert.has_error(function() lc.ProcRunAsyncio({ "true" }, {}, { joblog = { path = "x", send = 3 } }) end,
+        "luaconcurrent: joblog.send must be a function(key, arg, res) returning a number of bytes, got number")
       local log = tmp()
       local f = assert(io.open(log, "w"))
       f:write(joblog.HEADER_PARALLEL, "1\t:\t1.000\t0.1\t0\t0\t0\t0\ttrue\n", "garbage\n")

@@ -10,6 +10,7 @@
 --   joblog = { path = "path",             required
 --              format = "luaconcurrent" | "parallel",   default "luaconcurrent"
 --              command = function(key, arg) -> string,  the Command column
+--              send = function(key, arg, res) -> bytes, the Send column
 --              append = true | false }                  see below
 --
 -- format = "parallel" is GNU parallel's (20221122) joblog exactly:
@@ -18,7 +19,9 @@
 --   Host       the host's name (res.host), ":" for this machine
 --   Starttime  "%.3f" seconds since the epoch
 --   JobRuntime "%10.3f" seconds (truncated to the millisecond, as parallel)
---   Send       bytes given to the task's stdin (the run's `input`)
+--   Send       bytes given to the task's stdin: send(key, arg, res) when
+--              given (lcparallel --pipe: the block's size), else the run's
+--              `input`
 --   Receive    bytes of the task's stdout (stderr is not counted)
 --   Exitval    the exit status; 0 when killed by a signal; -1 when timed
 --              out; function tasks 0 or 1; a program not found 127, not
@@ -117,8 +120,8 @@ function M.spec(opt)
     fail("joblog must be a file path (string) or a table {path = ..., format = ...}, got %s", type(opt))
   end
   for k in pairs(opt) do
-    if k ~= "path" and k ~= "format" and k ~= "command" and k ~= "append" then
-      fail("joblog has an unknown field %s (path, format, command, append)", validate.show(k))
+    if k ~= "path" and k ~= "format" and k ~= "command" and k ~= "send" and k ~= "append" then
+      fail("joblog has an unknown field %s (path, format, command, send, append)", validate.show(k))
     end
   end
   if type(opt.path) ~= "string" or opt.path == "" then
@@ -132,10 +135,15 @@ function M.spec(opt)
     fail("joblog.command must be a function(key, arg) returning the Command text, got %s",
       type(opt.command))
   end
+  if opt.send ~= nil and type(opt.send) ~= "function" then
+    fail("joblog.send must be a function(key, arg, res) returning a number of bytes, got %s",
+      type(opt.send))
+  end
   if opt.append ~= nil and type(opt.append) ~= "boolean" then
     fail("joblog.append must be a boolean, got %s", type(opt.append))
   end
-  return { path = opt.path, format = fmt, command = opt.command, append = opt.append == true }
+  return { path = opt.path, format = fmt, command = opt.command, send = opt.send,
+    append = opt.append == true }
 end
 
 --- GNU parallel's --joblog VALUE: "+file" appends to file.
@@ -388,7 +396,12 @@ function Log:format(seq, res, command, input)
   local start = res.time_start
   if not start or start < 0 then start = 0 end
   local run = math.max(res.time_run or 0, 0)
-  local send = res.input_written or (type(input) == "string" and #input) or 0
+  local send = self.spec.send
+  if send then
+    send = math.tointeger(tonumber(send(res.key, res.arg, res))) or 0
+  else
+    send = res.input_written or (type(input) == "string" and #input) or 0
+  end
   local receive = res.stdout_size or #(res.stdout or "")
   command = tostring(command or "")
   local head = format("%d\t%s\t%.3f\t%10.3f\t%d\t%d\t%d\t%d\t", seq, one_field(res.host or ":"),
