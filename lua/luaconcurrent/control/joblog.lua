@@ -44,7 +44,9 @@
 --     resume = true skips every logged task (one that failed gets a failed
 --     result); "failed" runs again those whose line is not Exitval 0 and
 --     Signal 0 (a task killed by a signal is a failure).
--- A skipped task's result has skipped = true.
+-- A skipped task's result has skipped = true. Only final results are
+-- logged (not each retried try), and not those of tasks the run
+-- interrupted (a signal, halt = "now"), as parallel: resume runs them.
 --
 -- Whole lines, errors said: each line is one write() on an O_APPEND fd
 -- (core.file_open), in the file whole or not at all. A line that cannot be
@@ -52,7 +54,8 @@
 -- run.ok = false and run.joblog_error saying how many lines are missing.
 -- A last line cut short (a crash, a full disk under an older version) is
 -- ignored by the readers and cut off when the file is opened again, so
--- the next line starts on a line of its own.
+-- the next line starts on a line of its own. The results file (M.lines)
+-- is written the same way; its errors end in run.results_error.
 --
 -- For lcparallel (GNU parallel's options):
 --   M.cli(value) -> { path =, append = }   --joblog VALUE ("+file" appends)
