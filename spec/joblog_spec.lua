@@ -203,6 +203,43 @@ describe("joblog", function()
       os.remove(log)
     end)
 
+    it("--retry-failed as documented: read_parallel's commands, resume = \"failed\", same Seq as parallel", function()
+      if not have("parallel") then
+        pending("GNU parallel is not installed")
+        return
+      end
+      local base = tmp()
+      local cmds = {}
+      for i, code in ipairs({ 0, 1, 0, 2 }) do
+        -- fails the first time when code ~= 0, succeeds after
+        cmds[i] = string.format("if [ -e %s.%d ]; then echo again%d; else touch %s.%d; exit %d; fi",
+          base, i, i, base, i, code)
+      end
+      local list = {}
+      for _, c in ipairs(cmds) do list[#list + 1] = helpers.q(c) end
+      local theirs, mine = tmp(), tmp()
+      -- one joblog by parallel (tasks 2 and 4 failed), a copy of it each
+      helpers.sh("parallel --will-cite -j1 --joblog " .. helpers.q(theirs) .. " {} ::: " .. table.concat(list, " "))
+      helpers.sh("cp " .. helpers.q(theirs) .. " " .. helpers.q(mine))
+      -- theirs again with --retry-failed; mine through the recipe
+      helpers.sh("parallel --will-cite -j1 --retry-failed --joblog " .. helpers.q(theirs))
+      local jobs, last = joblog.read_parallel(mine)
+      local tasks = {}
+      for seq = 1, last do tasks[seq] = { seq, jobs[seq].command } end
+      local r = lc.ProcRunAsyncio({ "sh", "-c" }, tasks, { num_workers = 1, resume = "failed",
+        joblog = { path = mine, format = "parallel", command = function(_, arg) return arg end } }):run_all()
+      assert.is_true(r[1].skipped and r[3].skipped)
+      assert.are.equal("again2\n", r[2].stdout)
+      local a, b = lines(mine), lines(theirs)
+      assert.are.equal(#b, #a)
+      for i = 1, #b do
+        local x, y = columns(a[i], 9), columns(b[i], 9)
+        for _, col in ipairs({ 1, 2, 5, 6, 7, 8, 9 }) do assert.are.equal(y[col], x[col], "line " .. i) end
+      end
+      for i = 1, 4 do os.remove(base .. "." .. i) end
+      os.remove(mine); os.remove(theirs)
+    end)
+
     it("truncates unless resuming; append = true (--joblog +file) appends without a header", function()
       local log = tmp()
       local function run(opts, n)
