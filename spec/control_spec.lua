@@ -134,6 +134,24 @@ describe("run control", function()
       end
     end
 
+    it("soon: a task waiting out its retry_delay is not run again; its last try is its result", function()
+      local base = tmp()
+      -- task 1 fails at once and would run again after 1 s; task 2
+      -- succeeds meanwhile, which halts the run (success=1)
+      local count = [[n=$(cat "$0.$1" 2>/dev/null || echo 0); echo $((n+1)) > "$0.$1"; ]]
+      local run = lc.ProcRunAsyncio({ "sh", "-c", count .. [[[ "$1" = 2 ] && sleep 0.2 || exit 1]], base },
+        { { 1, 1 }, { 2, 2 } }, { num_workers = 2, retries = 3, retry_delay = 1, halt = "soon,success=1" })
+      local r = run:run_all()
+      assert.are.equal("soon,success=1", run.halted)
+      assert.is_true(r[2].success)
+      assert.are.equal("1\n", helpers.read_file(base .. ".1"))    -- ran once
+      assert.is_false(r[1].success)
+      assert.are.equal(1, r[1].returncode)
+      assert.are.equal(1, r[1].attempts)
+      assert.matches("not run again: the run halted %(halt = soon,success=1%)", r[1].error)
+      os.remove(base .. ".1"); os.remove(base .. ".2")
+    end)
+
     it("rejects a policy it cannot read, naming it", function()
       assert.has_error(function() lc.ProcRunAsyncio({ "true" }, {}, { halt = "later,fail=1" }) end,
         'luaconcurrent: halt must be "never" or "now|soon,fail|success|done=N[%]", got "later,fail=1"')
@@ -344,6 +362,27 @@ describe("run control", function()
     end
     assert.are.same({ true, false, true }, seen)
     os.remove(path)
+  end)
+
+  it("checks the joblog, results and timeline paths at construction, naming the file", function()
+    local file = tmp()
+    assert(io.open(file, "w")):close()
+    for _, name in ipairs({ "joblog", "results", "timeline" }) do
+      local what = name == "joblog" and "the joblog" or "the " .. name .. " file"
+      assert.has_error(function()
+        lc.ProcRunAsyncio({ "true" }, { { 1 } }, { [name] = "/nonexistent-dir/x" })
+      end, "luaconcurrent: cannot write " .. what .. ": /nonexistent-dir/x: No such file or directory")
+      -- a path through a regular file
+      assert.has_error(function()
+        lc.ProcRunAsyncio({ "true" }, { { 1 } }, { [name] = file .. "/x" })
+      end, "luaconcurrent: cannot write " .. what .. ": " .. file .. "/x: Not a directory")
+      assert.has_error(function()
+        lc.ProcRunAsyncio({ "true" }, { { 1 } }, { [name] = "/tmp" })
+      end, "luaconcurrent: cannot write " .. what .. ": /tmp: Is a directory")
+    end
+    assert.has_error(function() lc.ProcRunAsyncio({ "true" }, {}, { results = 3 }) end,
+      "luaconcurrent: results must be a file path (string), got 3")
+    os.remove(file)
   end)
 
   it("names bad run-control options", function()

@@ -175,6 +175,74 @@ describe("ProcResult", function()
       assert.are.equal(1, select("#", r:to_json()))
     end)
 
+    it("encodes output past its chunk size exactly as in one piece: text, U+FFFD, base64", function()
+      -- 3 chunks and more; multi-byte characters across every chunk edge
+      local parts = {}
+      for i = 1, 70000 do parts[i] = ({ "é", "€", "\240\157\132\158", "a", "\255", "/", "\n" })[i % 7 + 1] end
+      local text = table.concat(parts)
+      local bytes = text:gsub("\255", "")
+      for _, s in ipairs({ text, bytes, text:sub(2), text:sub(3) }) do
+        local d = cjson.decode(setmetatable({ key = 1, stdout = s }, lc.ProcResult):to_json())
+        if utf8.len(s) then
+          assert.are.equal(s, d.stdout)
+          assert.is_nil(d.stdout_b64)
+        else
+          assert.are.equal(s, decode64(d.stdout_b64))
+          -- each byte that starts no valid character becomes U+FFFD
+          local out, i = {}, 1
+          while i <= #s do
+            if utf8.len(s, i, i) == 1 then
+              local j = (utf8.offset(s, 2, i) or #s + 1) - 1
+              out[#out + 1] = s:sub(i, j)
+              i = j + 1
+            else
+              out[#out + 1] = "\u{FFFD}"
+              i = i + 1
+            end
+          end
+          local fixed = table.concat(out)
+          assert.are.equal(#fixed, #d.stdout)
+          assert.are.equal(fixed, d.stdout)
+        end
+      end
+    end)
+
+    it("a results line of 8 MB of output that is not UTF-8 takes a small multiple of it in memory", function()
+      -- Before: a table entry per replaced byte and per base64 pair, over
+      -- 60 times the output at its peak (3.1 GB for 50 MB).
+      local out, err = helpers.run_lua([[
+        local lc = require "luaconcurrent"
+        local function hwm()
+          return tonumber(io.open("/proc/self/status"):read("a"):match("VmHWM:%s*(%d+)")) * 1024
+        end
+        local path = os.tmpname()
+        local run = lc.ProcRunAsyncio({"sh", "-c"}, {{1, "head -c 8000000 /dev/urandom"}}, {results = path})
+        local before = hwm()
+        run:run_all()
+        local size = #io.open(path):read("a")
+        os.remove(path)
+        io.write(before, " ", hwm(), " ", size, " ", #run.result[1].stdout)
+      ]])
+      local before, after, size, n = out:match("^(%d+) (%d+) (%d+) (%d+)$")
+      assert.is_not_nil(before, out .. err)
+      assert.are.equal("8000000", n)
+      assert.is_true(tonumber(size) > 8000000 * 2)     -- text and base64 both
+      local grew = (tonumber(after) - tonumber(before)) / 8000000
+      assert.is_true(grew < 25, string.format("peak grew by %.1f times the output", grew))
+    end)
+
+    it("called with a dot instead of a colon: a named error", function()
+      local run = lc.ProcRunAsyncio({ "true" }, { { 1 } })
+      local r = run:run_all()[1]
+      assert.has_error(function() r.to_json() end, "luaconcurrent: to_json is a method: call it as res:to_json()")
+      assert.has_error(function() r.to_json_checked() end,
+        "luaconcurrent: to_json_checked is a method: call it as res:to_json_checked()")
+      assert.has_error(function() r.print() end, "luaconcurrent: print is a method: call it as res:print()")
+      assert.has_error(function() run.print_results() end,
+        "luaconcurrent: print_results is a method: call it as run:print_results()")
+      assert.has_error(function() r.to_json("x") end, "luaconcurrent: to_json is a method: call it as res:to_json()")
+    end)
+
     it("encodes a list arg as an array", function()
       local r = lc.ProcRunAsyncio({ "/bin/echo" }, { { "k", { "p", "q" } } }, {}):run_all()[1]
       local d = cjson.decode(r:to_json())

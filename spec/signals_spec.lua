@@ -150,6 +150,7 @@ describe("signals", function()
     -- and exits 130 at once.
     local h = start("lua", "stuck", true)
     assert.is_true(wait_started(h, 1), "tasks did not start")
+    local sent = helpers.mono()
     signal(h, "INT")
     -- Two SIGINTs pending at once merge into one: wait until the first has
     -- been delivered (no SIGINT pending in /proc/<pid>/status) first.
@@ -160,11 +161,61 @@ describe("signals", function()
       local own = tonumber(st:match("SigPnd:%s*(%x+)") or "0", 16)
       return shd & 2 == 0 and own & 2 == 0
     end, 5), "the first SIGINT was not delivered")
+    -- One within 250 ms of the first is that one delivered twice: the
+    -- second must come after the window.
+    helpers.wait_until(function() return helpers.mono() - sent > 0.3 end, 2)
     signal(h, "INT")
     local status, out, left = finish(h)
     assert.are.equal(130, status)
     assert.are.same({}, left)
     assert.is_nil(out:find("ok=", 1, true))   -- it never got to report
+  end)
+
+  it("timeout(1)'s doubled SIGTERM (child, then its group) is one stop: 20 runs keep every result", function()
+    -- coreutils timeout forwards a signal it gets to its child and then to
+    -- its process group, the child included: the runner gets two TERMs
+    -- microseconds apart, the same path as when its own time runs out.
+    if helpers.sh("command -v timeout") == "" then
+      pending("timeout(1) is not installed")
+      return
+    end
+    local fixture = helpers.FIXTURES .. "/timeout_tasks.lua"
+    local lost = {}
+    for run = 1, 20 do
+      local dir = os.tmpname()
+      os.remove(dir)
+      assert(os.execute("mkdir " .. helpers.q(dir)))
+      local marker = helpers.marker()
+      local shell = tonumber(helpers.sh(string.format(
+        "(LC_SPEC_DIR=%s LC_SPEC_SLEEP=%s timeout -s TERM 60 %s %s >%s/out 2>%s/err; echo $? >%s/status)"
+        .. " </dev/null >/dev/null 2>&1 & echo $!",
+        helpers.q(dir), marker, helpers.q(EXE), helpers.q(fixture), helpers.q(dir), helpers.q(dir),
+        helpers.q(dir))):match("%d+"))
+      local started = helpers.wait_until(function()
+        return helpers.read_file(dir .. "/started.2") and helpers.read_file(dir .. "/started.3")
+          and #helpers.find_marker(marker) >= 2
+      end, 20)
+      local kids = helpers.read_file("/proc/" .. shell .. "/task/" .. shell .. "/children") or ""
+      local tpid = tonumber(kids:match("%d+"))
+      if started and tpid then os.execute("kill -TERM " .. tpid) end
+      local exited = helpers.wait_until(function()
+        return (helpers.read_file(dir .. "/status") or ""):match("%d+\n") ~= nil
+      end, 20)
+      local out = helpers.read_file(dir .. "/out") or ""
+      local left = helpers.wait_marker_gone(marker, 2)
+      helpers.kill_marker(marker)
+      if tpid and not exited then os.execute("kill -KILL " .. tpid .. " 2>/dev/null") end
+      os.execute("rm -rf " .. helpers.q(dir))
+      assert.is_truthy(started, "run " .. run .. ": tasks did not start")
+      assert.is_truthy(exited, "run " .. run .. ": did not exit")
+      assert.are.same({}, left, "run " .. run .. ": tasks left running")
+      local _, nresults = out:gsub("\nkey%s+: ", "")
+      local interrupted = select(2, out:gsub("exception%s+: Interrupted", ""))
+      if nresults ~= 3 or interrupted ~= 2 or not out:find("success           : true", 1, true) then
+        lost[#lost + 1] = string.format("run %d: %d results, %d interrupted", run, nresults, interrupted)
+      end
+    end
+    assert.are.same({}, lost)
   end)
 
   it("the module installs no signal handler until asked", function()

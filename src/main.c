@@ -69,7 +69,9 @@ static void lstop (lua_State *L, lua_Debug *ar) {
 ** SIGTERM. Blocking system calls are not restarted, so the engine's event
 ** loop returns to Lua with EINTR and the hook runs; the run kills and reaps
 ** its tasks on the way out. A second signal kills every task group and
-** exits at once (signals.c), however the first was handled. A script that
+** exits at once (signals.c), however the first was handled; one within
+** 250 ms of the first counts as the same (timeout(1) signals the child,
+** then its group). A script that
 ** catches the error still ends by the signal (main, at exit).
 */
 static void laction (int sig) {

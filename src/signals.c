@@ -9,9 +9,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_TRACKED 16384
+/* A second SIGINT/SIGTERM this soon after the first is the same request
+ * delivered twice, not a second one: coreutils timeout(1) signals its
+ * child and then its process group, `kill 0` and systemd's stop reach the
+ * runner both directly and through its group, microseconds apart. */
+#define REPEAT_WINDOW_NS 250000000LL
 
 volatile sig_atomic_t lc_sig_pending = 0;
 volatile sig_atomic_t lc_sig_last = 0;
@@ -23,6 +29,15 @@ static atomic_int installed;
  * grows: acting on the first one (the run's stop path) must not make a
  * second one look like a first. */
 static atomic_int interrupts;
+/* CLOCK_MONOTONIC of the first SIGINT/SIGTERM, in ns (handler only). */
+static volatile sig_atomic_t first_set;
+static long long first_ns;
+
+static long long mono_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);   /* async-signal-safe */
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
 
 /* Slots hold a group id (a worker process's as its negative) or 0.
  * Lock-free atomics, so the handler may read them while any thread adds or
@@ -99,10 +114,19 @@ static void handler(int sig) {
          * task's stdin never get here: they block SIGPIPE (proc.c). */
         die_by(sig);
     } else if (atomic_fetch_add(&interrupts, 1) > 0) {
-        /* Asked twice: stop now, but leave no task behind. */
+        /* Asked twice: stop now, but leave no task behind; unless this is
+         * the first request delivered again (REPEAT_WINDOW_NS), which the
+         * run is already acting on, keeping every partial result. (The
+         * handlers mask each other, so first_ns is set by now.) */
+        if (first_set && mono_ns() - first_ns < REPEAT_WINDOW_NS) {
+            errno = saved;
+            return;
+        }
         lc_signals_kill_tracked();
         _exit(128 + sig);
     } else {
+        first_ns = mono_ns();
+        first_set = 1;
         lc_sig_pending = sig;
         lc_sig_last = sig;
         if (interrupt_cb) interrupt_cb(sig);

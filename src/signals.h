@@ -7,7 +7,11 @@
  *   first SIGINT/SIGTERM  recorded; blocking waits return (EINTR), the run
  *                         sees it, kills and reaps its tasks, raises
  *   second SIGINT/SIGTERM kills every live task group, _exit(128 + signum)
- *                         (counted from the first, whatever the run did)
+ *                         (counted from the first, whatever the run did);
+ *                         one within 250 ms of the first is that first one
+ *                         delivered again (timeout(1), `kill 0`, systemd
+ *                         signal the process and its group): ignored, so
+ *                         the run stops once and keeps its results
  *   SIGHUP                recorded; runs stop starting tasks and drain
  *                         (SA_RESTART: a script's io.read goes on)
  *   SIGPIPE               (if it was SIG_DFL) kills every live task group,

@@ -42,6 +42,8 @@ end
 -- Returns the process exit status: 0 if every task succeeded, else 1.
 function M.run_task_file(tbl, opts)
   opts = opts or {}
+  -- Before any task runs: without lua-cjson, --json could not report them.
+  if opts.json then require("luaconcurrent.result").cjson() end
   if type(tbl) ~= "table" then
     fail(opts, "a task file must return a table, got " .. type(tbl))
   end
@@ -70,7 +72,7 @@ function M.run_task_file(tbl, opts)
   local ok, err = pcall(run.run_all, run)
 
   if opts.json then
-    local cjson = require "cjson"
+    local cjson = require("luaconcurrent.result").cjson()
     local enc = cjson.encode
     local results = {}
     for i, res in ipairs(run.result or {}) do

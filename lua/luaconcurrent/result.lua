@@ -17,12 +17,31 @@ local FIELDS = {
 }
 ProcResult.FIELDS = FIELDS
 
+-- Methods called with a dot (res.to_json()) get a named error, not an
+-- "attempt to index a nil value" from inside.
+local function check_self(self, name)
+  if getmetatable(self) ~= ProcResult then
+    error(string.format("luaconcurrent: %s is a method: call it as res:%s()", name, name), 0)
+  end
+end
+
+--- lua-cjson, loaded by what needs JSON only (to_json, the results file,
+-- --json): without it, one error that says what to install.
+function ProcResult.cjson()
+  local ok, cjson = pcall(require, "cjson")
+  if ok and type(cjson) == "table" then return cjson end
+  error("luaconcurrent: JSON output needs lua-cjson (the Lua module \"cjson\"), which is not "
+    .. "installed for Lua 5.4: install it (Debian: apt-get install lua-cjson; LuaRocks: "
+    .. "luarocks --lua-version=5.4 install lua-cjson)", 0)
+end
+
 function ProcResult.new(key, arg)
   return setmetatable({ key = key, arg = arg }, ProcResult)
 end
 
 --- Every field with its value (defaults included), as a plain table.
 function ProcResult:fields()
+  check_self(self, "fields")
   local t = {}
   for _, name in ipairs(FIELDS) do t[name] = self[name] end
   return t
@@ -192,6 +211,7 @@ end
 
 --- Print in pyconcurrent's layout (plus our exception and error lines).
 function ProcResult:print()
+  check_self(self, "print")
   print("========================================")
   print(string.format("key                 : %s", show(self.key)))
   print(string.format("  time_start        : %.1f", self.time_start))
@@ -218,33 +238,40 @@ end
 -- named, with the reason, in the object `unencoded` ({"answer": "..."}).
 
 local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-local B64_PAIRS            -- two base64 digits per 12-bit value, built once
+local D = {}                 -- sextet -> the byte of its digit
+for i = 0, 63 do D[i] = B64:byte(i + 1) end
 
+-- 12 bytes in, 16 digits out per string.char: few and short-lived strings
+-- (a 50 MB output makes 4 M of them, not 17 M pairs and joins).
 local function base64(s)
-  if not B64_PAIRS then
-    B64_PAIRS = {}
-    for i = 0, 4095 do
-      B64_PAIRS[i] = B64:sub(i // 64 + 1, i // 64 + 1) .. B64:sub(i % 64 + 1, i % 64 + 1)
-    end
+  local out, n, byte, char = {}, 0, string.byte, string.char
+  local len = #s
+  local full12 = len - len % 12
+  for i = 1, full12, 12 do
+    local a1, b1, c1, a2, b2, c2, a3, b3, c3, a4, b4, c4 = byte(s, i, i + 11)
+    n = n + 1
+    out[n] = char(
+      D[a1 >> 2], D[(a1 & 3) << 4 | b1 >> 4], D[(b1 & 15) << 2 | c1 >> 6], D[c1 & 63],
+      D[a2 >> 2], D[(a2 & 3) << 4 | b2 >> 4], D[(b2 & 15) << 2 | c2 >> 6], D[c2 & 63],
+      D[a3 >> 2], D[(a3 & 3) << 4 | b3 >> 4], D[(b3 & 15) << 2 | c3 >> 6], D[c3 & 63],
+      D[a4 >> 2], D[(a4 & 3) << 4 | b4 >> 4], D[(b4 & 15) << 2 | c4 >> 6], D[c4 & 63])
   end
-  local out, n, byte = {}, 0, string.byte
-  local full = #s - #s % 3
-  for i = 1, full, 3 do
+  local i = full12 + 1
+  while i + 2 <= len do
     local a, b, c = byte(s, i, i + 2)
-    local v = a << 16 | b << 8 | c
     n = n + 1
-    out[n] = B64_PAIRS[v >> 12] .. B64_PAIRS[v & 4095]
+    out[n] = char(D[a >> 2], D[(a & 3) << 4 | b >> 4], D[(b & 15) << 2 | c >> 6], D[c & 63])
+    i = i + 3
   end
-  local rest = #s - full
+  local rest = len - i + 1
   if rest == 1 then
-    local v = byte(s, full + 1) << 16
+    local a = byte(s, i)
     n = n + 1
-    out[n] = B64_PAIRS[v >> 12] .. "=="
+    out[n] = char(D[a >> 2], D[(a & 3) << 4]) .. "=="
   elseif rest == 2 then
-    local a, b = byte(s, full + 1, full + 2)
-    local v = a << 16 | b << 8
+    local a, b = byte(s, i, i + 1)
     n = n + 1
-    out[n] = B64_PAIRS[v >> 12] .. B64:sub((v >> 6 & 63) + 1, (v >> 6 & 63) + 1) .. "="
+    out[n] = char(D[a >> 2], D[(a & 3) << 4 | b >> 4], D[(b & 15) << 2]) .. "="
   end
   return table.concat(out)
 end
@@ -286,25 +313,78 @@ local function invalid_utf8_in(v, seen)
   return nil
 end
 
---- The result as one JSON object (valid UTF-8 whatever the task printed);
--- absent fields are null. Returns the JSON text and, when some field could
--- not be written, a table {field = reason} (also in the object's
--- `unencoded`); never raises for a value a task produced.
-function ProcResult:to_json_checked()
-  local cjson = require "cjson"
+-- Big strings (a task's output) are encoded a chunk at a time, and their
+-- JSON is kept as pieces of about PIECE bytes until the one final join (or
+-- the one writev of a results line): the memory for a result stays a small
+-- multiple of its output, not a table entry per replaced byte.
+local CHUNK = 1 << 16            -- bytes of input encoded at a time
+local PIECE = 1 << 20            -- pieces are joined up to this size
+
+-- Appends to parts (n entries so far) the JSON string of s, its text fixed
+-- to UTF-8 when it is not (or, b64 = true, its base64); returns the new n.
+local function put_string(parts, n, s, enc, b64)
+  local len = #s
+  if len <= CHUNK then
+    n = n + 1
+    parts[n] = enc(b64 and base64(s) or utf8_text(s) or s)
+    return n
+  end
+  local buf, nbuf, size = {}, 1, 1
+  buf[1] = '"'
+  local byte, i = string.byte, 1
+  while i <= len do
+    local j = math.min(i + CHUNK - 1, len)
+    if b64 then
+      j = i + (j - i + 1) // 3 * 3 - 1                       -- whole 3-byte groups
+      if j < i then j = len end
+    else
+      -- end the chunk before a continuation byte, so no valid sequence
+      -- is split (at most 3 steps back)
+      local k = j
+      while k > i and k < len and k > j - 3 and (byte(s, k + 1) & 0xC0) == 0x80 do k = k - 1 end
+      if k > i and (k >= len or (byte(s, k + 1) & 0xC0) ~= 0x80) then j = k end
+    end
+    local piece = s:sub(i, j)
+    local text = enc(b64 and base64(piece) or utf8_text(piece) or piece)
+    text = text:sub(2, -2)                                  -- without its quotes
+    nbuf = nbuf + 1
+    buf[nbuf], size = text, size + #text
+    if size >= PIECE then
+      n = n + 1
+      parts[n] = table.concat(buf, "", 1, nbuf)
+      buf, nbuf, size = {}, 0, 0
+    end
+    i = j + 1
+  end
+  nbuf = nbuf + 1
+  buf[nbuf] = '"'
+  n = n + 1
+  parts[n] = table.concat(buf, "", 1, nbuf)
+  return n
+end
+
+--- The result's JSON object as a list of pieces (joined, they are
+-- to_json's text), and the unencoded table or nil. The results file writes
+-- the pieces as they are.
+function ProcResult:json_parts()
+  check_self(self, "json_parts")
+  local cjson = ProcResult.cjson()
   local enc = cjson.encode
-  local parts, unencoded = {}, nil
-  for _, name in ipairs(FIELDS) do
+  local parts, n, unencoded = { "{" }, 1, nil
+  for f, name in ipairs(FIELDS) do
     local v = self[name]
-    local text, why
+    n = n + 1
+    parts[n] = (f > 1 and "," or "") .. enc(name) .. ":"
     if type(v) == "string" then
-      local fixed = utf8_text(v)
-      text = enc(fixed or v)
-      if fixed then
-        parts[#parts + 1] = enc(name) .. ":" .. text
-        name, text = name .. "_b64", enc(base64(v))
+      local valid = utf8.len(v) ~= nil
+      n = put_string(parts, n, v, enc, false)
+      if not valid then
+        n = n + 1
+        parts[n] = "," .. enc(name .. "_b64") .. ":"
+        n = put_string(parts, n, v, enc, true)
       end
     else
+      local text, why
       if type(v) == "table" then why = invalid_utf8_in(v) end
       if not why then
         local ok, e = pcall(enc, v == nil and cjson.null or v)
@@ -315,8 +395,9 @@ function ProcResult:to_json_checked()
         unencoded = unencoded or {}
         unencoded[name] = "cannot encode " .. type(v) .. " as JSON: " .. why
       end
+      n = n + 1
+      parts[n] = text
     end
-    parts[#parts + 1] = enc(name) .. ":" .. text
   end
   if unencoded then
     local names = {}
@@ -326,13 +407,26 @@ function ProcResult:to_json_checked()
     for i, name in ipairs(names) do
       kv[i] = enc(name) .. ":" .. enc(utf8_text(unencoded[name]) or unencoded[name])
     end
-    parts[#parts + 1] = '"unencoded":{' .. table.concat(kv, ",") .. "}"
+    n = n + 1
+    parts[n] = ',"unencoded":{' .. table.concat(kv, ",") .. "}"
   end
-  return "{" .. table.concat(parts, ",") .. "}", unencoded
+  parts[n + 1] = "}"
+  return parts, unencoded
+end
+
+--- The result as one JSON object (valid UTF-8 whatever the task printed);
+-- absent fields are null. Returns the JSON text and, when some field could
+-- not be written, a table {field = reason} (also in the object's
+-- `unencoded`); never raises for a value a task produced.
+function ProcResult:to_json_checked()
+  check_self(self, "to_json_checked")
+  local parts, unencoded = self:json_parts()
+  return table.concat(parts), unencoded
 end
 
 --- The JSON text alone (one value: `cjson.decode(res:to_json())` works).
 function ProcResult:to_json()
+  check_self(self, "to_json")
   return (self:to_json_checked())
 end
 
