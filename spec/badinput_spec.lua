@@ -380,7 +380,7 @@ describe("bad input (table-driven)", function()
         local ok, err = pcall(call)
         assert.is_false(ok, "no error raised")
         if type(want) == "function" then want = want() end
-        assert.are.equal(want, err)
+        assert.are.equal(want, helpers.inner_error(err))
         raised_as_expected = raised_as_expected + 1
       end
     end

@@ -260,7 +260,7 @@ describe("luaconcurrent executable", function()
       local rc, out, err = lcx(q(FIX .. "cli_tasks_badmode.lua"))
       assert.are.equal(1, rc)
       assert.are.equal("", out)
-      assert.is_truthy(err:find('luaconcurrent: ' .. FIX .. 'cli_tasks_badmode.lua: mode must be "asyncio" or "mp", got "thread"\n', 1, true), err)
+      assert.is_truthy(err:find('luaconcurrent: ' .. FIX .. 'cli_tasks_badmode.lua:2: mode must be "coroutine", "thread" or "process", got "threads"\n', 1, true), err)
     end)
 
     it("names the file in the runner's errors about it", function()
