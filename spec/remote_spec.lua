@@ -161,7 +161,7 @@ local function run(pargs, tasks, opts)
   return lc.ProcRunAsyncio(pargs, tasks, opts):run_all()
 end
 
-describe("remote hosts", function()
+describe("remote hosts #remote", function()
   if why_skipped then
     it("are skipped: " .. why_skipped, function() print("SKIPPED remote_spec: " .. why_skipped) end)
     return

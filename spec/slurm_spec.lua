@@ -68,7 +68,7 @@ local function when_running(cmdline, count, action)
     .. " ] || [ $i -gt 400 ]; do i=$((i+1)); sleep 0.05; done; " .. ENV .. action .. ") >/dev/null 2>&1 &")
 end
 
-describe("slurm hosts", function()
+describe("slurm hosts #slurm", function()
   if not why_skipped then
     write_wrapper()
     local e
