@@ -23,7 +23,8 @@ local p = io.popen("command -v busted")
 local busted = p:read("l")
 p:close()
 if not busted then
-  io.stderr:write("rock_test.lua: busted not found (luarocks --lua-version=5.4 install busted, or Debian's lua-busted)\n")
+  io.stderr:write("rock_test.lua: busted not found ",
+    "(luarocks --lua-version=5.4 install busted, or Debian's lua-busted)\n")
   os.exit(1)
 end
 local f = assert(io.open(busted, "r"))

@@ -110,7 +110,8 @@ end
 local function summary(bars, rows, t0, t1)
   local n = {}
   for _, b in ipairs(bars) do n[b.outcome] = (n[b.outcome] or 0) + 1 end
-  return string.format("%d tasks on %d slots in %.3f s: %d ok, %d failed, %d timed out, %d retried, %d interrupted",
+  return string.format(
+    "%d tasks on %d slots in %.3f s: %d ok, %d failed, %d timed out, %d retried, %d interrupted",
     #bars, #rows, t1 - t0, n.ok or 0, n.failed or 0, n.timeout or 0, n.retried or 0, n.interrupted or 0)
 end
 
@@ -124,8 +125,8 @@ function M.svg(bars)
   local total = LEFT + WIDTH + 20
   local out = {
     '<?xml version="1.0" encoding="UTF-8"?>',
-    string.format('<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif">',
-      total, height, total, height),
+    string.format('<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d"'
+      .. ' font-family="sans-serif">', total, height, total, height),
     -- A white ground (a path, so that every <rect> is a task's bar).
     string.format('<path d="M0 0H%dV%dH0Z" fill="#ffffff"/>', total, height),
     string.format('<text x="4" y="16" font-size="13">%s</text>', xml(summary(bars, rows, t0, t1))),
@@ -133,8 +134,8 @@ function M.svg(bars)
   -- Legend.
   local lx = 4
   for _, l in ipairs(LEGEND) do
-    out[#out + 1] = string.format('<circle cx="%.1f" cy="32" r="5" fill="%s"/><text x="%.1f" y="36" font-size="11">%s</text>',
-      lx + 5, COLOURS[l[1]], lx + 14, xml(l[2]))
+    out[#out + 1] = string.format('<circle cx="%.1f" cy="32" r="5" fill="%s"/>'
+      .. '<text x="%.1f" y="36" font-size="11">%s</text>', lx + 5, COLOURS[l[1]], lx + 14, xml(l[2]))
     lx = lx + 24 + #l[2] * CHAR
   end
   -- Row labels and guides.
@@ -143,15 +144,18 @@ function M.svg(bars)
   end
   -- Time axis: a line under the rows, ticks and their labels, faint guides.
   local axis = TOP + #rows * (ROW + ROWGAP) + 2
-  out[#out + 1] = string.format('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#000000"/>', LEFT, axis, LEFT + WIDTH, axis)
+  out[#out + 1] = string.format('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#000000"/>',
+    LEFT, axis, LEFT + WIDTH, axis)
   local step = tick_step(span)
   local digits = math.max(0, -math.floor(math.log(step, 10)))
   for k = 0, math.floor(span / step + 1e-9) do
     local tx = x(t0 + k * step)
-    out[#out + 1] = string.format('<line x1="%.2f" y1="%d" x2="%.2f" y2="%d" stroke="#dddddd"/>', tx, TOP - 4, tx, axis)
-    out[#out + 1] = string.format('<line x1="%.2f" y1="%d" x2="%.2f" y2="%d" stroke="#000000"/>', tx, axis, tx, axis + 5)
-    out[#out + 1] = string.format('<text x="%.2f" y="%d" font-size="10" text-anchor="middle">%.' .. digits .. 'f s</text>',
-      tx, axis + 16, k * step)
+    out[#out + 1] = string.format('<line x1="%.2f" y1="%d" x2="%.2f" y2="%d" stroke="#dddddd"/>',
+      tx, TOP - 4, tx, axis)
+    out[#out + 1] = string.format('<line x1="%.2f" y1="%d" x2="%.2f" y2="%d" stroke="#000000"/>',
+      tx, axis, tx, axis + 5)
+    out[#out + 1] = string.format('<text x="%.2f" y="%d" font-size="10" text-anchor="middle">%s s</text>',
+      tx, axis + 16, string.format("%." .. digits .. "f", k * step))
   end
   -- Bars: a gap at the end of each, so two back to back stay two.
   for _, b in ipairs(bars) do
@@ -190,7 +194,8 @@ function M.trace(bars)
   ev[#ev + 1] = string.format('{"name":"process_name","ph":"M","pid":1,"tid":0,"args":{"name":%s}}',
     jstr("luaconcurrent run: " .. summary(bars, rows, t0, t1)))
   for r, row in ipairs(rows) do
-    ev[#ev + 1] = string.format('{"name":"thread_name","ph":"M","pid":1,"tid":%d,"args":{"name":%s}}', r, jstr(row.label))
+    ev[#ev + 1] = string.format('{"name":"thread_name","ph":"M","pid":1,"tid":%d,"args":{"name":%s}}',
+      r, jstr(row.label))
     ev[#ev + 1] = string.format('{"name":"thread_sort_index","ph":"M","pid":1,"tid":%d,"args":{"sort_index":%d}}', r, r)
   end
   for _, b in ipairs(bars) do
