@@ -191,3 +191,34 @@ describe("timeline", function()
     assert.are.same({ "slot 1", "slot 2" }, names)
   end)
 end)
+
+describe("progress bar", function()
+  local progress = require "luaconcurrent.control.progress"
+
+  it("counts the slots about to be refilled as running", function()
+    local ex = { slots = 4 }
+    assert.are.equal(4, progress.running({ running = 3, done = 1, total = 16, ex = ex }))
+    assert.are.equal(4, progress.running({ running = 3, done = 1, ex = ex }))           -- an iterator
+    assert.are.equal(2, progress.running({ running = 2, done = 14, total = 16, ex = ex })) -- draining
+    assert.are.equal(3, progress.running({ running = 3, done = 1, total = 16, halted = "soon", ex = ex }))
+  end)
+
+  it("shows as many running as there are slots in a real terminal", function()
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write([[
+      local lc = require "luaconcurrent"
+      local t = {}
+      for i = 1, 16 do t[i] = {i, "0.2"} end
+      lc.ProcRunAsyncio({"sleep"}, t, {num_workers = 4, progress = true}):run_all()
+    ]])
+    f:close()
+    local out, err, code = helpers.sh("script -qec " .. helpers.q(helpers.q(EXE) .. " " .. helpers.q(script))
+      .. " /dev/null")
+    os.remove(script)
+    assert.are.equal(0, code, err)
+    local most = 0
+    for n in out:gmatch("(%d+) running") do most = math.max(most, tonumber(n)) end
+    assert.are.equal(4, most, out)
+  end)
+end)
