@@ -147,13 +147,18 @@ function M.hosts_file(path)
   return require("luaconcurrent.remote.hosts").read_file(path)
 end
 
---- Draw a run's timeline (SVG) from its joblog.
-function M.timeline(joblog, svg)
-  if type(joblog) ~= "string" or type(svg) ~= "string" then
-    validate.fail("timeline needs a joblog path and an SVG path (strings)")
+--- Draw a run's timeline from its joblog: SVG, or trace-event JSON when
+-- path ends in .json.
+function M.timeline(joblog, path)
+  if type(joblog) ~= "string" then
+    validate.argerror("timeline", "luaconcurrent: timeline needs a joblog path, got " .. type(joblog), 2, false, 1)
+  end
+  if type(path) ~= "string" then
+    validate.argerror("timeline", "luaconcurrent: timeline needs an .svg or .json path, got " .. type(path),
+      2, false, 2)
   end
   local timeline = require "luaconcurrent.control.timeline"
-  timeline.write(svg, timeline.from_joblog(joblog))
+  timeline.write(path, timeline.from_joblog(joblog))
 end
 
 --- Handle SIGINT, SIGTERM and SIGHUP the way the executable does: the
