@@ -136,7 +136,7 @@ function M.svg(bars)
   for _, l in ipairs(LEGEND) do
     out[#out + 1] = string.format('<circle cx="%.1f" cy="32" r="5" fill="%s"/>'
       .. '<text x="%.1f" y="36" font-size="11">%s</text>', lx + 5, COLOURS[l[1]], lx + 14, xml(l[2]))
-    lx = lx + 22 + #l[2] * CHAR * 0.85
+    lx = lx + 22 + #l[2] * CHAR * 0.9
   end
   -- Row labels and guides.
   for r, row in ipairs(rows) do
