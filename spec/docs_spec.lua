@@ -42,6 +42,11 @@ local function lua_blocks(path)
     if lines[i]:match("^```lua%s*$") then
       local prev = lines[i - 1] or ""
       local block = { line = i, norun = prev:match("^<!%-%- norun: (.-) %-%->") }
+      local marker = prev:match("^<!%-%- file: (.-) %-%->")
+      if marker then
+        block.file = marker:match("^[^%s,]+")
+        block.then_run = marker:match(", then: (.*)$") or ""
+      end
       local code = {}
       i = i + 1
       while i <= #lines and not lines[i]:match("^```") do
@@ -62,7 +67,7 @@ describe("documentation", function()
     for _, block in ipairs(lua_blocks(path)) do
       all = all + 1
       local name = string.format("%s:%d runs as written", path, block.line)
-      if block.norun then
+      if block.norun or block.file then
         skipped = skipped + 1
       else
         it(name, function()
@@ -81,6 +86,37 @@ describe("documentation", function()
             .. "\nstderr:\n" .. err)
         end)
       end
+    end
+  end
+
+  -- Blocks that are files of a project (`<!-- file: name -->`), written
+  -- beside a link to this checkout; `then: busted` runs busted there.
+  for _, path in ipairs(doc_files()) do
+    local files, run = {}, nil
+    for _, block in ipairs(lua_blocks(path)) do
+      if block.file then
+        files[#files + 1] = block
+        if block.then_run ~= "" then run = block end
+      end
+    end
+    if run then
+      it(("%s:%d: the project's files work as written (%s)"):format(path, run.line, run.then_run), function()
+        local dir = os.tmpname()
+        os.remove(dir)
+        assert(lfs.mkdir(dir))
+        assert(lfs.link(ROOT, dir .. "/luaconcurrent", true))
+        local proj = dir .. "/proj"
+        for _, block in ipairs(files) do
+          helpers.sh("mkdir -p " .. helpers.q((proj .. "/" .. block.file):match("^(.*)/")))
+          local f = assert(io.open(proj .. "/" .. block.file, "w"))
+          f:write(block.code)
+          f:close()
+        end
+        local out, err, code = helpers.sh("cd " .. helpers.q(proj) .. " && " .. run.then_run .. " </dev/null")
+        helpers.sh("rm -rf " .. helpers.q(dir))
+        assert.are.equal(0, code, out .. err)
+        assert.truthy(out:find("%d+ success[es]* / 0 failures / 0 errors"), out)
+      end)
     end
   end
 
