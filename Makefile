@@ -13,8 +13,11 @@ MANDIR     ?= $(PREFIX)/share/man
 LUA        ?= lua5.4
 LUA_PC     ?= lua5.4
 LUA_CFLAGS := $(if $(wildcard $(LUA_INCDIR)/lua.h),-I$(LUA_INCDIR),$(shell pkg-config --cflags $(LUA_PC) 2>/dev/null))
-# The executable links liblua: pkg-config's, else the one in LUA_LIBDIR.
-LUA_LIBS   := $(or $(shell pkg-config --libs $(LUA_PC) 2>/dev/null),$(if $(LUA_LIBDIR),-L$(LUA_LIBDIR)) -llua -lm -ldl)
+# The executable links liblua: the one in LUA_LIBDIR when LuaRocks names a
+# directory that holds one (Debian's liblua5.4, a source build's liblua,
+# hererocks' liblua54), else pkg-config's.
+LUA_LIBNAME := $(firstword $(foreach n,lua5.4 lua54 lua,$(if $(wildcard $(LUA_LIBDIR)/lib$(n).so $(LUA_LIBDIR)/lib$(n).a),$(n))))
+LUA_LIBS   := $(if $(and $(LUA_LIBDIR),$(LUA_LIBNAME)),-L$(LUA_LIBDIR) -l$(LUA_LIBNAME) -lm -ldl,$(shell pkg-config --libs $(LUA_PC) 2>/dev/null))
 
 CC       ?= gcc
 OPT      ?= -O2 -g
