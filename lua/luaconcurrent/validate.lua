@@ -181,6 +181,13 @@ local function argnum(msg, positional)
   return 3
 end
 
+--- The "luaconcurrent: ..." message inside a bad-argument error (for a
+-- command line, which names no Lua caller), or the value as a string.
+function M.message(err)
+  local s = tostring(err)
+  return s:match("bad argument #%d+ to '[^']*' %((luaconcurrent: .*)%)$") or s
+end
+
 --- Re-raise a construction error of public function `fname` as Lua's own
 -- functions do (luaL_argerror): "where: bad argument #n to 'fname'
 -- (luaconcurrent: ...)", `where` being the caller's line (`level` as for
