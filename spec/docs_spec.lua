@@ -79,11 +79,14 @@ describe("documentation", function()
           local f = assert(io.open(file, "w"))
           f:write(block.code)
           f:close()
-          local out, err, code = helpers.sh("cd " .. helpers.q(dir) .. " && exec "
-            .. helpers.q(EXE) .. " example.lua </dev/null")
+          -- With the executable, and with lua5.4 and the module, as README says.
+          for _, runner in ipairs({ helpers.q(EXE), helpers.lua_env() .. " lua5.4" }) do
+            local out, err, code = helpers.sh("cd " .. helpers.q(dir) .. " && " .. runner
+              .. " example.lua </dev/null")
+            assert.are.equal(0, code, runner .. ": exit " .. tostring(code) .. "\nstdout:\n" .. out
+              .. "\nstderr:\n" .. err)
+          end
           helpers.sh("rm -rf " .. helpers.q(dir))
-          assert.are.equal(0, code, "exit " .. tostring(code) .. "\nstdout:\n" .. out
-            .. "\nstderr:\n" .. err)
         end)
       end
     end
