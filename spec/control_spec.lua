@@ -154,7 +154,7 @@ describe("run control", function()
 
     it("rejects a policy it cannot read, naming it", function()
       assert.has_error(function() lc.ProcRunAsyncio({ "true" }, {}, { halt = "later,fail=1" }) end,
-        'luaconcurrent: halt must be "never" or "now|soon,fail|success|done=N[%]", got "later,fail=1"')
+        "bad argument #3 to 'ProcRunAsyncio' (luaconcurrent: halt must be \"never\" or \"now|soon,fail|success|done=N[%]\", got \"later,fail=1\")")
     end)
   end)
 
@@ -347,7 +347,7 @@ describe("run control", function()
 
     it("rejects a size that is not a positive whole number", function()
       assert.has_error(function() lc.ProcRunAsyncio({ "true" }, {}, { max_capture = 0 }) end,
-        "luaconcurrent: max_capture must be a positive whole number of bytes, got 0")
+        "bad argument #3 to 'ProcRunAsyncio' (luaconcurrent: max_capture must be a positive whole number of bytes, got 0)")
     end)
   end)
 
@@ -387,10 +387,10 @@ describe("run control", function()
 
   it("names bad run-control options", function()
     assert.has_error(function() lc.ProcRunAsyncio({ "true" }, {}, { retries = -1 }) end,
-      "luaconcurrent: retries must be a non-negative integer, got -1")
+      "bad argument #3 to 'ProcRunAsyncio' (luaconcurrent: retries must be a non-negative integer, got -1)")
     assert.has_error(function() lc.ProcRunAsyncio({ "true" }, {}, { resume = true }) end,
-      "luaconcurrent: resume needs a joblog to read")
+      "bad argument #3 to 'ProcRunAsyncio' (luaconcurrent: resume needs a joblog to read)")
     assert.has_error(function() lc.ProcRunAsyncio({ "true" }, {}, { output = "loud" }) end,
-      'luaconcurrent: output must be "collect", "stream", "ordered" or "lines", got "loud"')
+      "bad argument #3 to 'ProcRunAsyncio' (luaconcurrent: output must be \"collect\", \"stream\", \"ordered\" or \"lines\", got \"loud\")")
   end)
 end)

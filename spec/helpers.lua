@@ -261,4 +261,19 @@ function M.count(t)
   return n
 end
 
+--- The message inside a bad-argument error ("where: bad argument #n to 'f'
+-- (luaconcurrent: ...)" gives "luaconcurrent: ..."); other values as they are.
+function M.inner_error(err)
+  if type(err) ~= "string" then return err end
+  return err:match("bad argument #%d+ to '[^']+' %((luaconcurrent: .*)%)$") or err
+end
+
+--- Calls fn(...) and re-raises an error as its inner message (see
+-- inner_error), for specs written against the message alone.
+function M.unwrap(fn, ...)
+  local ok, err = pcall(fn, ...)
+  if not ok then error(M.inner_error(err), 0) end
+  return err
+end
+
 return M

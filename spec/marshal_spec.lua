@@ -426,7 +426,7 @@ describe("ProcRunMp construction", function()
   it("names a listed task whose arg cannot be sent, at construction", function()
     local ok, err = pcall(lc.ProcRunMp, { F.compute }, { { 1, io.stdout }, { 2, "fine" } }, {})
     assert.is_false(ok)
-    assert.are.equal("luaconcurrent: task 1 arg cannot be sent to a worker: it is a userdata", err)
+    assert.are.equal("bad argument #2 to 'ProcRunMp' (luaconcurrent: task 1 arg cannot be sent to a worker: it is a userdata)", err)
   end)
 
   it("gives a task from an iterator whose arg cannot be sent a failed result", function()

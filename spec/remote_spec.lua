@@ -161,7 +161,7 @@ local function run(pargs, tasks, opts)
   return lc.ProcRunAsyncio(pargs, tasks, opts):run_all()
 end
 
-describe("remote hosts", function()
+describe("remote hosts #remote", function()
   if why_skipped then
     it("are skipped: " .. why_skipped, function() print("SKIPPED remote_spec: " .. why_skipped) end)
     return
@@ -638,9 +638,9 @@ describe("remote hosts", function()
     assert.are.equal("hi\n", r[1].stdout)
     assert.are.equal("lua", r[1].remote_mode)
     assert.has_error(function() lc.ProcRunAsyncio({ "true" }, { { 1 } }, { hosts = { { host = "x", luaconcurrent = 3 } } }) end,
-      "luaconcurrent: hosts[1].luaconcurrent must be a path (or false: always the plain-Lua worker)")
+      "bad argument #3 to 'ProcRunAsyncio' (luaconcurrent: hosts[1].luaconcurrent must be a path (or false: always the plain-Lua worker))")
     assert.has_error(function() lc.ProcRunAsyncio({ "true" }, { { 1 } }, { hosts = { { host = "x", heartbeat = 0 } } }) end,
-      "luaconcurrent: hosts[1].heartbeat must be a positive number of seconds")
+      "bad argument #3 to 'ProcRunAsyncio' (luaconcurrent: hosts[1].heartbeat must be a positive number of seconds)")
   end)
 
   it("take num_workers as the slots of each host that names none", function()

@@ -122,11 +122,11 @@ describe("run_prog", function()
   end)
 
   it("rejects bad input with a luaconcurrent: error", function()
-    assert.has_error(function() lc.run_prog({}) end, "luaconcurrent: pargs must be a non-empty table")
+    assert.has_error(function() lc.run_prog({}) end, "bad argument #1 to 'run_prog' (luaconcurrent: pargs must be a non-empty table)")
     assert.has_error(function() lc.run_prog({ "/bin/true" }, { timout = 1 }) end,
-      "luaconcurrent: unknown option 'timout'")
+      "bad argument #2 to 'run_prog' (luaconcurrent: unknown option 'timout')")
     assert.has_error(function() lc.run_prog({ "/bin/true" }, { timeout = -1 }) end,
-      "luaconcurrent: timeout must be a non-negative number, got -1")
+      "bad argument #2 to 'run_prog' (luaconcurrent: timeout must be a non-negative number, got -1)")
   end)
 end)
 

@@ -68,7 +68,7 @@ local function when_running(cmdline, count, action)
     .. " ] || [ $i -gt 400 ]; do i=$((i+1)); sleep 0.05; done; " .. ENV .. action .. ") >/dev/null 2>&1 &")
 end
 
-describe("slurm hosts", function()
+describe("slurm hosts #slurm", function()
   if not why_skipped then
     write_wrapper()
     local e
@@ -186,8 +186,8 @@ describe("slurm hosts", function()
   it("say what is missing: srun, or the number of slots", function()
     assert.has_error(function()
       lc.ProcRunAsyncio({ "true" }, { { 1 } }, { hosts = { { slurm = true, slots = 1, srun = "/no/such/srun" } } })
-    end, "luaconcurrent: hosts[1] (slurm): /no/such/srun not found (install Slurm's client, e.g. Debian's "
-      .. "slurm-client, or set the host's srun = path)")
+    end, "bad argument #3 to 'ProcRunAsyncio' (luaconcurrent: hosts[1] (slurm): /no/such/srun not found (install Slurm's client, e.g. Debian's "
+      .. "slurm-client, or set the host's srun = path))")
     local _, e, c = helpers.sh("env -u SLURM_NTASKS PATH=" .. helpers.q(dir .. ":" .. os.getenv("PATH")) .. " "
       .. helpers.q(EXE) .. " --parallel --slurm 0 true ::: 1")
     assert.are.equal(255, c)

@@ -60,18 +60,19 @@ for _, runner in ipairs({ "ProcRunAsyncio", "ProcRunMp" }) do
     for _, c in ipairs(CASES) do
       it(c[1], function()
         if c[6] == "pattern" then
-          assert.error_matches(function() lc[runner](c[2], c[3], c[4]) end, c[5])
+          assert.error_matches(function() helpers.unwrap(lc[runner], c[2], c[3], c[4]) end, c[5])
         else
-          assert.has_error(function() lc[runner](c[2], c[3], c[4]) end, c[5])
+          assert.has_error(function() helpers.unwrap(lc[runner], c[2], c[3], c[4]) end, c[5])
         end
       end)
     end
 
     it("checks positional num_workers and timeout", function()
       assert.has_error(function() lc[runner](OK_PARGS, OK_TASKS, -1) end,
-        "luaconcurrent: num_workers must be a non-negative integer, got -1")
+        "bad argument #3 to '" .. runner .. "' (" ..
+        "luaconcurrent: num_workers must be a non-negative integer, got -1)")
       assert.has_error(function() lc[runner](OK_PARGS, OK_TASKS, 2, -1) end,
-        "luaconcurrent: timeout must be a non-negative number, got -1")
+        "bad argument #4 to '" .. runner .. "' (luaconcurrent: timeout must be a non-negative number, got -1)")
     end)
 
     it("rejects bad input before running anything", function()
@@ -86,9 +87,9 @@ for _, runner in ipairs({ "ProcRunAsyncio", "ProcRunMp" }) do
 
     it("rejects a bad arg at construction", function()
       assert.error_matches(function() lc[runner](OK_PARGS, { { 1 }, { 2, true } }, {}) end,
-        "^luaconcurrent: task 2 arg")
+        "bad argument #2 to '" .. runner .. "' %(luaconcurrent: task 2 arg")
       assert.error_matches(function() lc[runner](OK_PARGS, { { 1, { "a", {} } } }, {}) end,
-        "^luaconcurrent: task 1 arg")
+        "bad argument #2 to '" .. runner .. "' %(luaconcurrent: task 1 arg")
     end)
 
     it("rejects a duplicate key from an iterator when it appears, stopping the run", function()

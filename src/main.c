@@ -105,8 +105,9 @@ static void print_usage (FILE *f, const char *badoption) {
   "  -h, --help  show this help\n"
   "  --        stop handling options\n"
   "  -         stop handling options and execute stdin\n"
-  "A script returning a table with 'pargs' or 'tasks' is a declarative task\n"
-  "file: its tasks are run and the exit status is 0 if all succeeded, else 1.\n",
+  "A script returning a table with both 'pargs' and 'tasks' (and runner options;\n"
+  "mode = \"coroutine\", \"thread\" or \"process\") is a declarative task file:\n"
+  "its tasks are run and the exit status is 0 if all succeeded, else 1.\n",
   LC_PROGNAME);
   fflush(f);
 }

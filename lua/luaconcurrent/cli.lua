@@ -3,9 +3,11 @@
 -- A task file is a Lua script that returns a table:
 --   return { pargs = {"/bin/echo"}, tasks = {{1, "a"}, {2, "b"}},
 --            num_workers = 4, timeout = 30, mode = "asyncio" }
--- `mode` is "asyncio" (default) or "mp"; every other field except pargs and
--- tasks is passed to the runner as an option (the runner rejects unknown
--- ones). `luaconcurrent tasks.lua` runs it via run_task_file.
+-- `mode` is "coroutine" (default), "thread" or "process", as for lc.run
+-- ("asyncio" and "mp", pyconcurrent's names, are "coroutine" and
+-- "thread"); every other field except pargs and tasks is passed to the
+-- runner as an option (the runner rejects unknown ones).
+-- `luaconcurrent tasks.lua` runs it via run_task_file.
 
 local M = {}
 
@@ -20,15 +22,47 @@ local function file_name(opts)
   return "task file"
 end
 
-local function fail(opts, msg)
-  error("luaconcurrent: " .. file_name(opts) .. ": " .. msg, 0)
+-- The line of the task file that sets field `name` (`name =` at the start
+-- of a field), or nil: the source is read again, so this is a best guess
+-- that holds for the way task files are written.
+local function line_of(opts, name)
+  if type(name) ~= "string" or not name:find("^[%a_][%w_]*$") then return nil end
+  local path = file_name(opts)
+  local f = path ~= "stdin" and io.open(path, "r")
+  if not f then return nil end
+  local n = 0
+  for l in f:lines() do
+    n = n + 1
+    if l:find("%f[%w_]" .. name .. "%s*=[^=]") then f:close(); return n end
+  end
+  f:close()
 end
 
--- A runner's own "luaconcurrent: ..." error, with the file's name put in.
-local function refail(opts, err)
+-- A task-file error is the user's, not ours: one line, "file:line: what",
+-- with no traceback into this module. It is printed here and the run
+-- ends with status 1 (raising would add the executable's traceback).
+local Fail = {}
+
+local function fail(opts, msg, field)
+  local line = line_of(opts, field)
+  error(setmetatable({ text = "luaconcurrent: " .. file_name(opts) .. (line and (":" .. line) or "")
+    .. ": " .. msg }, Fail), 0)
+end
+
+-- The field a runner's construction message is about.
+local function field_of(msg, tbl)
+  local name = msg:match("^unknown option '([%w_]+)'") or msg:match("^([%a_][%w_]*)")
+  if name == "task" or name == "duplicate" then return "tasks" end
+  if name and (tbl[name] ~= nil) then return name end
+  if msg:find("^pargs") then return "pargs" end
+end
+
+-- A runner's own error ("bad argument #n to 'X' (luaconcurrent: ...)"),
+-- with the file's name and the line put in.
+local function refail(opts, err, tbl)
   if type(err) == "string" then
-    local rest = err:match("^luaconcurrent: (.*)$")
-    if rest then fail(opts, rest) end
+    local rest = err:match("%(luaconcurrent: (.*)%)$") or err:match("^luaconcurrent: (.*)$")
+    if rest then fail(opts, rest, field_of(rest, tbl)) end
   end
   error(err, 0)
 end
@@ -38,21 +72,18 @@ local function describe(v)
   return tostring(v)
 end
 
--- Runs the task file `tbl`; opts.json selects the JSON output.
--- Returns the process exit status: 0 if every task succeeded, else 1.
-function M.run_task_file(tbl, opts)
-  opts = opts or {}
-  -- Before any task runs: without lua-cjson, --json could not report them.
-  if opts.json then require("luaconcurrent.result").cjson() end
+local function build(tbl, opts)
   if type(tbl) ~= "table" then
     fail(opts, "a task file must return a table, got " .. type(tbl))
   end
   if tbl.pargs == nil then fail(opts, "task file has no 'pargs'") end
   if tbl.tasks == nil then fail(opts, "task file has no 'tasks'") end
   local mode = tbl.mode
-  if mode == nil then mode = "asyncio" end
-  if mode ~= "asyncio" and mode ~= "mp" then
-    fail(opts, 'mode must be "asyncio" or "mp", got ' .. describe(mode))
+  if mode == nil then mode = "coroutine" end
+  local lc = require "luaconcurrent"
+  local m = lc.MODES[mode]
+  if not m then
+    fail(opts, 'mode must be "coroutine", "thread" or "process", got ' .. describe(mode), "mode")
   end
 
   local options = {}
@@ -64,11 +95,27 @@ function M.run_task_file(tbl, opts)
       options[k] = v
     end
   end
+  if m[2] and type(tbl.pargs) == "table" and type(tbl.pargs[1]) == "function" then
+    options.isolation = m[2]
+  end
+  local built, run = pcall(m[1], tbl.pargs, tbl.tasks, options)
+  if not built then refail(opts, run, tbl) end
+  return run
+end
 
-  local lc = require "luaconcurrent"
-  local ctor = (mode == "mp") and lc.ProcRunMp or lc.ProcRunAsyncio
-  local built, run = pcall(ctor, tbl.pargs, tbl.tasks, options)
-  if not built then refail(opts, run) end
+-- Runs the task file `tbl`; opts.json selects the JSON output.
+-- Returns the process exit status: 0 if every task succeeded, else 1. An
+-- error in the file itself is printed as one line and gives 1 too.
+function M.run_task_file(tbl, opts)
+  opts = opts or {}
+  -- Before any task runs: without lua-cjson, --json could not report them.
+  if opts.json then require("luaconcurrent.result").cjson() end
+  local built, run = pcall(build, tbl, opts)
+  if not built then
+    if getmetatable(run) ~= Fail then error(run, 0) end
+    io.stderr:write(run.text, "\n")
+    return 1
+  end
   local ok, err = pcall(run.run_all, run)
 
   if opts.json then

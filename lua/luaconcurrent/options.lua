@@ -88,6 +88,30 @@ local function kind_of(class, pargs, opts)
   return kind
 end
 
+-- A callback's error keeps the callback's own traceback: run_all raises it
+-- again from the scheduler once every task has its result, and a traceback
+-- taken there shows only the scheduler. A string error gets the frames
+-- from where it was raised up to the callback appended, as lua5.4 prints a
+-- traceback; any other error value passes unchanged.
+local function add_traceback(e)
+  if type(e) ~= "string" then return e end
+  local tb = debug.traceback(e, 2)
+  -- Up to the callback: the frames below it are the scheduler's.
+  local cut = tb:find("\n%s*%[C%]: in function 'xpcall'")
+  return cut and tb:sub(1, cut - 1) or tb
+end
+
+local function pass(ok, ...)
+  if not ok then error((...), 0) end
+  return ...
+end
+
+local function traced(fn)
+  if type(fn) ~= "function" then return fn end
+  return function(...) return pass(xpcall(fn, add_traceback, ...)) end
+end
+M.traced = traced
+
 --- A new runner of class `class`, its settings checked and defaulted.
 function M.runner(class, pargs, tasks, opts, ...)
   validate.pargs(pargs)
@@ -112,11 +136,12 @@ function M.runner(class, pargs, tasks, opts, ...)
   end
   local self = {
     pargs = pargs, tasks = tasks, kind = kind, ntasks = ntasks, fn_bytes = fn_bytes,
-    on_start = opts.on_start, on_result = opts.on_result, on_progress = opts.on_progress,
+    on_start = traced(opts.on_start), on_result = traced(opts.on_result),
+    on_progress = traced(opts.on_progress),
     env = opts.env, cwd = opts.cwd, input = opts.input, kill_grace = opts.kill_grace,
-    retries = opts.retries, retry_delay = opts.retry_delay, halt = opts.halt,
+    retries = opts.retries, retry_delay = traced(opts.retry_delay), halt = opts.halt,
     joblog = opts.joblog, resume = opts.resume, progress = opts.progress,
-    output = opts.output, tag = opts.tag, results = opts.results, timeline = opts.timeline,
+    output = opts.output, tag = traced(opts.tag), results = opts.results, timeline = opts.timeline,
     max_capture = opts.max_capture, max_answer = opts.max_answer, hosts = opts.hosts,
     -- With hosts, a num_workers given is the slots of each host that names
     -- none (GNU parallel's -j with -S); 0 or none: the host's CPU count.

@@ -10,15 +10,23 @@ local OPTIONS = {
   kill_grace = true, max_capture = true,
 }
 
---- Returns retc, stdout, stderr, res. retc is the exit status, -signum when
--- killed by a signal (a timeout too), -1 when the program could not start
--- (stderr then holds the reason). res is the full ProcResult.
-local function run_prog(pargs, opts)
+local function check_pargs(pargs)
   validate.pargs(pargs)
   if type(pargs[1]) == "function" then
     validate.fail("run_prog runs programs; pargs[1] must be a string, got function")
   end
-  opts = validate.options(opts, OPTIONS)
+end
+
+--- pyconcurrent's shape: returns retc, stdout, stderr, and as a fourth
+-- value the full ProcResult. retc is the exit status, -signum when killed
+-- by a signal (a timeout too), -1 when the program could not start
+-- (stderr then holds the reason).
+local function run_prog(pargs, opts)
+  local ok, err = pcall(check_pargs, pargs)
+  if not ok then validate.argerror("run_prog", err, 2, false, 1) end
+  ok, err = pcall(validate.options, opts, OPTIONS)
+  if not ok then validate.argerror("run_prog", err, 2, false, 2) end
+  opts = err
   local argv = {}
   for i, v in ipairs(pargs) do argv[i] = tostring(v) end
   if opts.test then

@@ -310,7 +310,7 @@ function M.run(o, tasks)
   opts.on_result = function(res) if not res.success then failed = failed + 1 end end
   local ok, run = pcall(lc.ProcRunAsyncio, { prog or "true" }, list, opts)
   if not ok then
-    io.stderr:write(tostring(run), "\n")
+    io.stderr:write(require("luaconcurrent.validate").message(run), "\n")
     return 255
   end
   run:run_all()

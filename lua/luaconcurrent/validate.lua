@@ -173,4 +173,35 @@ end
 
 M.is_integer = is_integer
 
+-- Which argument a construction message is about: pargs (#1), the tasks
+-- (#2), or the options (#3; in pyconcurrent's positional form num_workers,
+-- timeout and verb are #3 to #5).
+local function argnum(msg, positional)
+  if msg:find("^pargs") or msg:find("upvalue") or msg:find("^run_prog runs programs") then return 1 end
+  if msg:find("^tasks? ") or msg:find("^duplicate task key") then return 2 end
+  if positional then
+    if msg:find("^timeout") then return 4 end
+    if msg:find("^verb") then return 5 end
+  end
+  return 3
+end
+
+--- The "luaconcurrent: ..." message inside a bad-argument error (for a
+-- command line, which names no Lua caller), or the value as a string.
+function M.message(err)
+  local s = tostring(err)
+  return s:match("bad argument #%d+ to '[^']*' %((luaconcurrent: .*)%)$") or s
+end
+
+--- Re-raise a construction error of public function `fname` as Lua's own
+-- functions do (luaL_argerror): "where: bad argument #n to 'fname'
+-- (luaconcurrent: ...)", `where` being the caller's line (`level` as for
+-- error(), counted from the caller of argerror). Anything that is not one
+-- of our messages (out of memory, a table) is raised unchanged.
+function M.argerror(fname, err, level, positional, n)
+  if type(err) ~= "string" or not err:find("^luaconcurrent: ") then error(err, 0) end
+  n = n or argnum(err:sub(16), positional)
+  error(string.format("bad argument #%d to '%s' (%s)", n, fname, err), level + 1)
+end
+
 return M

@@ -141,12 +141,6 @@ local function max(xs)
   return m
 end
 
-local function sum(xs)
-  local s = 0
-  for _, x in ipairs(xs) do s = s + x end
-  return s
-end
-
 -- ---------------------------------------------------------------- set-up
 
 for _, t in ipairs({ "/usr/bin/time", "xargs", "parallel", "timeout" }) do

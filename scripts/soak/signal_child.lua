@@ -42,7 +42,8 @@ local function fn_task(key, args)
   return true, "done " .. d
 end
 
-local pargs, tasks, class, opts = nil, {}, nil, { num_workers = 8 }
+local pargs, class
+local tasks, opts = {}, { num_workers = 8 }
 if KIND == "exec_asyncio" or KIND == "exec_mp" then
   pargs = { "sh", "-c", SH, MARK }
   for i = 1, N do tasks[i] = { i, prog_arg(i) } end

@@ -21,6 +21,19 @@ function M.new()
   return setmetatable({ t0 = core.now(), last = -1, shown = false }, { __index = M })
 end
 
+-- The tasks running as the bar is drawn. It is drawn as results are
+-- reported: after the tasks that just ended left their slots and before
+-- the next tasks take them, so st.running alone is short by the tasks
+-- about to start. A slot counts as busy while tasks remain to fill it and
+-- the run is not stopping (st.ex.slots: the executor's slots).
+function M.running(st)
+  local running = st.running
+  local slots = st.ex and st.ex.slots
+  if not slots or st.halted or st.stopping then return running end
+  local waiting = st.total and math.max(st.total - st.done - running, 0) or math.huge
+  return math.max(running, math.min(slots, running + waiting))
+end
+
 function M:line(st)
   local width = (core.term_width and core.term_width(2)) or 80
   local done, total = st.done, st.total
@@ -28,7 +41,7 @@ function M:line(st)
   local rate = elapsed > 0 and done / elapsed or 0
   local eta = (total and rate > 0) and (total - done) / rate or math.huge
   local text = string.format(" %d/%s  %d running  %d failed  %.1f/s  ETA %s",
-    done, total and tostring(total) or "?", st.running, st.failed or 0, rate, clock(eta))
+    done, total and tostring(total) or "?", M.running(st), st.failed or 0, rate, clock(eta))
   local room = width - #text - 3
   if room >= 10 then
     local fill = total and total > 0 and math.floor(room * done / total) or 0

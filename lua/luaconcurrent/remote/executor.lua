@@ -107,7 +107,14 @@ local line = protocol.line
 local function connect_argv(h, grace)
   local remote = "trap '' PIPE; "
   if h.luaconcurrent ~= false then
-    local lc = shq(h.luaconcurrent or "luaconcurrent")
+    local path = h.luaconcurrent
+    -- This machine (":") runs this very executable when we are one, so it
+    -- takes the engine's path whatever PATH holds.
+    if path == nil and h.host == ":" then
+      local embedded, exe = core.host()
+      if embedded then path = exe end
+    end
+    local lc = shq(path or "luaconcurrent")
     remote = remote .. "if command -v " .. lc .. " >/dev/null 2>&1; then exec " .. lc
       .. " --remote-worker; fi; "
   end
