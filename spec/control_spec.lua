@@ -370,17 +370,17 @@ describe("run control", function()
     for _, name in ipairs({ "joblog", "results", "timeline" }) do
       local what = name == "joblog" and "the joblog" or "the " .. name .. " file"
       assert.has_error(function()
-        lc.ProcRunAsyncio({ "true" }, { { 1 } }, { [name] = "/nonexistent-dir/x" })
+        helpers.unwrap(lc.ProcRunAsyncio, { "true" }, { { 1 } }, { [name] = "/nonexistent-dir/x" })
       end, "luaconcurrent: cannot write " .. what .. ": /nonexistent-dir/x: No such file or directory")
       -- a path through a regular file
       assert.has_error(function()
-        lc.ProcRunAsyncio({ "true" }, { { 1 } }, { [name] = file .. "/x" })
+        helpers.unwrap(lc.ProcRunAsyncio, { "true" }, { { 1 } }, { [name] = file .. "/x" })
       end, "luaconcurrent: cannot write " .. what .. ": " .. file .. "/x: Not a directory")
       assert.has_error(function()
-        lc.ProcRunAsyncio({ "true" }, { { 1 } }, { [name] = "/tmp" })
+        helpers.unwrap(lc.ProcRunAsyncio, { "true" }, { { 1 } }, { [name] = "/tmp" })
       end, "luaconcurrent: cannot write " .. what .. ": /tmp: Is a directory")
     end
-    assert.has_error(function() lc.ProcRunAsyncio({ "true" }, {}, { results = 3 }) end,
+    assert.has_error(function() helpers.unwrap(lc.ProcRunAsyncio, { "true" }, {}, { results = 3 }) end,
       "luaconcurrent: results must be a file path (string), got 3")
     os.remove(file)
   end)

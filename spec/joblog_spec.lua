@@ -259,13 +259,13 @@ describe("joblog", function()
     end)
 
     it("names what is wrong with the option and with a joblog it cannot read", function()
-      assert.has_error(function() lc.ProcRunAsyncio({ "true" }, {}, { joblog = { path = "x", format = "csv" } }) end,
+      assert.has_error(function() helpers.unwrap(lc.ProcRunAsyncio, { "true" }, {}, { joblog = { path = "x", format = "csv" } }) end,
         'luaconcurrent: joblog.format must be "luaconcurrent" or "parallel", got "csv"')
-      assert.has_error(function() lc.ProcRunAsyncio({ "true" }, {}, { joblog = { format = "parallel" } }) end,
+      assert.has_error(function() helpers.unwrap(lc.ProcRunAsyncio, { "true" }, {}, { joblog = { format = "parallel" } }) end,
         "luaconcurrent: joblog.path must be a file path (string), got nil")
-      assert.has_error(function() lc.ProcRunAsyncio({ "true" }, {}, { joblog = { path = "x", commands = print } }) end,
+      assert.has_error(function() helpers.unwrap(lc.ProcRunAsyncio, { "true" }, {}, { joblog = { path = "x", commands = print } }) end,
         'luaconcurrent: joblog has an unknown field "commands" (path, format, command, send, append)')
-      assert.has_error(function() lc.ProcRunAsyncio({ "true" }, {}, { joblog = { path = "x", send = 3 } }) end,
+      assert.has_error(function() helpers.unwrap(lc.ProcRunAsyncio, { "true" }, {}, { joblog = { path = "x", send = 3 } }) end,
         "luaconcurrent: joblog.send must be a function(key, arg, res) returning a number of bytes, got number")
       local log = tmp()
       local f = assert(io.open(log, "w"))
