@@ -14,6 +14,7 @@
  */
 #include "proc.h"
 #include "hugemem.h"
+#include "reap.h"
 #include "signals.h"
 
 #include <errno.h>
@@ -98,9 +99,30 @@ static void close_fd(int *fd) {
     *fd = -1;
 }
 
+/* A deadline, a cancel or a teardown: the whole task gets `sig`. */
 static void kill_group(lc_proc *p, int sig) {
+    if (p->cg >= 0) {
+        lc_reap_cgroup_signal(p->cg, sig);
+        return;
+    }
     /* Only while the leader is unreaped: its pid pins the group id. */
-    if (p->wait_errno == 0 && !p->reaped) kill(-p->pid, sig);
+    if (p->wait_errno != 0 || p->reaped) return;
+    if (p->exited)
+        kill(-p->pid, sig);     /* its other descendants went to init */
+    else
+        lc_reap_tree(p->pid, sig);
+}
+
+/* The leader has exited: whatever it left running is killed. (A cgroup
+ * seen empty once stays empty: nothing is left in it to fork.) */
+static void kill_leftovers(lc_proc *p) {
+    if (p->cg >= 0) {
+        if (!p->cg_empty && lc_reap_cgroup_populated(p->cg) == 0)
+            p->cg_empty = 1;
+        if (!p->cg_empty) lc_reap_cgroup_signal(p->cg, SIGKILL);
+    } else if (p->wait_errno == 0 && !p->reaped) {
+        kill(-p->pid, SIGKILL);
+    }
 }
 
 static int buf_reserve(lc_buf *b, size_t extra) {
@@ -162,10 +184,12 @@ static void check_done(lc_proc *p) {
         p->input_errno = EPIPE;     /* it ended without reading it all */
     lc_watch_close(p->loop, &p->inw);
     lc_timer_cancel(p->loop, &p->timer);
-    /* start_drain already killed what was left of the group. */
+    /* start_drain already killed what was left of the task. */
     lc_signals_untrack(p->track_slot);
     p->track_slot = -1;
     reap_leader(p);
+    lc_reap_cgroup_put(p->cg, p->cg_empty);
+    p->cg = -1;
     close_fd(&p->pidw.fd);
     p->t_end = lc_now();
     p->phase = PH_DONE;
@@ -176,7 +200,7 @@ static void check_done(lc_proc *p) {
  * group would outlive the task, and nothing may outlive a run. The leader
  * is not reaped yet, so the group id is still ours to signal. */
 static void start_drain(lc_proc *p) {
-    kill_group(p, SIGKILL);
+    kill_leftovers(p);
     p->phase = PH_DRAIN;
     if (p->outw.fd >= 0 || p->errw.fd >= 0)
         lc_timer_arm(p->loop, &p->timer, lc_now() + EOF_WAIT);
@@ -218,7 +242,7 @@ static void on_exit_event(lc_loop *loop, lc_watch *w, uint32_t events) {
      * of the group while the zombie still pins the group id, then reap and
      * read the status in one call. */
     int over = p->outw.fd < 0 && p->errw.fd < 0;
-    if (over) kill_group(p, SIGKILL);
+    if (over) kill_leftovers(p);
     if (!leader_exited(p, over)) return;
     lc_watch_del(loop, w);
     on_leader_exit(p);
@@ -544,6 +568,74 @@ static int spawn_child(lc_proc *p, const lc_proc_spec *spec, int in[2],
     return e;
 }
 
+/* Into a cgroup: posix_spawn cannot put its child in one before exec
+ * (glibc 2.39's posix_spawnattr_setcgroup_np can; Debian 12 has 2.36), and
+ * moving it after exec races with its first fork. So vfork, and the child
+ * enters the cgroup first (writing "0" to cgroup.procs moves the writer),
+ * then does what spawn_child's attributes and file actions do. The child
+ * shares our memory until it execs: it only makes system calls, its
+ * signals are all blocked until their handlers are reset to the default,
+ * and an exec failure comes back through ctx->err, as glibc's posix_spawn
+ * returns it. */
+typedef struct child_ctx {
+    const lc_proc_spec *spec;
+    int in0, out1, err1, cgfd;
+    volatile int err;
+} child_ctx;
+
+static void close_from_3(void) {
+    if (syscall(SYS_close_range, 3U, ~0U, 0U) == 0) return;
+    long max = sysconf(_SC_OPEN_MAX);
+    if (max < 0 || max > 65536) max = 65536;
+    for (int fd = 3; fd < max; fd++) close(fd);
+}
+
+__attribute__((noreturn)) static void child_exec(child_ctx *c) {
+    const lc_proc_spec *spec = c->spec;
+    struct sigaction dfl;
+    sigset_t none;
+    if (write(c->cgfd, "0", 1) != 1) goto fail;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; sig++) sigaction(sig, &dfl, NULL);
+    if (setpgid(0, 0) < 0) goto fail;
+    if (c->in0 >= 0) {
+        if (dup2(c->in0, 0) < 0) goto fail;
+    } else {
+        int fd = open("/dev/null", O_RDONLY);
+        if (fd < 0) goto fail;
+        if (fd != 0 && (dup2(fd, 0) < 0 || close(fd) < 0)) goto fail;
+    }
+    if (dup2(c->out1, 1) < 0) goto fail;
+    if (c->err1 >= 0 && dup2(c->err1, 2) < 0) goto fail;
+    if (spec->cwd && chdir(spec->cwd) < 0) goto fail;
+    close_from_3();
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    execvpe(spec->argv[0], spec->argv, spec->envp ? spec->envp : environ);
+fail:
+    c->err = errno ? errno : EINVAL;
+    _exit(127);
+}
+
+static int spawn_child_cgroup(lc_proc *p, const lc_proc_spec *spec, int in[2],
+                              int out[2], int err[2], int cgfd) {
+    child_ctx ctx = {spec, in[0], out[1], err[1], cgfd, 0};
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid_t pid = vfork();    /* cppcheck-suppress prohibitedvforkCalled ; see above */
+    if (pid == 0) child_exec(&ctx);
+    int e = pid < 0 ? errno : ctx.err;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (pid > 0 && e) {
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+    }
+    if (!e) p->pid = pid;
+    return e;
+}
+
 int lc_proc_spawn(lc_loop *loop, const lc_proc_spec *spec,
                   lc_proc_done_fn *on_done, lc_proc_done_fn *on_data, void *data,
                   lc_proc **out_p, char *errbuf, size_t errlen) {
@@ -557,6 +649,7 @@ int lc_proc_spawn(lc_loop *loop, const lc_proc_spec *spec,
     }
     p->loop = loop;
     p->track_slot = -1;
+    p->cg = -1;
     p->pidw.fd = p->outw.fd = p->errw.fd = p->inw.fd = -1;
     p->on_done = on_done;
     p->on_data = on_data;
@@ -593,8 +686,16 @@ int lc_proc_spawn(lc_loop *loop, const lc_proc_spec *spec,
     sigaddset(&stops, SIGINT);
     sigaddset(&stops, SIGTERM);
     sigaddset(&stops, SIGPIPE);
+    int cgfd = -1;
+    p->cg = lc_reap_cgroup_get();
+    if (p->cg >= 0 && (cgfd = lc_reap_cgroup_procs_fd(p->cg)) < 0) {
+        lc_reap_cgroup_put(p->cg, 1);
+        p->cg = -1;
+    }
     pthread_sigmask(SIG_BLOCK, &stops, &old);
-    e = spawn_child(p, spec, in, out, err);
+    e = p->cg >= 0 ? spawn_child_cgroup(p, spec, in, out, err, cgfd)
+                   : spawn_child(p, spec, in, out, err);
+    if (cgfd >= 0) close(cgfd);
     if (!e) p->track_slot = lc_signals_track(p->pid, p->stream);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (e) {
@@ -660,6 +761,7 @@ fail:
     snprintf(errbuf, errlen, "cannot %s '%s': %s (%s)", what, spec->argv[0],
              strerror(e), lc_errno_name(e));
 fail_described:
+    lc_reap_cgroup_put(p->cg, 0);
     if (p->polled) lc_timer_release(loop, &p->exit_poll);
     close_fd(&in[0]); close_fd(&in[1]);
     close_fd(&out[0]); close_fd(&out[1]);
@@ -677,6 +779,8 @@ void lc_proc_free(lc_proc *p) {
         kill_group(p, SIGKILL);
         lc_signals_untrack(p->track_slot);
         reap_leader(p);
+        lc_reap_cgroup_put(p->cg, 0);
+        p->cg = -1;
     }
     if (p->polled) lc_timer_release(p->loop, &p->exit_poll);
     lc_watch_close(p->loop, &p->pidw);
