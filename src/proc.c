@@ -590,6 +590,39 @@ static void close_from_3(void) {
     for (int fd = 3; fd < max; fd++) close(fd);
 }
 
+/* posix_spawnp's search, on the stack: each PATH entry in turn, EACCES
+ * remembered; unlike execvpe, a file without a #! line is not handed to
+ * /bin/sh (ENOEXEC), as with posix_spawnp. */
+static void exec_path(const char *file, char *const argv[], char *const envp[]) {
+    if (strchr(file, '/')) {
+        execve(file, argv, envp);
+        return;
+    }
+    const char *path = getenv("PATH");
+    if (path == NULL) path = "/bin:/usr/bin";
+    size_t flen = strlen(file);
+    int eacces = 0;
+    char buf[4096];
+    for (const char *dir = path;; dir++) {
+        const char *end = strchrnul(dir, ':');
+        size_t dlen = (size_t)(end - dir);
+        if (dlen + 1 + flen + 1 <= sizeof buf) {
+            memcpy(buf, dir, dlen);         /* an empty entry: the cwd */
+            size_t at = dlen;
+            if (dlen > 0) buf[at++] = '/';
+            memcpy(buf + at, file, flen + 1);
+            execve(buf, argv, envp);
+            if (errno == EACCES) eacces = 1;
+            else if (errno != ENOENT && errno != ENOTDIR && errno != ESTALE &&
+                     errno != ENODEV && errno != ETIMEDOUT)
+                return;
+        }
+        if (*end == '\0') break;
+        dir = end;
+    }
+    if (eacces) errno = EACCES;
+}
+
 __attribute__((noreturn)) static void child_exec(child_ctx *c) {
     const lc_proc_spec *spec = c->spec;
     struct sigaction dfl;
@@ -612,7 +645,7 @@ __attribute__((noreturn)) static void child_exec(child_ctx *c) {
     close_from_3();
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
-    execvpe(spec->argv[0], spec->argv, spec->envp ? spec->envp : environ);
+    exec_path(spec->argv[0], spec->argv, spec->envp ? spec->envp : environ);
 fail:
     c->err = errno ? errno : EINVAL;
     _exit(127);
