@@ -3,11 +3,14 @@
  *
  * Life of a proc:
  *   PH_RUN    running; the timer holds the deadline (if any)
- *   PH_TERM   deadline passed, SIGTERM sent to the group; timer = grace
- *   PH_KILL   SIGKILL sent to the group; waiting for the leader to exit
- *   PH_DRAIN  leader gone after a kill; timer bounds the wait for EOF,
- *             since a process that left the group may hold our pipes
+ *   PH_TERM   deadline passed, SIGTERM sent to the task; timer = grace
+ *   PH_KILL   SIGKILL sent to the task; waiting for the leader to exit
+ *   PH_DRAIN  leader gone; what it left is killed; timer bounds the wait
+ *             for EOF, since a process outside the task (or, without a
+ *             cgroup, one that left the group) may hold our pipes
  *   PH_DONE   reaped, on_done called
+ * "The task" is its cgroup where it has one (reap.h), else its group plus,
+ * while the leader lives, the descendants a walk of /proc finds.
  * The leader is only reaped at the very end (waitid WNOWAIT peeks at its
  * status first), so its pid, which is also the group id, cannot be reused
  * while we may still signal the group.
@@ -657,7 +660,7 @@ static int spawn_child_cgroup(lc_proc *p, const lc_proc_spec *spec, int in[2],
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    pid_t pid = vfork();    /* cppcheck-suppress prohibitedvforkCalled ; see above */
+    pid_t pid = vfork();
     if (pid == 0) child_exec(&ctx);
     int e = pid < 0 ? errno : ctx.err;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
