@@ -25,9 +25,9 @@ void *lc_mem_realloc(void *ptr, size_t osize, size_t nsize);
  * lc_mem_realloc, in the same thread: if the new string's allocation comes
  * through lc_mem_realloc, it is the buffer's own mapping (Lua's copy then
  * copies each byte onto itself) and *data, *cap become NULL, 0 — the
- * string owns the memory. Otherwise nothing changes. The first allocation
- * after lc_mem_offer, whatever it is, withdraws the offer; so does
- * lc_mem_offer_end, which must follow the push. */
+ * string owns the memory. Otherwise nothing changes. The first call of
+ * lc_mem_realloc after lc_mem_offer, whatever it is, withdraws the offer;
+ * so does lc_mem_offer_end, which must follow the push. */
 void lc_mem_offer(char **data, size_t *cap, size_t len);
 void lc_mem_offer_end(void);
 
