@@ -584,6 +584,7 @@ typedef struct child_ctx {
     const lc_proc_spec *spec;
     int in0, out1, err1, cgfd;
     volatile int err;
+    volatile int cg_refused;    /* the cgroup would not take it */
 } child_ctx;
 
 static void close_from_3(void) {
@@ -630,7 +631,10 @@ __attribute__((noreturn)) static void child_exec(child_ctx *c) {
     const lc_proc_spec *spec = c->spec;
     struct sigaction dfl;
     sigset_t none;
-    if (write(c->cgfd, "0", 1) != 1) goto fail;
+    if (write(c->cgfd, "0", 1) != 1) {
+        c->cg_refused = 1;
+        goto fail;
+    }
     memset(&dfl, 0, sizeof dfl);
     dfl.sa_handler = SIG_DFL;
     for (int sig = 1; sig < NSIG; sig++) sigaction(sig, &dfl, NULL);
@@ -656,7 +660,7 @@ fail:
 
 static int spawn_child_cgroup(lc_proc *p, const lc_proc_spec *spec, int in[2],
                               int out[2], int err[2], int cgfd) {
-    child_ctx ctx = {spec, in[0], out[1], err[1], cgfd, 0};
+    child_ctx ctx = {spec, in[0], out[1], err[1], cgfd, 0, 0};
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -669,6 +673,10 @@ static int spawn_child_cgroup(lc_proc *p, const lc_proc_spec *spec, int in[2],
             ;
     }
     if (!e) p->pid = pid;
+    if (e && ctx.cg_refused) {
+        lc_reap_cgroup_refused();
+        e = -1;                 /* the caller spawns it without a cgroup */
+    }
     return e;
 }
 
@@ -729,9 +737,13 @@ int lc_proc_spawn(lc_loop *loop, const lc_proc_spec *spec,
         p->cg = -1;
     }
     pthread_sigmask(SIG_BLOCK, &stops, &old);
-    e = p->cg >= 0 ? spawn_child_cgroup(p, spec, in, out, err, cgfd)
-                   : spawn_child(p, spec, in, out, err);
+    e = p->cg >= 0 ? spawn_child_cgroup(p, spec, in, out, err, cgfd) : -1;
     if (cgfd >= 0) close(cgfd);
+    if (e == -1) {
+        lc_reap_cgroup_put(p->cg, 1);
+        p->cg = -1;
+        e = spawn_child(p, spec, in, out, err);
+    }
     if (!e) p->track_slot = lc_signals_track(p->pid, p->stream);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (e) {

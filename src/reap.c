@@ -35,6 +35,7 @@ static _Atomic unsigned char state[MAX_SLOTS];
 static atomic_int nslots;               /* slots [0, nslots) have been made */
 static int free_stack[MAX_SLOTS];       /* under lock */
 static int nfree;
+static atomic_int refused;              /* a child could not enter one */
 
 /* ---- paths, built without stdio so that the signal path can use them ---- */
 
@@ -225,7 +226,7 @@ int lc_reap_cgroup_get(void) {
     pthread_once(&probe_once, probe);
     /* A process forked from the runner inherits the table, not the right
      * to use it. */
-    if (base[0] == '\0' || getpid() != owner) return -1;
+    if (base[0] == '\0' || getpid() != owner || atomic_load(&refused)) return -1;
     int slot = -1;
     pthread_mutex_lock(&lock);
     if (nfree > 0) {
@@ -243,6 +244,8 @@ int lc_reap_cgroup_get(void) {
     pthread_mutex_unlock(&lock);
     return slot;
 }
+
+void lc_reap_cgroup_refused(void) { atomic_store(&refused, 1); }
 
 int lc_reap_cgroup_procs_fd(int slot) {
     char path[4200];

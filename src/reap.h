@@ -25,6 +25,10 @@ int lc_reap_cgroup_get(void);
  * into it before it execs, so it is inside before it can fork. -1 and
  * errno on failure. */
 int lc_reap_cgroup_procs_fd(int slot);
+/* A child could not enter its cgroup (say, an ancestor with controllers
+ * that forbid it): cgroups are off for this process from now on, and the
+ * tree walk is used. */
+void lc_reap_cgroup_refused(void);
 /* SIGKILL: cgroup.kill (the whole cgroup, atomically). Another signal: to
  * each process in it (a process forked meanwhile may miss it: TERM is a
  * request, the KILL that follows is not). */
