@@ -411,6 +411,31 @@ describe("run control", function()
     end
   end)
 
+  -- A task's cgroup is reused by a later task once empty; one that was
+  -- killed (cgroup.kill) is made anew first: Linux 6.x kills any child
+  -- clone3 puts into a cgroup that was ever killed (src/reap.c).
+  describe("the task after one whose leftovers were killed", function()
+    for _, first in ipairs({
+      { "a timeout", "sleep 60", 0.5 },
+      { "a daemon left behind", "setsid sleep %s </dev/null >/dev/null 2>&1 &"
+        .. ' until [ "$(cut -d" " -f6 /proc/$!/stat)" = "$!" ]; do :; done; exit 0', BOUND },
+    }) do
+      it("runs normally in the same slot (" .. first[1] .. ")", function()
+        local marker = helpers.marker()
+        local run = lc.ProcRunAsyncio({ "/bin/bash", "-c" }, {
+          { 1, string.format(first[2], marker) }, { 2, "echo two" }, { 3, "echo three" },
+        }, { timeout = first[3], num_workers = 1 })
+        local r = run:run_all()
+        local left = helpers.wait_marker_gone(marker, 2)
+        helpers.kill_marker(marker)
+        assert.are.same({}, left)
+        assert.is_true(r[2].success, r[2].error)
+        assert.are.equal("two\n", r[2].stdout)
+        assert.is_true(r[3].success, r[3].error)
+      end)
+    end
+  end)
+
   describe("without usable pidfds", function()
     for _, how in ipairs({ "open", "waitid" }) do
       it("children are watched by polling (" .. (how == "open"

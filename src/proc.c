@@ -573,16 +573,23 @@ static int spawn_child(lc_proc *p, const lc_proc_spec *spec, int in[2],
 
 /* Into a cgroup: posix_spawn cannot put its child in one before exec
  * (glibc 2.39's posix_spawnattr_setcgroup_np can; Debian 12 has 2.36), and
- * moving it after exec races with its first fork. So vfork, and the child
- * enters the cgroup first (writing "0" to cgroup.procs moves the writer),
- * then does what spawn_child's attributes and file actions do. The child
- * shares our memory until it execs: it only makes system calls, its
- * signals are all blocked until their handlers are reset to the default,
- * and an exec failure comes back through ctx->err, as glibc's posix_spawn
- * returns it. */
+ * moving it after exec races with its first fork. So the child is made
+ * as vfork makes it, already inside: clone3 with CLONE_INTO_CGROUP (Linux
+ * 5.7) on x86-64; elsewhere, or where clone3 is refused (valgrind, old
+ * kernels, the sanitizer builds, whose vfork interceptors the raw call
+ * would bypass), vfork, and the child enters the cgroup first (writing "0"
+ * to cgroup.procs moves the writer). That write waits for a global lock
+ * (the cgroup threadgroup rwsem, an RCU grace period at times): 114 us a
+ * spawn on average here, against 52 us for clone3 and 40 us for a plain
+ * vfork. The child then does what spawn_child's attributes and file
+ * actions do. It shares our memory until it execs: it only makes system
+ * calls, its signals are all blocked until their handlers are reset to
+ * the default, and an exec failure comes back through ctx->err, as glibc's
+ * posix_spawn returns it. */
 typedef struct child_ctx {
     const lc_proc_spec *spec;
-    int in0, out1, err1, cgfd;
+    int in0, out1, err1;
+    int procs_fd;               /* cgroup.procs to enter by, or -1: inside */
     volatile int err;
     volatile int cg_refused;    /* the cgroup would not take it */
 } child_ctx;
@@ -631,7 +638,7 @@ __attribute__((noreturn)) static void child_exec(child_ctx *c) {
     const lc_proc_spec *spec = c->spec;
     struct sigaction dfl;
     sigset_t none;
-    if (write(c->cgfd, "0", 1) != 1) {
+    if (c->procs_fd >= 0 && write(c->procs_fd, "0", 1) != 1) {
         c->cg_refused = 1;
         goto fail;
     }
@@ -658,15 +665,81 @@ fail:
     _exit(127);
 }
 
+#if defined(__x86_64__) && defined(__linux__) && !defined(__SANITIZE_ADDRESS__) && \
+    !defined(__SANITIZE_THREAD__)
+#include <linux/sched.h>
+#define LC_CLONE3 1
+
+/* long lc_clone3_vfork(struct clone_args *, size_t, child_ctx *): clone3
+ * without a stack of its own, so the child runs on ours as after vfork.
+ * In assembly, as glibc's vfork is: the child must not return through
+ * our caller's frame, which the parent returns through once the child
+ * has exec'd; it calls lc_child_entry from below it instead. Returns the
+ * pid, or -errno. */
+long lc_clone3_vfork(struct clone_args *ca, size_t size, child_ctx *c);
+__attribute__((used, noipa, noreturn)) void lc_child_entry(child_ctx *c);
+void lc_child_entry(child_ctx *c) { child_exec(c); }
+__asm__(".text\n"
+        ".globl lc_clone3_vfork\n"
+        ".hidden lc_clone3_vfork\n"
+        ".type lc_clone3_vfork,@function\n"
+        "lc_clone3_vfork:\n"
+        "  mov %rdx, %r8\n"             /* the syscall keeps r8 */
+        "  mov $435, %eax\n"            /* SYS_clone3 */
+        "  syscall\n"
+        "  test %rax, %rax\n"
+        "  jnz 1f\n"
+        "  mov %r8, %rdi\n"
+        "  and $-16, %rsp\n"
+        "  call lc_child_entry\n"
+        "  hlt\n"
+        "1: ret\n"
+        ".size lc_clone3_vfork, .-lc_clone3_vfork\n");
+
+static atomic_int clone3_refused;
+#endif
+
+/* 0 and p->pid; an errno; or -1: the cgroup is not to be had (the caller
+ * spawns without one). */
 static int spawn_child_cgroup(lc_proc *p, const lc_proc_spec *spec, int in[2],
-                              int out[2], int err[2], int cgfd) {
-    child_ctx ctx = {spec, in[0], out[1], err[1], cgfd, 0, 0};
+                              int out[2], int err[2]) {
+    child_ctx ctx = {spec, in[0], out[1], err[1], -1, 0, 0};
     sigset_t all, old;
+    pid_t pid = -1;
+    int e = 0;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    pid_t pid = vfork();
-    if (pid == 0) child_exec(&ctx);
-    int e = pid < 0 ? errno : ctx.err;
+#ifdef LC_CLONE3
+    int dirfd;
+    if (!atomic_load(&clone3_refused) && (dirfd = lc_reap_cgroup_dir_fd(p->cg)) >= 0) {
+        struct clone_args ca;
+        memset(&ca, 0, sizeof ca);
+        ca.flags = CLONE_VM | CLONE_VFORK | CLONE_INTO_CGROUP;
+        ca.exit_signal = SIGCHLD;
+        ca.cgroup = (unsigned)dirfd;
+        long r = lc_clone3_vfork(&ca, sizeof ca, &ctx);
+        close(dirfd);
+        if (r > 0) {
+            pid = (pid_t)r;
+        } else if (r == -EAGAIN || r == -ENOMEM) {
+            e = (int)-r;
+        } else {
+            atomic_store(&clone3_refused, 1);   /* the vfork way below */
+        }
+    }
+#endif
+    if (pid < 0 && !e) {
+        ctx.procs_fd = lc_reap_cgroup_procs_fd(p->cg);
+        if (ctx.procs_fd < 0) {
+            pthread_sigmask(SIG_SETMASK, &old, NULL);
+            return -1;
+        }
+        pid = vfork();
+        if (pid == 0) child_exec(&ctx);
+        if (pid < 0) e = errno;
+        close(ctx.procs_fd);
+    }
+    if (!e) e = ctx.err;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (pid > 0 && e) {
         while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
@@ -675,7 +748,7 @@ static int spawn_child_cgroup(lc_proc *p, const lc_proc_spec *spec, int in[2],
     if (!e) p->pid = pid;
     if (e && ctx.cg_refused) {
         lc_reap_cgroup_refused();
-        e = -1;                 /* the caller spawns it without a cgroup */
+        e = -1;
     }
     return e;
 }
@@ -730,15 +803,9 @@ int lc_proc_spawn(lc_loop *loop, const lc_proc_spec *spec,
     sigaddset(&stops, SIGINT);
     sigaddset(&stops, SIGTERM);
     sigaddset(&stops, SIGPIPE);
-    int cgfd = -1;
     p->cg = lc_reap_cgroup_get();
-    if (p->cg >= 0 && (cgfd = lc_reap_cgroup_procs_fd(p->cg)) < 0) {
-        lc_reap_cgroup_put(p->cg, 1);
-        p->cg = -1;
-    }
     pthread_sigmask(SIG_BLOCK, &stops, &old);
-    e = p->cg >= 0 ? spawn_child_cgroup(p, spec, in, out, err, cgfd) : -1;
-    if (cgfd >= 0) close(cgfd);
+    e = p->cg >= 0 ? spawn_child_cgroup(p, spec, in, out, err) : -1;
     if (e == -1) {
         lc_reap_cgroup_put(p->cg, 1);
         p->cg = -1;

@@ -32,6 +32,12 @@ static char base[4096];                 /* "" : no cgroups */
 static size_t base_len;
 static pid_t owner;                     /* the process that made base */
 static _Atomic unsigned char state[MAX_SLOTS];
+/* cgroup.kill was written to it. Such a cgroup is made anew before it is
+ * used again: Linux 6.x (6.18 here) kills a child that clone3 puts into a
+ * cgroup whose kill count differs from its parent's cgroup's
+ * (cgroup_css_set_fork reads the count before it knows the destination),
+ * so every later CLONE_INTO_CGROUP child there would be born SIGKILLed. */
+static _Atomic unsigned char killed[MAX_SLOTS];
 static atomic_int nslots;               /* slots [0, nslots) have been made */
 static int free_stack[MAX_SLOTS];       /* under lock */
 static int nfree;
@@ -67,6 +73,7 @@ static void slot_path(char *buf, size_t cap, int slot, const char *file) {
 
 static int write_slot_file(int slot, const char *file, const char *s) {
     char path[4200];
+    if (file[7] == 'k') atomic_store(&killed[slot], 1);     /* "cgroup.kill" */
     slot_path(path, sizeof path, slot, file);
     int fd = open(path, O_WRONLY | O_CLOEXEC);
     if (fd < 0) return -1;
@@ -114,6 +121,17 @@ static int slot_make(int slot) {
     char path[4200];
     slot_path(path, sizeof path, slot, NULL);
     if (mkdir(path, 0755) < 0 && errno != EEXIST) return -1;
+    return 0;
+}
+
+/* A fresh directory for an empty slot that was killed (see `killed`). */
+static int slot_renew(int slot) {
+    char path[4200];
+    if (!atomic_load(&killed[slot])) return 0;
+    slot_path(path, sizeof path, slot, NULL);
+    remove_tree(path);
+    if (mkdir(path, 0755) < 0) return -1;
+    atomic_store(&killed[slot], 0);
     return 0;
 }
 
@@ -234,7 +252,9 @@ int lc_reap_cgroup_get(void) {
     } else {
         int n = atomic_load(&nslots);
         for (int i = 0; i < n && slot < 0; i++)
-            if (atomic_load(&state[i]) == SLOT_DIRTY && populated(i) == 0) slot = i;
+            if (atomic_load(&state[i]) == SLOT_DIRTY && populated(i) == 0 &&
+                slot_renew(i) == 0)
+                slot = i;
         if (slot < 0 && n < MAX_SLOTS && slot_make(n) == 0) {
             slot = n;
             atomic_store(&nslots, n + 1);
@@ -246,6 +266,15 @@ int lc_reap_cgroup_get(void) {
 }
 
 void lc_reap_cgroup_refused(void) { atomic_store(&refused, 1); }
+
+int lc_reap_cgroup_dir_fd(int slot) {
+    char path[4200];
+    slot_path(path, sizeof path, slot, NULL);
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT && slot_make(slot) == 0)
+        fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    return fd;
+}
 
 int lc_reap_cgroup_procs_fd(int slot) {
     char path[4200];
@@ -294,6 +323,7 @@ void lc_reap_cgroup_put(int slot, int known_empty) {
     if (slot < 0) return;
     int full = known_empty ? 0 : populated(slot);
     if (full != 0) write_slot_file(slot, "cgroup.kill", "1");
+    else if (slot_renew(slot) < 0) full = 1;      /* tried again later */
     pthread_mutex_lock(&lock);
     if (full == 0) {
         atomic_store(&state[slot], SLOT_FREE);

@@ -21,6 +21,9 @@
 /* A cgroup for a new task: a slot number (>= 0), or -1 if cgroups cannot
  * be had (then every call below with -1 does nothing). */
 int lc_reap_cgroup_get(void);
+/* Its directory, opened for clone3's CLONE_INTO_CGROUP (O_CLOEXEC). -1
+ * and errno on failure. */
+int lc_reap_cgroup_dir_fd(int slot);
 /* Its cgroup.procs opened for writing (O_CLOEXEC): a child writes "0"
  * into it before it execs, so it is inside before it can fork. -1 and
  * errno on failure. */
