@@ -676,8 +676,10 @@ fail:
  * our caller's frame, which the parent returns through once the child
  * has exec'd; it calls lc_child_entry from below it instead. Returns the
  * pid, or -errno. */
-long lc_clone3_vfork(struct clone_args *ca, size_t size, child_ctx *c);
-__attribute__((used, noipa, noreturn)) void lc_child_entry(child_ctx *c);
+__attribute__((visibility("hidden"))) long lc_clone3_vfork(struct clone_args *ca, size_t size,
+                                                           child_ctx *c);
+/* (Hidden: called directly, not through a PLT entry the child would bind.) */
+__attribute__((used, noipa, noreturn, visibility("hidden"))) void lc_child_entry(child_ctx *c);
 void lc_child_entry(child_ctx *c) { child_exec(c); }
 __asm__(".text\n"
         ".globl lc_clone3_vfork\n"
