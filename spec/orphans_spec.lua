@@ -17,6 +17,11 @@
 --                    unstoppable
 --   issue 8 item 16  SIGHUP does not make a script's io.read fail
 --   issue 8 item 17  pidfds refused (EPERM, or no waitid(P_PIDFD)): polling
+--   issue 17 item 13 a process a task moved out of its group (timeout(1),
+--                    set -m, setsid, a daemon) dies with the task: at its
+--                    deadline, when the run halts, and when its leader
+--                    exits; without cgroups (LUACONCURRENT_CGROUP=0) at
+--                    the deadline and the halt
 
 local helpers = require "helpers"
 local lc = require "luaconcurrent"
@@ -323,6 +328,118 @@ describe("run control", function()
         os.remove(fifo)
         assert.are.equal("line=a line err=nil\n", out)
         assert.are.equal(0, status)
+      end)
+    end
+  end)
+
+  -- issue 17 item 13. Each task leaves a process outside its group; the
+  -- marker finds it in /proc. `timeout` makes its own group, `set -m` puts
+  -- each job in one, setsid a session; the daemon's parent exits at once.
+  describe("a process a task moved out of its group", function()
+    -- (cgroup_only: the tree walk cannot reach it, see src/reap.h)
+    local ESCAPES = {
+      { "timeout(1)", "timeout 60 sleep %s; true" },   -- (no exec: sh stays the leader)
+      { "set -m", "set -m; sleep %s & wait" },
+      { "setsid", "setsid sleep %s & wait" },
+      { "a setsid double fork", "(setsid sleep %s &); sleep 60", cgroup_only = true },
+    }
+
+    -- Run `script` (a Lua chunk printing one line per result) under the
+    -- executable with `env` in front; returns its output.
+    local function exe(env, script)
+      local out, err = helpers.sh(env .. " " .. q(EXE) .. " -e " .. q(script))
+      return out, err
+    end
+
+    local function timed_run(cmd, env)
+      local code = string.format([[
+        local lc = require "luaconcurrent"
+        local run = lc.ProcRunAsyncio({ "/bin/bash", "-c" }, { { 1, %q } }, { timeout = 0.5 })
+        local r = run:run_all()[1]
+        print(r.timeout, r.error)
+      ]], cmd)
+      return exe(env, code)
+    end
+
+    local function halted_run(cmd, env)
+      local code = string.format([[
+        local lc = require "luaconcurrent"
+        local run = lc.ProcRunAsyncio({ "/bin/bash", "-c" },
+          { { 1, %q }, { 2, "sleep 0.3; exit 1" } }, { halt = "now,fail=1", timeout = 60 })
+        local r = run:run_all()
+        print(run.halted, r[1].success)
+      ]], cmd)
+      return exe(env, code)
+    end
+
+    for _, mode in ipairs({ { "", "in a cgroup" }, { "LUACONCURRENT_CGROUP=0", "without cgroups" } }) do
+      for _, esc in ipairs(ESCAPES) do
+        if esc.cgroup_only and mode[1] ~= "" then goto next end
+        it("dies at the task's deadline (" .. esc[1] .. ", " .. mode[2] .. ")", function()
+          local marker = helpers.marker()
+          local out, err = timed_run(string.format(esc[2], marker), mode[1])
+          local left = helpers.wait_marker_gone(marker, 2)
+          helpers.kill_marker(marker)
+          assert.are.same({}, left)
+          assert.matches("^true\ttimed out after 0.5 s\n", out, nil, false)
+          assert.are.equal("", err)
+        end)
+
+        it("dies when the run halts (" .. esc[1] .. ", " .. mode[2] .. ")", function()
+          local marker = helpers.marker()
+          local out, err = halted_run(string.format(esc[2], marker), mode[1])
+          local left = helpers.wait_marker_gone(marker, 2)
+          helpers.kill_marker(marker)
+          assert.are.same({}, left)
+          assert.matches("^now,fail=1\tfalse\n", out, nil, false, err)
+        end)
+        ::next::
+      end
+    end
+
+    -- The leader ends normally and leaves a daemon: it waits (a loop on
+    -- /proc, not a sleep) until the daemon has left its group, so that
+    -- the group kill at the leader's exit cannot catch it by luck.
+    for _, form in ipairs({
+      { "setsid, streams closed", "setsid sleep %s </dev/null >/dev/null 2>&1 &"
+        .. ' until [ "$(cut -d" " -f6 /proc/$!/stat)" = "$!" ]; do :; done; exit 0' },
+      { "timeout(1) in the background", "timeout 60 sleep %s </dev/null >/dev/null 2>&1 &"
+        .. ' until [ "$(cut -d" " -f5 /proc/$!/stat)" = "$!" ]; do :; done; exit 0' },
+    }) do
+      it("dies when its leader exits normally (" .. form[1] .. ", in a cgroup)", function()
+        local marker = helpers.marker()
+        local run = lc.ProcRunAsyncio({ "/bin/bash", "-c" },
+          { { 1, string.format(form[2], marker) } }, { timeout = BOUND })
+        local r = run:run_all()[1]
+        local left = helpers.wait_marker_gone(marker, 2)
+        helpers.kill_marker(marker)
+        assert.is_true(r.success, r.error)
+        assert.are.same({}, left)
+      end)
+    end
+  end)
+
+  -- A task's cgroup is reused by a later task once empty; one that was
+  -- killed (cgroup.kill) is made anew first: Linux 6.x kills any child
+  -- clone3 puts into a cgroup that was ever killed (src/reap.c).
+  describe("the task after one whose leftovers were killed", function()
+    for _, first in ipairs({
+      { "a timeout", "sleep 60", 0.5 },
+      { "a daemon left behind", "setsid sleep %s </dev/null >/dev/null 2>&1 &"
+        .. ' until [ "$(cut -d" " -f6 /proc/$!/stat)" = "$!" ]; do :; done; exit 0', BOUND },
+    }) do
+      it("runs normally in the same slot (" .. first[1] .. ")", function()
+        local marker = helpers.marker()
+        local run = lc.ProcRunAsyncio({ "/bin/bash", "-c" }, {
+          { 1, string.format(first[2], marker) }, { 2, "echo two" }, { 3, "echo three" },
+        }, { timeout = first[3], num_workers = 1 })
+        local r = run:run_all()
+        local left = helpers.wait_marker_gone(marker, 2)
+        helpers.kill_marker(marker)
+        assert.are.same({}, left)
+        assert.is_true(r[2].success, r[2].error)
+        assert.are.equal("two\n", r[2].stdout)
+        assert.is_true(r[3].success, r[3].error)
       end)
     end
   end)

@@ -334,7 +334,9 @@ static void set_spill(lua_State *L, const char *k, lc_proc *p, lc_buf *b) {
 }
 
 static void set_output(lua_State *L, const char *k, lc_proc *p, lc_buf *b) {
+    lc_mem_offer(&b->data, &b->cap, b->len);    /* no second copy (hugemem.h) */
     lua_pushlstring(L, b->data ? b->data : "", b->len);
+    lc_mem_offer_end();
     lua_setfield(L, -2, k);
     set_spill(L, k, p, b);
 }

@@ -4,9 +4,16 @@
  * buffer, its exit observed through a pidfd, its deadline enforced by
  * killing the whole group (TERM, grace, KILL) and a bounded wait for EOF.
  *
+ * Where the runner can create cgroups each proc runs in one of its own
+ * (reap.h), which it enters before it execs: whatever it starts stays
+ * there, whatever group or session it moves to, and a kill (deadline,
+ * cancel, the leader's end) is cgroup.kill. Without one, a kill walks the
+ * leader's descendants (lc_reap_tree) and kills the group.
+ *
  * A proc is finished when its leader has exited and its output pipes are
- * closed; it then kills whatever is left in its group, reaps the leader
- * and calls on_done. Its owner frees it with lc_proc_free.
+ * closed; it then kills whatever is left of it (its cgroup, else its
+ * group), reaps the leader and calls on_done. Its owner frees it with
+ * lc_proc_free.
  */
 #ifndef LC_PROC_H
 #define LC_PROC_H
@@ -90,6 +97,8 @@ struct lc_proc {
     int input_errno;            /* why stdin could not be fully written */
     int wait_errno;             /* waitid failure (e.g. ECHILD: reaped by others) */
     int track_slot;             /* in signals.c's table of live groups */
+    int cg;                     /* its cgroup (reap.h), -1: none */
+    int cg_empty;               /* seen empty after the leader exited */
 
     lc_proc_done_fn *on_done;
     void *data;                 /* the owner's */

@@ -2,6 +2,7 @@
  * signals.c — see signals.h.
  */
 #include "signals.h"
+#include "reap.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -81,6 +82,7 @@ void lc_signals_untrack(int slot) {
 /* A worker process is asked (SIGTERM to it alone) rather than killed: its
  * handler kills the groups it started, then its own group. */
 void lc_signals_kill_tracked(void) {
+    lc_reap_kill_all();             /* tasks' cgroups: what left the groups */
     for (unsigned i = 0; i < MAX_TRACKED; i++) {
         pid_t v = atomic_load_explicit(&tracked[i], memory_order_relaxed);
         if (v > 0) kill(-v, SIGKILL);
