@@ -27,7 +27,7 @@ ENGINE   := src/loop.c src/proc.c src/hugemem.c src/signals.c src/marshal.c src/
             src/host.c src/core.c src/core_loop.c src/core_pool.c src/core_marshal.c src/core_misc.c src/workerproc.c
 LUAMODS  := $(wildcard lua/luaconcurrent/*.lua)
 # Modules in subfolders: executors, run control, remote hosts.
-SUBDIRS  := exec control remote
+SUBDIRS  := exec control remote parallel
 SUBMODS  := $(foreach d,$(SUBDIRS),$(wildcard lua/luaconcurrent/$(d)/*.lua))
 EXE      := $(B)/luaconcurrent
 SO       := $(B)/lib/luaconcurrent/core.so
