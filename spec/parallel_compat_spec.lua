@@ -30,7 +30,8 @@ local SETUP = table.concat({
 -- Each case: cmd (a shell line, $P is the tool), sort (no order
 -- promised), files (compare the files made), joblog (a file name whose
 -- Seq, Exitval, Signal and Command columns are compared), bash (run
--- under bash: exported functions, bash syntax).
+-- under bash: exported functions, bash syntax), usage (a usage error:
+-- the exit status, and lcparallel's message on stderr).
 local CASES = {
   -- parallel_tutorial: input sources
   { cmd = "$P echo ::: A B C", sort = true },
@@ -142,10 +143,10 @@ local CASES = {
   { cmd = "$P -j1 --joblog log echo ::: a; $P -j1 --joblog +log echo ::: b", joblog = "log" },
   { cmd = "$P -j1 --joblog log echo ::: a; $P -j1 --joblog log echo ::: b", joblog = "log" },
   -- usage errors
-  { cmd = "$P -j abc echo ::: 1" },
-  { cmd = "$P --timeout 200% echo ::: 1" },
-  { cmd = "$P --joblog /nonexistent/dir/log echo ::: 1" },
-  { cmd = "$P --no-such-option echo ::: 1" },
+  { cmd = "$P -j abc echo ::: 1", usage = true },
+  { cmd = "$P --timeout 200% echo ::: 1", usage = true },
+  { cmd = "$P --joblog /nonexistent/dir/log echo ::: 1", usage = true },
+  { cmd = "$P --no-such-option echo ::: 1", usage = true },
   { cmd = "$P -j2 --jobs=1 -k echo ::: a b" },
   { cmd = "echo 2 > jobsfile; $P -j jobsfile -k echo ::: a b" },
   { cmd = "$P -k --will-cite echo ::: a" },
@@ -189,7 +190,11 @@ local function outcome(tool, case)
   os.execute("mkdir " .. q(dir))
   local out, err, code = run_in(dir, tool, case)
   if case.sort then out = sorted(out) end
-  local r = { stdout = out, code = code }
+  -- a usage error: parallel prints its usage on stdout, lcparallel names
+  -- the error on stderr; both exit 255
+  local r = { stdout = not case.usage and out or nil, code = code }
+  if case.usage and tool == LC then r.said = err:match("^lcparallel: ") ~= nil end
+  if case.usage and tool == GNU then r.said = true end
   if case.files then r.files = listing(dir, "./log|./res/*/seq") end
   if case.joblog then r.joblog = joblog_cols(dir, case.joblog) end
   os.execute("rm -rf " .. q(dir))
@@ -210,7 +215,7 @@ describe("lcparallel against GNU parallel 20221122", function()
       local got, err = outcome(LC, case)
       total = total + 1
       local ok = want.stdout == got.stdout and want.code == got.code and want.files == got.files
-        and want.joblog == got.joblog
+        and want.joblog == got.joblog and want.said == got.said
       if ok then same = same + 1 else differ[#differ + 1] = case.cmd end
       assert.are.same(want, got, "stderr of lcparallel: " .. err)
     end)

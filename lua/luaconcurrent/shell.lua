@@ -234,7 +234,7 @@ local function job_source(o, sources, slots)
   end
   if o.shuf then
     local all = {}
-    for _, j in function() local _, x = iter(); return x end do all[#all + 1] = j end
+    for _, j in iter do all[#all + 1] = j end
     for i = #all, 2, -1 do
       local k = math.random(i)
       all[i], all[k] = all[k], all[i]
@@ -360,6 +360,7 @@ function M.run_command_line(argv)
   local failed, halt_status = 0, nil
   local halt_policy = s.halt and require("luaconcurrent.control.halt").parse(s.halt)
   local counts = { fail = 0, success = 0, done = 0, started = 0 }
+  local total
   local results_w = s.results and require("luaconcurrent.parallel.results").new(s.results, names)
 
   local function show(seq, res, info)
@@ -423,11 +424,11 @@ function M.run_command_line(argv)
       end
       if halt_policy and halt_status == nil then
         local what = halt_policy.what
-        local reached = require("luaconcurrent.control.halt").reached(halt_policy, counts, nil) ~= nil
+        local reached = require("luaconcurrent.control.halt").reached(halt_policy, counts, total) ~= nil
         if reached then
           if what == "success" then halt_status = 0
           elseif halt_policy.percent then
-            halt_status = math.ceil(counts.fail / math.max(counts.done, 1) * 100)
+            halt_status = math.ceil(counts.fail / math.max(total or counts.done, 1) * 100)
           elseif halt_policy.n == 1 then
             halt_status = res.signal and res.signal > 0 and res.signal + 128
               or (res.returncode and res.returncode > 0 and res.returncode) or (res.success and 0 or 1)
@@ -453,8 +454,16 @@ function M.run_command_line(argv)
     end
   end
 
+  -- A percentage of all jobs (--halt N%), or a bar's total: parallel reads
+  -- the whole input first for these, and so does lcparallel.
+  local tasks = next_task
+  if (halt_policy and halt_policy.percent) or opts.progress then
+    tasks = {}
+    for t in next_task do tasks[#tasks + 1] = t end
+    total = #tasks
+  end
   local lc = require "luaconcurrent"
-  local run = lc.ProcRunAsyncio(pargs, next_task, opts)
+  local run = lc.ProcRunAsyncio(pargs, tasks, opts)
   run:run_all()
   -- -k after a halt: what is held goes out in order
   local left = {}

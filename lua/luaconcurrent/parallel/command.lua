@@ -267,7 +267,7 @@ end
 -- ...) once per record. Returns the shell text, or with direct the argv.
 function M.expand(tpl, records, seq, slot, opts)
   local flat = flatten(records)
-  local q, direct, X, wordq = not opts.raw, opts.direct, opts.context == "X", opts.quote_words
+  local q, direct, X, wordq = not opts.raw, opts.direct, opts.context == "X", tpl.quote_words
   local out = direct and {} or nil
   local text = {}
   for _, word in ipairs(tpl.words) do
