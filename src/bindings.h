@@ -9,6 +9,7 @@
  *   core_marshal.c  core.marshal/unmarshal and the bytes userdata
  *   core_misc.c     envblock, clocks, sleep, signals, and the small helpers
  *                   a process worker uses
+ *   core_file.c     log files written a whole line per write() (joblog)
  *
  * Calls only go down this list's dependencies (core_pool.c uses the loop's
  * and the bytes' helpers below); nothing calls back up, and core.c only
@@ -92,6 +93,10 @@ void lc_core_marshal_open(lua_State *L);
 /* ---- core_pool.c, core_misc.c ---- */
 void lc_core_pool_open(lua_State *L);
 void lc_core_misc_open(lua_State *L);
+
+/* ---- core_file.c ---- */
+/* The log-file metatable, and core.file_open / core.writable. */
+void lc_core_file_open(lua_State *L);
 
 /* The environment block a loop spawns with (built by core.envblock). */
 typedef struct {

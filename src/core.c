@@ -12,6 +12,7 @@ int luaopen_luaconcurrent_core(lua_State *L) {
     lc_core_pool_open(L);                              /* after the loop's */
     lc_core_marshal_open(L);
     lc_core_misc_open(L);
+    lc_core_file_open(L);
     luaL_setfuncs(L, lc_workerproc_funcs, 0);     /* worker processes */
     return 1;
 }

@@ -8,6 +8,7 @@
 --   close()                              the run is over
 -- Each feature is a module of its own under control/.
 
+local core = require "luaconcurrent.core"
 local ProcResult = require "luaconcurrent.result"
 local validate = require "luaconcurrent.validate"
 local halt = require "luaconcurrent.control.halt"
@@ -31,9 +32,17 @@ function M.check(opts)
       validate.show(d))
   end
   halt.parse(opts.halt)
-  for _, name in ipairs({ "joblog", "results", "timeline" }) do
-    if opts[name] ~= nil and type(opts[name]) ~= "string" then
-      validate.fail("%s must be a file path (string), got %s", name, type(opts[name]))
+  joblog.check(opts.joblog)
+  -- Paths written during or after the run: checked now (named errors),
+  -- not found unwritable when the tasks have run.
+  for _, name in ipairs({ "results", "timeline" }) do
+    local path = opts[name]
+    if path ~= nil then
+      if type(path) ~= "string" or path == "" then
+        validate.fail("%s must be a file path (string), got %s", name, validate.show(path))
+      end
+      local ok, err = core.writable(path)
+      if not ok then validate.fail("cannot write the %s file: %s", name, err) end
     end
   end
   if opts.resume ~= nil and opts.resume ~= true and opts.resume ~= false and opts.resume ~= "failed" then
@@ -56,17 +65,17 @@ function M.new(run, describe)
       and not run.timeline then
     return nil
   end
+  local log = joblog.spec(run.joblog)
   local self = setmetatable({
     retries = run.retries or 0, retry_delay = run.retry_delay or 0,
-    attempts = {}, policy = halt.parse(run.halt), describe = describe,
-    counts = { fail = 0, success = 0, done = 0 },
+    attempts = {}, policy = halt.parse(run.halt), describe = log and log.command or describe,
+    counts = { fail = 0, success = 0, done = 0 }, run = run, input = run.input,
+    by_seq = log and log.format == "parallel",
   }, M)
-  if run.resume then self.logged = joblog.read(run.joblog) end
+  if run.resume then self.logged = joblog.read(log) end
   self.resume_failed = run.resume == "failed"
-  if run.joblog then self.log = joblog.open(run.joblog) end
-  if run.results then
-    self.results = assert(io.open(run.results, "a"))
-  end
+  if log then self.log = joblog.open(log, run.resume) end
+  if run.results then self.results = joblog.lines(run.results, "a", "results file") end
   if run.progress then self.bar = progress.new() end
   if run.timeline then self.timeline, self.bars = run.timeline, {} end
   local bar = self.bar
@@ -78,7 +87,7 @@ end
 
 function M:skip(index, key, arg)
   if not self.logged then return nil end
-  local ok = self.logged[joblog.key_text(key)]
+  local ok = self.logged[self.by_seq and index or joblog.key_text(key)]
   if ok == nil or (self.resume_failed and not ok) then return nil end
   local res = ProcResult.new(key, arg)
   res.success, res.skipped = ok, true
@@ -100,6 +109,26 @@ function M:retry(index, res)
   return d
 end
 
+--- The run halted: tasks waiting to run again (again: a list, delayed:
+-- timer id -> entry; entries {index, key, arg, res}) do not; the result of
+-- each one's last attempt is its final result, through store.
+function M:halt_retries(loop, again, delayed, store)
+  local why = "not run again: the run halted (halt = " .. self.policy.spec .. ")"
+  local function final(t)
+    local res = t[4]
+    local n = self.attempts[t[1]]
+    self.attempts[t[1]] = nil
+    if n and n > 1 then res.attempts = n - 1 end
+    res.error = res.error and (res.error .. "; " .. why) or why
+    store(t[1], res)
+  end
+  for _, t in ipairs(again) do final(t) end
+  for id, t in pairs(delayed) do
+    loop:cancel_timer(id)
+    final(t)
+  end
+end
+
 function M:finished(index, res, st)
   self.st = st
   if res.skipped then return nil end    -- logged and shown by an earlier run
@@ -109,13 +138,12 @@ function M:finished(index, res, st)
     counts.done = counts.done + 1
     if res.success then counts.success = counts.success + 1 else counts.fail = counts.fail + 1 end
     st.failed = counts.fail
-    if self.log then self.log:write(index, res, self.describe(res.key, res.arg)) end
+    if self.log then self.log:write(index, res, self.describe(res.key, res.arg), self.input) end
     if self.bars then self.bars[#self.bars + 1] = timeline.bar(res) end
     if self.results then
       local ok, line = pcall(res.to_json, res)
-      self.results:write(ok and line or string.format('{"key":%s,"error":%q}',
-        joblog.key_text(res.key), tostring(line)), "\n")
-      self.results:flush()
+      self.results:line(ok and line .. "\n" or string.format('{"key":%s,"error":%s}\n',
+        joblog.key_text(res.key), joblog.key_text(ProcResult.error_text(line))))
     end
   end
   if self.out then self.out:finished(index, res) end
@@ -136,9 +164,23 @@ end
 function M:close()
   if self.out then self.out:drain() end
   if self.bar then self.bar:clear() end
-  if self.log then self.log:close() end
-  if self.results then self.results:close() end
-  if self.timeline then timeline.write(self.timeline, self.bars) end
+  -- A file that lost lines fails the run: run.ok is false and
+  -- run.joblog_error / run.results_error say what is missing.
+  if self.log then
+    local err = self.log:close()
+    self.log = nil
+    if err then self.run.joblog_error, self.failed_io = err, true end
+  end
+  if self.results then
+    local err = self.results:close()
+    self.results = nil
+    if err then self.run.results_error, self.failed_io = err, true end
+  end
+  if self.timeline then
+    local path = self.timeline
+    self.timeline = nil
+    timeline.write(path, self.bars)
+  end
 end
 
 return M

@@ -118,7 +118,7 @@ local function reporter(self, st, seen, ctl)
     active[index] = nil
     local delay = not st.stopping and ctl:retry(index, res)
     if not delay then return store(index, res) end
-    local again = { index, res.key, res.arg }
+    local again = { index, res.key, res.arg, res }
     if delay <= 0 then
       st.again[#st.again + 1] = again
     else
@@ -227,6 +227,10 @@ local function run_tasks(self, st)
   local store, flush = st.store, st.flush
   function st.halt(mode)
     st.exhausted, st.halted, self.halted = true, self.halt, self.halt
+    -- Tasks waiting to run again (retry_delay) do not: their last
+    -- attempt is their result.
+    ctl:halt_retries(loop, st.again, st.delayed, store)
+    st.again, st.delayed, st.ndelayed = {}, {}, 0
     -- Tasks handed to an executor ahead of their start do not start now.
     if ex.hold then ex:hold("not started: the run halted (halt = " .. self.halt .. ")") end
     if mode == "now" then
@@ -317,7 +321,7 @@ function Runner:run_all()
   end)
   if ran then
     loop:close()
-    self.ok = all_ok
+    self.ok = all_ok and not (st.ctl and st.ctl.failed_io)
   else
     -- Stop: kill and reap what runs; every task gets a result.
     local records = loop:close()
