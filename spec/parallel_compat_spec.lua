@@ -142,6 +142,8 @@ local CASES = {
     joblog = "log" },
   { cmd = "$P -j1 --joblog log echo ::: a; $P -j1 --joblog +log echo ::: b", joblog = "log" },
   { cmd = "$P -j1 --joblog log echo ::: a; $P -j1 --joblog log echo ::: b", joblog = "log" },
+  { cmd = "$P -j1 --joblog log 'exit {}' ::: 1 0 2; $P -j1 --retry-failed --joblog log", joblog = "log" },
+  { cmd = "$P -j1 --timeout 0.3 --joblog log sleep ::: 0 2", joblog = "log" },
   -- usage errors
   { cmd = "$P -j abc echo ::: 1", usage = true },
   { cmd = "$P --timeout 200% echo ::: 1", usage = true },

@@ -386,10 +386,12 @@ function M.run_command_line(argv)
     progress = (o.bar or o.eta or o.progress) and true or nil,
   }
   if s.joblog then
-    if not s.joblog_append and not o.resume and not o.retry_failed then
-      local f = io.open(s.joblog, "w"); if f then f:close() end
-    end
-    opts.joblog = s.joblog
+    opts.joblog = { path = s.joblog, format = "parallel", append = s.joblog_append,
+      command = function(seq, arg)
+        local info = jobs_info[seq]
+        if info then return info[2] end
+        return prog and table.concat({ prog, table.unpack(arg) }, " ") or arg[1]
+      end }
     opts.resume = (o.retry_failed and "failed") or o.resume
   end
   if out_mode == "lines" or out_mode == "ungroup" then
@@ -457,7 +459,21 @@ function M.run_command_line(argv)
   -- A percentage of all jobs (--halt N%), or a bar's total: parallel reads
   -- the whole input first for these, and so does lcparallel.
   local tasks = next_task
-  if (halt_policy and halt_policy.percent) or opts.progress then
+  if o.retry_failed then
+    -- parallel ignores the command line's command and input: the
+    -- joblog's commands are the jobs, its failed ones run again
+    local logged, last = require("luaconcurrent.control.joblog").read_parallel(s.joblog)
+    if not logged then usage_error("--retry-failed: no joblog %s to read", s.joblog) end
+    prog, pargs = nil, { shell, "-c" }
+    if s.nice then pargs = { "nice", "-n", tostring(s.nice), shell, "-c" } end
+    tasks = {}
+    for seq = 1, last or 0 do
+      local cmd = logged[seq] and logged[seq].command or "true"
+      jobs_info[seq] = { { { cmd } }, cmd, 1 }
+      tasks[seq] = { seq, { cmd } }
+    end
+  end
+  if type(tasks) == "function" and ((halt_policy and halt_policy.percent) or opts.progress) then
     tasks = {}
     for t in next_task do tasks[#tasks + 1] = t end
     total = #tasks
