@@ -121,7 +121,19 @@ local function readers(o, sources, delim)
   local t = {}
   for k, s in ipairs(sources) do
     if s.kind == "list" then
-      local i, vals = 0, s.values
+      -- a ::: value holding newlines is several values, as parallel reads it
+      local vals = s.values
+      if delim == "\n" then
+        vals = {}
+        for _, v in ipairs(s.values) do
+          if v:find("\n", 1, true) then
+            for piece in (v .. "\n"):gmatch("([^\n]*)\n") do vals[#vals + 1] = piece end
+          else
+            vals[#vals + 1] = v
+          end
+        end
+      end
+      local i = 0
       t[k] = function() i = i + 1; return vals[i] end
     else
       t[k] = reader(s.path, delim)
