@@ -161,13 +161,10 @@ end
 --- The settings of a run, checked: a usage error names the first bad one.
 local function settings(o)
   local s = {}
-  for _, name in ipairs({ "pipe", "pipepart" }) do
-    if o[name] then
-      usage_error("%s is not supported by lcparallel yet", o.given[name])
+  if not (o.pipe or o.pipepart) then
+    for _, name in ipairs({ "block", "recstart", "recend" }) do
+      if o[name] then usage_error("%s goes with --pipe or --pipepart", o.given[name]) end
     end
-  end
-  for _, name in ipairs({ "block", "recstart", "recend" }) do
-    if o[name] then usage_error("%s goes with --pipe, which lcparallel does not support yet", o.given[name]) end
   end
   if o.termseq then usage_error("--termseq is not supported by lcparallel (it sends TERM, then KILL after --kill-grace)") end
   s.hosts = hosts_of(o)
@@ -267,6 +264,64 @@ local function prefixed(text, prefix)
   return out
 end
 
+--- --pipe / --pipepart's blocks: stdin or -a's file; --pipepart a file.
+function M.blocks_of(o, sources)
+  local pipe = require "luaconcurrent.parallel.pipe"
+  local files = {}
+  for _, src in ipairs(sources) do
+    if src.kind ~= "file" then usage_error("%s takes its input from stdin or -a FILE, not ::: values",
+      o.pipepart and "--pipepart" or "--pipe") end
+    files[#files + 1] = src.path
+  end
+  if #files > 1 then usage_error("--pipe/--pipepart read one input, got %d files", #files) end
+  if o.pipepart then
+    if not files[1] or files[1] == "-" then usage_error("--pipepart needs a file: -a FILE or :::: FILE") end
+    return pipe.parts(o, files[1])
+  end
+  local f = io.stdin
+  if files[1] and files[1] ~= "-" then
+    local err
+    f, err = io.open(files[1], "rb")
+    if not f then usage_error("cannot open input file %s: %s", files[1], tostring(err)) end
+  end
+  return pipe.blocks(o, f)
+end
+
+--- Run --pipe jobs: a block a job, on the engine's loop (parallel/pipe.lua).
+function M.run_pipe(o, s, blocks, c)
+  local pipe = require "luaconcurrent.parallel.pipe"
+  local joblog = require "luaconcurrent.control.joblog"
+  local log
+  if s.joblog then
+    log = joblog.open({ path = s.joblog, format = "parallel", append = s.joblog_append }, false)
+  end
+  local ok, err = pcall(pipe.run, {
+    jobs = c.jobs, blocks = blocks, timeout = s.timeout, kill_grace = s.kill_grace,
+    retries = s.retries, on_start = c.on_start, halted = c.halted,
+    argv_of = function(seq, slot)
+      local text = command.expand(c.tpl, {}, seq, slot, {})
+      c.jobs_info[seq] = { {}, text, slot }
+      local argv
+      if c.prog then
+        argv = command.expand(c.tpl, {}, seq, slot, { direct = true })
+        if s.nice then argv = { "nice", "-n", tostring(s.nice), table.unpack(argv) } end
+      else
+        argv = { table.unpack(c.pargs) }
+        argv[#argv + 1] = text
+      end
+      return argv
+    end,
+    on_result = function(res, job)
+      res.input_written = job.input_size
+      if log then log:write(res.key, res, c.jobs_info[res.key] and c.jobs_info[res.key][2] or "") end
+      c.on_result(res)
+    end,
+  })
+  if log then log:close() end
+  if not ok then error(err, 0) end
+  return c.finish()
+end
+
 --- Run; returns the exit status.
 function M.main(argv)
   local ok, status = xpcall(M.run_command_line, function(err)
@@ -295,8 +350,15 @@ function M.run_command_line(argv)
   local s = settings(o)
   local slots = s.jobs or 1
   if slots == 0 then slots = 1 end
-  local next_job, names = job_source(o, sources, s.jobs ~= 0 and s.jobs or 1)
-  local tpl = command.build(words, o, names)
+  local pipe_mode = o.pipe or o.pipepart
+  local next_job, names, blocks
+  if pipe_mode then
+    blocks = M.blocks_of(o, sources)
+    next_job = function() return nil end
+  else
+    next_job, names = job_source(o, sources, s.jobs ~= 0 and s.jobs or 1)
+  end
+  local tpl = command.build(words, o, names, pipe_mode)
   local shell = command.shell()
   local prog = #words > 0 and command.direct(tpl, o) or nil
   local bare = #words == 0          -- the values are the commands
@@ -458,6 +520,25 @@ function M.run_command_line(argv)
 
   -- A percentage of all jobs (--halt N%), or a bar's total: parallel reads
   -- the whole input first for these, and so does lcparallel.
+  if pipe_mode then
+    return M.run_pipe(o, s, blocks, {
+      tpl = tpl, prog = prog, pargs = pargs, jobs_info = jobs_info, on_result = opts.on_result,
+      on_start = opts.on_start, jobs = s.jobs == 0 and math.huge or s.jobs,
+      halted = function() return halt_status ~= nil and halt_policy.when or nil end,
+      finish = function()
+        local left = {}
+        for seq in pairs(held) do left[#left + 1] = seq end
+        table.sort(left)
+        for _, seq in ipairs(left) do show(seq, held[seq][1], held[seq][2]) end
+        if halt_policy then
+          if halt_status then return halt_status end
+          if halt_policy.percent then return math.ceil(counts.fail / math.max(counts.started, 1) * 100) end
+          return math.min(counts.fail, 101)
+        end
+        return math.min(failed, 101)
+      end,
+    })
+  end
   local tasks = next_task
   if o.retry_failed then
     -- parallel ignores the command line's command and input: the

@@ -297,7 +297,7 @@ end
 
 --- The command text of the template: command words joined (each quoted
 -- with -q), " {}" appended when it has no replacement string.
-function M.build(command, o, names)
+function M.build(command, o, names, no_append)
   local words = {}
   for i, w in ipairs(command) do words[i] = w end
   local text = table.concat(words, " ")
@@ -317,7 +317,7 @@ function M.build(command, o, names)
   else
     tpl = M.template(text, names, o.replace)
   end
-  if not tpl.has and #command > 0 then
+  if not tpl.has and #command > 0 and not no_append then
     tpl.words[#tpl.words + 1] = " "
     tpl.words[#tpl.words + 1] = { { r = "all", f = "" } }
     tpl.appended = true

@@ -1,0 +1,223 @@
+--- --pipe and --pipepart: blocks of input to each job's stdin, split on
+-- record boundaries as GNU parallel splits them (--block, --recstart,
+-- --recend, -N records, --header), and a small scheduler that runs one
+-- job a block on the engine's loop (the engine writes each block to its
+-- job's stdin pipe while the loop runs the others).
+
+local core = require "luaconcurrent.core"
+local ProcResult = require "luaconcurrent.result"
+local args = require "luaconcurrent.parallel.args"
+local input = require "luaconcurrent.parallel.input"
+
+local usage_error = args.usage_error
+
+local M = {}
+
+--- --block's size: a number with parallel's prefixes (K M G T = 2^10..,
+-- k m g t = 10^3.., Ki Mi ... = 2^10 ..).
+function M.size(s)
+  local n, unit = tostring(s):match("^(%d+%.?%d*)(%a*)$")
+  local mult = { [""] = 1, K = 2^10, M = 2^20, G = 2^30, T = 2^40, k = 1e3, m = 1e6, g = 1e9, t = 1e12 }
+  local u = unit and unit:gsub("^(%a)[iI]$", function(c) return c:upper() end)
+  if not n or not mult[u] then usage_error("--block needs a size such as 1M, 16M, 500k, got %q", tostring(s)) end
+  local v = math.floor(tonumber(n) * mult[u])
+  if v < 1 then usage_error("--block must be at least one byte, got %q", tostring(s)) end
+  return v
+end
+
+-- The split marker: recend then recstart (C escapes taken as -d takes them).
+local function markers(o)
+  local recend = o.recend and (o.recend == "" and "" or input.delimiter(o.recend)) or "\n"
+  local recstart = o.recstart and input.delimiter(o.recstart) or ""
+  if o.recstart and not o.recend then recend = "" end
+  return recend, recstart
+end
+
+-- Last occurrence of plain string m in s, or nil.
+local function rfind(s, m, upto)
+  local n = #m
+  if n == 1 then
+    local b = m:byte()
+    for i = upto or #s, 1, -1 do
+      if s:byte(i) == b then return i end
+    end
+    return nil
+  end
+  local at, last = 1, nil
+  while true do
+    local i = s:find(m, at, true)
+    if not i or (upto and i > upto) then return last end
+    last, at = i, i + 1
+  end
+end
+
+--- --pipe: blocks of f (stdin, or -a's file); an iterator of strings.
+function M.blocks(o, f)
+  local block = M.size(o.block or "1M")
+  local recend, recstart = markers(o)
+  local mark = recend .. recstart
+  local nrec = o.max_replace_args or o.max_args
+  nrec = nrec and math.tointeger(tonumber(nrec))
+  if (o.max_replace_args or o.max_args) and (not nrec or nrec < 1) then
+    usage_error("-N with --pipe needs a number of records of 1 or more")
+  end
+  local header = ""
+  if o.header then
+    if o.header ~= ":" and o.header ~= ".*\\n" and o.header ~= ".*\n" then
+      usage_error("--header %q: lcparallel takes --header : (the first line)", o.header)
+    end
+    header = f:read("L") or ""
+  end
+  local buf, eof, ready = "", false, {}
+  local function emit(chunk)
+    if chunk ~= "" then ready[#ready + 1] = header .. chunk end
+  end
+  local function split()
+    if nrec then
+      -- -N: every n records a block
+      while true do
+        local at, count, pos = 1, 0, nil
+        while count < nrec do
+          local i = mark ~= "" and buf:find(mark, at, true)
+          if not i then pos = nil; break end
+          count, at, pos = count + 1, i + #mark, i + #recend - 1
+        end
+        if not pos then break end
+        emit(buf:sub(1, pos))
+        buf = buf:sub(pos + 1)
+      end
+      return
+    end
+    if mark == "" then emit(buf); buf = ""; return end
+    local i = rfind(buf, mark)
+    if i then
+      local cut = i + #recend - 1
+      if recstart ~= "" and i == 1 then return end   -- no record before it yet
+      emit(buf:sub(1, cut))
+      buf = buf:sub(cut + 1)
+    end
+  end
+  return function()
+    while #ready == 0 do
+      if eof then
+        if buf ~= "" then emit(buf); buf = "" end
+        if #ready == 0 then return nil end
+        break
+      end
+      local want = block - #buf % block
+      local data = f:read(want)
+      if data == nil then eof = true
+      else
+        buf = buf == "" and data or buf .. data
+        split()
+      end
+    end
+    return table.remove(ready, 1)
+  end
+end
+
+--- --pipepart -a FILE: the file's split points (as parallel finds them),
+-- then each part read when its job starts; an iterator of strings.
+function M.parts(o, path)
+  local f, err = io.open(path, "rb")
+  if not f then usage_error("--pipepart: cannot open %s: %s", path, tostring(err)) end
+  local block = M.size(o.block or "1M")
+  local recend, recstart = markers(o)
+  local mark = recend .. recstart
+  local size = f:seek("end")
+  local header, skip = "", 0
+  if o.header then
+    f:seek("set", 0)
+    header = f:read("L") or ""
+    skip = #header
+  end
+  local pos = { skip }
+  local p = block + skip
+  while p < size do
+    if mark == "" then
+      pos[#pos + 1] = p
+    else
+      f:seek("set", p)
+      local buf, found = "", nil
+      while true do
+        local data = f:read(131072)
+        if not data then break end
+        buf = buf .. data
+        local i = buf:find(mark, 1, true)
+        if i then found = p + i - 1 + #recend; break end
+      end
+      if not found then break end
+      p = found
+      pos[#pos + 1] = p
+    end
+    p = p + block
+  end
+  if pos[#pos] ~= size then pos[#pos + 1] = size end
+  local k = 0
+  return function()
+    k = k + 1
+    if not pos[k + 1] then f:close(); return nil end
+    f:seek("set", pos[k])
+    return header .. (f:read(pos[k + 1] - pos[k]) or "")
+  end
+end
+
+--- Run one job a block: at most jobs at once; on_result(res) as each
+-- ends (res.key = the job's seq, res.input_size its block's size).
+-- c: { jobs, blocks, argv_of(seq, slot) -> argv, timeout, kill_grace,
+--      retries (extra tries), on_start(seq), on_result(res), halted() -> nil|"soon"|"now" }
+function M.run(c)
+  local loop = core.new_loop()
+  local running, byid, free, used = 0, {}, {}, 0
+  local seq, eof = 0, false
+  local ok, err = pcall(function()
+    while true do
+      local stop = c.halted()
+      if stop == "now" then
+        for id in pairs(byid) do loop:kill(id) end
+      end
+      while not stop and not eof and running < c.jobs do
+        local block = c.blocks()
+        if block == nil then eof = true; break end
+        seq = seq + 1
+        local slot = table.remove(free)
+        if not slot then used = used + 1; slot = used end
+        local job = { seq = seq, slot = slot, input = block, tries = 1 }
+        job.argv = c.argv_of(seq, slot)
+        if c.on_start then c.on_start(seq) end
+        local id, msg, errname = loop:spawn(job.argv, nil, nil, block, c.timeout or 0, c.kill_grace)
+        if id then
+          byid[id], running = job, running + 1
+        else
+          local res = ProcResult.spawn_failure(seq, nil, msg, errname, core.wallclock())
+          free[#free + 1] = slot
+          c.on_result(res, job)
+        end
+      end
+      if running == 0 and (eof or stop) then break end
+      for _, rec in ipairs(loop:poll()) do
+        local job = byid[rec.id]
+        if job then
+          byid[rec.id], running = nil, running - 1
+          local res = ProcResult.from_record(job.seq, nil, rec)
+          if not res.success and job.tries <= (c.retries or 0) and not c.halted() then
+            job.tries = job.tries + 1
+            local id = loop:spawn(job.argv, nil, nil, job.input, c.timeout or 0, c.kill_grace)
+            if id then byid[id], running = job, running + 1; goto next end
+          end
+          free[#free + 1] = job.slot
+          job.input_size = #job.input
+          job.input = nil
+          c.on_result(res, job)
+        end
+        ::next::
+      end
+      local sig = core.signal_pending()
+      if sig then error("lcparallel: interrupted by " .. sig, 0) end
+    end
+  end)
+  loop:close()
+  if not ok then error(err, 0) end
+end
+
+return M
