@@ -298,11 +298,16 @@ function M.run_pipe(o, s, blocks, c)
   local ok, err = pcall(pipe.run, {
     jobs = c.jobs, blocks = blocks, timeout = s.timeout, kill_grace = s.kill_grace,
     retries = s.retries, on_start = c.on_start, halted = c.halted,
-    argv_of = function(seq, slot)
+    argv_of = function(seq, slot, part)
       local text = command.expand(c.tpl, {}, seq, slot, {})
       c.jobs_info[seq] = { {}, text, slot }
       local argv
-      if c.prog then
+      if part then
+        -- --pipepart: the job reads its part of the file itself
+        local shell = c.prog and command.shell() or c.pargs[#c.pargs - 1]
+        argv = { shell, "-c", pipe.part_command(part, text, command.quote) }
+        if s.nice then argv = { "nice", "-n", tostring(s.nice), table.unpack(argv) } end
+      elseif c.prog then
         argv = command.expand(c.tpl, {}, seq, slot, { direct = true })
         if s.nice then argv = { "nice", "-n", tostring(s.nice), table.unpack(argv) } end
       else

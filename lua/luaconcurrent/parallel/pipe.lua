@@ -68,9 +68,35 @@ function M.blocks(o, f)
     end
     header = f:read("L") or ""
   end
+  if #mark == 1 and not nrec then
+    -- one-byte records (lines): parallel's blocks (the buffer topped up to
+    -- the block size, cut after its last newline), with the fewest copies:
+    -- what follows the last newline is all that is kept back
+    local rem = ""
+    return function()
+      while true do
+        local data = f:read(block - #rem % block)
+        if data == nil then
+          if rem == "" then return nil end
+          local r = rem
+          rem = ""
+          return header .. r
+        end
+        local i = rfind(data, mark)
+        if i then
+          local chunk = i == #data and data or data:sub(1, i)
+          if rem ~= "" then chunk = rem .. chunk end
+          rem = i == #data and "" or data:sub(i + 1)
+          if header ~= "" then chunk = header .. chunk end
+          return chunk
+        end
+        rem = rem .. data
+      end
+    end
+  end
   local buf, eof, ready = "", false, {}
   local function emit(chunk)
-    if chunk ~= "" then ready[#ready + 1] = header .. chunk end
+    if chunk ~= "" then ready[#ready + 1] = header == "" and chunk or header .. chunk end
   end
   local function split()
     if nrec then
@@ -153,13 +179,23 @@ function M.parts(o, path)
     p = p + block
   end
   if pos[#pos] ~= size then pos[#pos + 1] = size end
+  f:close()
+  -- A part is not read here: its job reads it from the file (part_command),
+  -- from the kernel's page cache to its stdin pipe, as two dd halves would.
   local k = 0
   return function()
     k = k + 1
-    if not pos[k + 1] then f:close(); return nil end
-    f:seek("set", pos[k])
-    return header .. (f:read(pos[k + 1] - pos[k]) or "")
+    if not pos[k + 1] then return nil end
+    return { path = path, offset = pos[k], length = pos[k + 1] - pos[k], header = header }
   end
+end
+
+--- The shell text that feeds a part to command's stdin.
+function M.part_command(part, command, quote)
+  local dd = string.format("dd if=%s bs=1M iflag=skip_bytes,count_bytes skip=%d count=%d status=none",
+    quote(part.path), part.offset, part.length)
+  if part.header ~= "" then dd = "{ printf %s " .. quote(part.header) .. "; " .. dd .. "; }" end
+  return dd .. " | " .. command
 end
 
 --- Run one job a block: at most jobs at once; on_result(res) as each
@@ -182,8 +218,11 @@ function M.run(c)
         seq = seq + 1
         local slot = table.remove(free)
         if not slot then used = used + 1; slot = used end
-        local job = { seq = seq, slot = slot, input = block, tries = 1 }
-        job.argv = c.argv_of(seq, slot)
+        local part = type(block) == "table" and block or nil
+        if part then block = nil end
+        local job = { seq = seq, slot = slot, input = block, tries = 1,
+                      size = part and part.length + #part.header or #block }
+        job.argv = c.argv_of(seq, slot, part)
         if c.on_start then c.on_start(seq) end
         local id, msg, errname = loop:spawn(job.argv, nil, nil, block, c.timeout or 0, c.kill_grace)
         if id then
@@ -206,7 +245,7 @@ function M.run(c)
             if id then byid[id], running = job, running + 1; goto next end
           end
           free[#free + 1] = job.slot
-          job.input_size = #job.input
+          job.input_size = job.size
           job.input = nil
           c.on_result(res, job)
         end
