@@ -156,7 +156,7 @@ local CASES = {
   { cmd = "printf '>s1\nAC\n>s2\nGT\n>s3\nTT\n' | $P --pipe --recstart '>' -N1 -k 'cat; echo x'" },
   { cmd = "printf 'a;b;c;' | $P --pipe --recend ';' -N2 -k 'cat; echo'" },
   { cmd = "seq 5 | $P --pipe -N2 -j1 --joblog log -k 'cat >/dev/null; exit 1'", joblog = "log" },
-  { cmd = "seq 5 | $P --pipe -N1 -j1 --halt now,fail=1 -k 'cat; exit $(cat)'" },
+  { cmd = "seq 5 | $P --pipe -N1 -j1 --halt now,fail=1 -k 'exit $(cat)'" },
   -- usage errors
   { cmd = "$P -j abc echo ::: 1", usage = true },
   { cmd = "$P --timeout 200% echo ::: 1", usage = true },

@@ -101,14 +101,16 @@ function M.blocks(o, f)
   local function split()
     if nrec then
       -- -N: every n records a block
-      while true do
-        local at, count, pos = 1, 0, nil
-        while count < nrec do
-          local i = mark ~= "" and buf:find(mark, at, true)
-          if not i then pos = nil; break end
-          count, at, pos = count + 1, i + #mark, i + #recend - 1
+      -- parallel's nindex: the n-th marker, never the one at the start
+      while mark ~= "" and buf ~= "" do
+        local i0 = 0            -- 0-based, as parallel counts
+        for _ = 1, nrec do
+          local j = buf:find(mark, i0 + 2, true)
+          if not j then i0 = nil; break end
+          i0 = j - 1
         end
-        if not pos then break end
+        if not i0 then break end
+        local pos = i0 + #recend
         emit(buf:sub(1, pos))
         buf = buf:sub(pos + 1)
       end
