@@ -159,7 +159,8 @@ local CASES = {
   { cmd = "seq 5 | $P --pipe -N1 -j1 --halt now,fail=1 -k 'exit $(cat)'" },
   -- usage errors
   { cmd = "$P -j abc echo ::: 1", usage = true },
-  { cmd = "$P --timeout 200% echo ::: 1", usage = true },
+  { cmd = "$P --timeout 200% echo ::: 1", usage = true,
+    differs = "--timeout N% (of the median run time) is refused: the engine's time limit is fixed per run" },
   { cmd = "$P --joblog /nonexistent/dir/log echo ::: 1", usage = true },
   { cmd = "$P --no-such-option echo ::: 1", usage = true },
   { cmd = "$P -j2 --jobs=1 -k echo ::: a b" },
@@ -229,6 +230,13 @@ describe("lcparallel against GNU parallel 20221122", function()
       local want = outcome(GNU, case)
       local got, err = outcome(LC, case)
       total = total + 1
+      if case.differs then
+        -- a known difference: lcparallel must refuse it by name, never run it wrongly
+        differ[#differ + 1] = case.cmd .. "  (" .. case.differs .. ")"
+        assert.are.equal(255, got.code)
+        assert.matches("^lcparallel: ", err)
+        return
+      end
       local ok = want.stdout == got.stdout and want.code == got.code and want.files == got.files
         and want.joblog == got.joblog and want.said == got.said
       if ok then same = same + 1 else differ[#differ + 1] = case.cmd end
