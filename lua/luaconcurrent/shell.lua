@@ -304,7 +304,9 @@ function M.run_pipe(o, s, blocks, c)
       local argv
       if part then
         -- --pipepart: the job reads its part of the file itself
-        local shell = c.prog and command.shell() or c.pargs[#c.pargs - 1]
+        -- a plain program (the direct-exec case) runs the same under any
+        -- shell: the smallest one feeds it (a shell a part is the cost)
+        local shell = c.prog and "/bin/sh" or c.pargs[#c.pargs - 1]
         argv = { shell, "-c", pipe.part_command(part, text, command.quote) }
         if s.nice then argv = { "nice", "-n", tostring(s.nice), table.unpack(argv) } end
       elseif c.prog then
@@ -377,6 +379,14 @@ function M.run_command_line(argv)
     return command.expand(tpl, records, seq, slot, { context = o.context })
   end
 
+  if o.dry_run and pipe_mode then
+    local seq = 0
+    while blocks() do
+      seq = seq + 1
+      io.stdout:write(command.expand(tpl, {}, seq, (seq - 1) % slots + 1, {}), "\n")
+    end
+    return 0
+  end
   if o.dry_run then
     for seq, records in next_job do
       local slot = (seq - 1) % slots + 1
