@@ -284,6 +284,16 @@ function M.blocks_of(o, sources)
     f, err = io.open(files[1], "rb")
     if not f then usage_error("cannot open input file %s: %s", files[1], tostring(err)) end
   end
+  if not o.dry_run and os.getenv("LC_PIPE_SPOOL") ~= "0" then
+    -- blocks to files in memory (tmpfs): parallel/pipe.lua's spool_blocks
+    local d = io.open("/dev/shm") and "/dev/shm" or os.getenv("TMPDIR") or "/tmp"
+    local spool = string.format("%s/lcparallel.%d.%d", d, math.floor(core.wallclock() * 1000), math.random(1e9))
+    if os.execute("mkdir -m 700 " .. command.quote(spool) .. " 2>/dev/null") then
+      local it = pipe.spool_blocks(o, f, spool)
+      if it then M.spool_dir = spool; return it, spool end
+      os.remove(spool)
+    end
+  end
   return pipe.blocks(o, f)
 end
 
@@ -295,6 +305,7 @@ function M.run_pipe(o, s, blocks, c)
   if s.joblog then
     log = joblog.open({ path = s.joblog, format = "parallel", append = s.joblog_append }, false)
   end
+  local spool = c.spool
   local ok, err = pcall(pipe.run, {
     jobs = c.jobs, blocks = blocks, timeout = s.timeout, kill_grace = s.kill_grace,
     retries = s.retries, on_start = c.on_start, halted = c.halted,
@@ -325,6 +336,7 @@ function M.run_pipe(o, s, blocks, c)
     end,
   })
   if log then log:close() end
+  if spool then os.execute("rm -rf " .. command.quote(spool)) end
   if not ok then error(err, 0) end
   return c.finish()
 end
@@ -335,6 +347,10 @@ function M.main(argv)
     if type(err) == "table" and err.usage then return err end
     return debug.traceback(tostring(err), 2)
   end, argv)
+  if M.spool_dir then   -- --pipe's blocks in memory files: gone however the run ended
+    os.execute("rm -rf " .. command.quote(M.spool_dir))
+    M.spool_dir = nil
+  end
   if ok then return status end
   if type(status) == "table" then
     io.stderr:write("lcparallel: ", status.usage, "\n")
@@ -358,9 +374,9 @@ function M.run_command_line(argv)
   local slots = s.jobs or 1
   if slots == 0 then slots = 1 end
   local pipe_mode = o.pipe or o.pipepart
-  local next_job, names, blocks
+  local next_job, names, blocks, spool
   if pipe_mode then
-    blocks = M.blocks_of(o, sources)
+    blocks, spool = M.blocks_of(o, sources)
     next_job = function() return nil end
   else
     next_job, names = job_source(o, sources, s.jobs ~= 0 and s.jobs or 1)
@@ -537,7 +553,7 @@ function M.run_command_line(argv)
   -- the whole input first for these, and so does lcparallel.
   if pipe_mode then
     return M.run_pipe(o, s, blocks, {
-      tpl = tpl, prog = prog, pargs = pargs, jobs_info = jobs_info, on_result = opts.on_result,
+      tpl = tpl, prog = prog, pargs = pargs, jobs_info = jobs_info, on_result = opts.on_result, spool = spool,
       on_start = opts.on_start, jobs = s.jobs == 0 and math.huge or s.jobs,
       halted = function() return halt_status ~= nil and halt_policy.when or nil end,
       finish = function()

@@ -144,6 +144,70 @@ function M.blocks(o, f)
   end
 end
 
+--- --pipe's blocks (one-byte records, no -N) written to files in dir
+-- as they are read, a MiB at a time: the same blocks as M.blocks, but no
+-- block is ever one string (no 16 MiB copies, no fresh pages per block).
+-- An iterator of parts { path, offset = 0, length, header, spooled }.
+function M.spool_blocks(o, f, dir)
+  local block = M.size(o.block or "1M")
+  local recend, recstart = markers(o)
+  local mark = recend .. recstart
+  if #mark ~= 1 or o.max_replace_args or o.max_args then return nil end
+  local header = ""
+  if o.header then
+    if o.header ~= ":" and o.header ~= ".*\\n" and o.header ~= ".*\n" then
+      usage_error("--header %q: lcparallel takes --header : (the first line)", o.header)
+    end
+    header = f:read("L") or ""
+  end
+  local PIECE = 1 << 20
+  local rem, n, eof = {}, 0, false      -- pieces kept back, their size
+  local count = 0
+  return function()
+    local pieces, size, cut_piece, cut_at
+    repeat
+      if eof and n == 0 then return nil end
+      pieces, size = rem, n
+      rem, n = {}, 0
+      local want = block - size % block
+      while want > 0 and not eof do
+        local data = f:read(math.min(want, PIECE))
+        if data == nil then eof = true
+        else
+          pieces[#pieces + 1] = data
+          size, want = size + #data, want - #data
+        end
+      end
+      if size == 0 then return nil end
+      -- cut after the last newline (at EOF: keep everything)
+      cut_piece, cut_at = #pieces, #pieces[#pieces]
+      if not eof then
+        cut_piece = nil
+        for k = #pieces, 1, -1 do
+          local i = rfind(pieces[k], mark)
+          if i then cut_piece, cut_at = k, i; break end
+        end
+        if not cut_piece then rem, n = pieces, size end   -- a record longer than a block: read on
+      end
+    until cut_piece
+    count = count + 1
+    local path = string.format("%s/%d", dir, count)
+    local sf, err = io.open(path, "wb")
+    if not sf then error("lcparallel: --pipe: cannot write " .. path .. ": " .. tostring(err), 0) end
+    local length = #header
+    if header ~= "" then sf:write(header) end
+    for k = 1, cut_piece - 1 do sf:write(pieces[k]); length = length + #pieces[k] end
+    local last = pieces[cut_piece]
+    if cut_at == #last then sf:write(last) else sf:write(last:sub(1, cut_at)) end
+    length = length + cut_at
+    local ok, werr = sf:close()
+    if not ok then error("lcparallel: --pipe: cannot write " .. path .. ": " .. tostring(werr), 0) end
+    if cut_at < #last then rem[1], n = last:sub(cut_at + 1), #last - cut_at end
+    for k = cut_piece + 1, #pieces do rem[#rem + 1] = pieces[k]; n = n + #pieces[k] end
+    return { path = path, offset = 0, length = length, header = "", spooled = true }
+  end
+end
+
 --- --pipepart -a FILE: the file's split points (as parallel finds them),
 -- then each part read when its job starts; an iterator of strings.
 function M.parts(o, path)
@@ -194,6 +258,7 @@ end
 
 --- The shell text that feeds a part to command's stdin.
 function M.part_command(part, command, quote)
+  if part.spooled then return "exec <" .. quote(part.path) .. "; " .. command end
   local dd = string.format("dd if=%s bs=1M iflag=skip_bytes,count_bytes skip=%d count=%d status=none",
     quote(part.path), part.offset, part.length)
   if part.header ~= "" then dd = "{ printf %s " .. quote(part.header) .. "; " .. dd .. "; }" end
@@ -223,7 +288,8 @@ function M.run(c)
         local part = type(block) == "table" and block or nil
         if part then block = nil end
         local job = { seq = seq, slot = slot, input = block, tries = 1,
-                      size = part and part.length + #part.header or #block }
+                      size = part and part.length + #part.header or #block,
+                      spooled = part and part.spooled and part.path }
         job.argv = c.argv_of(seq, slot, part)
         if c.on_start then c.on_start(seq) end
         local id, msg, errname = loop:spawn(job.argv, nil, nil, block, c.timeout or 0, c.kill_grace)
@@ -247,6 +313,7 @@ function M.run(c)
             if id then byid[id], running = job, running + 1; goto next end
           end
           free[#free + 1] = job.slot
+          if job.spooled then os.remove(job.spooled) end
           job.input_size = job.size
           job.input = nil
           c.on_result(res, job)
