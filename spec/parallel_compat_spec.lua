@@ -119,6 +119,13 @@ local CASES = {
   { cmd = "$P -k --results res echo ::: a 'b c' ::: x", files = true },
   { cmd = "$P -k --results res --header : echo ::: n a b", files = true },
   { cmd = "seq 3 | $P --bar -k echo" },
+  { cmd = "$P --files echo ::: a b | wc -l" },
+  { cmd = "$P -k --files echo ::: a b | xargs cat" },
+  { cmd = "$P -j0 -k echo ::: a b c" },
+  { cmd = "$P -j1 --bar -k echo {%} {#} ::: a b" },
+  { cmd = "$P -k --tag --line-buffer echo ::: a b" },
+  { cmd = "$P -k --results out.csv echo ::: a 'b,c' ; cut -d, -f1,2,5-8,10- out.csv", files = false },
+  { cmd = "$P -k --results out.tsv echo ::: a ; cut -f1,2,5-8,10- out.tsv" },
   { cmd = "seq 3 | $P --eta -k echo" },
   -- exit status and halt
   { cmd = "$P -k 'exit {}' ::: 0 1 2 0 3" },

@@ -418,6 +418,7 @@ function M.run_command_line(argv)
 
   -- Slots ({%}): the lowest free one when a job starts; freed at its end.
   local free, slot_of, used = {}, {}, 0
+  local building_list = false
   local jobs_info = {}   -- [seq] = { records, command text } while it runs
   local delay, last_start = s.delay, nil
 
@@ -431,8 +432,13 @@ function M.run_command_line(argv)
       end
       last_start = core.now()
     end
-    local slot = table.remove(free)
-    if not slot then used = used + 1; slot = used end
+    local slot
+    if building_list then
+      slot = (seq - 1) % slots + 1      -- built ahead: the slot it will likely get
+    else
+      slot = table.remove(free)
+      if not slot then used = used + 1; slot = used end
+    end
     slot_of[seq] = slot
     local text = text_of(records, seq, slot)
     jobs_info[seq] = { records, text, slot }
@@ -446,8 +452,10 @@ function M.run_command_line(argv)
     return { seq, arg }
   end
 
-  local out_mode = o.output or "group"
   local keep = o.keep_order
+  -- -k with --line-buffer or -u: the order wins (each job's lines go out
+  -- whole, in order, as parallel's do when they are read back)
+  local out_mode = (keep and (o.output == "lines" or o.output == "ungroup")) and "group" or o.output or "group"
   local tagged = o.tag or o.tagstring
   local held, next_print = {}, 1
   local failed, halt_status = 0, nil
@@ -587,8 +595,10 @@ function M.run_command_line(argv)
   end
   if type(tasks) == "function" and ((halt_policy and halt_policy.percent) or opts.progress) then
     tasks = {}
+    building_list = true
     for t in next_task do tasks[#tasks + 1] = t end
     total = #tasks
+    slot_of = {}
   end
   local lc = require "luaconcurrent"
   local run = lc.ProcRunAsyncio(pargs, tasks, opts)
