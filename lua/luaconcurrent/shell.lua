@@ -166,6 +166,9 @@ local function settings(o)
       if o[name] then usage_error("%s goes with --pipe or --pipepart", o.given[name]) end
     end
   end
+  if o.env and hosts_of(o) then
+    usage_error("--env with -S/--sshlogin is not supported by lcparallel (the hosts get their own environment)")
+  end
   if o.termseq then usage_error("--termseq is not supported by lcparallel (it sends TERM, then KILL after --kill-grace)") end
   s.hosts = hosts_of(o)
   if o.jobs then
@@ -383,6 +386,11 @@ function M.run_command_line(argv)
   end
   local tpl = command.build(words, o, names, pipe_mode)
   local shell = command.shell()
+  if not command.which(shell) then
+    usage_error("shell %q not found (from $PARALLEL_SHELL, the shell lcparallel was started from, or $SHELL)", shell)
+  end
+  -- on hosts the shell is found by name in the host's PATH
+  if s.hosts then shell = shell:match("([^/]+)$") end
   local prog = #words > 0 and command.direct(tpl, o) or nil
   local bare = #words == 0          -- the values are the commands
 
