@@ -94,7 +94,7 @@ BOUNDED = sh scripts/bounded.sh
 # Tools the specs use: xmllint (timeline SVG), script (a real terminal),
 # sshd and ssh (remote hosts, on private servers on loopback), Slurm and
 # munge (a private single-node Slurm; about 3 MB, 7 s to install here).
-TEST_PKGS := libxml2-utils bsdutils openssh-server openssh-client slurmctld slurmd slurm-client munge
+TEST_PKGS := parallel libxml2-utils bsdutils openssh-server openssh-client slurmctld slurmd slurm-client munge
 
 test: deps
 	@sh scripts/ensure-deps.sh $(TEST_PKGS)
