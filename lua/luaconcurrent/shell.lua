@@ -474,6 +474,7 @@ function M.run_command_line(argv)
 
   local function show(seq, res, info)
     if res == false then return end
+    if results_w then return results_w:write(seq, info[1], res, info[2]) end   -- printed nothing
     local prefix = tagged and (tag_of(o, names, info[1], seq, info[3]) .. "\t") or nil
     local text = res.stdout or ""
     if o.files then
@@ -503,7 +504,7 @@ function M.run_command_line(argv)
       end }
     opts.resume = (o.retry_failed and "failed") or o.resume
   end
-  if out_mode == "lines" or out_mode == "ungroup" then
+  if (out_mode == "lines" or out_mode == "ungroup") and not results_w then
     opts.output = "lines"
     if tagged then
       opts.tag = function(res)
@@ -549,9 +550,8 @@ function M.run_command_line(argv)
           end
         end
       end
-      if results_w then results_w:write(seq, info[1], res, info[2]) end
     end
-    if results_w or out_mode == "lines" or out_mode == "ungroup" then return end
+    if not results_w and (out_mode == "lines" or out_mode == "ungroup") then return end
     if keep then
       held[seq] = { res.skipped and false or res, info }
       while held[next_print] do
