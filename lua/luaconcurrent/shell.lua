@@ -504,6 +504,19 @@ function M.run_command_line(argv)
       end }
     opts.resume = (o.retry_failed and "failed") or o.resume
   end
+  -- With a progress bar, the run's own output modes print (they step the
+  -- bar aside for each job's output and draw it last)
+  local api_out = opts.progress and out_mode == "group" and not results_w and not o.files
+    and not (o.verbose and o.verbose > 0)
+  if api_out then
+    opts.output = keep and "ordered" or "stream"
+    if tagged then
+      opts.tag = function(res)
+        local info = jobs_info[res.key]
+        return info and (tag_of(o, names, info[1], res.key, info[3]) .. "\t") or ""
+      end
+    end
+  end
   if (out_mode == "lines" or out_mode == "ungroup") and not results_w then
     opts.output = "lines"
     if tagged then
@@ -551,7 +564,7 @@ function M.run_command_line(argv)
         end
       end
     end
-    if not results_w and (out_mode == "lines" or out_mode == "ungroup") then return end
+    if api_out or (not results_w and (out_mode == "lines" or out_mode == "ungroup")) then return end
     if keep then
       held[seq] = { res.skipped and false or res, info }
       while held[next_print] do
