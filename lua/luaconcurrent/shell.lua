@@ -158,6 +158,26 @@ local function hosts_of(o)
   return hosts
 end
 
+--- --termseq: the engine sends TERM, then KILL after a grace; the
+-- sequences of that form (TERM,ms,...,KILL,ms; the TERMs between only
+-- repeat it) map to the grace, others are refused. Returns seconds.
+function M.termseq(spec)
+  local items = {}
+  for x in spec:gmatch("[^,]+") do items[#items + 1] = x end
+  local ok = #items >= 2 and #items % 2 == 0 and items[1]:upper():gsub("^SIG", "") == "TERM"
+    and items[#items - 1]:upper():gsub("^SIG", "") == "KILL"
+  local grace = 0
+  for i = 1, #items - 2, 2 do
+    local sig, ms = items[i]:upper():gsub("^SIG", ""), tonumber(items[i + 1])
+    if sig ~= "TERM" or not ms or ms < 0 then ok = false; break end
+    grace = grace + ms
+  end
+  if not ok then
+    usage_error("--termseq %q: lcparallel sends TERM, then KILL after a grace: give TERM,ms[,TERM,ms...],KILL,ms", spec)
+  end
+  return grace / 1000
+end
+
 --- The settings of a run, checked: a usage error names the first bad one.
 local function settings(o)
   local s = {}
@@ -169,7 +189,7 @@ local function settings(o)
   if o.env and hosts_of(o) then
     usage_error("--env with -S/--sshlogin is not supported by lcparallel (the hosts get their own environment)")
   end
-  if o.termseq then usage_error("--termseq is not supported by lcparallel (it sends TERM, then KILL after --kill-grace)") end
+  if o.termseq then s.kill_grace_termseq = M.termseq(o.termseq) end
   s.hosts = hosts_of(o)
   if o.jobs then
     if not (s.hosts and hostlib.cpu_rule(o.jobs)) then s.jobs = jobs_of(o.jobs) end
@@ -189,7 +209,7 @@ local function settings(o)
     s.retries = math.max(n - 1, 0)          -- parallel's N is every try
   end
   s.retry_delay = o.retry_delay and number_of("--retry-delay", o.retry_delay)
-  s.kill_grace = o.kill_grace and number_of("--kill-grace", o.kill_grace)
+  s.kill_grace = o.kill_grace and number_of("--kill-grace", o.kill_grace) or s.kill_grace_termseq
   s.delay = o.delay and number_of("--delay", (o.delay:gsub("s$", "")))
   if o.nice then
     local n = math.tointeger(tonumber(o.nice))
@@ -546,6 +566,9 @@ function M.run_command_line(argv)
       else counts.fail = counts.fail + 1; failed = failed + 1 end
       if res.timeout then
         io.stderr:write("lcparallel: Warning: This job was killed because it timed out:\n", info[2], "\n")
+      elseif res.returncode == nil and res.signal == nil and res.exception and res.exception ~= "Interrupted" then
+        -- it never ran (spawn failed): say why, never silently
+        io.stderr:write("lcparallel: ", tostring(res.error or res.exception):gsub("^luaconcurrent: ", ""), "\n")
       end
       if halt_policy and halt_status == nil then
         local what = halt_policy.what

@@ -40,12 +40,18 @@ local function is_file(path)
   return ok ~= nil or code ~= 21    -- 21: EISDIR
 end
 
---- parallel's which: the first PATH entry that is a file.
+-- Executable, not a directory (test(1): Lua has no access()); only asked
+-- of the few files that exist, once a run.
+local function executable(path)
+  return is_file(path) and os.execute("test -x " .. M.quote(path) .. " && test ! -d " .. M.quote(path)) == true
+end
+
+--- parallel's which: the first PATH entry that is an executable file.
 function M.which(prg)
-  if prg:find("/", 1, true) then return is_file(prg) and prg or nil end
+  if prg:find("/", 1, true) then return executable(prg) and prg or nil end
   for dir in (os.getenv("PATH") or ""):gmatch("[^:]+") do
     local p = dir .. "/" .. prg
-    if is_file(p) then return p end
+    if is_file(p) and executable(p) then return p end
   end
   return nil
 end
@@ -350,8 +356,8 @@ function M.direct(tpl, o)
     -- bash runs a program by its PATH; a name PATH does not know is the
     -- shell's to report
     if not M.which(prog) then return nil end
-  elseif not is_file(prog) then
-    return nil
+  elseif not executable(prog) then
+    return nil     -- the shell says why it cannot run it
   end
   return prog
 end
