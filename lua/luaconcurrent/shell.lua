@@ -52,11 +52,17 @@ Running
   --halt SPEC         now|soon,fail|success|done=N|N%, or 0 1 2 -1 -2 N%
   --delay S           seconds between job starts
   --nice N            run jobs under nice -n N
+  --termseq TERM,ms,...,KILL,ms   the kill grace of --timeout and --halt now
+  --kill-grace S      seconds from TERM to KILL (lcparallel's own)
+  --env VAR           accepted (jobs inherit the environment)
   --joblog [+]FILE    one line a job (+FILE appends)
   --resume, --resume-failed, --retry-failed   (with --joblog)
   -S, --sshlogin L    hosts over ssh: [N/][user@]host[:port], ":" here
   --slf FILE          hosts from FILE      --slurm N   N Slurm job steps
   --dry-run           print the commands, run nothing
+  --pipe              blocks of stdin to each job's stdin; --pipepart -a FILE
+                      the same from a file, each job reading its own part
+  --block SIZE, --recstart S, --recend S, -N records   how blocks are cut
 Output
   --group (default), -k/--keep-order, --line-buffer, -u/--ungroup
   --tag, --tagstring STR, -v (print each command), --files
