@@ -272,7 +272,7 @@ end
 function M.run(c)
   local loop = core.new_loop()
   local running, byid, free, used = 0, {}, {}, 0
-  local seq, eof = 0, false
+  local seq, eof, ahead = 0, false, nil
   local ok, err = pcall(function()
     while true do
       local stop = c.halted()
@@ -280,7 +280,8 @@ function M.run(c)
         for id in pairs(byid) do loop:kill(id) end
       end
       while not stop and not eof and running < c.jobs do
-        local block = c.blocks()
+        local block = ahead or c.blocks()
+        ahead = nil
         if block == nil then eof = true; break end
         seq = seq + 1
         local slot = table.remove(free)
@@ -302,6 +303,12 @@ function M.run(c)
         end
       end
       if running == 0 and (eof or stop) then break end
+      -- Blocks in files need nothing from this loop while their jobs run:
+      -- read the next one now, so reading and the jobs overlap.
+      if c.prefetch and not ahead and not eof and not stop and running >= c.jobs then
+        ahead = c.blocks()
+        if ahead == nil then eof = true end
+      end
       for _, rec in ipairs(loop:poll()) do
         local job = byid[rec.id]
         if job then
