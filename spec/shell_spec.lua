@@ -134,6 +134,19 @@ describe("luaconcurrent --parallel", function()
     os.remove(a); os.remove(b)
   end)
 
+  it("-X fills a job only as far as one command line holds (no E2BIG), every value once", function()
+    local out, err, code = helpers.sh("seq 100000 | " .. q(EXE) .. " --parallel -j1 -X echo x{}y")
+    assert.are.equal(0, code, err)
+    local n, lines = 0, 0
+    for line in out:gmatch("[^\n]+") do
+      lines = lines + 1
+      assert.is_true(#line < 131072)
+      for _ in line:gmatch("%S+") do n = n + 1 end
+    end
+    assert.are.equal(100000, n)
+    assert.is_true(lines > 1)
+  end)
+
   it("exits as parallel does under --halt, and --retries N is N tries in all", function()
     local _, _, code = par("-j1 --halt now,fail=1 'exit {}' ::: 0 7 0")
     assert.are.equal(7, code)

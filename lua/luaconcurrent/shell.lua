@@ -247,9 +247,16 @@ local function settings(o)
 end
 
 --- Every job of the run: an iterator of { seq, records }.
-local function job_source(o, sources, slots)
+-- The longest command line a job gets with -X/-m: GNU parallel's
+-- (--max-line-length-allowed on Linux); a single argument (bash -c's
+-- command) cannot pass 128 KiB.
+M.MAX_LINE = 130329
+
+local function job_source(o, sources, slots, sizing)
   local records, names = input.records(o, sources)
-  local jobs = input.jobs(o, records, math.max(slots or 1, 1), 128 * 1024)
+  -- sizing.cost(record), sizing.room(): set once the command is known
+  local jobs = input.jobs(o, records, math.max(slots or 1, 1),
+    function() return sizing.room() end, function(r) return sizing.cost(r) end)
   local seq = 0
   local iter = function()
     local j = jobs()
@@ -404,13 +411,21 @@ function M.run_command_line(argv)
   if slots == 0 then slots = 1 end
   local pipe_mode = o.pipe or o.pipepart
   local next_job, names, blocks, spool
+  local sizing = {}
   if pipe_mode then
     blocks, spool = M.blocks_of(o, sources)
     next_job = function() return nil end
   else
-    next_job, names = job_source(o, sources, s.jobs ~= 0 and s.jobs or 1)
+    next_job, names = job_source(o, sources, s.jobs ~= 0 and s.jobs or 1, sizing)
   end
   local tpl = command.build(words, o, names, pipe_mode)
+  -- -X/-m: a record costs what it adds to the command line (quoted, its
+  -- context repeated with -X)
+  local base = #command.expand(tpl, {}, 1, 1, { context = o.context })
+  sizing.room = function() return M.MAX_LINE - base end
+  sizing.cost = function(r)
+    return #command.expand(tpl, { r }, 1, 1, { context = o.context }) - base + 1
+  end
   local shell = command.shell()
   if not command.which(shell) then
     usage_error("shell %q not found (from $PARALLEL_SHELL, the shell lcparallel was started from, or $SHELL)", shell)
@@ -572,7 +587,8 @@ function M.run_command_line(argv)
       else counts.fail = counts.fail + 1; failed = failed + 1 end
       if res.timeout then
         io.stderr:write("lcparallel: Warning: This job was killed because it timed out:\n", info[2], "\n")
-      elseif res.returncode == nil and res.signal == nil and res.exception and res.exception ~= "Interrupted" then
+      elseif (res.returncode == nil or res.returncode < 0) and not res.signal and res.exception
+          and res.exception ~= "Interrupted" then
         -- it never ran (spawn failed): say why, never silently
         io.stderr:write("lcparallel: ", tostring(res.error or res.exception):gsub("^luaconcurrent: ", ""), "\n")
       end

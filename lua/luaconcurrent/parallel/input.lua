@@ -250,7 +250,7 @@ end
 --- Jobs: iterator over { records... } — one record each, or n of them
 -- (-n/-N), or with -X/-m as many as fit (spread over the job slots when
 -- the input ends while filling the first job, as parallel does).
-function M.jobs(o, next_record, slots, max_len)
+function M.jobs(o, next_record, slots, max_len, cost)
   local per = o.max_replace_args or o.max_args
   if per then
     local n = math.tointeger(tonumber(per))
@@ -297,8 +297,8 @@ function M.jobs(o, next_record, slots, max_len)
         break
       end
       local rlen = 0
-      for _, v in ipairs(r) do rlen = rlen + #v + 3 end
-      if o.context and not per and #job > 0 and len + rlen > max_len then
+      if cost then rlen = cost(r) else for _, v in ipairs(r) do rlen = rlen + #v + 3 end end
+      if o.context and not per and #job > 0 and len + rlen > (type(max_len) == "function" and max_len() or max_len) then
         table.insert(pending, 1, r)
         spread = true     -- a full job: the input is big, no spreading
         break
