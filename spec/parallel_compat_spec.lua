@@ -114,6 +114,13 @@ local CASES = {
   { cmd = "$P --colsep ' ' -k echo {2} ::: 'a b' 'c d'" },
   { cmd = "$P -a tsv-file --colsep '\t' --header : -k echo {f2}" },
   { cmd = "$P --termseq TERM,200,KILL,25 -k echo ::: a" },
+  { cmd = "seq 10 | $P -k -N2 echo seq:\\$PARALLEL_SEQ arg1:{1} arg2:{2}" },
+  { cmd = "seq 3 | $P -j1 -k 'echo $PARALLEL_JOBSLOT'" },
+  { cmd = "seq 3 | PARALLEL='-kvj1' $P echo" },
+  { cmd = "echo test | $P echo {} \\$HOME | sed \"s|$HOME|H|\"" },
+  { cmd = "echo test | $P VAR=this_is_set_after_starting \\; echo {} \\$VAR" },
+  { cmd = "echo test | $P -q echo {} \\$VAR" },
+  { cmd = "seq 3 | $P -j1 -k -v ls -d dir" },
   -- output
   { cmd = "$P -k 'sleep 0.{}; echo {}' ::: 3 1 2" },
   { cmd = "$P -j3 'sleep 0.{}; echo {}' ::: 3 1 2", sort = true },

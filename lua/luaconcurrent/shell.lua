@@ -300,6 +300,24 @@ local function prefixed(text, prefix)
   return out
 end
 
+-- Bourne-like shells, which take `export NAME=value;`.
+local BOURNE = { sh = true, bash = true, dash = true, ash = true, ksh = true, ksh93 = true,
+  mksh = true, lksh = true, pdksh = true, zsh = true, yash = true, posh = true, rbash = true }
+local own_pid
+
+--- What parallel puts in each job's environment ($PARALLEL_SEQ, ...),
+-- as a prefix of a shell job's command (the run's environment is one for
+-- all jobs); "" for a shell that is not Bourne-like.
+function M.job_env(shell, seq, slot)
+  if not BOURNE[(shell or ""):match("([^/]*)$")] then return "" end
+  if not own_pid then
+    local f = io.open("/proc/self/stat")
+    own_pid = f and f:read("l"):match("^(%d+)") or "0"
+    if f then f:close() end
+  end
+  return string.format("export PARALLEL_SEQ=%d PARALLEL_JOBSLOT=%d PARALLEL_PID=%s; ", seq, slot, own_pid)
+end
+
 --- --pipe / --pipepart's blocks: stdin or -a's file; --pipepart a file.
 function M.blocks_of(o, sources)
   local pipe = require "luaconcurrent.parallel.pipe"
@@ -361,7 +379,7 @@ function M.run_pipe(o, s, blocks, c)
         if s.nice then argv = { "nice", "-n", tostring(s.nice), table.unpack(argv) } end
       else
         argv = { table.unpack(c.pargs) }
-        argv[#argv + 1] = text
+        argv[#argv + 1] = M.job_env(argv[#argv - 1], seq, slot) .. text
       end
       return argv
     end,
@@ -398,7 +416,7 @@ function M.main(argv)
 end
 
 function M.run_command_line(argv)
-  local o, words, sources = args.parse(argv)
+  local o, words, sources = args.parse_all(argv)
   if o.help then io.stdout:write(M.USAGE); return 0 end
   if o.version then io.stdout:write(M.VERSION, "\n"); return 0 end
   if o.citation then
@@ -496,7 +514,7 @@ function M.run_command_line(argv)
       local argv_ = command.expand(tpl, records, seq, slot, { context = o.context, direct = true })
       arg = { table.unpack(argv_, 2) }
     else
-      arg = { text }
+      arg = { M.job_env(shell, seq, slot) .. text }
     end
     return { seq, arg }
   end

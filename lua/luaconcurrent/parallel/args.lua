@@ -145,8 +145,9 @@ end
 
 --- Parse argv: returns options, the command's words, and the input
 -- sources in order: { sep = ":::" | "::::" | ":::+" | "::::+", values | files }.
-function M.parse(argv)
-  local o, i = {}, 1
+function M.parse(argv, o)
+  o = o or {}
+  local i = 1
   local n = #argv
   while i <= n do
     local a = argv[i]
@@ -231,6 +232,72 @@ function M.parse(argv)
     for _, path in ipairs(o.arg_file) do t[#t + 1] = { kind = "file", path = path } end
     for _, s in ipairs(sources) do t[#t + 1] = s end
     sources = t
+  end
+  return o, command, sources
+end
+
+--- Words as a POSIX shell splits them (quotes and backslashes), for
+-- $PARALLEL and the profile file, as parallel's shell_words.
+function M.shell_words(s)
+  local words, cur, i, inword = {}, {}, 1, false
+  while i <= #s do
+    local c = s:sub(i, i)
+    if c:match("%s") then
+      if inword then words[#words + 1] = table.concat(cur); cur, inword = {}, false end
+    elseif c == "'" then
+      local j = s:find("'", i + 1, true)
+      if not j then usage_error("unbalanced ' in %q", s) end
+      cur[#cur + 1], i, inword = s:sub(i + 1, j - 1), j, true
+    elseif c == '"' then
+      i, inword = i + 1, true
+      while i <= #s and s:sub(i, i) ~= '"' do
+        local d = s:sub(i, i)
+        if d == "\\" and s:sub(i + 1, i + 1):match('[\\"$`]') then i = i + 1; d = s:sub(i, i) end
+        cur[#cur + 1] = d
+        i = i + 1
+      end
+      if i > #s then usage_error('unbalanced " in %q', s) end
+    elseif c == "\\" then
+      cur[#cur + 1], i, inword = s:sub(i + 1, i + 1), i + 1, true
+    else
+      cur[#cur + 1], inword = c, true
+    end
+    i = i + 1
+  end
+  if inword then words[#words + 1] = table.concat(cur) end
+  return words
+end
+
+--- The whole command line as parallel reads it: the profile
+-- ($PARALLEL_HOME/config, else ~/.parallel/config), then $PARALLEL, then
+-- argv; words that are not options (a command such as nice) go in front
+-- of the command.
+function M.parse_all(argv)
+  local pre = {}
+  local home = os.getenv("PARALLEL_HOME") or ((os.getenv("HOME") or "") .. "/.parallel")
+  local f = io.open(home .. "/config", "r")
+  if f then
+    local words = {}
+    for line in f:lines() do
+      if not line:match("^%s*#") then
+        for _, w in ipairs(M.shell_words(line)) do words[#words + 1] = w end
+      end
+    end
+    f:close()
+    pre[#pre + 1] = words
+  end
+  local env = os.getenv("PARALLEL")
+  if env and env ~= "" then pre[#pre + 1] = M.shell_words(env) end
+  local o, lead = {}, {}
+  for _, words in ipairs(pre) do
+    local _, cmd, src = M.parse(words, o)
+    if #src > 0 then usage_error("::: in $PARALLEL or the profile is not supported by lcparallel") end
+    for _, w in ipairs(cmd) do lead[#lead + 1] = w end
+  end
+  local _, command, sources = M.parse(argv, o)
+  if #lead > 0 then
+    for k, w in ipairs(command) do lead[#lead + 1] = w; command[k] = nil end
+    for k, w in ipairs(lead) do command[k] = w end
   end
   return o, command, sources
 end
