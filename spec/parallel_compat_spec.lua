@@ -159,6 +159,7 @@ local CASES = {
   { cmd = "$P -j1 --halt never -k 'exit {}' ::: 1 1 0" },
   { cmd = "$P --retries 3 'echo x >> tries; exit 1' ::: a", files = true },
   { cmd = "$P --retries 1 'echo x >> tries; exit 1' ::: a", files = true },
+  { cmd = "$P --retries 3 --joblog log 'exit 1' ::: a", joblog = "log" },
   { cmd = "$P --timeout 0.5 -k 'sleep {}; echo {}' ::: 0.1 3" },
   -- joblog and resume
   { cmd = "$P -j1 --joblog log exit ::: 1 2 3 0", joblog = "log" },
