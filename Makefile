@@ -35,7 +35,7 @@ ENGINE   := src/loop.c src/proc.c src/hugemem.c src/signals.c src/marshal.c src/
             src/reap.c src/host.c src/core.c src/core_loop.c src/core_pool.c src/core_marshal.c src/core_misc.c src/core_file.c src/workerproc.c
 LUAMODS  := $(wildcard lua/luaconcurrent/*.lua)
 # Modules in subfolders: executors, run control, remote hosts.
-SUBDIRS  := exec control remote
+SUBDIRS  := exec control remote parallel
 SUBMODS  := $(foreach d,$(SUBDIRS),$(wildcard lua/luaconcurrent/$(d)/*.lua))
 EXE      := $(B)/luaconcurrent
 SO       := $(B)/lib/luaconcurrent/core.so
@@ -104,8 +104,9 @@ BOUNDED = sh scripts/bounded.sh
 # loopback), Slurm and munge (a private single-node Slurm; about 3 MB, 7 s
 # to install here), luarocks (the rock, built into a temporary tree; it
 # brings lua5.1 for the version guard's spec), man and groff (the man
-# pages render without warnings).
-TEST_PKGS := libxml2-utils librsvg2-bin bsdutils openssh-server openssh-client \
+# pages render without warnings), GNU parallel (the oracle of lcparallel's
+# compatibility spec).
+TEST_PKGS := parallel libxml2-utils librsvg2-bin bsdutils openssh-server openssh-client \
              slurmctld slurmd slurm-client munge luarocks man-db groff-base
 
 test: deps

@@ -44,9 +44,14 @@ describe("luaconcurrent --parallel", function()
     os.remove(path)
   end)
 
-  it("passes values with spaces, quotes and newlines intact, without a shell", function()
+  it("passes values with spaces and quotes intact; a ::: value with a newline is two values", function()
     local out = par("-k printf '[%s]' ::: " .. q("a b") .. " " .. q([[it's "q"]]) .. " " .. q("x\ny"))
-    assert.are.equal('[a b][it\'s "q"][x\ny]', out)
+    assert.are.equal('[a b][it\'s "q"][x][y]', out)
+    -- from a file a value keeps its newline only with -0
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w")); f:write("x\ny\0z\0"); f:close()
+    assert.are.equal("[x\ny][z]", (par("-0 -k printf '[%s]' :::: " .. q(path))))
+    os.remove(path)
   end)
 
   it("runs a command with shell syntax through sh, every value quoted", function()
@@ -83,10 +88,120 @@ describe("luaconcurrent --parallel", function()
     local lines = {}
     for l in io.lines(log) do lines[#lines + 1] = l end
     assert.are.equal(3, #lines)
-    assert.matches("\t15\tsleep 5\t2$", table.concat(lines, "\n"))
+    -- GNU parallel's 9 columns: a timed-out job's Exitval is -1
+    assert.are.equal("Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand", lines[1])
+    assert.matches("\t%-1\t15\tsleep 5$", lines[3])
     os.remove(log)
     local out = par("--halt now,fail=1 -j1 -k 'echo {}; exit {}' ::: 0 1 0 0")
     assert.are.equal("0\n1\n", out)
+  end)
+
+  it("runs commands through the user's shell: builtins and exported functions work", function()
+    local out, _, code = par("-k -j1 --joblog /dev/null exit ::: 1 2 0")
+    assert.are.equal(2, code)
+    assert.are.equal("", out)
+    out, _, code = helpers.sh("bash -c " .. q("doit() { echo \"doit $1\"; }; export -f doit; PARALLEL_SHELL=bash "
+      .. q(EXE) .. " --parallel -k doit ::: 1 2"))
+    assert.are.equal(0, code)
+    assert.are.equal("doit 1\ndoit 2\n", out)
+    -- a program that cannot start: the shell's message, status 127
+    local err
+    out, err, code = par("no_such_program_lc ::: 1")
+    assert.are.equal(1, code)
+    assert.matches("no_such_program_lc: .*not found", err)
+    -- PARALLEL_SHELL picks the shell
+    out = helpers.sh("PARALLEL_SHELL=bash " .. q(EXE) .. " --parallel 'echo $0' ::: x")
+    assert.matches("bash x\n$", out)
+  end)
+
+  it("quotes only what needs it, as parallel does, and --dry-run prints what runs", function()
+    local out = par("-k 'echo \"x{}y\" $(( {} + 1 ))' ::: 3")
+    assert.are.equal("x3y 4\n", out)
+    out = par("--dry-run -k echo ::: a " .. q("b c") .. " " .. q("it's") .. " ''")
+    assert.are.equal("echo a\necho 'b c'\necho 'it'\"'\"'s'\necho ''\n", out)
+    out = par("--dry-run -q echo " .. q("x{}y") .. " ::: " .. q("a b"))
+    assert.are.equal("echo 'xa by'\n", out)
+  end)
+
+  it("takes several :::: files as several sources, :::+ links, {foo} stays", function()
+    local a, b = os.tmpname(), os.tmpname()
+    local f = assert(io.open(a, "w")); f:write("1\n2\n"); f:close()
+    f = assert(io.open(b, "w")); f:write("x\ny\n"); f:close()
+    assert.are.equal("1 x\n1 y\n2 x\n2 y\n", (par("-k echo {1} {2} :::: " .. q(a) .. " " .. q(b))))
+    assert.are.equal("a 1\nb 2\n", (par("-k echo ::: a b c :::+ 1 2")))
+    assert.are.equal("{foo} a\n", (par("-k echo {foo} ::: a")))
+    assert.are.equal("b.c a/b 1 1\n", (par("-j1 -k echo {1/} {1.} {#} {%} ::: a/b.c")))
+    os.remove(a); os.remove(b)
+  end)
+
+  it("-X fills a job only as far as one command line holds (no E2BIG), every value once", function()
+    local out, err, code = helpers.sh("seq 100000 | " .. q(EXE) .. " --parallel -j1 -X echo x{}y")
+    assert.are.equal(0, code, err)
+    local n, lines = 0, 0
+    for line in out:gmatch("[^\n]+") do
+      lines = lines + 1
+      assert.is_true(#line < 131072)
+      for _ in line:gmatch("%S+") do n = n + 1 end
+    end
+    assert.are.equal(100000, n)
+    assert.is_true(lines > 1)
+  end)
+
+  it("exits as parallel does under --halt, and --retries N is N tries in all", function()
+    local _, _, code = par("-j1 --halt now,fail=1 'exit {}' ::: 0 7 0")
+    assert.are.equal(7, code)
+    _, _, code = par("-j1 --halt now,success=1 'exit {}' ::: 3 0 3")
+    assert.are.equal(0, code)
+    _, _, code = par("-j1 --halt soon,fail=50% 'exit {}' ::: 1 1 0 0")
+    assert.are.equal(50, code)
+    local dir = os.tmpname(); os.remove(dir); os.execute("mkdir " .. q(dir))
+    par("--retries 3 'echo x >> " .. dir .. "/tries; exit 1' ::: a")
+    assert.are.equal("x\nx\nx\n", helpers.read_file(dir .. "/tries"))
+    os.execute("rm -rf " .. q(dir))
+  end)
+
+  it("says every usage error on stderr and exits 255", function()
+    local function refused(args, pattern)
+      local out, err, code = par(args)
+      assert.are.equal(255, code, args)
+      assert.are.equal("", out, args)
+      assert.matches("^lcparallel: .*" .. pattern, err, 1)
+    end
+    refused("-j abc echo ::: 1", "%-j needs")
+    refused("--joblog /nonexistent/dir/log echo ::: 1", "cannot write the joblog")
+    refused("--results /dev/null/x.csv echo ::: 1", "cannot write the results")
+    refused("--timeline /nonexistent/t.svg echo ::: 1", "cannot write the timeline")
+    refused("--timeout 200% echo ::: 1", "percentage")
+    refused("echo {= $_ .= 1 =} ::: 1", "needs perl")
+    refused("--load 80% echo ::: 1", "option %-%-load is not supported")
+    refused("--tmux echo ::: 1", "option %-%-tmux is not supported")
+  end)
+
+  it("starts a job as soon as its line arrives on stdin (tail -f)", function()
+    local dir = os.tmpname(); os.remove(dir); os.execute("mkdir " .. q(dir))
+    local queue = dir .. "/queue"
+    helpers.read_file(queue)
+    local f = assert(io.open(queue, "w"))
+    local pidfile = dir .. "/pid"
+    -- tail's pid is kept: killing it ends the input, and lcparallel with it
+    os.execute("((tail -f " .. q(queue) .. " & echo $! > " .. q(pidfile) .. "; wait) | " .. q(EXE)
+      .. " --parallel -j2 touch " .. q(dir) .. "/started.{} &) >/dev/null 2>&1")
+    local worst, missed = 0, nil
+    for i = 1, 5 do
+      f:write(i, "\n"); f:flush()
+      local t0 = helpers.mono()
+      if not helpers.wait_until(function() return helpers.read_file(dir .. "/started." .. i) ~= nil end, 10) then
+        missed = i
+        break
+      end
+      worst = math.max(worst, helpers.mono() - t0)
+    end
+    f:close()
+    helpers.wait_until(function() return helpers.read_file(pidfile) ~= nil end, 5)
+    os.execute("kill $(cat " .. q(pidfile) .. ")")
+    os.execute("rm -rf " .. q(dir))
+    assert.is_nil(missed, "a job never started")
+    io.stderr:write(string.format("\n  tail -f: worst start latency %.1f ms\n", worst * 1000))
   end)
 
   it("--tag prefixes the value, --dry-run runs nothing", function()

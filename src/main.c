@@ -588,14 +588,20 @@ static int run_parallel (lua_State *L, char **argv, int first) {
   lua_gc(L, LUA_GCRESTART);
   lua_getglobal(L, "require");
   lua_pushliteral(L, "luaconcurrent.shell");
-  if (docall(L, 1, 1) != LUA_OK) return EXIT_FAILURE;
+  if (report(L, docall(L, 1, 1)) != LUA_OK) return 255;
   lua_getfield(L, -1, "main");
   lua_newtable(L);
   for (i = first; argv[i] != NULL; i++) {
     lua_pushstring(L, argv[i]);
     lua_rawseti(L, -2, i - first + 1);
   }
-  if (docall(L, 1, 1) != LUA_OK) return 255;
+  /* main reports its own errors; whatever escapes it (a bug, no memory)
+  ** is still said on stderr: a usage error is never a silent 255 */
+  if (report(L, docall(L, 1, 1)) != LUA_OK) return 255;
+  if (!lua_isinteger(L, -1)) {
+    l_message("internal error: lcparallel returned no exit status");
+    return 255;
+  }
   return (int)lua_tointeger(L, -1);
 }
 

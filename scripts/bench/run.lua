@@ -25,6 +25,9 @@
 --       the same four hosts with and without -M (--controlmaster) on 80
 --       tasks; per-task times, tasks/s and ratios. Skipped, saying why,
 --       when sshd cannot start (needs root and openssh-server).
+--   W11 --pipe: seq 110000000 (~1 GB) through wc -l with --pipepart -a FILE
+--       and cat FILE | --pipe, -j2 --block 16M, against GNU parallel and the
+--       limits (two dd halves into wc -l; cat FILE | wc -l)
 --
 -- Every workload runs each tool in turn, interleaved (lc, xargs, parallel,
 -- lc, xargs, parallel, ...), BENCH_RUNS times (default 5). Tables: median
@@ -41,7 +44,7 @@
 --
 -- Environment:
 --   BENCH_RUNS=5            repetitions per workload
---   BENCH_ONLY="W1 W2 W3 W4 W5 W6 W7 W8 W9" workloads to run
+--   BENCH_ONLY="W1 W2 W3 W4 W5 W6 W7 W8 W9 W11" workloads to run
 --   BENCH_STRICT=1          exit 1 when a target fails (0: report only)
 --   LC_BIN=build/luaconcurrent
 --   BENCH_W3DIR             where xargs/parallel put W3's captured output
@@ -55,7 +58,7 @@ local now = core.now
 local ROOT = assert(os.getenv("BENCH_ROOT"), "run me through scripts/bench.sh")
 local BDIR = ROOT .. "/scripts/bench"
 local RUNS = os.getenv("BENCH_RUNS") or "5"
-local ONLY = " " .. (os.getenv("BENCH_ONLY") or "W1 W2 W3 W4 W5 W6 W7 W8 W9") .. " "
+local ONLY = " " .. (os.getenv("BENCH_ONLY") or "W1 W2 W3 W4 W5 W6 W7 W8 W9 W11") .. " "
 local STRICT = (os.getenv("BENCH_STRICT") or "1") == "1"
 local LC = os.getenv("LC_BIN") or (ROOT .. "/build/luaconcurrent")
 local PAR = "parallel --will-cite"
@@ -855,6 +858,65 @@ if want("W9") and HAVE_LC then
       x_(ratio(per["parallel-M"], per.lc)))
     out("\n")
   end
+end
+
+-- ---------------------------------------------------------------- W11
+
+-- --pipe at speed: ~1 GB of text lines through wc -l, split by
+-- --pipepart (the file) and --pipe (cat FILE |), -j2 --block 16M, beside
+-- GNU parallel with the same options and the limits of this machine: two
+-- dd halves each into its own wc -l, and cat FILE | wc -l. Each run's
+-- counts must add up to the file's lines.
+if want("W11") and HAVE_LC then
+  local n = 110000000
+  local file = WORK .. "/w11.txt"
+  ok("seq " .. n .. " > " .. q(file))
+  local size = tonumber(sh("stat -c %s " .. q(file)))
+  local half = size // 2
+  half = half + #sh("tail -c +" .. (half + 1) .. " " .. q(file) .. " | head -1") + 1
+  out("W11 --pipe: seq %d (%d bytes) through wc -l, -j2 --block 16M\n", n, size)
+  local F = q(file)
+  local rows = {
+    { "lc-pipepart", LC .. " --parallel -j2 --pipepart -a " .. F .. " --block 16M wc -l" },
+    { "par-pipepart", "parallel --will-cite -j2 --pipepart -a " .. F .. " --block 16M wc -l" },
+    { "lc-pipe", "cat " .. F .. " | " .. LC .. " --parallel -j2 --pipe --block 16M wc -l" },
+    { "par-pipe", "cat " .. F .. " | parallel --will-cite -j2 --pipe --block 16M wc -l" },
+    { "dd-halves", string.format("(dd if=%s bs=16M iflag=count_bytes count=%d status=none | wc -l) & "
+      .. "dd if=%s bs=16M iflag=skip_bytes skip=%d status=none | wc -l; wait", F, half, F, half) },
+    { "cat-wc", "cat " .. F .. " | wc -l" },
+  }
+  ok("cat " .. F .. " > /dev/null")   -- the page cache warm, as measured
+  local outf = WORK .. "/w11.out"
+  for r = 1, RUNS do
+    progress(r)
+    for _, row in ipairs(rows) do
+      run("w11", row[1], 300, "/dev/null", outf, { "sh", "-c", row[2] })
+      local sum = 0
+      for l in (read(outf) or ""):gmatch("%d+") do sum = sum + tonumber(l) end
+      mark("w11", row[1], (last.rc == 0 and sum == n) and "ok" or ("bad:rc=" .. last.rc .. ",lines=" .. sum))
+      said(row[1])
+    end
+    out("\n")
+  end
+  os.remove(file)
+  for _, row in ipairs(rows) do
+    local w = wall("w11", row[1])
+    out("  %-13s %8s  %s  runs ok %d/%s\n", row[1], s_(w), w and string.format("%.0f MB/s", size / w / 1e6) or "n/a",
+      RUNS - bad_count("w11", row[1]), RUNS)
+    show_err("w11", row[1])
+  end
+  local lpp, ppp, lp, pp = wall("w11", "lc-pipepart"), wall("w11", "par-pipepart"), wall("w11", "lc-pipe"), wall("w11", "par-pipe")
+  local dd, cw = wall("w11", "dd-halves"), wall("w11", "cat-wc")
+  local okp = valid("w11", "lc-pipepart") and valid("w11", "lc-pipe")
+  target("W11: --pipepart within 1.3x of two dd halves", okp and lpp ~= nil and dd ~= nil and lpp <= dd * 1.3,
+    ("%s of dd (lc %s, dd %s)"):format(x_(ratio(lpp, dd)), s_(lpp), s_(dd)))
+  target("W11: --pipepart >= 2x GNU parallel", okp and ratio(ppp, lpp) ~= nil and ratio(ppp, lpp) >= 2,
+    ("%s (parallel %s)"):format(x_(ratio(ppp, lpp)), s_(ppp)))
+  target("W11: --pipe within 1.3x of cat | wc -l", okp and lp ~= nil and cw ~= nil and lp <= cw * 1.3,
+    ("%s of cat|wc (lc %s, cat|wc %s)"):format(x_(ratio(lp, cw)), s_(lp), s_(cw)))
+  target("W11: --pipe >= 3x GNU parallel", okp and ratio(pp, lp) ~= nil and ratio(pp, lp) >= 3,
+    ("%s (parallel %s)"):format(x_(ratio(pp, lp)), s_(pp)))
+  out("\n")
 end
 
 -- ---------------------------------------------------------------- summary
