@@ -263,7 +263,7 @@ describe("fault injection", function()
       assert.are.equal("TimeoutError", r.exception)
       assert.are.equal("before\n", r.stdout)
       assert.are.equal("timed out after 2 s; output may be incomplete: its pipes were still "
-        .. "held open (by a process that left the task's process group) after the kill", r.error)
+        .. "held open (by a process outside the task) after the kill", r.error)
     end)
 
     it("ProcRunMp: the same, and the other tasks are not held up", function()

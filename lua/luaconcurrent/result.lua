@@ -185,7 +185,7 @@ function ProcResult.from_record(key, arg, rec)
   if why then notes[#notes + 1] = why end
   if rec.incomplete then
     notes[#notes + 1] = "output may be incomplete: its pipes were still held open "
-      .. "(by a process that left the task's process group) after the kill"
+      .. "(by a process outside the task) after the kill"
   end
   if rec.input_error then
     -- Not a failure by itself (a task may stop reading early), so it has
