@@ -23,23 +23,32 @@ local function script_file(code)
   return path
 end
 
--- A file of n frames (frame i carries i and some padding), as a worker
--- process would write them, each after its length.
-local function frames_file(n, pad)
-  local parts = {}
-  for i = 1, n do
-    parts[i] = string.pack("<s4", core.marshal_string(i, string.rep("x", pad or 100)))
-  end
-  local path = os.tmpname()
-  write_file(path, table.concat(parts))
-  return path
+-- A frame as the "frames" proc of loop id `id` (a worker process) sends
+-- it: data, after its length, tagged with that proc's own up-key (the
+-- loop checks each frame with the key of the proc that sent it).
+local function frame(id, ...)
+  local _, up = core.marshal_worker_keys(id)
+  return string.pack("<s4", core.marshal_keyed(up, nil, ...))
 end
 
--- A "frames" proc that writes the file and stays alive (its leftovers
--- would otherwise come in its final record, not as frame records).
-local function spawn_frames(loop, path)
-  return assert(loop:spawn({ "/bin/sh", "-c", 'cat "$1"; exec sleep 30', "sh", path },
-    nil, nil, nil, 0, 0, "frames"))
+-- A "frames" proc that writes back what it is sent, make(id) once it has
+-- its id (its key follows from it, as for a worker process), and stays
+-- alive (its leftovers would otherwise come in its final record, not as
+-- frame records).
+local function spawn_frames(loop, make)
+  local id = assert(loop:spawn({ "/bin/sh", "-c", "cat; exec sleep 30" }, nil, nil, nil, 0, 0, "frames"))
+  assert(loop:write(id, make(id)))
+  loop:close_input(id)
+  return id
+end
+
+-- n frames (frame i carries i and some padding) of proc id.
+local function numbered(n, pad)
+  return function(id)
+    local parts = {}
+    for i = 1, n do parts[i] = frame(id, i, string.rep("x", pad or 100)) end
+    return table.concat(parts)
+  end
 end
 
 -- Objects whose finalizer calls fn while `active()` says so, one after
@@ -79,9 +88,8 @@ describe("engine defects (issue 17)", function()
   describe("re-entrancy in loop:poll (item 1)", function()
     it("a finalizer's loop:close() or loop:poll() during poll raises 'busy'; every frame arrives once", function()
       local n = 300
-      local path = frames_file(n)
       local loop = core.new_loop()
-      local id = spawn_frames(loop, path)
+      local id = spawn_frames(loop, numbered(n))
       local polling, tries, refused = false, 0, 0
       local stop = finalizer_chain(function()
         if not polling then return end
@@ -108,7 +116,6 @@ describe("engine defects (issue 17)", function()
       stop()
       loop:kill(id)
       loop:close()
-      os.remove(path)
       local want = {}
       for i = 1, n do want[i] = i end
       assert.are.same(want, seen)
@@ -117,9 +124,8 @@ describe("engine defects (issue 17)", function()
     end)
 
     it("__close / __gc during poll only mark the loop; it closes once poll built its records", function()
-      local path = frames_file(300)
       local loop = core.new_loop()
-      spawn_frames(loop, path)
+      spawn_frames(loop, numbered(300))
       local polling, marked = false, false
       local stop = finalizer_chain(function()
         if polling and not marked then
@@ -141,7 +147,6 @@ describe("engine defects (issue 17)", function()
         end
       end
       stop()
-      os.remove(path)
       assert.is_true(marked, "no finalizer ran during poll: the spec shows nothing")
       -- closed by then: its process was killed and reaped (leak_check)
       assert.has_error(function() loop:running() end, "luaconcurrent: loop is closed")
@@ -256,17 +261,16 @@ print("fired", fired, table.concat(per, ","), "bad", #bad, bad[1])
   describe("a memory error mid-poll (item 4)", function()
     local SCRIPT = [[
 local core = require "luaconcurrent.core"
-local path, n = arg[1], tonumber(arg[2])
-do
-  local parts = {}
-  for i = 1, n do parts[i] = string.pack("<s4", core.marshal_string(i, string.rep("x", 50))) end
-  local f = assert(io.open(path, "wb"))
-  f:write(table.concat(parts))
-  f:close()
-end
+local n = tonumber(arg[1])
 local loop = core.new_loop()
-local fid = assert(loop:spawn({ "/bin/sh", "-c", 'cat "$1"; exec sleep 30', "sh", path },
-  nil, nil, nil, 0, 0, "frames"))
+local fid = assert(loop:spawn({ "/bin/sh", "-c", "cat; exec sleep 30" }, nil, nil, nil, 0, 0, "frames"))
+do   -- its frames, tagged with its up-key as a worker process's are
+  local _, up = core.marshal_worker_keys(fid)
+  local parts = {}
+  for i = 1, n do parts[i] = string.pack("<s4", core.marshal_keyed(up, nil, i, string.rep("x", 50))) end
+  assert(loop:write(fid, table.concat(parts)))
+  loop:close_input(fid)
+end
 local spills = {}
 for _ = 1, 4 do
   spills[assert(loop:spawn({ "/bin/sh", "-c", "head -c 3000 /dev/zero; head -c 4000 /dev/zero >&2" },
@@ -306,10 +310,10 @@ io.stdout:write(string.format("errors=%d %s\n", errors, bad or "whole"))
 
     it("hands each frame over once and keeps every spilled output", function()
       assert.is_not_nil(helpers.read_file(OOM), "build/oom/luaconcurrent is missing (make test builds it)")
-      local script, frames = script_file(SCRIPT), os.tmpname()
+      local script = script_file(SCRIPT)
       local function run(at)
         local out, err = helpers.sh("LC_FAIL_ALLOC_AT=" .. at .. ",2 " .. helpers.q(OOM) .. " "
-          .. helpers.q(script) .. " " .. helpers.q(frames) .. " 100")
+          .. helpers.q(script) .. " 100")
         return out, err
       end
       -- the first allocation point past the set-up (binary search)
@@ -333,7 +337,6 @@ io.stdout:write(string.format("errors=%d %s\n", errors, bad or "whole"))
         n = n + 2
       end
       os.remove(script)
-      os.remove(frames)
       assert.are.same({}, broken)
       assert.is_true(caught > 20, "too few memory errors inside poll: " .. caught)
       assert.are.equal(30, clean, "the sweep never got past the polls")
@@ -381,12 +384,12 @@ io.stdout:write(string.format("errors=%d %s\n", errors, bad or "whole"))
       assert.are.equal(1000, loop:max_frame(1000))
       assert.has_error(function() loop:max_frame(0) end)
       assert.has_error(function() loop:max_frame(2 ^ 32) end)
-      local small = string.pack("<s4", core.marshal_string("small", string.rep("s", 500)))
-      local big = string.pack("<s4", core.marshal_string("big", string.rep("b", 2000)))
-      local path = os.tmpname()
-      write_file(path, small .. big .. small)
-      local id = assert(loop:spawn({ "/bin/sh", "-c", 'cat "$1"; exec sleep 30', "sh", path },
-        nil, nil, nil, 0, 0, "frames"))
+      local function small(id) return frame(id, "small", string.rep("s", 500)) end
+      local big
+      local id = spawn_frames(loop, function(id)
+        big = frame(id, "big", string.rep("b", 2000))
+        return small(id) .. big .. small(id)
+      end)
       local got, final = until_end(loop, id, 20)
       assert.is_not_nil(final)
       assert.are.equal(2, #got)
@@ -394,35 +397,44 @@ io.stdout:write(string.format("errors=%d %s\n", errors, bad or "whole"))
       assert.are.equal(#big - 4, got[2].size)
       assert.are.equal(1000, got[2].limit)
       assert.are.equal("", final.stdout)        -- nothing after the bad frame counts
-      -- a frame made without this run's key: refused, and nothing after it is read
-      write_file(path, small .. string.pack("<s4", "not a frame at all") .. small)
-      id = assert(loop:spawn({ "/bin/sh", "-c", 'cat "$1"; exec sleep 30', "sh", path },
-        nil, nil, nil, 0, 0, "frames"))
-      got, final = until_end(loop, id, 20)
+      -- frames this proc's up-key did not make (junk; the run's own key;
+      -- another proc's key): refused, and nothing after it is read
+      local CHECK = "luaconcurrent: a transfer failed its check (corrupt, or not made by this run)"
+      for _, case in ipairs({
+        { function() return string.pack("<s4", "not a frame at all") end,
+          "luaconcurrent: a transfer is not a frame of this version" },
+        { function() return string.pack("<s4", core.marshal_string("small", string.rep("s", 500))) end,
+          CHECK },
+        { function(id2) return frame(id2 + 1, "small", string.rep("s", 500)) end, CHECK },
+      }) do
+        local bad = case[1]
+        id = spawn_frames(loop, function(id2) return small(id2) .. bad(id2) .. small(id2) end)
+        got, final = until_end(loop, id, 20)
+        assert.is_not_nil(final)
+        assert.are.equal(2, #got)
+        assert.are.equal("small", got[1][1])
+        assert.are.equal(case[2], got[2].error)
+        assert.is_nil(got[2].size)
+        assert.are.equal("", final.stdout)
+      end
       loop:close()
-      os.remove(path)
-      assert.is_not_nil(final)
-      assert.are.equal(2, #got)
-      assert.are.equal("small", got[1][1])
-      assert.is_string(got[2].error)
-      assert.is_nil(got[2].size)
-      assert.are.equal("", final.stdout)
     end)
 
     it("frames whose headers lie: what comes is a whole right frame or a refusal, never more", function()
       math.randomseed(17)
-      local good = string.pack("<s4", core.marshal_string("good", 1, { 2 }))
-      local body = core.marshal_string("lied", string.rep("l", 300))
-      local path = os.tmpname()
+      local nbody = #frame(1, "lied", string.rep("l", 300)) - 4   -- the same under any key
       for round = 1, 40 do
         -- the length says anything but the truth: shorter, longer, huge
         local kind = round % 3                 -- 0 shorter, 1 longer, 2 over the limit
-        local lie = ({ [0] = math.random(0, #body - 1), math.random(#body + 1, #body + 5000),
+        local lie = ({ [0] = math.random(0, nbody - 1), math.random(nbody + 1, nbody + 5000),
                        math.random(2 ^ 28 + 1, 2 ^ 32 - 1) })[kind]
-        write_file(path, good .. string.pack("<I4", lie) .. body .. good)
         local loop = core.new_loop()
-        local id = assert(loop:spawn({ "/bin/sh", "-c", 'cat "$1"; exec sleep 30', "sh", path },
-          nil, nil, nil, 0, 0, "frames"))
+        local id = spawn_frames(loop, function(id)
+          local good = frame(id, "good", 1, { 2 })
+          local body = frame(id, "lied", string.rep("l", 300)):sub(5)
+          assert(#body == nbody)
+          return good .. string.pack("<I4", lie) .. body .. good
+        end)
         local got, final, refused = {}, nil, false
         local limit = core.now() + (kind == 1 and 0.3 or 20)   -- a longer lie waits for more
         while not final and core.now() < limit do
@@ -442,7 +454,6 @@ io.stdout:write(string.format("errors=%d %s\n", errors, bad or "whole"))
         end
         if kind ~= 1 then assert.is_true(refused, "round " .. round .. ": lie " .. lie) end
       end
-      os.remove(path)
     end)
 
     -- A task that finds its worker's answer pipe and writes junk into it.
@@ -478,6 +489,8 @@ for k = 1, 6 do
 end
 ]]
 
+    local REFUSED = "the worker process sent what the runner refuses, and was ended: "
+
     local function run_junk(len, timeout)
       local script = script_file(JUNK)
       local out, err, code = helpers.sh("LC_JUNK_LEN=" .. len .. " " .. helpers.lua_env()
@@ -492,9 +505,11 @@ end
     end
 
     for _, case in ipairs({
-      { len = 10, timeout = 0, why = "the worker's answer was corrupt" },
-      { len = 10, timeout = 30, why = "the worker's answer was corrupt" },
-      { len = 0x7FFFFFFF, timeout = 0, why = "over the limit of" },
+      -- junk the decoder refuses is refused as any answer the runner does not take
+      { len = 10, timeout = 0, why = REFUSED .. "luaconcurrent: a transfer is not a frame of this version" },
+      { len = 10, timeout = 30, why = REFUSED .. "luaconcurrent: a transfer is not a frame of this version" },
+      { len = 0x7FFFFFFF, timeout = 0, why = "the worker's answer frame says 2147483647 bytes, over the limit of ",
+        stopped = true },
       { len = 100000000, timeout = 2, why = "timed out" },
     }) do
       it(string.format("junk written into the answer pipe (length %d, timeout %d) fails only that task",
@@ -506,7 +521,7 @@ end
           if k == 2 then
             assert.are.equal("false", line.ok, out)
             assert.is_truthy(line.error:find(case.why, 1, true), line.error)
-            if case.timeout == 0 then
+            if case.stopped then
               assert.is_truthy(line.error:find("the worker process was stopped", 1, true), line.error)
             end
           else

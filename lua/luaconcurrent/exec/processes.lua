@@ -468,14 +468,16 @@ function Processes:record(rec)
   return true
 end
 
--- A frame from w that makes no sense (a length over max_answer, or one
--- that fails its check: junk a task wrote into the answer pipe) ends w,
--- which the engine already does: nothing after it can be trusted. The
--- task it runs fails saying so; the ones it holds go to another worker.
+-- A frame from w that makes no sense ends w, which the engine already
+-- does: nothing after it can be trusted. The task it runs fails saying
+-- so; the ones it holds go to another worker. A length over max_answer
+-- says which limit (an honest task can reach it); a frame that fails its
+-- check or the data decoder (junk a task wrote into the answer pipe, a
+-- forgery) is refused as any other answer the runner does not take.
 function Processes:broken(w, rec)
-  local why = rec.size and string.format("the worker's answer frame says %d bytes, over "
+  if not rec.size then return self:refused(w, rec.error) end
+  local why = string.format("the worker's answer frame says %d bytes, over "
     .. "the limit of %d (the max_answer option)", rec.size, rec.limit)
-    or "the worker's answer was corrupt: " .. ProcResult.error_text(rec.error)
   return self:refused(w, why, why .. "; the worker process was stopped")
 end
 
