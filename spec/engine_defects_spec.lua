@@ -535,7 +535,7 @@ end
 
     it("max_answer is checked, and an answer over it fails only its task", function()
       assert.has_error(function()
-        lc.ProcRunMp({ function() return true end }, { { 1 } }, { isolation = "process", max_answer = 0 })
+        helpers.unwrap(lc.ProcRunMp, { function() return true end }, { { 1 } }, { isolation = "process", max_answer = 0 })
       end, "luaconcurrent: max_answer must be a whole number of bytes from 1 to 4294967295, got 0")
       local f = function(n) return true, string.rep("a", n) end
       local res = lc.ProcRunMp({ f }, { { 10 }, { 5000 }, { 20 } },
