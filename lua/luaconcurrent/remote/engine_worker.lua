@@ -27,6 +27,7 @@
 --                key, args); timeout > 0: its process worker is killed at
 --                it (as locally with isolation = "process") and the
 --                answer is ftimeout
+--   Q            hold: the waiting tasks never start (answered held tid)
 --   H            heartbeat, answered with hb
 --   P x          answered with pong x
 -- Answers (length-prefixed frames of "<s4" fields):
@@ -42,11 +43,10 @@
 local core = require "luaconcurrent.core"
 local channel = require "luaconcurrent.remote_channel"
 local worker = require "luaconcurrent.worker"
-local protocol = require "luaconcurrent.remote.protocol"
+local wire = require "luaconcurrent.remote.wire"
 
 local M = {}
 
-local PROTOCOL = "1"
 local now = core.now
 
 
@@ -109,8 +109,7 @@ end
 
 function Worker:send(...)
   if not self.alive then return end
-  local frame = string.pack("<" .. string.rep("s4", select("#", ...)), ...)
-  if not self.out:write(string.pack("<s4", frame)) then self.alive = false end
+  if not self.out:write(wire.frame(...)) then self.alive = false end
 end
 
 --- Starts the relay that reads the channel for us; false if it cannot.
@@ -128,8 +127,9 @@ function Worker:start_relay()
 end
 
 function Worker:hello()
-  self:send("hello", PROTOCOL, tostring(core.cpu_count()), _VERSION, "1", "engine", channel.version,
-    protocol.bytecode_header(), os.getenv("SLURMD_NODENAME") or "")
+  self.out:write(wire.MARK)
+  self:send("hello", wire.PROTOCOL, tostring(math.max(1, math.min(core.cpu_count(), wire.MAX_CPUS))), _VERSION,
+    "1", "engine", channel.version, wire.bytecode_header(), os.getenv("SLURMD_NODENAME") or "")
   self.out:flush()
 end
 
@@ -297,14 +297,25 @@ function Worker:cancel(tid)
   end
 end
 
+-- Q: the run halted: the tasks waiting here never start (held tid each).
+function Worker:hold_waiting()
+  for k = self.wfirst, self.wlast do
+    local m = self.waiting[k]
+    if self.queued[m[2]] then self.queued[m[2]] = nil; self:send("held", m[2]) end
+    self.waiting[k] = nil
+  end
+  self.wfirst, self.wlast = 1, 0
+end
+
 function Worker:on_message(msg)
   self.last_heard = now()
-  local m = protocol.split(msg)
+  local m = wire.split(msg)
   local what = m[1]
   if what == "X" then if not self.closing then self:submit(m) end
   elseif what == "S" then self.limit = tonumber(m[2]) or math.huge
   elseif what == "F" then if not self.closing then self:submit(m) end
   elseif what == "K" then self:cancel(m[2])
+  elseif what == "Q" then self:hold_waiting()
   elseif what == "H" then self:send("hb")
   elseif what == "L" then self.fn_bytes = m[2]
   elseif what == "P" then self:send("pong", m[2] or "")

@@ -15,11 +15,11 @@
 -- for each other. Outside one, each srun makes its own one-task job.
 
 local validate = require "luaconcurrent.validate"
-local hosts = require "luaconcurrent.remote.hosts"
+local wire = require "luaconcurrent.remote.wire"
 
 local M = {}
 
-local fail, words = validate.fail, hosts.words
+local fail, words = validate.fail, wire.words
 
 local function executable(path)
   -- io.open succeeds on directories too; "rb" + read tells them apart.

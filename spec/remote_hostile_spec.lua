@@ -1,0 +1,183 @@
+-- Remote hosts that lie, break or hang (issue 15): a fake remote worker
+-- (spec/fixtures/remote_fake_host.lua) stands where a host's
+-- `luaconcurrent --remote-worker` would, started by the remote executor's
+-- own session code (host ":" with luaconcurrent = a wrapper per mode), and
+-- misbehaves as its mode says. Beside it an honest host (":" with the
+-- plain-Lua worker). For each mode: the run ends within a generous bound,
+-- every task has one correct result (the honest host's), and what the fake
+-- sent never runs in the runner.
+
+local lc = require "luaconcurrent"
+local helpers = require "helpers"
+local remote_executor = require "luaconcurrent.remote.executor"
+
+local dir = os.tmpname()
+os.remove(dir)
+os.execute("mkdir -p " .. helpers.q(dir))
+
+-- The host spec of a fake in mode.
+local function fake(mode, extra)
+  local path = dir .. "/fake-" .. mode
+  local f = assert(io.open(path, "w"))
+  f:write("#!/bin/sh\n",
+    "LC_FAKE_CPATH=", helpers.q(helpers.ROOT .. "/build/lib/?.so"), " LC_FAKE_PWNED=", helpers.q(dir .. "/pwned"),
+    " LC_FAKE_LOG=", helpers.q(dir .. "/log"), " exec lua5.4 ",
+    helpers.q(helpers.FIXTURES .. "/remote_fake_host.lua"), " ", mode, ' "$@"\n')
+  f:close()
+  os.execute("chmod +x " .. helpers.q(path))
+  local h = { host = ":", slots = 2, luaconcurrent = path, heartbeat = 0.5, hello_timeout = 3 }
+  for k, v in pairs(extra or {}) do h[k] = v end
+  return h
+end
+
+local HONEST = { host = ":", slots = 2, luaconcurrent = false }
+
+local function tasks_of(n)
+  local t = {}
+  for i = 1, n do t[i] = { i, { "task" .. i } } end
+  return t
+end
+
+-- Run n echo tasks over hosts; check each has one correct result.
+local function run_checked(hosts, n, bound, opts)
+  local seen = {}
+  local o = { hosts = hosts, on_result = function(res) seen[res.key] = (seen[res.key] or 0) + 1 end }
+  for k, v in pairs(opts or {}) do o[k] = v end
+  local t0 = helpers.mono()
+  local r = lc.ProcRunAsyncio({ "echo" }, tasks_of(n), o):run_all()
+  local took = helpers.mono() - t0
+  assert.is_true(took < bound, string.format("the run took %.1f s (bound %g s)", took, bound))
+  for i = 1, n do assert.are.equal(1, seen[i], "results of task " .. i) end
+  return r, took
+end
+
+local function all_correct(r)
+  for i, res in ipairs(r) do
+    assert.is_true(res.success, i .. ": " .. tostring(res.error))
+    assert.are.equal("task" .. i .. "\n", res.stdout)
+  end
+end
+
+-- The trace lines of every host, for the failure reasons.
+local events
+before_each(function()
+  events = {}
+  remote_executor.on_trace = function(name, text) events[#events + 1] = name .. " " .. text end
+  os.remove(dir .. "/pwned")
+  os.remove(dir .. "/log")
+end)
+after_each(function() remote_executor.on_trace = nil end)
+teardown(function() os.execute("rm -rf " .. helpers.q(dir)) end)
+
+local function traced(pattern)
+  for _, e in ipairs(events) do if e:find(pattern, 1, true) then return true end end
+  return false
+end
+
+describe("a hostile or broken remote host", function()
+  it("an honest fake host runs tasks (the fixture itself works)", function()
+    local r = run_checked({ fake("ok") }, 6, 30)
+    all_correct(r)
+  end)
+
+  it("a login banner before the hello is skipped", function()
+    local r = run_checked({ fake("banner") }, 6, 30)
+    all_correct(r)
+    assert.is_true(traced("skipped"), table.concat(events, "\n"))
+  end)
+
+  -- Frames a host must not send: the host fails (its session killed, the
+  -- reason kept), its tasks run on the honest host, the run goes on.
+  for _, c in ipairs({
+    { "garbage", "protocol error" },
+    { "short", "protocol error: a field longer than its frame" },
+    { "wrongtype", "protocol error: a done frame whose field 3 is out of range" },
+    { "bigframe", "protocol error: a frame of 2147483647 bytes" },
+    { "twohello", "protocol error: a second hello" },
+    { "badid", "not one it holds" },
+    { "cpus_neg", "protocol error: a hello frame whose field 3 is out of range" },
+    { "cpus_huge", "protocol error: a hello frame whose field 3 is out of range" },
+  }) do
+    local mode, why = c[1], c[2]
+    it("sends " .. mode .. ": the host fails, not the run; every task runs elsewhere", function()
+      local r = run_checked({ fake(mode), HONEST }, 8, 60)
+      all_correct(r)
+      assert.is_true(traced(why), "no trace of " .. why .. ":\n" .. table.concat(events, "\n"))
+    end)
+  end
+
+  it("alone and always failing, every task gets a ConnectionError saying why", function()
+    local r = run_checked({ fake("cpus_neg") }, 3, 60)
+    for _, res in ipairs(r) do
+      assert.are.equal("ConnectionError", res.exception)
+      assert.matches("field 3 is out of range", res.error, 1, true)
+    end
+  end)
+
+  for _, mode in ipairs({ "metatable", "bytecode" }) do
+    it("answers with a " .. mode .. ": refused, nothing of it runs here, the host fails", function()
+      local r = run_checked({ fake(mode), HONEST }, 8, 60)
+      all_correct(r)
+      assert.is_nil(io.open(dir .. "/pwned"), "the host's code ran in the runner")
+      assert.is_true(traced("protocol error: "), table.concat(events, "\n"))
+    end)
+  end
+
+  it("never says hello: failed at its hello deadline, the banner in the error", function()
+    local r, took = run_checked({ fake("nohello", { hello_timeout = 1 }), HONEST }, 6, 30)
+    all_correct(r)
+    assert.is_true(took < 20)
+    -- Alone: each task says why.
+    r = run_checked({ fake("nohello", { hello_timeout = 1 }) }, 2, 60)
+    for _, res in ipairs(r) do
+      assert.are.equal("ConnectionError", res.exception)
+      assert.matches("no hello within 1 s (it printed: stuck in .bashrc)", res.error, 1, true)
+    end
+  end)
+
+  it("four hosts that never say hello do not keep a fifth from running the tasks", function()
+    local hosts = {}
+    for i = 1, 4 do hosts[i] = fake("nohello", { hello_timeout = 60 }) end
+    hosts[5] = HONEST
+    local r = run_checked(hosts, 6, 45)
+    all_correct(r)
+  end)
+
+  it("does not exit at EOF: killed after the exit deadline", function()
+    local r = run_checked({ fake("noexit") }, 4, 30)
+    all_correct(r)
+    assert.is_true(traced("did not exit"), table.concat(events, "\n"))
+  end)
+
+  it("answers heartbeats but no task: with a timeout, tasks time out and the host fails", function()
+    local r = run_checked({ fake("hbonly") }, 2, 40, { timeout = 0.5, kill_grace = 0.1 })
+    for _, res in ipairs(r) do
+      assert.is_true(res.timeout, tostring(res.error))
+      assert.are.equal("TimeoutError", res.exception)
+    end
+    assert.is_true(traced("did not end a cancelled task"), table.concat(events, "\n"))
+  end)
+
+  it("dies on a cancel: a task past its deadline is final (timed out), not run again", function()
+    local r = run_checked({ fake("dieoncancel"), HONEST }, 2, 40,
+      { timeout = 0.5, kill_grace = 0.1, num_workers = 1 })
+    for _, res in ipairs(r) do
+      if not res.success then
+        assert.is_true(res.timeout, tostring(res.error))
+      else
+        assert.are.equal(":", res.host)
+      end
+    end
+  end)
+
+  it("kills itself at every task: each task is lost twice at most, then a ConnectionError", function()
+    local r = run_checked({ fake("killself") }, 3, 60)
+    for _, res in ipairs(r) do
+      assert.are.equal("ConnectionError", res.exception)
+      assert.matches("lost 2 times", res.error, 1, true)
+    end
+    -- Beside an honest host: every task runs there.
+    r = run_checked({ fake("killself"), HONEST }, 8, 60)
+    all_correct(r)
+  end)
+end)
