@@ -643,3 +643,168 @@ describe("marshal frame checks", function()
     assert.truthy(err2:find("module 'lc_spec_gone' is not loaded", 1, true), err2)
   end)
 end)
+
+-- issue 15: what crosses back from another process is data. The data
+-- decoder (core.unmarshal_data) refuses code, modules, _ENV bindings and
+-- metatables with the value's path, and caps sizes.
+describe("marshal data-only frames", function()
+  local function refused(s, limits)
+    local ok, err = pcall(core.unmarshal_data, s, limits)
+    assert.is_false(ok, "the data decoder accepted the frame")
+    return err
+  end
+
+  it("reads data as the full decoder does: numbers kept apart, sharing and cycles kept", function()
+    local shared = { "s" }
+    local cyc = { name = "c" }
+    cyc.self = cyc
+    local s = core.marshal_data(nil, true, false, 1, 1.0, -0.0, math.mininteger, "\0bytes",
+      { a = shared, b = shared, list = { 1, 2, { 3 } }, [2.5] = "f", [true] = false }, cyc)
+    local v = table.pack(core.unmarshal_data(s))
+    assert.are.equal(10, v.n)
+    assert.is_nil(v[1])
+    assert.is_true(v[2])
+    assert.is_false(v[3])
+    assert.are.equal("integer", mtype(v[4]))
+    assert.are.equal("float", mtype(v[5]))
+    assert.are.equal(math.mininteger, v[7])
+    assert.are.equal("\0bytes", v[8])
+    assert.are.same({ 1, 2, { 3 } }, v[9].list)
+    assert.are.equal(v[9].a, v[9].b)
+    assert.are.equal("f", v[9][2.5])
+    assert.is_false(v[9][true])
+    assert.are.equal(v[10], v[10].self)
+    -- what the full writer makes of data reads the same
+    assert.are.same({ x = { 1 } }, core.unmarshal_data(core.marshal_string({ x = { 1 } })))
+  end)
+
+  it("refuses a function, a module, a module's function and a metatable, naming where", function()
+    local function fn() return 1 end
+    assert.are.equal("luaconcurrent: answer refused: a function value at [2].x (code never comes back)",
+      refused(core.marshal_string(1, { x = fn })))
+    assert.are.equal("luaconcurrent: answer refused: a function value at [1][3][\"a b\"] "
+      .. "(code never comes back)", refused(core.marshal_string({ 1, 2, { ["a b"] = fn } })))
+    assert.are.equal("luaconcurrent: answer refused: a module by name at [1].m (code never comes back)",
+      refused(core.marshal_string({ m = string })))
+    assert.are.equal("luaconcurrent: answer refused: a module function by name at [1] "
+      .. "(code never comes back)", refused(core.marshal_string(string.format)))
+    assert.are.equal("luaconcurrent: answer refused: a metatable on the table at [1].obj "
+      .. "(only data comes back)", refused(core.marshal_string({ obj = setmetatable({}, {}) })))
+    assert.are.equal("luaconcurrent: answer refused: a function value at [1].<key> "
+      .. "(code never comes back)", refused(core.marshal_string({ [fn] = 1 })))
+    -- what names the thing read
+    assert.are.equal("luaconcurrent: host record refused: a function value at [1] "
+      .. "(code never comes back)", refused(core.marshal_string(fn), { what = "host record" }))
+  end)
+
+  it("writes data only, and says so at the sender", function()
+    assert.are.equal("luaconcurrent: cannot send a function back (only data comes back from another "
+      .. "process; code never comes back): field 'f', in field 't'",
+      select(2, pcall(core.marshal_data, { t = { f = print } })))
+    assert.are.equal("luaconcurrent: cannot send a table with a metatable back (only data comes back "
+      .. "from another process; code never comes back): field [2]",
+      select(2, pcall(core.marshal_data, { 1, setmetatable({}, {}) })))
+    -- not code: the usual wording
+    assert.are.equal("luaconcurrent: cannot send a coroutine to another Lua state",
+      select(2, pcall(core.marshal_data, coroutine.create(print))))
+    assert.are.same({ 1, { 2 } }, core.unmarshal_data(core.marshal_data({ 1, { 2 } })))
+  end)
+
+  it("caps the frame, a string, nesting, tables and values, each settable", function()
+    local s = core.marshal_data(string.rep("x", 100))
+    assert.are.equal("luaconcurrent: answer refused: a frame of " .. #s .. " bytes, over the cap of 50",
+      refused(s, { frame = 50 }))
+    assert.are.equal("luaconcurrent: answer refused: a string at [1] (100 bytes, over the cap of 99)",
+      refused(s, { string = 99 }))
+    assert.are.equal(100, #core.unmarshal_data(s, { string = 100, frame = #s }))
+    local deep = core.marshal_data({ { { "x" } } })
+    assert.are.equal("luaconcurrent: answer refused: a value at [1][1][1].<key> "
+      .. "(nested more than 2 tables deep)", refused(deep, { depth = 2 }))
+    assert.are.same({ { { "x" } } }, core.unmarshal_data(deep, { depth = 3 }))
+    assert.are.equal("luaconcurrent: answer refused: a table at [1][1][1] (more than 2 in one frame)",
+      refused(deep, { tables = 2 }))
+    assert.are.equal("luaconcurrent: answer refused: a value at [2] (more than 3 values in one frame)",
+      refused(core.marshal_data({ 1 }, 2), { items = 3 }))
+    assert.are.equal("luaconcurrent: unknown data limit 'frames' (frame, string, depth, tables, items, key, what)",
+      refused(s, { frames = 1 }))
+    assert.are.equal("luaconcurrent: limit 'depth' must be an integer from 1 to 200",
+      refused(s, { depth = 201 }))
+    assert.are.equal("luaconcurrent: limit 'frame' must be an integer from 1 to 4294967295",
+      refused(s, { frame = 0 }))
+  end)
+
+  it("has process-wide defaults whose frame cap lets a 128 MB answer through", function()
+    local def = core.marshal_data_limits()
+    assert.are.same({ frame = 1 << 30, string = 1 << 30, depth = 200, tables = 1 << 23, items = 1 << 26 }, def)
+    local big = string.rep("a", 128 * 1024 * 1024)
+    local s = core.marshal_data({ answer = big })
+    local back = core.unmarshal_data(s)
+    assert.are.equal(#big, #back.answer)
+    big, back = nil, nil
+    local ok, err = pcall(function()
+      core.marshal_data_limits({ frame = 1000 })
+      assert.are.equal(1000, core.marshal_data_limits().frame)
+      assert.truthy(refused(s):find("over the cap of 1000", 1, true))
+    end)
+    core.marshal_data_limits(def)
+    assert(ok, err)
+    s = nil
+    collectgarbage()
+  end)
+
+  it("checks the frame with the key given, the process's by default", function()
+    local k = core.marshal_derive_key("spec channel")
+    local s = core.marshal_keyed(k, nil, { 1 })
+    assert.are.equal("luaconcurrent: a transfer failed its check (corrupt, or not made by this run)",
+      refused(s))
+    assert.are.same({ 1 }, core.unmarshal_data(s, { key = k }))
+    assert.are.equal("luaconcurrent: a transfer failed its check (corrupt, or not made by this run)",
+      refused(core.marshal_data({ 1 }), { key = k }))
+    assert.are.equal("luaconcurrent: a marshal key is 16 bytes, got 3", refused(s, { key = "abc" }))
+  end)
+end)
+
+-- issue 15: keys per channel, derived from the process's key.
+describe("marshal keys per channel", function()
+  it("derives a key per label, the same every time, none of them the parent", function()
+    local run = core.marshal_key()
+    local a, b = core.marshal_derive_key("host 1 up"), core.marshal_derive_key("host 2 up")
+    assert.are.equal(16, #a)
+    assert.are.equal(a, core.marshal_derive_key("host 1 up"))
+    assert.are_not.equal(a, b)
+    assert.are_not.equal(run, a)
+    -- from an explicit parent: the same as from the process's key
+    assert.are.equal(a, core.marshal_derive_key("host 1 up", run))
+    assert.are_not.equal(a, core.marshal_derive_key("host 1 up", a))
+    assert.has_error(function() core.marshal_derive_key(string.rep("x", 201)) end,
+      "luaconcurrent: a key label is at most 200 bytes")
+  end)
+
+  it("gives a worker two keys, down and up, and each worker its own", function()
+    local down1, up1 = core.marshal_worker_keys(1)
+    local down2, up2 = core.marshal_worker_keys(2)
+    assert.are.equal(core.marshal_derive_key("worker 1 down"), down1)
+    assert.are.equal(core.marshal_derive_key("worker 1 up"), up1)
+    assert.are_not.equal(down1, up1)
+    assert.are_not.equal(down1, down2)
+    assert.are_not.equal(up1, up2)
+  end)
+
+  it("tags code going out under a channel's key; no other key reads it", function()
+    local down1 = core.marshal_worker_keys(1)
+    local down2 = core.marshal_worker_keys(2)
+    local s = core.marshal_keyed(down1, core.marshal_names(), function(x) return x * 2 end, string.format)
+    local fn, fmt = core.unmarshal_keyed(down1, s)
+    assert.are.equal(14, fn(7))
+    assert.are.equal(string.format, fmt)
+    assert.is_false(pcall(core.unmarshal_keyed, down2, s))
+    assert.is_false(pcall(core.unmarshal_string, s))
+    -- a frame built once under the process's key, retagged for a channel
+    local once = core.marshal_string(function() return "once" end)
+    local r = core.marshal_retag(once, down2)
+    assert.are.equal(#once, #r)
+    assert.are.equal("once", core.unmarshal_keyed(down2, r)())
+    assert.has_error(function() core.marshal_retag(s, down2) end,
+      "luaconcurrent: a transfer failed its check (corrupt, or not made by this run)")
+  end)
+end)

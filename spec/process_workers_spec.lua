@@ -97,6 +97,32 @@ describe("process workers", function()
     end
   end)
 
+  it("fail a task whose answer carries code with a clear error; its worker goes on (issue 15)", function()
+    -- Only data comes back from a worker process: a function or a table
+    -- with a metatable in the answer is the task's error, found by the
+    -- worker before it sends anything.
+    local task = assert(load([[
+      local key, args = ...
+      local pid = tonumber(io.open("/proc/self/stat"):read("a"):match("^(%d+)"))
+      if args[1] == "fn" then return true, { pid = pid, f = print } end
+      if args[1] == "mt" then return true, { pid = pid, obj = setmetatable({}, {}) } end
+      return true, { pid = pid }
+    ]], "=answers", "t", _G))
+    local r = lc.ProcRunMp({ task }, { { 1, "ok" }, { 2, "fn" }, { 3, "mt" }, { 4, "ok" } },
+      { num_workers = 1, isolation = "process" }):run_all()
+    assert.is_true(r[1].success, r[1].error)
+    assert.is_false(r[2].success)
+    assert.are.equal("RuntimeError", r[2].exception)
+    assert.are.equal("cannot send the task's answer back: luaconcurrent: cannot send a function back "
+      .. "(only data comes back from another process; code never comes back): field 'f'", r[2].error)
+    assert.is_false(r[3].success)
+    assert.are.equal("cannot send the task's answer back: luaconcurrent: cannot send a table with a "
+      .. "metatable back (only data comes back from another process; code never comes back): field 'obj'",
+      r[3].error)
+    assert.is_true(r[4].success, r[4].error)
+    assert.are.equal(r[1].answer.pid, r[4].answer.pid)
+  end)
+
   it("give a task handed to a worker that died idle to a new worker (issue 8, item 22)", function()
     local core = require "luaconcurrent.core"
     local processes = require "luaconcurrent.exec.processes"

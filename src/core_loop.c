@@ -365,12 +365,18 @@ static void push_data(lua_State *L, lua_Integer *i, lc_proc *p, lc_buf *b, int e
 }
 
 /* Under pcall: the frame at lightuserdata 2, length 3 -> its values in
- * the record (1) from index 1, and their count in n. */
+ * the record (1) from index 1, and their count in n. A worker's frames
+ * are data only, tagged with its own up-key (marshal.h: the trust rule). */
 static int unpack_frame(lua_State *L) {
     const char *data = lua_touserdata(L, 2);
     size_t len = (size_t)lua_tointeger(L, 3);
+    unsigned char key[LC_MARSHAL_KEY_LEN];
     lua_settop(L, 1);
-    int n = lc_unmarshal(L, data, len);
+    lua_getfield(L, 1, "id");
+    if (lc_marshal_worker_key((long long)lua_tointeger(L, -1), 1, key) != 0)
+        return lc_raise(L, "%s", LC_WEAK_KEY_MSG);
+    lua_pop(L, 1);
+    int n = lc_unmarshal_data(L, data, len, key, NULL, NULL);
     for (int k = n; k >= 1; k--) lua_rawseti(L, 1, k);
     lua_pushinteger(L, n);
     lua_setfield(L, 1, "n");

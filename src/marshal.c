@@ -42,7 +42,7 @@
 #include "lauxlib.h"
 #include "lcerror.h"
 
-#define MAX_DEPTH 200
+#define MAX_DEPTH LC_DATA_MAX_DEPTH
 #define MAX_MODPARTS 32         /* names in one 'M'/'N' (dots in a module name) */
 #define MAX_UPVALUES 255        /* Lua's own limit for a function */
 #define LC_STR_(x) #x
@@ -61,6 +61,7 @@ void lc_bytes_free(lc_bytes *b) {
 /* ---- the run's key and SipHash-2-4 -------------------------------------- */
 
 static unsigned char run_key[LC_MARSHAL_KEY_LEN];
+static int key_weak;            /* run_key came from the clock and pid */
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 
 static void key_init(void) {
@@ -83,12 +84,15 @@ static void key_init(void) {
     if (fd >= 0) close(fd);
     if (got == sizeof run_key) return;
     /* Last resort: unpredictable enough to tell runs apart and to catch
-     * corruption, not a secret against a local attacker. */
+     * corruption inside this process, not a secret against anyone: no key
+     * derived from it is ever handed out (lc_marshal_derive_key fails), so
+     * nothing that carries code leaves the process. */
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     uint64_t mix[2] = {(uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30),
                        (uint64_t)getpid() ^ (uint64_t)(uintptr_t)&ts};
     memcpy(run_key, mix, sizeof run_key);
+    key_weak = 1;
 }
 
 void lc_marshal_key(unsigned char key[LC_MARSHAL_KEY_LEN]) {
@@ -96,9 +100,15 @@ void lc_marshal_key(unsigned char key[LC_MARSHAL_KEY_LEN]) {
     memcpy(key, run_key, LC_MARSHAL_KEY_LEN);
 }
 
+int lc_marshal_key_weak(void) {
+    pthread_once(&key_once, key_init);
+    return key_weak;
+}
+
 void lc_marshal_set_key(const unsigned char key[LC_MARSHAL_KEY_LEN]) {
     pthread_once(&key_once, key_init);
     memcpy(run_key, key, LC_MARSHAL_KEY_LEN);
+    key_weak = 0;
 }
 
 static uint64_t le64(const unsigned char *p) {
@@ -143,9 +153,43 @@ uint64_t lc_siphash(const unsigned char key[16], const void *data, size_t len) {
     return v0 ^ v1 ^ v2 ^ v3;
 }
 
-static void frame_tag(const char *frame, size_t len, unsigned char out[TAG_LEN]) {
-    unsigned char key[LC_MARSHAL_KEY_LEN];
-    lc_marshal_key(key);
+/* A key for one channel: two SipHash-2-4 outputs of a domain string, the
+ * label and a counter under the parent key (a PRF used as a KDF). Knowing
+ * a derived key tells nothing of the parent or of its other children. */
+int lc_marshal_derive_key(const unsigned char *from, const char *label, size_t len,
+                          unsigned char out[LC_MARSHAL_KEY_LEN]) {
+    static const char domain[] = "luaconcurrent channel key";
+    unsigned char parent[LC_MARSHAL_KEY_LEN], buf[sizeof domain + LC_MARSHAL_LABEL_MAX + 1];
+    if (len > LC_MARSHAL_LABEL_MAX) return -1;
+    if (from == NULL) {
+        if (lc_marshal_key_weak()) return -1;
+        lc_marshal_key(parent);
+        from = parent;
+    }
+    memcpy(buf, domain, sizeof domain);                    /* its NUL included */
+    memcpy(buf + sizeof domain, label, len);
+    for (int half = 0; half < 2; half++) {
+        buf[sizeof domain + len] = (unsigned char)half;
+        uint64_t h = lc_siphash(from, buf, sizeof domain + len + 1);
+        for (int i = 0; i < 8; i++) out[8 * half + i] = (unsigned char)(h >> (8 * i));
+    }
+    return 0;
+}
+
+int lc_marshal_worker_key(long long id, int up, unsigned char out[LC_MARSHAL_KEY_LEN]) {
+    char label[64];
+    int n = snprintf(label, sizeof label, "worker %lld %s", id, up ? "up" : "down");
+    return lc_marshal_derive_key(NULL, label, (size_t)n, out);
+}
+
+/* The tag of a frame under key (NULL: this process's key). */
+static void frame_tag(const unsigned char *key, const char *frame, size_t len,
+                      unsigned char out[TAG_LEN]) {
+    unsigned char own[LC_MARSHAL_KEY_LEN];
+    if (key == NULL) {
+        lc_marshal_key(own);
+        key = own;
+    }
     uint64_t t = lc_siphash(key, frame, len);
     for (int i = 0; i < TAG_LEN; i++) out[i] = (unsigned char)(t >> (8 * i));
 }
@@ -167,6 +211,8 @@ typedef struct wctx {
     int loaded;           /* stack index: package.loaded */
     int next_id;
     int depth;
+    int data_only;        /* an answer: no code, no modules, no metatables */
+    int code_refused;     /* fail_at: data_only refuses the value */
     path_step path[MAX_DEPTH + 1];
 } wctx;
 
@@ -209,9 +255,16 @@ static int fail_at(wctx *c, const char *what) {
     lua_State *L = c->L;
     luaL_Buffer b;
     luaL_buffinit(L, &b);
-    luaL_addstring(&b, "luaconcurrent: cannot send ");
-    luaL_addstring(&b, what);
-    luaL_addstring(&b, " to another Lua state");
+    if (c->code_refused) {
+        luaL_addstring(&b, "luaconcurrent: cannot send ");
+        luaL_addstring(&b, what);
+        luaL_addstring(&b, " back (only data comes back from another process; code never "
+                           "comes back)");
+    } else {
+        luaL_addstring(&b, "luaconcurrent: cannot send ");
+        luaL_addstring(&b, what);
+        luaL_addstring(&b, " to another Lua state");
+    }
     for (int i = c->depth; i >= 1; i--) {
         path_step *s = &c->path[i];
         /* A deep path shows its three innermost and three outermost steps. */
@@ -348,6 +401,7 @@ static int write_known(wctx *c, int idx) {
         return 1;
     }
     lua_pop(L, 1);
+    if (c->data_only) return 0;
     lua_pushvalue(L, idx);
     if (lua_rawget(L, c->names) == LUA_TSTRING) {
         size_t len;
@@ -412,6 +466,10 @@ static int is_environment(wctx *c, const char *name, int idx) {
 static void write_function(wctx *c, int idx) {
     lua_State *L = c->L;
     lua_Debug ar;
+    if (c->data_only) {
+        c->code_refused = 1;
+        fail_at(c, "a function");
+    }
     if (lua_iscfunction(L, idx)) fail_at(c, "a C function that no loaded module holds");
     int id = define(c, idx);
     put_byte(c, 'F');
@@ -475,6 +533,11 @@ static void write_table(wctx *c, int idx) {
     }
     put_byte(c, 'e');
     if (lua_getmetatable(L, idx)) {
+        if (c->data_only) {
+            lua_pop(L, 1);
+            c->code_refused = 1;
+            fail_at(c, "a table with a metatable");
+        }
         push_step(c, "metatable", 0, NULL);
         write_value(c, lua_gettop(L));
         c->depth--;
@@ -532,52 +595,149 @@ static void write_value(wctx *c, int idx) {
     }
 }
 
-void lc_marshal(lua_State *L, int first, int n, int names, lc_bytes *out) {
+static void marshal_frame(lua_State *L, int first, int n, int names, int data_only,
+                          const unsigned char *key, lc_bytes *out) {
     wctx c;
     int top = lua_gettop(L);
     first = lua_absindex(L, first);
     memset(&c, 0, sizeof c);
     c.L = L;
     c.out = out;
+    c.data_only = data_only;
     luaL_checkstack(L, 8, "marshal");
-    if (names) {
-        c.names = lua_absindex(L, names);
-    } else {
-        lc_marshal_names(L);
-        c.names = lua_gettop(L);
+    if (!data_only) {           /* data needs no names of modules */
+        if (names) {
+            c.names = lua_absindex(L, names);
+        } else {
+            lc_marshal_names(L);
+            c.names = lua_gettop(L);
+        }
     }
     lua_newtable(L);
     c.seen = lua_gettop(L);
-    lua_newtable(L);
-    c.upvals = lua_gettop(L);
-    lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-    if (!lua_istable(L, -1)) {
-        lua_pop(L, 1);
+    if (!data_only) {
         lua_newtable(L);
+        c.upvals = lua_gettop(L);
+        lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+        if (!lua_istable(L, -1)) {
+            lua_pop(L, 1);
+            lua_newtable(L);
+        }
+        c.loaded = lua_gettop(L);
     }
-    c.loaded = lua_gettop(L);
     size_t start = out->len;
     put(&c, frame_magic, HEAD_LEN);
     for (int i = 0; i < n; i++) write_value(&c, first + i);
     unsigned char tag[TAG_LEN];
-    frame_tag(out->data + start, out->len - start, tag);
+    frame_tag(key, out->data + start, out->len - start, tag);
     put(&c, tag, TAG_LEN);
     lua_settop(L, top);
 }
 
+void lc_marshal(lua_State *L, int first, int n, int names, lc_bytes *out) {
+    marshal_frame(L, first, n, names, 0, NULL, out);
+}
+
+void lc_marshal_keyed(lua_State *L, int first, int n, int names,
+                      const unsigned char *key, lc_bytes *out) {
+    marshal_frame(L, first, n, names, 0, key, out);
+}
+
+void lc_marshal_data(lua_State *L, int first, int n, const unsigned char *key, lc_bytes *out) {
+    marshal_frame(L, first, n, 0, 1, key, out);
+}
+
 /* ---- reading ------------------------------------------------------------ */
+
+/* Where a value sits, for the data mode's errors: path[d] says what the
+ * value at depth d is in the table at depth d - 1 (depth 1: the frame's
+ * values, the top-th of them). */
+#define PATH_KEY (-1)         /* a key of that table */
+#define PATH_META (-2)        /* its metatable */
+/* > 0: the stack index of the key whose value it is */
 
 typedef struct rctx {
     lua_State *L;
     const char *p, *end;
     int defs;             /* stack index: id -> object */
     int next_id;
-    int depth;
+    int depth, max_depth;
     int code_ok;          /* a tagged frame: bytecode and require allowed */
+    const lc_data_limits *data;   /* the data mode's limits, or NULL */
+    const char *what;     /* the data mode: what is read ("answer") */
+    uint64_t items, tables;
+    int top;
+    int path[MAX_DEPTH + 4];
 } rctx;
 
 static int bad(rctx *c, const char *why) {
     return lc_raise(c->L, "luaconcurrent: corrupt value in transfer (%s)", why);
+}
+
+/* A key as a step of a path: .name, [12], ["a b"], [true]. */
+static void add_key(luaL_Buffer *b, lua_State *L, int k) {
+    char num[64];
+    switch (lua_type(L, k)) {
+    case LUA_TSTRING: {
+        size_t len;
+        const char *s = lua_tolstring(L, k, &len);
+        int ident = len > 0 && len <= 40 && !(s[0] >= '0' && s[0] <= '9');
+        for (size_t i = 0; ident && i < len; i++)
+            ident = s[i] == '_' || (s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+                    (s[i] >= '0' && s[i] <= '9');
+        if (ident) {
+            luaL_addchar(b, '.');
+            luaL_addlstring(b, s, len);
+            return;
+        }
+        luaL_addstring(b, "[\"");
+        for (size_t i = 0; i < len && i < 40; i++)
+            luaL_addchar(b, (s[i] >= 32 && s[i] < 127 && s[i] != '"' && s[i] != '\\') ? s[i] : '?');
+        luaL_addstring(b, len > 40 ? "...\"]" : "\"]");
+        return;
+    }
+    case LUA_TNUMBER:
+        if (lua_isinteger(L, k))
+            snprintf(num, sizeof num, "[" LUA_INTEGER_FMT "]", (LUAI_UACINT)lua_tointeger(L, k));
+        else
+            snprintf(num, sizeof num, "[" LUA_NUMBER_FMT "]", (LUAI_UACNUMBER)lua_tonumber(L, k));
+        luaL_addstring(b, num);
+        return;
+    case LUA_TBOOLEAN:
+        luaL_addstring(b, lua_toboolean(L, k) ? "[true]" : "[false]");
+        return;
+    default:
+        luaL_addstring(b, "[<a table>]");
+    }
+}
+
+/* The data mode refuses what the value at the current depth is:
+ * "luaconcurrent: answer refused: <thing> at [2].x (<why>)". */
+static int refuse(rctx *c, const char *thing, const char *why) {
+    lua_State *L = c->L;
+    char num[32];
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    luaL_addstring(&b, "luaconcurrent: ");
+    luaL_addstring(&b, c->what);
+    luaL_addstring(&b, " refused: ");
+    luaL_addstring(&b, thing);
+    luaL_addstring(&b, " at ");
+    snprintf(num, sizeof num, "[%d]", c->top);
+    luaL_addstring(&b, num);
+    for (int d = 2; d <= c->depth && d < (int)(sizeof c->path / sizeof c->path[0]); d++) {
+        if (c->path[d] == PATH_KEY)
+            luaL_addstring(&b, ".<key>");
+        else if (c->path[d] == PATH_META)
+            luaL_addstring(&b, ".<metatable>");
+        else
+            add_key(&b, L, c->path[d]);
+    }
+    luaL_addstring(&b, " (");
+    luaL_addstring(&b, why);
+    luaL_addstring(&b, ")");
+    luaL_pushresult(&b);
+    return lua_error(L);
 }
 
 static const char *take(rctx *c, uint64_t n) {
@@ -608,6 +768,12 @@ static uint64_t get_count(rctx *c, uint64_t lo, uint64_t hi, const char *what) {
 
 static const char *get_lstring(rctx *c, size_t *len) {
     uint64_t n = get_varint(c);
+    if (c->data && n > c->data->string) {
+        char why[96];
+        snprintf(why, sizeof why, "%llu bytes, over the cap of %llu",
+                 (unsigned long long)n, (unsigned long long)c->data->string);
+        refuse(c, "a string", why);
+    }
     const char *s = take(c, n);
     *len = (size_t)n;
     return s;
@@ -690,7 +856,7 @@ static void read_function(rctx *c) {
     int nup;
     if (c->code_ok) {
         if (luaL_loadbufferx(L, code, (size_t)len, "=(transferred)", "b") != LUA_OK)
-            lua_error(L);
+            lc_raise(L, "luaconcurrent: cannot load a transferred function: %s", lua_tostring(L, -1));
         lua_Debug ar;
         lua_pushvalue(L, -1);
         lua_getinfo(L, ">u", &ar);
@@ -710,7 +876,14 @@ static void read_function(rctx *c) {
 
 static void read_table(rctx *c) {
     lua_State *L = c->L;
+    int *step = &c->path[c->depth + 1];           /* its entries' place */
     if (c->next_id == INT32_MAX) bad(c, "too many tables and functions");
+    if (c->data && ++c->tables > c->data->tables) {
+        char why[64];
+        snprintf(why, sizeof why, "more than %llu in one frame",
+                 (unsigned long long)c->data->tables);
+        refuse(c, "a table", why);
+    }
     lua_newtable(L);
     lua_pushvalue(L, -1);
     lua_rawseti(L, c->defs, c->next_id++);
@@ -719,15 +892,24 @@ static void read_table(rctx *c) {
             c->p++;
             break;
         }
+        *step = PATH_KEY;
         read_value(c);                             /* t k */
         if (lua_isnil(L, -1)) bad(c, "a nil table key");
         if (lua_type(L, -1) == LUA_TNUMBER && !lua_isinteger(L, -1)) {
             lua_Number k = lua_tonumber(L, -1);
             if (k != k) bad(c, "a NaN table key");
         }
+        *step = lua_gettop(L);
         read_value(c);                             /* t k v */
         lua_rawset(L, -3);
     }
+    if (c->data) {
+        if (!(c->p < c->end && *c->p == 'n'))
+            refuse(c, "a metatable on the table", "only data comes back");
+        c->p++;                                    /* no metatable */
+        return;
+    }
+    *step = PATH_META;
     read_value(c);                                 /* t mt|nil */
     if (lua_istable(L, -1))
         lua_setmetatable(L, -2);
@@ -739,9 +921,28 @@ static void read_table(rctx *c) {
 
 static void read_value(rctx *c) {
     lua_State *L = c->L;
-    if (++c->depth > MAX_DEPTH + 2) bad(c, "nested too deep");
+    if (++c->depth > c->max_depth) {
+        if (!c->data) bad(c, "nested too deep");
+        char why[64];
+        snprintf(why, sizeof why, "nested more than %d tables deep", c->data->depth);
+        refuse(c, "a value", why);
+    }
     luaL_checkstack(L, 8, "nesting too deep");
+    if (c->data && ++c->items > c->data->items) {
+        char why[64];
+        snprintf(why, sizeof why, "more than %llu values in one frame",
+                 (unsigned long long)c->data->items);
+        refuse(c, "a value", why);
+    }
     char tag = *take(c, 1);
+    if (c->data) {
+        switch (tag) {
+        case 'F': refuse(c, "a function value", "code never comes back"); break;
+        case 'M': refuse(c, "a module by name", "code never comes back"); break;
+        case 'N': refuse(c, "a module function by name", "code never comes back"); break;
+        case 'G': refuse(c, "an _ENV binding", "code never comes back"); break;
+        }
+    }
     switch (tag) {
     case 'n': lua_pushnil(L); break;
     case 'f': lua_pushboolean(L, 0); break;
@@ -800,22 +1001,37 @@ static void read_value(rctx *c) {
     c->depth--;
 }
 
-static int read_frame(lua_State *L, const char *data, size_t len, int checked) {
+/* checked: the tag must be right under key (NULL: this process's key);
+ * data: the data mode's limits (no code, no modules, no metatables), or
+ * NULL for the full decoder (code only if checked). */
+static int read_frame(lua_State *L, const char *data, size_t len, int checked,
+                      const unsigned char *key, const lc_data_limits *lim, const char *what) {
     rctx c;
-    memset(&c, 0, sizeof c);
     c.L = L;
+    c.next_id = c.depth = 0;
+    c.items = c.tables = 0;
+    c.top = 0;
+    c.data = lim;
+    c.what = what ? what : "answer";
+    c.max_depth = lim ? lim->depth + 1 : MAX_DEPTH + 2;
+    if (lim && len > lim->frame) {
+        char why[96];
+        snprintf(why, sizeof why, "%llu bytes, over the cap of %llu", (unsigned long long)len,
+                 (unsigned long long)lim->frame);
+        return lc_raise(L, "luaconcurrent: %s refused: a frame of %s", c.what, why);
+    }
     if (data == NULL || len < HEAD_LEN + TAG_LEN || memcmp(data, frame_magic, HEAD_LEN) != 0)
         return lc_raise(L, "luaconcurrent: a transfer is not a frame of this version");
     if (checked) {
         unsigned char tag[TAG_LEN];
-        frame_tag(data, len - TAG_LEN, tag);
+        frame_tag(key, data, len - TAG_LEN, tag);
         unsigned char diff = 0;
         for (int i = 0; i < TAG_LEN; i++) diff |= tag[i] ^ (unsigned char)data[len - TAG_LEN + i];
         if (diff)
             return lc_raise(L, "luaconcurrent: a transfer failed its check (corrupt, or not "
                                "made by this run)");
     }
-    c.code_ok = checked;
+    c.code_ok = checked && !lim;
     c.p = data + HEAD_LEN;
     c.end = data + len - TAG_LEN;
     luaL_checkstack(L, 8, "unmarshal");
@@ -824,6 +1040,7 @@ static int read_frame(lua_State *L, const char *data, size_t len, int checked) {
     int n = 0;
     while (c.p < c.end) {
         if (n == INT32_MAX) bad(&c, "too many values");
+        c.top = n + 1;
         read_value(&c);
         n++;
     }
@@ -831,18 +1048,57 @@ static int read_frame(lua_State *L, const char *data, size_t len, int checked) {
     return n;
 }
 
+int lc_marshal_retag(const char *data, size_t len, const unsigned char key[LC_MARSHAL_KEY_LEN],
+                     char *out) {
+    unsigned char tag[TAG_LEN];
+    if (data == NULL || len < HEAD_LEN + TAG_LEN || memcmp(data, frame_magic, HEAD_LEN) != 0)
+        return -1;
+    frame_tag(NULL, data, len - TAG_LEN, tag);
+    unsigned char diff = 0;
+    for (int i = 0; i < TAG_LEN; i++) diff |= tag[i] ^ (unsigned char)data[len - TAG_LEN + i];
+    if (diff) return -1;
+    if (out) {
+        memcpy(out, data, len - TAG_LEN);
+        frame_tag(key, data, len - TAG_LEN, (unsigned char *)out + len - TAG_LEN);
+    }
+    return 0;
+}
+
 int lc_unmarshal(lua_State *L, const char *data, size_t len) {
-    return read_frame(L, data, len, 1);
+    return read_frame(L, data, len, 1, NULL, NULL, NULL);
+}
+
+int lc_unmarshal_keyed(lua_State *L, const char *data, size_t len,
+                       const unsigned char key[LC_MARSHAL_KEY_LEN]) {
+    return read_frame(L, data, len, 1, key, NULL, NULL);
 }
 
 int lc_unmarshal_unchecked(lua_State *L, const char *data, size_t len) {
-    return read_frame(L, data, len, 0);
+    return read_frame(L, data, len, 0, NULL, NULL, NULL);
+}
+
+/* The process's defaults for the data mode. Set from the main thread
+ * (core.marshal_data_limits) before workers read with them. */
+static lc_data_limits data_defaults = {
+    .frame = LC_DATA_MAX_FRAME, .string = LC_DATA_MAX_FRAME, .depth = MAX_DEPTH,
+    .tables = LC_DATA_MAX_TABLES, .items = LC_DATA_MAX_ITEMS,
+};
+
+void lc_data_limits_get(lc_data_limits *out) { *out = data_defaults; }
+
+void lc_data_limits_set(const lc_data_limits *lim) { data_defaults = *lim; }
+
+int lc_unmarshal_data(lua_State *L, const char *data, size_t len,
+                      const unsigned char *key, const lc_data_limits *lim, const char *what) {
+    return read_frame(L, data, len, 1, key, lim ? lim : &data_defaults, what);
 }
 
 /* ---- Lua bindings (registered with core's functions) --------------------- */
 
 int lc_marshal_l_key(lua_State *L) {
     unsigned char key[LC_MARSHAL_KEY_LEN];
+    if (lc_marshal_key_weak())
+        return lc_raise(L, "%s", LC_WEAK_KEY_MSG);
     lc_marshal_key(key);
     lua_pushlstring(L, (const char *)key, sizeof key);
     return 1;

@@ -5,13 +5,18 @@
 --
 -- Frames are length-prefixed (string.pack "<s4"); their contents are
 -- marshalled values (marshal.c's format, the one thread workers use):
---   stdin:  the run's marshal key (16 raw bytes, not a marshalled value:
---           frames are checked with it, see marshal.h)
+--   stdin:  the worker's two keys (32 raw bytes, not a marshalled value:
+--           its down-key, then its up-key; see marshal.h, keys per channel)
 --           | package.path, package.cpath | the task function
 --           | then task frames (M.serve): a count n (string.pack "<I4"),
 --             a byte wrap, and n pairs key, args marshalled together
---             (wrap 1: each pair is key, arg and the task gets { arg })
---   stdout: one frame per task, written as soon as it is over (a worker
+--             (wrap 1: each pair is key, arg and the task gets { arg }).
+--           What comes in is checked with the down-key (code comes in).
+--           A first frame of 16 bytes is one key for both ways (the
+--           remote engine worker's, until it derives keys of its own).
+--   stdout: data-only frames under the up-key (only data goes back: a
+--           task that returns a function gets an error, see answer),
+--           one per task, written as soon as it is over (a worker
 --           that dies takes no finished answer with it), and a frame when
 --           it starts the first task of a task frame:
 --             "start", t0
@@ -41,6 +46,8 @@ local function answer(core, send, t0, more, ok, ...)
   end
   local n = select("#", ...)
   local first, second = ...
+  -- A function, a metatable or a userdata in the answer raises here: the
+  -- task's error, and the worker goes on.
   local sent, err = pcall(send, "ok", t0, t1, more, out, n, first, second)
   if sent then return end
   return send("error", t0, t1, more, "cannot send the task's answer back: " .. tostring(err), out)
@@ -71,23 +78,16 @@ end
 --- Serve task frames (see the header) from read_frame() until it
 -- returns nil, answering on fd out. fn is the task function if loaded,
 -- else the reason it is not.
-function M.serve(core, read_frame, out, loaded, fn)
-  local unmarshal, now, write = core.unmarshal_string, core.now, core.marshal_write
+function M.serve(core, read_frame, out, loaded, fn, down)
+  local unmarshal, now, write = core.unmarshal_keyed, core.now, core.marshal_write_data
   local unpack = string.unpack
-  -- The names of module functions, built once (the fresh map of
-  -- marshal_string costs more than a small task): values that fail are
-  -- tried again with a fresh map, as a task may have loaded a module
-  -- since. (marshal_write raises before it writes anything.)
-  local names = core.marshal_names()
-  local function send(...)            -- one answer frame of these values
-    if pcall(write, out, names, ...) then return end
-    names = core.marshal_names()
-    return write(out, names, ...)
-  end
+  -- One answer frame of these values, data only, under the up-key
+  -- (marshal_write_data raises before it writes anything).
+  local function send(...) return write(out, ...) end
   for frame in read_frame do
     local n = #frame >= 5 and unpack("<I4", frame) or 0
     local wrap = frame:byte(5) == 1
-    local ok_read, tasks = pcall(function() return table.pack(unmarshal(frame:sub(6))) end)
+    local ok_read, tasks = pcall(function() return table.pack(unmarshal(down, frame:sub(6))) end)
     for i = 1, n do
       local t0 = now()
       local more = i < n
@@ -117,12 +117,15 @@ function M.main()
   frames = core.worker_init()
   local out = core.worker_stdout()
   frames:setvbuf("full")
-  local key, paths, fn_frame = read_frame(), read_frame(), read_frame()
+  local keys, paths, fn_frame = read_frame(), read_frame(), read_frame()
   if not fn_frame then return 1 end
-  core.marshal_set_key(key)
-  package.path, package.cpath = core.unmarshal_string(paths)
-  local loaded, fn = pcall(core.unmarshal_string, fn_frame)
-  M.serve(core, read_frame, out, loaded, fn)
+  -- From here on the process's own key is the up-key: answers are tagged
+  -- with it, and a run this worker's task starts derives its keys from it.
+  local down = keys:sub(1, 16)
+  core.marshal_set_key(#keys == 32 and keys:sub(17) or keys)
+  package.path, package.cpath = core.unmarshal_keyed(down, paths)
+  local loaded, fn = pcall(core.unmarshal_keyed, down, fn_frame)
+  M.serve(core, read_frame, out, loaded, fn, down)
   return 0
 end
 

@@ -20,6 +20,13 @@
 -- The deadline is kept here, on a loop timer from the start the worker
 -- reported: at it the worker is killed (no grace: a task that ignores its
 -- deadline is not asked twice), and its task's result is final at once.
+--
+-- Trust: code goes out, only data comes back. Each worker has its own
+-- keys (core.marshal_worker_keys: down for what it is sent, up for what
+-- it answers; it never sees the run's key). Its answers are read with the
+-- data decoder under its up-key (the loop's "frames" mode does that in C;
+-- read_rest here) and checked for shape; a frame that fails either ends
+-- that worker, fails the task it was on and sends the others elsewhere.
 
 local core = require "luaconcurrent.core"
 local ProcResult = require "luaconcurrent.result"
@@ -28,10 +35,9 @@ local threads = require "luaconcurrent.exec.threads"
 local worker = require "luaconcurrent.worker"
 
 local now, wallclock = core.now, core.wallclock
-local marshal, unmarshal = core.marshal_string, core.unmarshal_string
-local with_names = core.marshal_string_names
+local marshal_keyed, unmarshal_data = core.marshal_keyed, core.unmarshal_data
 local setmetatable, pcall, spack = setmetatable, pcall, string.pack
-local tunpack = table.unpack
+local tunpack, type, mtype = table.unpack, type, math.type
 
 -- Most tasks a worker holds at once (running and queued), and about how
 -- many seconds of work it is handed ahead.
@@ -62,9 +68,7 @@ function M.new(cfg, loop, finish)
     plain = #cfg.pargs == 1,   -- no fixed arguments: frames carry arg, not { arg }
     task_args = task_args, timeout = cfg.timeout, envblock = cfg.envblock, cwd = cfg.cwd,
     argv = worker_argv(),
-    -- The run's marshal key first: the worker checks every frame with it.
-    head = string.pack("<s4s4s4", core.marshal_key(),
-      core.marshal_string(package.path, package.cpath), cfg.fn_bytes),
+    fn_bytes = cfg.fn_bytes,   -- under the run's key: each worker gets it retagged
     wall_offset = wallclock() - now(),
     workers = {},      -- [process id] = w, every worker not yet reaped
     nlive = 0,         -- of them, the ones not dead
@@ -103,12 +107,26 @@ end
 
 -- ---- workers ----------------------------------------------------------------
 
+-- Its head: its keys (down, up), package.path and cpath, the task
+-- function; all it is sent is tagged with its down-key.
+local function head(id, fn_bytes)
+  local down, up = core.marshal_worker_keys(id)
+  return down, up, spack("<s4s4s4", down .. up,
+    marshal_keyed(down, nil, package.path, package.cpath), core.marshal_retag(fn_bytes, down))
+end
+
 function Processes:spawn()
-  -- A timeout is a hard kill, so the process gets no grace period.
+  -- Without a good key no code may leave (marshal.h): no worker starts.
+  local ok, why = pcall(core.marshal_worker_keys, 0)
+  if not ok then return nil, why end
+  -- A timeout is a hard kill, so the process gets no grace period. Its
+  -- keys follow its id, so its head goes in once it has one.
   local id, message, errname = self.loop:spawn(self.argv, self.envblock, self.cwd,
-    self.head, 0, 0, "frames")
+    nil, 0, 0, "frames")
   if not id then return nil, message, errname end
-  local w = { id = id, q = {}, qh = 1, qt = 0,
+  local down, up, h = head(id, self.fn_bytes)
+  self.loop:write(id, h)
+  local w = { id = id, q = {}, qh = 1, qt = 0, down = down, data = { key = up },
               started = false, ever = false }
   self.workers[id] = w
   self.nlive = self.nlive + 1
@@ -168,7 +186,7 @@ function Processes:send(w, n)
   end
   self.qh = qh
   if k == 0 then return end
-  local sent, blob = self:marshal_frame(tunpack(vals, 1, 2 * k))
+  local sent, blob = self:marshal_frame(w.down, tunpack(vals, 1, 2 * k))
   for j = 1, 2 * k do vals[j] = nil end
   if not sent then
     -- Some task cannot be sent: find it; the others go one to a frame.
@@ -176,7 +194,7 @@ function Processes:send(w, n)
       local task = tasks[j]
       local arg = task[3]
       if not self.plain then arg = task_args(arg) end
-      local ok, one = pcall(marshal, task[2], arg)
+      local ok, one = pcall(marshal_keyed, w.down, nil, task[2], arg)
       if ok then
         self:hand(w, { task }, 1, one)
       else
@@ -188,14 +206,14 @@ function Processes:send(w, n)
   self:hand(w, tasks, k, blob)
 end
 
--- marshal_string with the run's map of module function names, built
+-- A frame under key with the run's map of module function names, built
 -- once; a frame that fails is tried with a fresh one (a callback may have
 -- loaded a module since). -> ok, blob | false, error
-function Processes:marshal_frame(...)
-  local ok, blob = pcall(with_names, self.names, ...)
+function Processes:marshal_frame(key, ...)
+  local ok, blob = pcall(marshal_keyed, key, self.names, ...)
   if ok then return ok, blob end
   self.names = core.marshal_names()
-  return pcall(with_names, self.names, ...)
+  return pcall(marshal_keyed, key, self.names, ...)
 end
 
 function Processes:hand(w, tasks, k, blob)
@@ -255,10 +273,30 @@ end
 
 -- ---- answers ------------------------------------------------------------------
 
--- An answer frame from w, as unmarshalled (decoded false: what is why
--- not): a start, or the answer of the task it runs.
-function Processes:answered(w, decoded, what, t0, t1, more, a, b, c, d)
-  if decoded and what == "start" then
+-- Why an answer (worker.lua's header) is not one, or nil if it is.
+local function malformed(n, what, t0, t1, more, a, b)
+  if type(t0) ~= "number" then return "no start time" end
+  if what == "start" then return n ~= 2 and "a start of the wrong size" or nil end
+  if type(t1) ~= "number" or type(more) ~= "boolean" then return "no end time" end
+  if what == "ok" then
+    if n ~= 8 or type(a) ~= "string" or mtype(b) ~= "integer" or b < 0 then
+      return "an answer of the wrong shape"
+    end
+  elseif what == "error" then
+    if n < 5 or n > 6 or type(a) ~= "string" or (b ~= nil and type(b) ~= "string") then
+      return "an error of the wrong shape"
+    end
+  else
+    return "an unknown message"
+  end
+end
+
+-- An answer frame from w, as unmarshalled (n values: what ...): a start,
+-- or the answer of the task it runs.
+function Processes:answered(w, n, what, t0, t1, more, a, b, c, d)
+  local bad = malformed(n, what, t0, t1, more, a, b)
+  if bad then return self:refused(w, bad) end
+  if what == "start" then
     w.started, w.ever = true, true
     return self:arm(w, t0)
   end
@@ -270,31 +308,43 @@ function Processes:answered(w, decoded, what, t0, t1, more, a, b, c, d)
   if w.timer then self:disarm(w) end
   local off = self.wall_offset
   local res
-  if not decoded then
-    -- It goes on if it can: the task it holds next is started, or not.
-    w.started = w.qh <= w.qt
-    local t = now()
-    res = setmetatable({ key = task[2], arg = task[3], time_start = off + t,
-      time_end = off + t, time_run = 0 }, ProcResult)
-    ProcResult.raised(res, "the worker's answer was corrupt: " .. ProcResult.error_text(what))
+  w.started = more
+  if more and self.timeout > 0 then self:arm(w, t1) end
+  local run = t1 - t0
+  local avg = self.avg
+  self.avg = avg and avg + (run - avg) * 0.1 or run
+  if what == "ok" and b > 0 and c then
+    res = setmetatable({ key = task[2], arg = task[3], success = true, answer = d,
+      stdout = a, time_start = off + t0, time_end = off + t1, time_run = run }, ProcResult)
   else
-    w.started = more
-    if more and self.timeout > 0 then self:arm(w, t1) end
-    local run = t1 - t0
-    local avg = self.avg
-    self.avg = avg and avg + (run - avg) * 0.1 or run
-    if what == "ok" and b > 0 and c then
-      res = setmetatable({ key = task[2], arg = task[3], success = true, answer = d,
-        stdout = a, time_start = off + t0, time_end = off + t1, time_run = run }, ProcResult)
-    else
-      res = ProcResult.answered(setmetatable({ key = task[2], arg = task[3],
-        time_start = off + t0, time_end = off + t1, time_run = run }, ProcResult), what, a, b, c, d)
-    end
-    if self.timeout > 0 and run >= self.timeout then ProcResult.time_out(res, self.timeout) end
+    res = ProcResult.answered(setmetatable({ key = task[2], arg = task[3],
+      time_start = off + t0, time_end = off + t1, time_run = run }, ProcResult), what, a, b, c, d)
   end
+  if self.timeout > 0 and run >= self.timeout then ProcResult.time_out(res, self.timeout) end
   if not task.cancelled then self.finish(task[1], res) end
   -- Held (halt): the tasks it holds next must not run; it goes.
   if self.held and w.qh <= w.qt and not w.dead then self:kill(w) end
+end
+
+-- w sent what the runner does not take: a frame that fails its check,
+-- carries code or breaks a cap, or an answer of the wrong shape. It is a
+-- failure of w, not of the run: w is killed, the task it was on fails
+-- with why, the tasks it held that never started go to other workers.
+function Processes:refused(w, why)
+  local task = w.q[w.qh]
+  if task then
+    w.q[w.qh] = nil
+    w.qh = w.qh + 1
+  end
+  w.started = false
+  self:kill(w)
+  if task and not task.cancelled then
+    local t = self.wall_offset + now()
+    local res = setmetatable({ key = task[2], arg = task[3], time_start = t, time_end = t,
+      time_run = 0 }, ProcResult)
+    self.finish(task[1], ProcResult.raised(res,
+      "the worker process sent what the runner refuses, and was ended: " .. ProcResult.error_text(why)))
+  end
 end
 
 --- Start no more tasks (halt): the queued ones and the ones handed to a
@@ -325,7 +375,15 @@ end
 function Processes:read_rest(w, data)
   local blobs = {}
   worker.reader()(data, blobs)
-  for i = 1, #blobs do self:answered(w, pcall(unmarshal, blobs[i])) end
+  for i = 1, #blobs do
+    if w.killed then return end
+    local vals = table.pack(pcall(unmarshal_data, blobs[i], w.data))
+    if vals[1] then
+      self:answered(w, vals.n - 1, tunpack(vals, 2, vals.n))
+    else
+      self:refused(w, vals[2])
+    end
+  end
 end
 
 -- w's process ended (its final record): answers still in its output
@@ -336,6 +394,7 @@ function Processes:ended(w, rec)
   self:retire(w)
   if w.killed then return end
   if rec.stdout and rec.stdout ~= "" then self:read_rest(w, rec.stdout) end
+  if w.killed then return end      -- refused: read_rest dealt with its tasks
   local task = w.q[w.qh]
   -- A worker that never started a task may be unable to: its first task
   -- fails, so a run whose workers cannot start ends.
@@ -403,7 +462,7 @@ function Processes:record(rec)
   if not rec.frame then
     self:ended(w, rec)
   elseif not w.killed then
-    if rec.error then self:answered(w, false, rec.error) else self:answered(w, true, tunpack(rec, 1, rec.n)) end
+    if rec.error then self:refused(w, rec.error) else self:answered(w, rec.n, tunpack(rec, 1, rec.n)) end
   end
   return true
 end
