@@ -114,12 +114,15 @@ describe("a hostile or broken remote host", function()
     end
   end)
 
-  for _, mode in ipairs({ "metatable", "bytecode" }) do
+  -- The fake tags them with the host's up-key (a host that lies holds
+  -- it): the data decoder refuses them, not the key check.
+  for _, c in ipairs({ { "metatable", "refused: a metatable" }, { "bytecode", "refused: a function value" } }) do
+    local mode, why = c[1], c[2]
     it("answers with a " .. mode .. ": refused, nothing of it runs here, the host fails", function()
       local r = run_checked({ fake(mode), HONEST }, 8, 60)
       all_correct(r)
       assert.is_nil(io.open(dir .. "/pwned"), "the host's code ran in the runner")
-      assert.is_true(traced("protocol error: "), table.concat(events, "\n"))
+      assert.is_true(traced(why), table.concat(events, "\n"))
     end)
   end
 
@@ -179,5 +182,22 @@ describe("a hostile or broken remote host", function()
     -- Beside an honest host: every task runs there.
     r = run_checked({ fake("killself"), HONEST }, 8, 60)
     all_correct(r)
+  end)
+
+  it("halt = soon: engine-mode tasks sent ahead and not started there never start", function()
+    local touched = dir .. "/touched"
+    os.remove(touched)
+    local tasks = { { 1, "sleep 0.3; exit 1" }, { 2, "sleep 2" }, { 3, "sleep 2" } }
+    for i = 4, 6 do tasks[i] = { i, "touch " .. helpers.q(touched) } end
+    -- 2 slots and 2 sent ahead: 4 is held there behind 2 and 3.
+    local r = lc.ProcRunAsyncio({ "sh", "-c" }, tasks, { halt = "soon,fail=1",
+      hosts = { { host = ":", slots = 2, luaconcurrent = helpers.ROOT .. "/build/luaconcurrent" } } }):run_all()
+    assert.are.equal(1, r[1].returncode)
+    assert.is_true(r[2].success and r[3].success)
+    for i = 4, 6 do
+      assert.are.equal("Interrupted", r[i].exception, i .. ": " .. tostring(r[i].error))
+      assert.matches("not started", r[i].error, 1, true)
+    end
+    assert.is_nil(io.open(touched), "a task held after the halt ran")
   end)
 end)

@@ -307,7 +307,14 @@ function M.run(o, tasks)
     opts.tag = function(res) return label[res.key] .. "\t" end
   end
   local failed = 0
-  opts.on_result = function(res) if not res.success then failed = failed + 1 end end
+  local said = {}    -- a host's failure, said once on stderr
+  opts.on_result = function(res)
+    if not res.success then failed = failed + 1 end
+    if res.exception == "ConnectionError" and not said[res.error] then
+      said[res.error] = true
+      io.stderr:write("luaconcurrent: ", res.error, "\n")
+    end
+  end
   local ok, run = pcall(lc.ProcRunAsyncio, { prog or "true" }, list, opts)
   if not ok then
     io.stderr:write(tostring(run), "\n")

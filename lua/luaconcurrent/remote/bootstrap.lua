@@ -9,11 +9,10 @@
 -- any Lua: one too old for the worker is refused with a frame saying so.
 --
 -- The head: "<length>\n" and a text whose first line is `local CFG =
--- {...}` (grace, heartbeat give-up, lua, key), then remote/wire.lua inlined
+-- {...}` (grace, heartbeat give-up, lua, the host's two keys), then remote/wire.lua inlined
 -- as `local wire`, then remote/worker.lua. The engine worker reads only
 -- the CFG line.
 
-local core = require "luaconcurrent.core"
 local wire = require "luaconcurrent.remote.wire"
 
 local M = {}
@@ -89,11 +88,12 @@ function M.argv(h)
   return argv
 end
 
---- The bytes h's worker gets on stdin first.
-function M.head(h, grace, key)
+--- The bytes h's worker gets on stdin first: down, what it is sent is
+-- checked with; up, what it answers is tagged with (remote/keys).
+function M.head(h, grace, down, up)
   local hb = h.heartbeat
-  local src = string.format("local CFG = { grace = %.17g, hb_timeout = %.17g, lua = %q, key = %q }\n",
-    grace, math.max(2, M.HB_GIVE_UP * hb), h.lua, key or core.marshal_key()):gsub("\\\n", "\\n")
+  local src = string.format("local CFG = { grace = %.17g, hb_timeout = %.17g, lua = %q, key = %q, up = %q }\n",
+    grace, math.max(2, M.HB_GIVE_UP * hb), h.lua, down, up):gsub("\\\n", "\\n")
     .. M.worker_source()
   return #src .. "\n" .. src
 end

@@ -6,8 +6,11 @@
 --
 -- Start: the local side sends the same head as to the plain worker,
 -- "<length>\n" and a text whose first line is `local CFG = {...}` (the
--- grace, heartbeat timeout and the run's marshal key); the rest (the plain
--- worker) is not run here. Nothing else arrives before our hello:
+-- grace, heartbeat timeout and this host's two keys: `key`, what it is
+-- sent is checked with (this process's key from then on), and `up`, what
+-- it answers is tagged with; it never sees the run's key); the rest (the
+-- plain worker) is not run here. Answers are data only: the local side
+-- reads them with the data decoder under the up-key. Nothing else arrives before our hello:
 --   hello PROTOCOL ncpu _VERSION 1 "engine" <luaconcurrent version> <bytecode header, hex> node
 -- (node: SLURMD_NODENAME in a Slurm step, else "")
 -- Then the channel (stdin) is read through a relay child (`cat`, given the
@@ -63,9 +66,9 @@ end
 
 -- A process worker's frame that says it starts a task (worker.lua):
 -- small, and not an answer. Returns its start time, or nil.
-local function start_of(blob)
+local function start_of(blob, up)
   if #blob > 64 then return nil end
-  local ok, what, t0 = pcall(core.unmarshal_string, blob)
+  local ok, what, t0 = pcall(core.unmarshal_data, blob, { key = up })
   return ok and what == "start" and t0 or nil
 end
 
@@ -105,6 +108,11 @@ function Worker.new(cfg)
     waiting = {}, wfirst = 1, wlast = 0,   -- X messages beyond the limit
     queued = {},           -- [tid] = true while waiting
   }, Worker)
+end
+
+--- Values as an answer frame for the local side: under the up-key.
+function Worker:data(...)
+  return core.marshal_keyed(self.up, nil, ...)
 end
 
 function Worker:send(...)
@@ -213,14 +221,20 @@ function Worker:answers(w, data)
   local blobs = {}
   w.read(data, blobs)
   for _, blob in ipairs(blobs) do
-    local t0 = w.tid and start_of(blob)
+    local t0 = w.tid and start_of(blob, w.up)
     if t0 then
       if w.limit > 0 then
         w.t0, w.timer = t0, self.loop:timer(t0 + w.limit)
         self.deadlines[w.timer] = w
       end
     elseif w.tid then
-      self:send("fdone", w.tid, blob)
+      -- Read as data under the process worker's key, passed on under ours.
+      local v = table.pack(pcall(core.unmarshal_data, blob, { key = w.up }))
+      if v[1] then
+        self:send("fdone", w.tid, self:data(table.unpack(v, 2, v.n)))
+      else
+        self:send("fdied", w.tid, "the worker process's answer was refused: " .. tostring(v[2]))
+      end
       self:fn_over(w)
       if self.workers[w.id] then self.idle[#self.idle + 1] = w end
     end
@@ -252,15 +266,18 @@ end
 --- A new process worker for function task tid (F message m); nil if it
 -- cannot start (the task is answered fdied).
 function Worker:spawn_worker(m, tid, cwd, nenv)
-  local head = string.pack("<s4s4s4", core.marshal_key(),
-    core.marshal_string(package.path, package.cpath), self.fn_bytes)
+  -- Its own keys, derived from ours (it never sees ours either).
+  self.nworkers = (self.nworkers or 0) + 1
+  local down, up = core.marshal_worker_keys(self.nworkers)
+  local head = string.pack("<s4s4s4", down .. up, core.marshal_keyed(down, nil, package.path, package.cpath),
+    core.marshal_retag(self.fn_bytes, down))
   local id, msg = self.loop:spawn({ self.exe, "--worker" }, self:envblock(m, 6, nenv), cwd ~= "" and cwd or nil,
     head, 0, 0, true)
   if not id then
     self:send("fdied", tid, "cannot start a worker process: " .. tostring(msg))
     return nil
   end
-  local w = { id = id, read = worker.reader() }
+  local w = { id = id, read = worker.reader(), down = down, up = up }
   self.workers[id] = w
   return w
 end
@@ -278,13 +295,20 @@ function Worker:run_fn(m)
   self.by_tid[tid] = w
   self.nrun = self.nrun + 1
   -- A task frame of one task (worker.lua): count 1, no wrap, key and args.
-  self.loop:write(w.id, string.pack("<s4", string.pack("<I4", 1) .. "\0" .. blob))
+  local ok, tagged = pcall(core.marshal_retag, blob, w.down)
+  if not ok then
+    self:send("fdied", tid, "the task's frame was refused: " .. tostring(tagged))
+    self:fn_over(w)
+    self.idle[#self.idle + 1] = w
+    return
+  end
+  self.loop:write(w.id, string.pack("<s4", string.pack("<I4", 1) .. "\0" .. tagged))
 end
 
 function Worker:cancel(tid)
   if self.queued[tid] then
     self.queued[tid] = nil
-    self:send("rec", tid, core.marshal_string({ returncode = -1, interrupted = true, stdout = "", stderr = "" }))
+    self:send("rec", tid, self:data({ returncode = -1, interrupted = true, stdout = "", stderr = "" }))
     return
   end
   local x = self.by_tid[tid]
@@ -356,7 +380,7 @@ function Worker:record(rec)
   if tid then
     self.procs[rec.id], self.by_tid[tid] = nil, nil
     self.nrun = self.nrun - 1
-    self:send("rec", tid, core.marshal_string(task_record(rec)))
+    self:send("rec", tid, self:data(task_record(rec)))
     return
   end
   local w = self.workers[rec.id]
@@ -398,6 +422,7 @@ function M.main()
   if not cfg then return 2 end
   if cfg.key then core.marshal_set_key(cfg.key) end
   local w = Worker.new(cfg)
+  w.up = cfg.up or core.marshal_key()
   if not w:start_relay() then return 2 end
   w:hello()
   w.last_heard = now()

@@ -61,6 +61,19 @@ Remote.trace = trace
 session.install(Remote, trace)
 placement.install(Remote)
 
+-- Each host's keys, derived from the run's (which no host sees): down,
+-- what it is sent is tagged with; up, what it answers is read with (by
+-- the data decoder). Without a secure key (marshal.h) no code may leave:
+-- a function run fails; a subprocess run sends data only, under keys of
+-- its own.
+local function host_keys(h, is_fn)
+  local ok, down = pcall(core.marshal_derive_key, "host " .. h.uid .. " down")
+  if ok then return down, core.marshal_derive_key("host " .. h.uid .. " up") end
+  if is_fn then error(down, 0) end
+  local seed = string.format("%s %.17g %s", tostring(h), core.now(), h.name)
+  return string.pack("<j", #seed) .. seed:sub(1, 8), string.pack("<j", h.uid) .. seed:sub(-8)
+end
+
 function M.new(cfg, loop, finish)
   local prefix = {}
   for i, v in ipairs(cfg.pargs) do prefix[i] = tostring(v) end
@@ -69,6 +82,7 @@ function M.new(cfg, loop, finish)
   local period = hostlib.HEARTBEAT
   for i, h in ipairs(hosts) do
     h.uid, h.state, h.fails, h.attempts, h.nrunning, h.running = i, "want", 0, 0, 0, {}
+    h.down, h.up = host_keys(h, is_fn)
     period = math.min(period, h.heartbeat)
   end
   local self = setmetatable({
@@ -98,9 +112,6 @@ end
 function Remote:at(when, fn) self.timers[self.loop:timer(when)] = fn end
 
 function Remote:send(h, msg) self.loop:write(h.id, msg) end
-
--- The key a host's worker gets (the run's until per-channel keys).
-function Remote:key_of(_) return core.marshal_key() end
 
 function Remote:update_capacity()
   local total, hope = 0, false
@@ -146,7 +157,7 @@ end
 
 --- A frame that ends task t on host h.
 function Remote:on_result(h, t, f)
-  local res, why = results.of_frame(t, f, self.timeout)
+  local res, why = results.of_frame(t, f, self.timeout, h)
   if not res then return self:fail_host(h, "protocol error: " .. why) end
   local failed_on = self.failed_on
   if res.success then
@@ -251,7 +262,9 @@ function M.ping(spec, n)
   local h = hostlib.parse(spec, 1)
   local loop = core.new_loop()
   local t0 = now()
-  local id = assert(loop:spawn(bootstrap.argv(h), nil, nil, bootstrap.head(h, 0.1), 0, 0, true))
+  h.uid = 0
+  local down, up = host_keys(h, false)
+  local id = assert(loop:spawn(bootstrap.argv(h), nil, nil, bootstrap.head(h, 0.1, down, up), 0, 0, true))
   local read, skipper, frames, started = wire.reader(h.max_frame), wire.banner_skipper(4096), {}, false
   local function wait_frame()
     while #frames == 0 do

@@ -73,10 +73,10 @@ function M.parse(spec, i)
       if user then h.user, s = user, r end
       local v6, port6 = s:match("^%[(.+)%]:?(%d*)$")
       if v6 then
-        h.host, h.port = v6, tonumber(port6)
+        h.host, h.port = v6, tonumber(port6) or h.port
       else
         local host, port = s:match("^([^:]+):(%d+)$")
-        h.host, h.port = host or s, tonumber(port)
+        h.host, h.port = host or s, tonumber(port) or h.port
       end
     end
   elseif type(spec) == "table" then

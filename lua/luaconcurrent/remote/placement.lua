@@ -103,7 +103,7 @@ function Remote:send_task(t, h)
   h.running[tid], h.nrunning = t, h.nrunning + 1
   local kind = self.is_fn and "F" or (h.mode == "engine" and "X" or "R")
   self:send(h, wire.task(kind, tid, self.timeout, self.cfg.cwd, self.cfg.input, self:env_of(h),
-    self.is_fn and t.blob or t.argv))
+    self.is_fn and core.marshal_retag(t.blob, h.down) or t.argv))
   if self.timeout > 0 then
     -- Plain mode: this is the clock. Engine mode and function tasks: the
     -- remote engine keeps the deadline, this is the backstop.

@@ -12,10 +12,13 @@ local getmt = debug.getmetatable
 
 local M = {}
 
--- Data only: a decoder that loads no code (core.unmarshal_data) where
--- the engine has one; else the checked one, whose output is then
--- inspected without touching a metamethod.
-local decode = core.unmarshal_data or core.unmarshal_string
+-- Data only: the decoder that loads no code, under the host's up-key,
+-- its frames capped as the host's; the result is then checked to hold
+-- only plain values without touching a metamethod.
+local unmarshal_data = core.unmarshal_data
+local function decode(blob, h, what)
+  return unmarshal_data(blob, { key = h.up, frame = h.max_frame, what = what })
+end
 
 local PLAIN = { string = true, number = true, boolean = true }
 
@@ -49,9 +52,9 @@ end
 
 --- A marshalled record from an engine-mode host -> the record, or nil and
 -- why it is refused.
-function M.record(blob)
-  local ok, rec = pcall(decode, blob)
-  if not ok then return nil, "an undecodable record (" .. ProcResult.error_text(rec) .. ")" end
+function M.record(blob, h)
+  local ok, rec = pcall(decode, blob, h, "record")
+  if not ok then return nil, "a record refused (" .. ProcResult.error_text(rec) .. ")" end
   if type(rec) ~= "table" or not plain(rec, 1) then return nil, "a record that is not plain data" end
   local k, v = next(rec)
   while k ~= nil do
@@ -69,9 +72,9 @@ end
 --- A process worker's answer, passed through by an engine-mode host:
 -- status, t0, t1, more, then the outcome (exec/processes' format) -> its
 -- values as a list, or nil and why it is refused.
-function M.answer(blob)
-  local v = table.pack(pcall(decode, blob))
-  if not v[1] then return nil, "an undecodable answer (" .. ProcResult.error_text(v[2]) .. ")" end
+function M.answer(blob, h)
+  local v = table.pack(pcall(decode, blob, h, "answer"))
+  if not v[1] then return nil, "an answer refused (" .. ProcResult.error_text(v[2]) .. ")" end
   for i = 2, v.n do
     if not plain(v[i], 64) then return nil, "an answer that is not plain data" end
   end
@@ -123,8 +126,8 @@ local function of_done(t, f, timeout)
   return res
 end
 
-local function of_record(t, f, timeout)
-  local rec, why = M.record(f[3])
+local function of_record(t, f, timeout, h)
+  local rec, why = M.record(f[3], h)
   if not rec then return nil, why end
   local remote_run = rec.time_run
   timed(rec, t)
@@ -136,8 +139,8 @@ local function of_record(t, f, timeout)
 end
 
 -- One that came at or after its deadline is a timeout, as locally.
-local function of_answer(t, f, timeout)
-  local v, why = M.answer(f[3])
+local function of_answer(t, f, timeout, h)
+  local v, why = M.answer(f[3], h)
   if not v then return nil, why end
   local status, t0, t1, a, b, c, d = v[2], v[3], v[4], v[6], v[7], v[8], v[9]
   local res = timed(ProcResult.new(t.key, t.arg), t)
@@ -149,12 +152,12 @@ end
 
 --- A frame that ends task t -> its result, or nil and why the frame is a
 -- protocol error.
-function M.of_frame(t, f, timeout)
+function M.of_frame(t, f, timeout, h)
   local what, res, why = f[1], nil, nil
   if what == "done" then res = of_done(t, f, timeout)
-  elseif what == "rec" then res, why = of_record(t, f, timeout)
+  elseif what == "rec" then res, why = of_record(t, f, timeout, h)
   elseif what == "fail" then res = timed(ProcResult.spawn_failure(t.key, t.arg, f[3], f[4]), t)
-  elseif what == "fdone" then res, why = of_answer(t, f, timeout)
+  elseif what == "fdone" then res, why = of_answer(t, f, timeout, h)
   elseif what == "ftimeout" then
     res = M.fn_timed_out(t, timeout, tonumber(f[3]), "its worker process was killed")
   elseif what == "held" then

@@ -68,7 +68,7 @@ function Remote:connect(h)
   table.insert(argv, 2, "-c")
   table.insert(argv, 3, 'exec "$@" 2>"$0"')
   table.insert(argv, 4, h.errfile)
-  local id, message = self.loop:spawn(argv, nil, nil, bootstrap.head(h, self.grace, self:key_of(h)), 0, 0, true)
+  local id, message = self.loop:spawn(argv, nil, nil, bootstrap.head(h, self.grace, h.down, h.up), 0, 0, true)
   h.gen = (h.gen or 0) + 1
   if not id then
     h.error = tostring(message)
@@ -214,7 +214,7 @@ function Remote:on_hello(h, f)
   if self.is_fn then
     local why = self:fn_refusal(h)
     if why then return self:refuse(h, why) end
-    self:send(h, wire.line({ "L", self.fn_bytes }))
+    self:send(h, wire.line({ "L", core.marshal_retag(self.fn_bytes, h.down) }))
   end
   h.state, h.ever_up, h.healthy_since = "up", true, now()
   h.slots_now = h.slots or (h.slots_rule and h.slots_rule(h.ncpu)) or h.ncpu
