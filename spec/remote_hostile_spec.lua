@@ -200,4 +200,33 @@ describe("a hostile or broken remote host", function()
     end
     assert.is_nil(io.open(touched), "a task held after the halt ran")
   end)
+
+  it("a host whose lua is 5.1 is refused at its handshake, saying so", function()
+    local r = run_checked({ { host = ":", slots = 1, luaconcurrent = false, lua = "lua5.1" } }, 2, 30)
+    for _, res in ipairs(r) do
+      assert.are.equal("ConnectionError", res.exception)
+      assert.matches("refused: lua5.1 is Lua 5.1, the plain worker needs Lua 5.3 or later", res.error, 1, true)
+    end
+    -- Beside an honest host, every task runs there.
+    all_correct(run_checked({ { host = ":", slots = 1, luaconcurrent = false, lua = "lua5.1" }, HONEST }, 6, 30))
+  end)
+
+  it("a host without setsid is refused at its handshake, not failing every task with 127", function()
+    local bin = dir .. "/bin"
+    os.execute("mkdir -p " .. helpers.q(bin))
+    for _, p in ipairs({ "mkfifo", "mktemp", "env", "sleep", "kill", "rm", "cat", "getconf", "echo" }) do
+      local path = io.popen("command -v " .. p):read("l")
+      if path then os.execute("ln -sf " .. helpers.q(path) .. " " .. helpers.q(bin .. "/" .. p)) end
+    end
+    local lua = dir .. "/lua-nosetsid"
+    local f = assert(io.open(lua, "w"))
+    f:write("#!/bin/sh\nPATH=", helpers.q(bin), ' exec /usr/bin/lua5.4 "$@"\n')
+    f:close()
+    os.execute("chmod +x " .. helpers.q(lua))
+    local r = run_checked({ { host = ":", slots = 1, luaconcurrent = false, lua = lua } }, 2, 30)
+    for _, res in ipairs(r) do
+      assert.are.equal("ConnectionError", res.exception)
+      assert.matches("refused: the plain worker needs setsid on the host's PATH", res.error, 1, true)
+    end
+  end)
 end)

@@ -69,8 +69,11 @@ end
 
 function Remote:fail_queued()
   local queue = self.queue
-  local why = {}
-  for _, h in ipairs(self.hosts) do why[#why + 1] = h.name .. ": " .. tostring(h.error) end
+  local why, said = {}, {}
+  for _, h in ipairs(self.hosts) do
+    local text = h.name .. ": " .. tostring(h.error)
+    if not said[text] then said[text] = true; why[#why + 1] = text end
+  end
   while #queue > 0 do
     local t = table.remove(queue, 1)
     self.tasks[t.index] = nil

@@ -81,6 +81,7 @@ function Remote:connect(h)
   h.attempts = h.attempts + 1
   self.procs[id] = h
   self:at_session(h, h.started + M.CONNECT_SLOT, function() self:pump_connects() end)
+  if h.hello_timeout == math.huge then return end    -- a Slurm step may wait for its CPU
   self:at_session(h, h.started + h.hello_timeout, function()
     if h.state ~= "connecting" then return end
     local said = h.skipper.text():gsub("%z", ""):gsub("%s+$", "")
@@ -110,14 +111,33 @@ function Remote:refuse(h, why)
   self:fail_host(h, why)
 end
 
---- Why a host's session ended: ours, else the last line of its stderr,
--- else its status.
+--- Why a host's session ended: ours, else the last lines of its stderr
+-- (srun names a bad option a line before its "Try srun --help"), else
+-- its status.
 local function session_error(h, rec)
   if h.why then return h.why end
-  local why = ""
+  local lines = {}
   local f = h.errfile and io.open(h.errfile, "rb")
-  if f then why = f:read("a"):gsub("%s+$", ""):gsub("^.*\n", ""); f:close() end
-  return why ~= "" and why or string.format("session ended (status %s)", tostring(rec.returncode))
+  if f then
+    for l in f:read("a"):gmatch("[^\n]+") do
+      l = l:gsub("%s+$", "")
+      if l ~= "" then lines[#lines + 1] = l; if #lines > 3 then table.remove(lines, 1) end end
+    end
+    f:close()
+  end
+  if #lines > 0 then return table.concat(lines, " | ") end
+  return string.format("session ended (status %s)", tostring(rec.returncode))
+end
+
+-- What srun says when retrying cannot help: the job is gone, the
+-- allocation expired, an option is wrong.
+local FOREVER = { "[Ii]nvalid job", "[Ee]xpired or invalid job", "[Uu]nrecognized option", "[Ii]nvalid option",
+  "unrecognized option", "[Ii]nvalid argument", "[Jj]ob/step already completing", "[Ii]nvalid partition",
+  "[Ii]nvalid account", "[Ii]nvalid qos", "[Rr]equested node configuration is not available" }
+local function cannot_heal(h)
+  if not h.slurm then return false end
+  for _, p in ipairs(FOREVER) do if h.error:find(p) then return true end end
+  return false
 end
 
 local function drop_errfile(h)
@@ -130,6 +150,7 @@ function Remote:host_lost(h, rec)
   h.id = nil
   local was_up = h.state == "up" or h.state == "closing"
   h.error = session_error(h, rec)
+  if cannot_heal(h) then h.refused = true end
   trace(h, "session ended (%s, status %s), %d task(s) in flight: %s", was_up and "was up" or "before hello",
     tostring(rec.returncode), h.nrunning or 0, h.error)
   self:requeue(h)

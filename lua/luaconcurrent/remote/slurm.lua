@@ -80,8 +80,10 @@ function M.expand(spec, i, parse, default_slots)
   end
   local t = {}
   for k = 1, n do
+    -- A step waiting for its resources is a session not up yet: no hello
+    -- deadline unless one is given (tasks run on the steps that are up).
     local h = parse({ host = "slurm", lua = spec.lua, luaconcurrent = spec.luaconcurrent, env = spec.env,
-      heartbeat = spec.heartbeat }, i)
+      heartbeat = spec.heartbeat, hello_timeout = spec.hello_timeout or math.huge }, i)
     h.slurm, h.slots, h.step, h.srun, h.srun_options = true, 1, k, srun, options
     t[k] = h
   end
