@@ -45,6 +45,7 @@ Runs command once per value (or combination of values), many at a time.
   --slf FILE          hosts from FILE, one a line, # comments
   --slurm N           run as N Slurm job steps (srun), one per slot; 0: the
                       allocation's SLURM_NTASKS
+  --srun-options S    options for each step's srun, e.g. "-c 2 --mem=1G"
   --dry-run           print the commands, run nothing
   -h, --help          this text
 Values: ::: v1 v2 ...   :::: file ...   or lines on stdin.
@@ -62,6 +63,7 @@ local VALUE_OPTS = {
   ["--joblog"] = "joblog", ["--results"] = "results", ["--kill-grace"] = "kill_grace",
   ["--timeline"] = "timeline", ["-S"] = "sshlogin", ["--sshlogin"] = "sshlogin",
   ["--slf"] = "slf", ["--sshloginfile"] = "slf", ["--slurm"] = "slurm",
+  ["--srun-options"] = "srun_options",
 }
 local FLAG_OPTS = {
   ["--resume"] = { "resume", true }, ["--resume-failed"] = { "resume", "failed" },
@@ -287,6 +289,9 @@ function M.run(o, tasks)
       if t.prog == prog then list[i] = { t[1], { "-c", 'exec "$0" "$@"', t.prog, table.unpack(t[2]) } } end
     end
     prog = "sh"
+  end
+  for _, h in ipairs(o.hosts or {}) do
+    if type(h) == "table" and h.slurm then h.srun_options = o.srun_options end
   end
   local opts = {
     -- with -S and no -j, each host's own CPU count; -j N%, +N or -N,

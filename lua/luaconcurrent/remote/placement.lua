@@ -37,7 +37,7 @@ function Remote:pick(t)
   end
   local best, best_free
   for _, h in ipairs(self.hosts) do
-    if h.state == "up" and not (strict and avoid[h.uid]) then
+    if h.state == "up" and not h.why and not (strict and avoid[h.uid]) then
       local free = h.cap - h.nrunning
       if free > 0 and (not best or free > best_free) then best, best_free = h, free end
     end
@@ -130,7 +130,8 @@ function Remote:at_task(t, when, fn)
   t.timer = self.loop:timer(when)
   self.timers[t.timer] = function()
     t.timer = nil
-    if t.tid == tid and t.host then fn() end
+    -- (A host already failing: the end of its session decides.)
+    if t.tid == tid and t.host and not t.host.why then fn() end
   end
 end
 

@@ -288,7 +288,12 @@ end
 -- the grace) to exit; then its session is killed.
 function Remote:close_sessions()
   for _, h in ipairs(self.hosts) do
-    if h.id then
+    if h.id and h.state == "connecting" then
+      -- Never up (a Slurm step still waiting for its CPU): nothing of it
+      -- to wait for.
+      h.state = "closing"
+      self.loop:kill(h.id)
+    elseif h.id then
       self.loop:close_input(h.id)
       h.state = "closing"
       self:at_session(h, now() + self.grace + M.EXIT_AFTER, function()
