@@ -138,12 +138,16 @@ describe("a hostile or broken remote host", function()
     end
   end)
 
-  it("four hosts that never say hello do not keep a fifth from running the tasks", function()
+  it("hosts that never say hello, as many as connect at once, do not keep the next from running the tasks", function()
+    local session = require "luaconcurrent.remote.session"
     local hosts = {}
-    for i = 1, 4 do hosts[i] = fake("nohello", { hello_timeout = 60 }) end
-    hosts[5] = HONEST
-    local r = run_checked(hosts, 6, 45)
+    for i = 1, session.MAX_CONNECTING do hosts[i] = fake("nohello", { hello_timeout = 60 }) end
+    hosts[#hosts + 1] = HONEST
+    -- The honest host gets a connect slot once the others have held
+    -- theirs CONNECT_SLOT seconds; the others are killed at the end.
+    local r, took = run_checked(hosts, 6, 45)
     all_correct(r)
+    assert.is_true(took >= session.CONNECT_SLOT, "the honest host did not wait for a slot: the test proves nothing")
   end)
 
   it("does not exit at EOF: killed after the exit deadline", function()
@@ -228,5 +232,19 @@ describe("a hostile or broken remote host", function()
       assert.are.equal("ConnectionError", res.exception)
       assert.matches("refused: the plain worker needs setsid on the host's PATH", res.error, 1, true)
     end
+  end)
+
+  it("a plain worker that gives up on a silent runner ends its session: its tasks run again, not exit 143", function()
+    -- on_result blocks the runner longer than the worker's give-up (8
+    -- heartbeats, at least 2 s) while tasks run there.
+    local blocked = false
+    local tasks = {}
+    for i = 1, 3 do tasks[i] = { i, i == 1 and "echo task1" or "sleep 3; echo task" .. i } end
+    local r = lc.ProcRunAsyncio({ "sh", "-c" }, tasks, { hosts = { { host = ":", slots = 3, luaconcurrent = false,
+      heartbeat = 0.25 } }, on_result = function()
+        if not blocked then blocked = true; os.execute("sleep 4") end
+      end }):run_all()
+    all_correct(r)
+    assert.is_true(traced("gave up") or traced("no heartbeat"), table.concat(events, "\n"))
   end)
 end)

@@ -153,7 +153,8 @@ end
 --- A frame that ends task t -> its result, or nil and why the frame is a
 -- protocol error.
 function M.of_frame(t, f, timeout, h)
-  local what, res, why = f[1], nil, nil
+  local what = f[1]
+  local res, why
   if what == "done" then res = of_done(t, f, timeout)
   elseif what == "rec" then res, why = of_record(t, f, timeout, h)
   elseif what == "fail" then res = timed(ProcResult.spawn_failure(t.key, t.arg, f[3], f[4]), t)

@@ -35,6 +35,7 @@
 -- says bye (why) and sends no more results: the local side counts the
 -- session lost and runs its tasks again.
 
+-- luacheck: read globals CFG wire (locals of the text this is sent in)
 local CFG = CFG or {}
 local grace = tonumber(CFG.grace) or 0.1
 local hb_timeout = tonumber(CFG.hb_timeout) or 60
@@ -177,7 +178,8 @@ end
 
 local nproc = tonumber(readcmd("getconf _NPROCESSORS_ONLN 2>/dev/null")) or tonumber(readcmd("nproc 2>/dev/null")) or 1
 out:write(wire.MARK)
-send("hello", wire.PROTOCOL, tostring(math.max(1, math.min(nproc, wire.MAX_CPUS))), _VERSION, env_default and "1" or "0", "lua", "", "",
+send("hello", wire.PROTOCOL, tostring(math.max(1, math.min(nproc, wire.MAX_CPUS))), _VERSION,
+  env_default and "1" or "0", "lua", "", "",
   os.getenv("SLURMD_NODENAME") or "")
 out:flush()
 
