@@ -302,6 +302,7 @@ function Remote:close_sessions()
       end)
     elseif h.state ~= "bad" then
       h.state = "closed"
+      drop_errfile(h)
     end
   end
 end
