@@ -250,7 +250,7 @@ describe("slurm hosts", function()
 
   it("--srun-options on the command line reach each step's srun", function()
     local o, e, c = helpers.sh("PATH=" .. helpers.q(dir .. ":" .. os.getenv("PATH")) .. " " .. helpers.q(EXE)
-      .. " --parallel --slurm 1 --srun-options '--jobid=" .. job .. "' printenv SLURM_JOB_ID ::: 1")
+      .. " --parallel --slurm 1 --srun-options '--jobid=" .. job .. "' env V={} printenv SLURM_JOB_ID ::: 1")
     assert.are.equal(0, c, e .. o)
     assert.are.equal(tostring(job) .. "\n", o)
   end)
