@@ -764,6 +764,18 @@ describe("marshal data-only frames", function()
   end)
 end)
 
+describe("core.data_is", function()
+  it("checks each value's type against one letter, '.' for anything", function()
+    assert.is_true(core.data_is("sffbsi..", "ok", 1.5, 2.5, false, "", 2, print))
+    assert.is_false(core.data_is("sffbsi", "ok", 1, 2.5, false, "", 2))     -- an integer time
+    assert.is_false(core.data_is("sf", "start"))                           -- absent
+    assert.is_true(core.data_is("s.", "start"))
+    assert.is_true(core.data_is("ntb", nil, {}, true))
+    assert.is_false(core.data_is("s", {}))
+    assert.has_error(function() core.data_is("x", 1) end, "luaconcurrent: data_is: unknown type letter 'x'")
+  end)
+end)
+
 -- issue 15: keys per channel, derived from the process's key.
 describe("marshal keys per channel", function()
   it("derives a key per label, the same every time, none of them the parent", function()

@@ -12,7 +12,7 @@ local helpers = require "helpers"
 -- answer pipe, tagged with the key the worker holds, before it returns.
 -- The code it smuggles appends the pid of the process it runs in to the
 -- file marker. Loaded with the real globals as its _ENV.
-local forger = assert(load([[
+local FORGER = [[
   local key, args = ...
   local kind, marker = args[1].kind, args[1].marker
   local core = require "luaconcurrent.core"
@@ -54,6 +54,10 @@ local forger = assert(load([[
     local junk = "LCm\1" .. string.rep("\255", 40)
     io.open("/proc/self/fd/" .. out, "w"):write(string.pack("<s4", junk)):close()
     return true, "honest"
+  elseif kind == "future" then
+    -- a start a long way off, to put the deadline off; then it spins
+    core.marshal_write_data(out, "start", core.now() + 1e6)
+    while true do end
   elseif kind == "key" then
     return true, core.marshal_key()
   end
@@ -61,7 +65,8 @@ local forger = assert(load([[
     core.marshal_write(out, core.marshal_names(), "ok", t0, core.now(), false, "", 2, true, payload)
   end
   return true, "honest"
-]], "=forger", "t", _G))
+]]
+local forger = assert(load(FORGER, "=forger", "t", _G))
 
 local function lines(path)
   local set = {}
@@ -153,11 +158,25 @@ describe("worker processes send only data back", function()
   end)
 
   it("refuses an answer of the wrong shape as a failure of its worker, not of the run", function()
-    forged("shape", "no start time")
+    forged("shape", "a message that is not an answer (8 values: string string number boolean ...)")
   end)
 
   it("refuses a frame that fails its check as a failure of its worker, not of the run", function()
     forged("garbage", "luaconcurrent: a transfer failed its check")
+  end)
+
+  it("keeps a task's deadline when its worker claims a start in the future", function()
+    -- In a child under timeout(1): believing the claim, the run would hang.
+    local out, err, code = helpers.sh("timeout 30 env " .. helpers.lua_env() .. " lua5.4 -e " .. helpers.q(string.format([[
+      local lc = require "luaconcurrent"
+      local forger = load(%q, "=forger", "t", _G)
+      local t0 = os.time()
+      local r = lc.ProcRunMp({ forger }, { { 1, { kind = "future" } }, { 2, { kind = "honest" } } },
+        { num_workers = 1, isolation = "process", timeout = 0.5 }):run_all()
+      print(r[1].exception, r[2].success, os.time() - t0 < 15)
+    ]], FORGER)))
+    assert.are.equal(0, code, err)
+    assert.are.equal("TimeoutError\ttrue\ttrue\n", out)
   end)
 
   it("gives each worker a key of its own, never the run's", function()

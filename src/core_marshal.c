@@ -42,6 +42,12 @@
  *                                    what = "answer" }, each optional
  *   core.marshal_data_limits([t]) -> t   the process's default caps (set
  *                                    the ones t names; main thread only)
+ *   core.data_is(pattern, ...) -> bool   whether the values have the
+ *                                    types pattern says, one letter a value:
+ *                                    n nil, b boolean, i integer, f float,
+ *                                    s string, t table, . anything (absent
+ *                                    included): a message's fields checked
+ *                                    in one call, no string made
  *
  * A bytes userdata owns its buffer and frees it at __gc.
  */
@@ -332,6 +338,27 @@ static int l_unmarshal_string(lua_State *L) {
     return lc_unmarshal(L, s, len);
 }
 
+static int l_data_is(lua_State *L) {
+    size_t len;
+    const char *pattern = luaL_checklstring(L, 1, &len);
+    int n = lua_gettop(L) - 1, ok = 1;
+    for (size_t i = 0; ok && i < len; i++) {
+        int idx = (int)i + 2, t = (int)i < n ? lua_type(L, idx) : LUA_TNONE;
+        switch (pattern[i]) {
+        case '.': break;
+        case 'n': ok = t == LUA_TNIL; break;
+        case 'b': ok = t == LUA_TBOOLEAN; break;
+        case 'i': ok = t == LUA_TNUMBER && lua_isinteger(L, idx); break;
+        case 'f': ok = t == LUA_TNUMBER && !lua_isinteger(L, idx); break;
+        case 's': ok = t == LUA_TSTRING; break;
+        case 't': ok = t == LUA_TTABLE; break;
+        default: return lc_raise(L, "luaconcurrent: data_is: unknown type letter '%c'", pattern[i]);
+        }
+    }
+    lua_pushboolean(L, ok);
+    return 1;
+}
+
 static const luaL_Reg marshal_funcs[] = {
     {"marshal", l_marshal},
     {"unmarshal", l_unmarshal},
@@ -352,6 +379,7 @@ static const luaL_Reg marshal_funcs[] = {
     {"marshal_write_data", l_marshal_write_data},
     {"unmarshal_data", l_unmarshal_data},
     {"marshal_data_limits", l_marshal_data_limits},
+    {"data_is", l_data_is},
     {NULL, NULL},
 };
 

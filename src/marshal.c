@@ -176,10 +176,33 @@ int lc_marshal_derive_key(const unsigned char *from, const char *label, size_t l
     return 0;
 }
 
+/* The runner asks for the same worker's up-key at every answer frame:
+ * the last one is kept, per thread, with the parent key it came from (a
+ * worker process changes its key once, at its start). */
+static _Thread_local struct {
+    long long id;
+    int up, valid;
+    unsigned char parent[LC_MARSHAL_KEY_LEN], key[LC_MARSHAL_KEY_LEN];
+} last_worker_key;
+
 int lc_marshal_worker_key(long long id, int up, unsigned char out[LC_MARSHAL_KEY_LEN]) {
+    unsigned char parent[LC_MARSHAL_KEY_LEN];
+    if (lc_marshal_key_weak()) return -1;
+    lc_marshal_key(parent);
+    if (last_worker_key.valid && last_worker_key.id == id && last_worker_key.up == up &&
+        memcmp(last_worker_key.parent, parent, sizeof parent) == 0) {
+        memcpy(out, last_worker_key.key, LC_MARSHAL_KEY_LEN);
+        return 0;
+    }
     char label[64];
     int n = snprintf(label, sizeof label, "worker %lld %s", id, up ? "up" : "down");
-    return lc_marshal_derive_key(NULL, label, (size_t)n, out);
+    if (lc_marshal_derive_key(parent, label, (size_t)n, out) != 0) return -1;
+    last_worker_key.id = id;
+    last_worker_key.up = up;
+    last_worker_key.valid = 1;
+    memcpy(last_worker_key.parent, parent, sizeof parent);
+    memcpy(last_worker_key.key, out, LC_MARSHAL_KEY_LEN);
+    return 0;
 }
 
 /* The tag of a frame under key (NULL: this process's key). */
@@ -651,7 +674,7 @@ void lc_marshal_data(lua_State *L, int first, int n, const unsigned char *key, l
 
 /* Where a value sits, for the data mode's errors: path[d] says what the
  * value at depth d is in the table at depth d - 1 (depth 1: the frame's
- * values, the top-th of them). */
+ * values, the (top + 1)-th of them). */
 #define PATH_KEY (-1)         /* a key of that table */
 #define PATH_META (-2)        /* its metatable */
 /* > 0: the stack index of the key whose value it is */
@@ -666,7 +689,7 @@ typedef struct rctx {
     const lc_data_limits *data;   /* the data mode's limits, or NULL */
     const char *what;     /* the data mode: what is read ("answer") */
     uint64_t items, tables;
-    int top;
+    int top;              /* the frame's value being read, from 0 */
     int path[MAX_DEPTH + 4];
 } rctx;
 
@@ -723,7 +746,7 @@ static int refuse(rctx *c, const char *thing, const char *why) {
     luaL_addstring(&b, " refused: ");
     luaL_addstring(&b, thing);
     luaL_addstring(&b, " at ");
-    snprintf(num, sizeof num, "[%d]", c->top);
+    snprintf(num, sizeof num, "[%lld]", (long long)c->top + 1);
     luaL_addstring(&b, num);
     for (int d = 2; d <= c->depth && d < (int)(sizeof c->path / sizeof c->path[0]); d++) {
         if (c->path[d] == PATH_KEY)
@@ -768,12 +791,6 @@ static uint64_t get_count(rctx *c, uint64_t lo, uint64_t hi, const char *what) {
 
 static const char *get_lstring(rctx *c, size_t *len) {
     uint64_t n = get_varint(c);
-    if (c->data && n > c->data->string) {
-        char why[96];
-        snprintf(why, sizeof why, "%llu bytes, over the cap of %llu",
-                 (unsigned long long)n, (unsigned long long)c->data->string);
-        refuse(c, "a string", why);
-    }
     const char *s = take(c, n);
     *len = (size_t)n;
     return s;
@@ -935,14 +952,6 @@ static void read_value(rctx *c) {
         refuse(c, "a value", why);
     }
     char tag = *take(c, 1);
-    if (c->data) {
-        switch (tag) {
-        case 'F': refuse(c, "a function value", "code never comes back"); break;
-        case 'M': refuse(c, "a module by name", "code never comes back"); break;
-        case 'N': refuse(c, "a module function by name", "code never comes back"); break;
-        case 'G': refuse(c, "an _ENV binding", "code never comes back"); break;
-        }
-    }
     switch (tag) {
     case 'n': lua_pushnil(L); break;
     case 'f': lua_pushboolean(L, 0); break;
@@ -961,7 +970,20 @@ static void read_value(rctx *c) {
     }
     case 's': {
         size_t len;
-        const char *s = get_lstring(c, &len);
+        const char *s;
+        if (c->data) {
+            uint64_t n = get_varint(c);
+            if (n > c->data->string) {
+                char why[96];
+                snprintf(why, sizeof why, "%llu bytes, over the cap of %llu",
+                         (unsigned long long)n, (unsigned long long)c->data->string);
+                refuse(c, "a string", why);
+            }
+            s = take(c, n);
+            len = (size_t)n;
+        } else {
+            s = get_lstring(c, &len);
+        }
         lua_pushlstring(L, s, len);
         break;
     }
@@ -972,12 +994,15 @@ static void read_value(rctx *c) {
         break;
     }
     case 'G':
+        if (c->data) refuse(c, "an _ENV binding", "code never comes back");
         lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
         break;
     case 'M':
+        if (c->data) refuse(c, "a module by name", "code never comes back");
         push_module(c);
         break;
     case 'N': {
+        if (c->data) refuse(c, "a module function by name", "code never comes back");
         push_module(c);                                /* mod */
         size_t len;
         const char *key = get_lstring(c, &len);
@@ -993,6 +1018,7 @@ static void read_value(rctx *c) {
         read_table(c);
         break;
     case 'F':
+        if (c->data) refuse(c, "a function value", "code never comes back");
         read_function(c);
         break;
     default:
@@ -1040,7 +1066,7 @@ static int read_frame(lua_State *L, const char *data, size_t len, int checked,
     int n = 0;
     while (c.p < c.end) {
         if (n == INT32_MAX) bad(&c, "too many values");
-        c.top = n + 1;
+        c.top = n;
         read_value(&c);
         n++;
     }

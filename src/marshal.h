@@ -47,7 +47,9 @@
  * them with the data decoder under it). lc_marshal_worker_key makes both.
  * A host gets the same from the remote layer ("host <id> down|up"). No
  * worker or host ever sees the run's key, so none can forge a frame that
- * another worker, another host or the runner accepts as code.
+ * another worker, another host or the runner accepts as code. (Loop ids
+ * start at 1 in each loop: workers of two loops of one process may share
+ * keys; each has its own pipes, so neither can reach the other's.)
  *
  * Only data comes back. lc_unmarshal_data is the decoder for everything
  * that crosses back from another process (answers, records): it refuses
@@ -60,6 +62,18 @@
  * it can send is a wrong value. lc_marshal_data writes such frames and
  * refuses code at the sender, so an honest worker's task that returns a
  * function gets a clear error rather than being failed as a liar.
+ *
+ * From Lua (core_marshal.c), a channel to another process, e.g. a host:
+ *   runner:  down = core.marshal_derive_key("host 3 down"), up = ... "up";
+ *            send down .. up over the channel it trusts (ssh's stdin);
+ *            code and tasks: core.marshal_keyed(down, names, ...), the
+ *            task function built once: core.marshal_retag(fn_frame, down);
+ *            what comes back: core.unmarshal_data(s, { key = up,
+ *            what = "host answer" }) (a table built once per channel)
+ *   other end: core.marshal_set_key(up) first; what comes in:
+ *            core.unmarshal_keyed(down, s); answers: core.marshal_data(...)
+ *            or core.marshal_write_data(fd, ...).
+ * Its own worker processes then derive their keys from its up-key.
  *
  * Failing closed: if neither getrandom nor /dev/urandom gives a key, the
  * process makes one from the clock and its pid, good only to tell frames

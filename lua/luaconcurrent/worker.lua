@@ -93,7 +93,7 @@ function M.serve(core, read_frame, out, loaded, fn, down)
       local more = i < n
       if i == 1 then send("start", t0) end
       if not loaded then
-        send("error", t0, now(), more, "the worker could not load the task function: " .. tostring(fn))
+        send("error", t0, now(), more, "the worker could not load the task function: " .. tostring(fn), "")
       elseif not ok_read then
         send("error", t0, now(), more, "the worker could not read its task: " .. tostring(tasks),
           core.worker_take_stdout())

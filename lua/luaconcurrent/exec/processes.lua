@@ -37,7 +37,7 @@ local worker = require "luaconcurrent.worker"
 local now, wallclock = core.now, core.wallclock
 local marshal_keyed, unmarshal_data = core.marshal_keyed, core.unmarshal_data
 local setmetatable, pcall, spack = setmetatable, pcall, string.pack
-local tunpack, type, mtype = table.unpack, type, math.type
+local tunpack = table.unpack
 
 -- Most tasks a worker holds at once (running and queued), and about how
 -- many seconds of work it is handed ahead.
@@ -144,6 +144,10 @@ end
 
 function Processes:arm(w, t_start)
   if self.timeout <= 0 then return end
+  -- The start is the worker's word: one in the future (or NaN) would put
+  -- the deadline off, so it is now at the latest.
+  local t = now()
+  if not (t_start <= t) then t_start = t end
   self:disarm(w)
   w.timer = self.loop:timer(t_start + self.timeout)
   self.timers[w.timer] = w
@@ -273,29 +277,20 @@ end
 
 -- ---- answers ------------------------------------------------------------------
 
--- Why an answer (worker.lua's header) is not one, or nil if it is.
-local function malformed(n, what, t0, t1, more, a, b)
-  if type(t0) ~= "number" then return "no start time" end
-  if what == "start" then return n ~= 2 and "a start of the wrong size" or nil end
-  if type(t1) ~= "number" or type(more) ~= "boolean" then return "no end time" end
-  if what == "ok" then
-    if n ~= 8 or type(a) ~= "string" or mtype(b) ~= "integer" or b < 0 then
-      return "an answer of the wrong shape"
-    end
-  elseif what == "error" then
-    if n < 5 or n > 6 or type(a) ~= "string" or (b ~= nil and type(b) ~= "string") then
-      return "an error of the wrong shape"
-    end
-  else
-    return "an unknown message"
-  end
-end
+-- Each message's values after its name (worker.lua's header), as
+-- core.data_is patterns: anything else is refused.
+local data_is = core.data_is
+local SHAPES = { start = "sf", ok = "sffbsi..", error = "sffbss" }
 
 -- An answer frame from w, as unmarshalled (n values: what ...): a start,
 -- or the answer of the task it runs.
 function Processes:answered(w, n, what, t0, t1, more, a, b, c, d)
-  local bad = malformed(n, what, t0, t1, more, a, b)
-  if bad then return self:refused(w, bad) end
+  local want = SHAPES[what]
+  if not want or n ~= #want or not data_is(want, what, t0, t1, more, a, b)
+    or (what ~= "start" and not (t1 >= t0)) or (what == "ok" and b < 0) then
+    return self:refused(w, string.format("a message that is not an answer (%d values: %s %s %s %s ...)",
+      n, type(what), type(t0), type(t1), type(more)))
+  end
   if what == "start" then
     w.started, w.ever = true, true
     return self:arm(w, t0)
@@ -337,7 +332,12 @@ function Processes:refused(w, why)
     w.qh = w.qh + 1
   end
   w.started = false
-  self:kill(w)
+  if w.dead then          -- its end is in (what it left is read): nothing to kill
+    w.killed = true
+    self:give_back(w, w.qh)
+  else
+    self:kill(w)
+  end
   if task and not task.cancelled then
     local t = self.wall_offset + now()
     local res = setmetatable({ key = task[2], arg = task[3], time_start = t, time_end = t,
