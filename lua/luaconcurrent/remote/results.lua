@@ -17,7 +17,13 @@ local M = {}
 -- only plain values without touching a metamethod.
 local unmarshal_data = core.unmarshal_data
 local function decode(blob, h, what)
-  return unmarshal_data(blob, { key = h.up, frame = h.max_frame, what = what })
+  local limits = h.data_limits
+  if not limits or limits.key ~= h.up then
+    limits = { key = h.up, frame = h.max_frame }
+    h.data_limits = limits
+  end
+  limits.what = what
+  return unmarshal_data(blob, limits)
 end
 
 local PLAIN = { string = true, number = true, boolean = true }
