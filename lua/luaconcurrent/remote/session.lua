@@ -190,6 +190,7 @@ end
 -- ---- what a host sends ------------------------------------------------
 
 function Remote:on_data(h, data)
+  if h.why then return end         -- failing: nothing more it says counts
   if h.state == "connecting" and not h.skipper.banner then
     data = h.skipper.feed(data)
     if not data then return end
@@ -198,7 +199,7 @@ function Remote:on_data(h, data)
   local frames = {}
   local why = h.read(data, frames)
   for _, blob in ipairs(frames) do
-    if not h.id then return end    -- failed on an earlier frame
+    if h.why then return end       -- failed on an earlier frame
     local f, bad = wire.answer(blob)
     if not f then return self:fail_host(h, "protocol error: " .. bad) end
     self:on_frame(h, f)
