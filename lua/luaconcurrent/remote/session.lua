@@ -30,6 +30,7 @@ local now = core.now
 local M = {}
 
 M.MAX_CONNECTING = 8   -- sessions starting at once
+M.FIRST_CONNECTING = 2 -- ... before any host is up
 M.CONNECT_SLOT = 3     -- seconds a starting session holds its slot
 M.QUICK_RETRIES = 3    -- refused connects retried with jitter
 M.BACKOFF_MAX = 60
@@ -49,11 +50,20 @@ function Remote:nconnecting()
   return n
 end
 
+-- Handshakes share the CPUs: a few first, so that the first host is up
+-- (and tasks run) soon, then more as hosts come up.
+function Remote:connect_limit()
+  local up = 0
+  for _, h in ipairs(self.hosts) do if h.ever_up then up = up + 1 end end
+  return math.min(M.MAX_CONNECTING, M.FIRST_CONNECTING + 2 * up)
+end
+
 function Remote:pump_connects()
   if self.closed then return end
+  local limit = self:connect_limit()
   for _, h in ipairs(self.hosts) do
     if h.state == "want" then
-      if self:nconnecting() >= M.MAX_CONNECTING then return end
+      if self:nconnecting() >= limit then return end
       self:connect(h)
     end
   end
