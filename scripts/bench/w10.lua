@@ -1,7 +1,10 @@
 -- W10: many hosts. 32 loopback hosts (two private sshds, each listening on
 -- 16 of 127.0.0.10-41: sshd takes at most 16 listen addresses), 1 slot
 -- each, 128 `echo` tasks; then GNU parallel with the same 32 -S logins.
--- usage: build/luaconcurrent scripts/bench/w10.lua [NHOSTS=32] [NTASKS=128] [MODE=engine|lua] [RUNS=3]
+-- usage: build/luaconcurrent scripts/bench/w10.lua [NHOSTS=32] [NTASKS=128] [MODE=engine|lua] [RUNS=3] [SLEEP=0]
+-- (SLEEP > 0: each task sleeps that long before its echo, so that the run
+-- lasts until every host is up and the time to all hosts up is seen; 128
+-- bare echos end before most hosts have said hello.)
 -- Prints, per run: the time to the first result, to every host up, the
 -- whole run (run_all), and the runner's peak RSS; for GNU parallel the
 -- time to its first output line and the whole run. Needs root and
@@ -18,6 +21,7 @@ local nhosts = math.tointeger(tonumber(arg[1]) or 32)
 local ntasks = math.tointeger(tonumber(arg[2]) or 128)
 local mode = arg[3] or "engine"
 local runs = math.tointeger(tonumber(arg[4]) or 3)
+local sleep = tonumber(arg[5]) or 0
 local _, exe = core.host()
 
 local function sh(cmd)
@@ -82,7 +86,8 @@ local function lc_run()
       if ups == nhosts then all_up = now() - t0 end
     end
   end
-  local r = lc.ProcRunAsyncio({ "echo" }, tasks, { hosts = hosts,
+  local pargs = sleep > 0 and { "sh", "-c", "sleep " .. sleep .. "; echo \"$0\"" } or { "echo" }
+  local r = lc.ProcRunAsyncio(pargs, tasks, { hosts = hosts,
     on_result = function() first = first or (now() - t0) end }):run_all()
   local wall = now() - t0
   remote_executor.on_trace = nil
@@ -113,8 +118,8 @@ local function parallel_run()
   return first, now() - t0, n
 end
 
-io.write(string.format("W10: %d loopback hosts (2 sshds), 1 slot each, %d x echo, luaconcurrent %s mode\n",
-  nhosts, ntasks, mode))
+io.write(string.format("W10: %d loopback hosts (2 sshds), 1 slot each, %d x %secho, luaconcurrent %s mode\n",
+  nhosts, ntasks, sleep > 0 and ("sleep " .. sleep .. "; ") or "", mode))
 local ok_run, err = pcall(function()
   for k = 1, runs do
     local first, up, wall, bad, nwhere = lc_run()
