@@ -219,7 +219,9 @@ describe("a hostile or broken remote host", function()
     local bin = dir .. "/bin"
     os.execute("mkdir -p " .. helpers.q(bin))
     for _, p in ipairs({ "mkfifo", "mktemp", "env", "sleep", "kill", "rm", "cat", "getconf", "echo" }) do
-      local path = io.popen("command -v " .. p):read("l")
+      local found = io.popen("command -v " .. p)
+      local path = found:read("l")
+      found:close()
       if path then os.execute("ln -sf " .. helpers.q(path) .. " " .. helpers.q(bin .. "/" .. p)) end
     end
     local lua = dir .. "/lua-nosetsid"
