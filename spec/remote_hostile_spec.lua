@@ -249,4 +249,13 @@ describe("a hostile or broken remote host", function()
     all_correct(r)
     assert.is_true(traced("gave up") or traced("no heartbeat"), table.concat(events, "\n"))
   end)
+
+  it("an older luaconcurrent on the host (no hello mark) is refused at once, saying so", function()
+    local r, took = run_checked({ fake("oldproto", { hello_timeout = 60 }) }, 2, 30)
+    for _, res in ipairs(r) do
+      assert.are.equal("ConnectionError", res.exception)
+      assert.matches("its worker speaks an older protocol than 2", res.error, 1, true)
+    end
+    assert.is_true(took < 20, "not at once: " .. took .. " s")
+  end)
 end)

@@ -203,7 +203,14 @@ function Remote:on_data(h, data)
   if h.why then return end         -- failing: nothing more it says counts
   if h.state == "connecting" and not h.skipper.banner then
     data = h.skipper.feed(data)
-    if not data then return end
+    if not data then
+      -- A hello frame without the mark: a worker of an older protocol.
+      if h.skipper.text():find("\5\0\0\0hello", 1, true) then
+        self:refuse(h, "its worker speaks an older protocol than " .. wire.PROTOCOL
+          .. " (install the same luaconcurrent on both ends)")
+      end
+      return
+    end
     if h.skipper.banner ~= "" then trace(h, "skipped %d bytes before the hello", #h.skipper.banner) end
   end
   local frames = {}
