@@ -86,6 +86,15 @@ describe("a hostile or broken remote host", function()
     assert.is_true(traced("skipped"), table.concat(events, "\n"))
   end)
 
+  it("a banner printed before the real plain worker starts is skipped too", function()
+    local lua = dir .. "/lua-banner"
+    local f = assert(io.open(lua, "w"))
+    f:write('#!/bin/sh\nprintf "Last login: never\\n\\0\\0\\0\\1motd\\n"\nexec lua5.4 "$@"\n')
+    f:close()
+    os.execute("chmod +x " .. helpers.q(lua))
+    all_correct(run_checked({ { host = ":", slots = 2, luaconcurrent = false, lua = lua } }, 6, 30))
+  end)
+
   -- Frames a host must not send: the host fails (its session killed, the
   -- reason kept), its tasks run on the honest host, the run goes on.
   for _, c in ipairs({
