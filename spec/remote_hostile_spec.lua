@@ -268,3 +268,40 @@ describe("a hostile or broken remote host", function()
     assert.is_true(took < 20, "not at once: " .. took .. " s")
   end)
 end)
+
+describe("host specs", function()
+  local hosts = require "luaconcurrent.remote.hosts"
+  local bootstrap = require "luaconcurrent.remote.bootstrap"
+
+  it("take GNU parallel's ssh command forms", function()
+    local h = hosts.parse("ssh -p 2222 user@host", 1)
+    assert.are.same({ "host", "user", 2222, "ssh" }, { h.host, h.user, h.port, h.ssh })
+    h = hosts.parse("4//usr/bin/ssh -i key -o A=b u@h.example", 1)
+    assert.are.same({ "h.example", "u", 4, "/usr/bin/ssh" }, { h.host, h.user, h.slots, h.ssh })
+    assert.are.same({ "-i", "key", "-o", "A=b" }, h.ssh_options)
+    assert.are.equal("/usr/bin/ssh", bootstrap.argv(h)[1])
+  end)
+
+  it("put the user's ssh options before the built-in ones (ssh keeps the first)", function()
+    local argv = bootstrap.argv(hosts.parse({ host = "h", ssh_options = { "-o", "BatchMode=no" } }, 1))
+    local first
+    for i, a in ipairs(argv) do if a:match("^BatchMode=") then first = first or argv[i] end end
+    assert.are.equal("BatchMode=no", first)
+  end)
+
+  it("refuse bad hosts, users and ports, saying which", function()
+    for spec, err in pairs({
+      ["h;touch"] = [[luaconcurrent: hosts[1]: "h;touch" is not a host name or address]],
+      ["h;touch x"] = [[luaconcurrent: hosts[1] "h;touch x" is not a host (expected]],
+      ["-oProxyCommand=x"] = [[luaconcurrent: hosts[1]: "-oProxyCommand=x" is not a host name or address]],
+      ["u;x@h"] = [[luaconcurrent: hosts[1]: "u;x" is not a user name]],
+      ["h:99999"] = "luaconcurrent: hosts[1].port must be an integer from 1 to 65535, got 99999",
+      ["ssh -p 0 h"] = "luaconcurrent: hosts[1].port must be an integer from 1 to 65535, got 0",
+      ["rsh h"] = [[luaconcurrent: hosts[1] "rsh h" is not a host]],
+    }) do
+      local ok, e = pcall(hosts.parse, spec, 1)
+      assert.is_false(ok, spec)
+      assert.are.equal(err, e:sub(1, #err), spec)
+    end
+  end)
+end)
