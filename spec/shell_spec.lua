@@ -236,8 +236,27 @@ describe("luaconcurrent --parallel", function()
   end)
 
   it("takes -j N with -S as the slots of each host that names none", function()
+    -- A run starts on the first host up: the task waits (for a file made
+    -- once the trace shows every host up) so that each host says hello.
     local function slots_of(args)
-      local out, err, code = helpers.sh("LC_REMOTE_TRACE=1 " .. q(EXE) .. " --parallel " .. args .. " echo ::: a")
+      local nhosts = select(2, args:gsub("%-S", ""))
+      local gate, errf, script = os.tmpname(), os.tmpname(), os.tmpname()
+      os.remove(gate)
+      local f = io.open(script, "w")
+      f:write('while [ ! -e "$G" ]; do sleep 0.02; done; echo "$1"\n')
+      f:close()
+      local p = io.popen("LC_REMOTE_TRACE=1 G=" .. q(gate) .. " " .. q(EXE) .. " --parallel " .. args
+        .. " sh " .. q(script) .. " ::: a 2>" .. q(errf), "r")
+      helpers.wait_until(function()
+        return select(2, (helpers.read_file(errf) or ""):gsub("up: mode", "")) >= nhosts
+      end, 30)
+      io.open(gate, "w"):close()
+      local out = p:read("a")
+      local code = select(3, p:close())
+      local err = helpers.read_file(errf) or ""
+      os.remove(gate)
+      os.remove(errf)
+      os.remove(script)
       assert.are.equal(0, code, err)
       assert.are.equal("a\n", out)
       local t = {}

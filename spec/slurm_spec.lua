@@ -209,4 +209,49 @@ describe("slurm hosts #slurm", function()
     assert.are.equal(0, c, e)
     assert.are.equal("a\nb\nc\n", o)
   end)
+
+  it("run tasks on the steps that are up when more slots are asked than the allocation has CPUs", function()
+    local t0 = helpers.mono()
+    local tasks = {}
+    for i = 1, 8 do tasks[i] = { i } end
+    local r = run({ "true" }, tasks, { hosts = { slurm_host(4) } })
+    assert.are.equal(8, helpers.count_success(r))
+    assert.is_true(helpers.mono() - t0 < 20, "took " .. (helpers.mono() - t0) .. " s")
+    assert.is_true(helpers.wait_until(function() return slurm("squeue -h -s -j " .. job) == "" end, 10),
+      "steps left: " .. slurm("squeue -h -s -j " .. job))
+  end)
+
+  it("give up at once on a mistyped srun option, naming it", function()
+    local t0 = helpers.mono()
+    local r = run({ "true" }, { { 1 }, { 2 } },
+      { hosts = { slurm_host(2, { srun_options = { "--jobid=" .. job, "--no-such-option" } }) } })
+    for _, res in ipairs(r) do
+      assert.are.equal("ConnectionError", res.exception)
+      assert.matches("no-such-option", res.error, 1, true)
+    end
+    assert.is_true(helpers.mono() - t0 < 10, "took " .. (helpers.mono() - t0) .. " s")
+  end)
+
+  it("end soon when the job is cancelled under the run, with srun's message", function()
+    local job2 = allocate()
+    assert.is_not_nil(job2)
+    local m = "3." .. helpers.marker():sub(4)
+    when_running("sleep " .. m, 2, "scancel " .. job2)
+    local t0 = helpers.mono()
+    local tasks = {}
+    for i = 1, 6 do tasks[i] = { i, { m } } end
+    local r = run({ "sh", "-c", 'exec sleep "$0"' }, tasks, { hosts = { slurm_host(2,
+      { srun_options = { "--jobid=" .. job2 }, heartbeat = 0.5 }) } })
+    assert.is_true(helpers.mono() - t0 < 30, "took " .. (helpers.mono() - t0) .. " s")
+    assert.are.equal(6, #r)
+    for _, res in ipairs(r) do assert.is_false(res.success) end
+    assert.are.same({}, helpers.wait_marker_gone(m, 10))
+  end)
+
+  it("--srun-options on the command line reach each step's srun", function()
+    local o, e, c = helpers.sh("PATH=" .. helpers.q(dir .. ":" .. os.getenv("PATH")) .. " " .. helpers.q(EXE)
+      .. " --parallel --slurm 1 --srun-options '--jobid=" .. job .. "' env V={} printenv SLURM_JOB_ID ::: 1")
+    assert.are.equal(0, c, e .. o)
+    assert.are.equal(tostring(job) .. "\n", o)
+  end)
 end)

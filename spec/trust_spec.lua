@@ -179,6 +179,44 @@ describe("worker processes send only data back", function()
     assert.are.equal("TimeoutError\ttrue\ttrue\n", out)
   end)
 
+  it("refuses a forged frame among the bytes a worker left when it ended", function()
+    -- The final record of a worker whose last frames were not handed over
+    -- one by one carries them in its stdout (processes.lua: read_rest).
+    local processes = require "luaconcurrent.exec.processes"
+    local loop = core.new_loop()
+    finally(function() loop:close() end)
+    local got = {}
+    local ex = processes.new({ pargs = { forger }, timeout = 0, num_workers = 1, ntasks = 2,
+      fn_bytes = core.marshal_string(forger) }, loop, function(index, res) got[index] = res end)
+    ex:start(1, 1, { kind = "honest", marker = marker })
+    ex:start(2, 2, { kind = "honest", marker = marker })
+    ex:run_ready()
+    local id = next(ex.workers)
+    local _, up = core.marshal_worker_keys(id)
+    local evil = load(string.format("io.open(%q, 'a'):write(%q, '\\n'):close() return 1",
+      marker, tostring(helpers.self_pid())))
+    local bytes = string.pack("<s4", core.marshal_keyed(up, nil, "start", 1.0))
+      .. string.pack("<s4", core.marshal_keyed(up, nil, "ok", 1.0, 2.0, true, "", 2, true,
+        setmetatable({}, { __index = evil, __len = evil, __tostring = evil })))
+    assert.is_true(ex:record({ id = id, returncode = 0, stdout = bytes, stderr = "" }))
+    if got[1] and type(got[1].answer) == "table" then
+      pcall(function() return got[1].answer.x, #got[1].answer, tostring(got[1].answer) end)
+    end
+    assert.is_nil(lines(marker)[tostring(helpers.self_pid())], "the forged code ran in the runner")
+    assert.is_false(got[1].success)
+    assert.are.equal("the worker process sent what the runner refuses, and was ended: luaconcurrent: "
+      .. "answer refused: a metatable on the table at [8] (only data comes back)", got[1].error)
+    -- the task it held goes to a new worker, and is answered there
+    local t0 = core.now()
+    while not got[2] and core.now() - t0 < 20 do
+      ex:run_ready()
+      for _, rec in ipairs(loop:poll(0.1)) do ex:record(rec) end
+    end
+    -- (the first worker's real process is still up: close kills it)
+    loop:close()
+    assert.is_true(got[2] and got[2].success, got[2] and got[2].error)
+  end)
+
   it("gives each worker a key of its own, never the run's", function()
     local r = lc.ProcRunMp({ forger }, { { 1, { kind = "key" } }, { 2, { kind = "key" } } },
       { num_workers = 2, isolation = "process" }):run_all()

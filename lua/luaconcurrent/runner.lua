@@ -22,7 +22,8 @@
 -- the one way to report a task's one result; live(index, key, data,
 -- is_stderr), nil unless output = "lines", takes output as it arrives (an
 -- executor that cannot, ignores it). new returns a table:
---   ex.slots              how many tasks it may hold at once
+--   ex.slots              how many tasks it may hold at once (read again
+--                         at each turn of the loop: it may grow or shrink)
 --   ex:start(index, key, arg)  start a task (or finish it at once)
 --   ex:record(rec) -> bool  an engine record (process, job, timer, stream
 --                         data): take it if it is one of its own
@@ -240,6 +241,7 @@ local function run_tasks(self, st)
   local limit, on_start, verb = ex.slots, self.on_start, self.verb
   check_signals(st)
   while true do
+    limit = ex.slots    -- it may change during the run (remote hosts come and go)
     if list and st.direct and st.again[1] == nil and not st.exhausted then
       start_direct(st, ex, source, list, limit, on_start)
     end

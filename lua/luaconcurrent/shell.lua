@@ -59,6 +59,7 @@ Running
   --resume, --resume-failed, --retry-failed   (with --joblog)
   -S, --sshlogin L    hosts over ssh: [N/][user@]host[:port], ":" here
   --slf FILE          hosts from FILE      --slurm N   N Slurm job steps
+  --srun-options S    options for each Slurm step's srun, e.g. "-c 2 --mem=1G"
   --dry-run           print the commands, run nothing
   --pipe              blocks of stdin to each job's stdin; --pipepart -a FILE
                       the same from a file, each job reading its own part
@@ -197,6 +198,9 @@ local function settings(o)
   end
   if o.termseq then s.kill_grace_termseq = M.termseq(o.termseq) end
   s.hosts = hosts_of(o)
+  for _, h in ipairs(s.hosts or {}) do
+    if type(h) == "table" and h.slurm then h.srun_options = o.srun_options end
+  end
   if o.jobs then
     if not (s.hosts and hostlib.cpu_rule(o.jobs)) then s.jobs = jobs_of(o.jobs) end
   elseif not s.hosts then
@@ -525,6 +529,7 @@ function M.run_command_line(argv)
   local out_mode = (keep and (o.output == "lines" or o.output == "ungroup")) and "group" or o.output or "group"
   local tagged = o.tag or o.tagstring
   local held, next_print = {}, 1
+  local said = {}    -- the reasons already said on stderr
   local failed, halt_status = 0, nil
   local halt_policy = s.halt and require("luaconcurrent.control.halt").parse(s.halt)
   local counts = { fail = 0, success = 0, done = 0, started = 0 }
@@ -607,8 +612,13 @@ function M.run_command_line(argv)
         io.stderr:write("lcparallel: Warning: This job was killed because it timed out:\n", info[2], "\n")
       elseif (res.returncode == nil or res.returncode < 0) and not res.signal and res.exception
           and res.exception ~= "Interrupted" then
-        -- it never ran (spawn failed): say why, never silently
-        io.stderr:write("lcparallel: ", tostring(res.error or res.exception):gsub("^luaconcurrent: ", ""), "\n")
+        -- it never ran (spawn failed, its host failed): say why, never
+        -- silently; a host's failure once, not once per task
+        local why = tostring(res.error or res.exception):gsub("^luaconcurrent: ", "")
+        if res.exception ~= "ConnectionError" or not said[why] then
+          said[why] = true
+          io.stderr:write("lcparallel: ", why, "\n")
+        end
       end
       if halt_policy and halt_status == nil then
         local what = halt_policy.what

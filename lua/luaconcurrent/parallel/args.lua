@@ -28,6 +28,7 @@ opt("retry-delay", "retry_delay", "value")          -- lcparallel's own
 opt("kill-grace", "kill_grace", "value")            -- lcparallel's own
 opt("timeline", "timeline", "value")                -- lcparallel's own
 opt("slurm", "slurm", "list")                       -- lcparallel's own
+opt("srun-options", "srun_options", "value")        -- lcparallel's own
 opt("halt|halt-on-error", "halt", "value")
 opt("joblog|jl", "joblog", "value")
 opt("results|result|res", "results", "value")

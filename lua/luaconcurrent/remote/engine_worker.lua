@@ -6,8 +6,11 @@
 --
 -- Start: the local side sends the same head as to the plain worker,
 -- "<length>\n" and a text whose first line is `local CFG = {...}` (the
--- grace, heartbeat timeout and the run's marshal key); the rest (the plain
--- worker) is not run here. Nothing else arrives before our hello:
+-- grace, heartbeat timeout and this host's two keys: `key`, what it is
+-- sent is checked with (this process's key from then on), and `up`, what
+-- it answers is tagged with; it never sees the run's key); the rest (the
+-- plain worker) is not run here. Answers are data only: the local side
+-- reads them with the data decoder under the up-key. Nothing else arrives before our hello:
 --   hello PROTOCOL ncpu _VERSION 1 "engine" <luaconcurrent version> <bytecode header, hex> node
 -- (node: SLURMD_NODENAME in a Slurm step, else "")
 -- Then the channel (stdin) is read through a relay child (`cat`, given the
@@ -27,6 +30,7 @@
 --                key, args); timeout > 0: its process worker is killed at
 --                it (as locally with isolation = "process") and the
 --                answer is ftimeout
+--   Q            hold: the waiting tasks never start (answered held tid)
 --   H            heartbeat, answered with hb
 --   P x          answered with pong x
 -- Answers (length-prefixed frames of "<s4" fields):
@@ -41,12 +45,10 @@
 
 local core = require "luaconcurrent.core"
 local channel = require "luaconcurrent.remote_channel"
-local worker = require "luaconcurrent.worker"
-local protocol = require "luaconcurrent.remote.protocol"
+local wire = require "luaconcurrent.remote.wire"
 
 local M = {}
 
-local PROTOCOL = "1"
 local now = core.now
 
 
@@ -61,14 +63,6 @@ local function read_config()
   return cfgline and load("return " .. cfgline, "=cfg", "t", {})() or {}
 end
 
--- A process worker's frame that says it starts a task (worker.lua):
--- small, and not an answer. Returns its start time, or nil.
-local function start_of(blob)
-  if #blob > 64 then return nil end
-  local ok, what, t0 = pcall(core.unmarshal_string, blob)
-  return ok and what == "start" and t0 or nil
-end
-
 --- What the local side gets of a subprocess task's record.
 local function task_record(rec)
   return { returncode = rec.returncode, signal = rec.signal, signal_name = rec.signal_name,
@@ -80,6 +74,7 @@ end
 
 local Worker = {}
 Worker.__index = Worker
+require("luaconcurrent.remote.engine_fn").install(Worker)
 
 function Worker.new(cfg)
   local out = io.stdout
@@ -107,10 +102,14 @@ function Worker.new(cfg)
   }, Worker)
 end
 
+--- Values as an answer frame for the local side: under the up-key.
+function Worker:data(...)
+  return core.marshal_keyed(self.up, nil, ...)
+end
+
 function Worker:send(...)
   if not self.alive then return end
-  local frame = string.pack("<" .. string.rep("s4", select("#", ...)), ...)
-  if not self.out:write(string.pack("<s4", frame)) then self.alive = false end
+  if not self.out:write(wire.frame(...)) then self.alive = false end
 end
 
 --- Starts the relay that reads the channel for us; false if it cannot.
@@ -128,8 +127,9 @@ function Worker:start_relay()
 end
 
 function Worker:hello()
-  self:send("hello", PROTOCOL, tostring(core.cpu_count()), _VERSION, "1", "engine", channel.version,
-    protocol.bytecode_header(), os.getenv("SLURMD_NODENAME") or "")
+  self.out:write(wire.MARK)
+  self:send("hello", wire.PROTOCOL, tostring(math.max(1, math.min(core.cpu_count(), wire.MAX_CPUS))), _VERSION,
+    "1", "engine", channel.version, wire.bytecode_header(), os.getenv("SLURMD_NODENAME") or "")
   self.out:flush()
 end
 
@@ -188,103 +188,10 @@ function Worker:submit(m)
   self.queued[m[2]] = true
 end
 
-function Worker:drop_idle(w)
-  local idle = self.idle
-  for k = #idle, 1, -1 do if idle[k] == w then table.remove(idle, k) end end
-end
-
--- w's task is over (answered, timed out, cancelled or died): its slot is free.
-function Worker:fn_over(w)
-  self:disarm(w)
-  self.by_tid[w.tid], w.tid = nil, nil
-  self.nrun = self.nrun - 1
-end
-
-function Worker:disarm(w)
-  if w.timer then
-    self.deadlines[w.timer] = nil
-    self.loop:cancel_timer(w.timer)
-    w.timer = nil
-  end
-end
-
--- w's answer frames: each finishes w's task (one at a time here).
-function Worker:answers(w, data)
-  local blobs = {}
-  w.read(data, blobs)
-  for _, blob in ipairs(blobs) do
-    local t0 = w.tid and start_of(blob)
-    if t0 then
-      if w.limit > 0 then
-        w.t0, w.timer = t0, self.loop:timer(t0 + w.limit)
-        self.deadlines[w.timer] = w
-      end
-    elseif w.tid then
-      self:send("fdone", w.tid, blob)
-      self:fn_over(w)
-      if self.workers[w.id] then self.idle[#self.idle + 1] = w end
-    end
-  end
-end
-
--- w's task passed its deadline: as locally, its worker process is killed
--- (a task stuck in a C call ends too) and the answer is final now.
-function Worker:expired(w)
-  w.timer = nil
-  if not w.tid then return end
-  self:send("ftimeout", w.tid, string.format("%.17g", now() - w.t0))
-  self:fn_over(w)
-  self.loop:kill(w.id)
-end
-
-function Worker:worker_ended(w, rec)
-  self.workers[w.id] = nil
-  self:drop_idle(w)
-  if rec.stdout and rec.stdout ~= "" then self:answers(w, rec.stdout) end
-  if w.tid then
-    local why = rec.signal and string.format("killed by signal %d (%s)", rec.signal, tostring(rec.signal_name))
-      or string.format("exited with status %s", tostring(rec.returncode))
-    self:send("fdied", w.tid, "the worker process ended without answering: " .. why)
-    self:fn_over(w)
-  end
-end
-
---- A new process worker for function task tid (F message m); nil if it
--- cannot start (the task is answered fdied).
-function Worker:spawn_worker(m, tid, cwd, nenv)
-  local head = string.pack("<s4s4s4", core.marshal_key(),
-    core.marshal_string(package.path, package.cpath), self.fn_bytes)
-  local id, msg = self.loop:spawn({ self.exe, "--worker" }, self:envblock(m, 6, nenv), cwd ~= "" and cwd or nil,
-    head, 0, 0, true)
-  if not id then
-    self:send("fdied", tid, "cannot start a worker process: " .. tostring(msg))
-    return nil
-  end
-  local w = { id = id, read = worker.reader() }
-  self.workers[id] = w
-  return w
-end
-
-function Worker:run_fn(m)
-  local tid, limit, cwd, nenv = m[2], tonumber(m[3]) or 0, m[4], tonumber(m[5])
-  local blob = m[6 + nenv]
-  if not self.fn_bytes then
-    self:send("fdied", tid, "no task function was sent")
-    return
-  end
-  local w = table.remove(self.idle) or self:spawn_worker(m, tid, cwd, nenv)
-  if not w then return end
-  w.tid, w.limit = tid, limit
-  self.by_tid[tid] = w
-  self.nrun = self.nrun + 1
-  -- A task frame of one task (worker.lua): count 1, no wrap, key and args.
-  self.loop:write(w.id, string.pack("<s4", string.pack("<I4", 1) .. "\0" .. blob))
-end
-
 function Worker:cancel(tid)
   if self.queued[tid] then
     self.queued[tid] = nil
-    self:send("rec", tid, core.marshal_string({ returncode = -1, interrupted = true, stdout = "", stderr = "" }))
+    self:send("rec", tid, self:data({ returncode = -1, interrupted = true, stdout = "", stderr = "" }))
     return
   end
   local x = self.by_tid[tid]
@@ -297,14 +204,25 @@ function Worker:cancel(tid)
   end
 end
 
+-- Q: the run halted: the tasks waiting here never start (held tid each).
+function Worker:hold_waiting()
+  for k = self.wfirst, self.wlast do
+    local m = self.waiting[k]
+    if self.queued[m[2]] then self.queued[m[2]] = nil; self:send("held", m[2]) end
+    self.waiting[k] = nil
+  end
+  self.wfirst, self.wlast = 1, 0
+end
+
 function Worker:on_message(msg)
   self.last_heard = now()
-  local m = protocol.split(msg)
+  local m = wire.split(msg)
   local what = m[1]
   if what == "X" then if not self.closing then self:submit(m) end
   elseif what == "S" then self.limit = tonumber(m[2]) or math.huge
   elseif what == "F" then if not self.closing then self:submit(m) end
   elseif what == "K" then self:cancel(m[2])
+  elseif what == "Q" then self:hold_waiting()
   elseif what == "H" then self:send("hb")
   elseif what == "L" then self.fn_bytes = m[2]
   elseif what == "P" then self:send("pong", m[2] or "")
@@ -345,7 +263,7 @@ function Worker:record(rec)
   if tid then
     self.procs[rec.id], self.by_tid[tid] = nil, nil
     self.nrun = self.nrun - 1
-    self:send("rec", tid, core.marshal_string(task_record(rec)))
+    self:send("rec", tid, self:data(task_record(rec)))
     return
   end
   local w = self.workers[rec.id]
@@ -387,6 +305,7 @@ function M.main()
   if not cfg then return 2 end
   if cfg.key then core.marshal_set_key(cfg.key) end
   local w = Worker.new(cfg)
+  w.up = cfg.up or core.marshal_key()
   if not w:start_relay() then return 2 end
   w:hello()
   w.last_heard = now()

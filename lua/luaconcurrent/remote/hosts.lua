@@ -1,22 +1,44 @@
 --- Host specifications for remote execution: GNU parallel's strings
--- ("4/user@host:2222", "host", ":" for this machine) and the table form
--- {host=, user=, port=, slots=, ssh_options=, lua=, luaconcurrent=, env=,
--- heartbeat=}; a host file
--- (one string a line, `#` comments) through M.read_file. A table with
+-- ("4/user@host:2222", "host", ":" for this machine, and its ssh command
+-- forms "ssh -p 2222 user@host", "/path/to/ssh user@host") and the table
+-- form {host=, user=, port=, slots=, ssh_options=, lua=, luaconcurrent=,
+-- env=, heartbeat=, connect_timeout=, hello_timeout=, max_frame=}; a host
+-- file (one string a line, `#` comments) through M.read_file. A table with
 -- slurm = true is one host per slot, each a job step (remote/slurm.lua).
+-- Host, user and port are checked here: they reach ssh's command line.
+
+local wire = require "luaconcurrent.remote.wire"
 
 local M = {}
 
 local function fail(fmt, ...) error("luaconcurrent: " .. string.format(fmt, ...), 0) end
 
---- The blank-separated words of s (ssh_options and srun_options given as
--- one string).
-function M.words(s)
-  local t = {}
-  for w in s:gmatch("%S+") do t[#t + 1] = w end
-  return t
+M.words = wire.words
+local words = wire.words
+
+M.HEARTBEAT = 5          -- seconds between heartbeats (a host's heartbeat=)
+M.CONNECT_TIMEOUT = 10   -- ssh's ConnectTimeout (a host's connect_timeout=)
+M.HELLO_AFTER = 20       -- the hello deadline: connect_timeout + this
+
+-- "ssh -p 2222 user@host" / "/usr/bin/ssh -i key user@host": the words
+-- before the destination are ssh's options.
+local function ssh_command(h, s, i)
+  local w = words(s)
+  if #w < 2 or not (w[1] == "ssh" or w[1]:match("/ssh$")) then
+    fail("hosts[%d] %q is not a host (expected [N/][user@]host[:port], or \"ssh [options] [user@]host\")", i, s)
+  end
+  h.ssh = w[1]
+  h.ssh_options = {}
+  local k = 2
+  while k < #w do
+    if w[k] == "-p" then h.port = tonumber(w[k + 1]); k = k + 2
+      if not h.port then fail("hosts[%d] %q: -p needs a port number", i, s) end
+    elseif w[k] == "-l" then h.user = w[k + 1]; k = k + 2
+    else h.ssh_options[#h.ssh_options + 1] = w[k]; k = k + 1 end
+  end
+  if k ~= #w then fail("hosts[%d] %q: the last word must be the host", i, s) end
+  return w[#w]
 end
-local words = M.words
 
 --- GNU parallel's -j forms relative to a CPU count: "N%" of the CPUs,
 -- "+N" or "-N" CPUs, never below 1. Returns function(cpus) -> slots, or
@@ -42,18 +64,19 @@ function M.parse(spec, i)
     h = {}
     local n, rest = s:match("^(%d+)/(.*)$")
     if n then h.slots, s = tonumber(n), rest end
+    if s:find("%s") then s = ssh_command(h, s, i) end
     if s == ":" then
       h.host = ":"
     else
       -- "[user@]host[:port]"; an IPv6 literal goes in brackets.
-      local user, r = s:match("^([^@]+)@(.+)$")
+      local user, r = s:match("^(.+)@([^@]+)$")
       if user then h.user, s = user, r end
       local v6, port6 = s:match("^%[(.+)%]:?(%d*)$")
       if v6 then
-        h.host, h.port = v6, tonumber(port6)
+        h.host, h.port = v6, tonumber(port6) or h.port
       else
         local host, port = s:match("^([^:]+):(%d+)$")
-        h.host, h.port = host or s, tonumber(port)
+        h.host, h.port = host or s, tonumber(port) or h.port
       end
     end
   elseif type(spec) == "table" then
@@ -71,9 +94,29 @@ function M.parse(spec, i)
   if h.slots ~= nil and (math.type(h.slots) ~= "integer" or h.slots < 1) then
     fail("hosts[%d].slots must be a positive integer, or N%%, +N or -N of its CPUs", i)
   end
-  if h.port ~= nil and math.type(h.port) ~= "integer" then fail("hosts[%d].port must be an integer", i) end
+  if h.host ~= ":" and not (h.host:match("^[%w_][%w%.%-_]*$") or h.host:match("^[%x:]+:[%x:%.]*$")) then
+    fail("hosts[%d]: %q is not a host name or address (letters, digits, '.', '-', '_'; an IPv6 address in [])",
+      i, h.host)
+  end
+  if h.user ~= nil and (type(h.user) ~= "string" or not h.user:match("^[%w_][%w%.%-_]*%$?$")) then
+    fail("hosts[%d]: %q is not a user name (letters, digits, '.', '-', '_')", i, tostring(h.user))
+  end
+  if h.port ~= nil and (math.type(h.port) ~= "integer" or h.port < 1 or h.port > 65535) then
+    fail("hosts[%d].port must be an integer from 1 to 65535, got %s", i, tostring(h.port))
+  end
+  for _, k in ipairs({ "connect_timeout", "hello_timeout" }) do
+    if h[k] ~= nil and (type(h[k]) ~= "number" or not (h[k] > 0)) then
+      fail("hosts[%d].%s must be a positive number of seconds", i, k)
+    end
+  end
+  if h.max_frame ~= nil and (math.type(h.max_frame) ~= "integer" or h.max_frame < 1024) then
+    fail("hosts[%d].max_frame must be an integer of at least 1024 (bytes)", i)
+  end
   if h.ssh_options ~= nil and type(h.ssh_options) ~= "table" then
     fail("hosts[%d].ssh_options must be a list of strings (or one string)", i)
+  end
+  for k, o in ipairs(h.ssh_options or {}) do
+    if type(o) ~= "string" then fail("hosts[%d].ssh_options[%d] must be a string", i, k) end
   end
   if h.env ~= nil and type(h.env) ~= "table" then fail("hosts[%d].env must be a table", i) end
   if h.lua ~= nil and type(h.lua) ~= "string" then fail("hosts[%d].lua must be a string", i) end
@@ -84,6 +127,10 @@ function M.parse(spec, i)
     fail("hosts[%d].heartbeat must be a positive number of seconds", i)
   end
   h.lua = h.lua or "lua5.4"
+  h.heartbeat = h.heartbeat or M.HEARTBEAT
+  h.connect_timeout = h.connect_timeout or M.CONNECT_TIMEOUT
+  h.hello_timeout = h.hello_timeout or (h.connect_timeout + M.HELLO_AFTER)
+  h.max_frame = h.max_frame or wire.FRAME_MAX
   h.name = h.host == ":" and ":" or ((h.user and h.user .. "@" or "") .. h.host .. (h.port and ":" .. h.port or ""))
   return h
 end

@@ -15,11 +15,11 @@
 -- for each other. Outside one, each srun makes its own one-task job.
 
 local validate = require "luaconcurrent.validate"
-local hosts = require "luaconcurrent.remote.hosts"
+local wire = require "luaconcurrent.remote.wire"
 
 local M = {}
 
-local fail, words = validate.fail, hosts.words
+local fail, words = validate.fail, wire.words
 
 local function executable(path)
   -- io.open succeeds on directories too; "rb" + read tells them apart.
@@ -80,8 +80,10 @@ function M.expand(spec, i, parse, default_slots)
   end
   local t = {}
   for k = 1, n do
+    -- A step waiting for its resources is a session not up yet: no hello
+    -- deadline unless one is given (tasks run on the steps that are up).
     local h = parse({ host = "slurm", lua = spec.lua, luaconcurrent = spec.luaconcurrent, env = spec.env,
-      heartbeat = spec.heartbeat }, i)
+      heartbeat = spec.heartbeat, hello_timeout = spec.hello_timeout or math.huge }, i)
     h.slurm, h.slots, h.step, h.srun, h.srun_options = true, 1, k, srun, options
     t[k] = h
   end

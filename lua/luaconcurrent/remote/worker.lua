@@ -3,8 +3,11 @@
 -- starts it over one ssh session as
 --     trap '' PIPE; exec lua5.4 -e '<loader>'
 -- and sends "<length>\n" and this file's text (after a `local CFG = {...}`
--- line) on stdin; the loader reads exactly that and runs it. Nothing else
--- is sent until this worker says hello.
+-- line and remote/wire.lua's text as `local wire`) on stdin; the loader
+-- reads exactly that and runs it. Nothing else is sent until this worker
+-- says hello (after wire.MARK: the local side skips what the login printed
+-- before it). What it needs (mktemp, mkfifo, setsid) is checked first: a
+-- host without it is refused with a frame saying why.
 --
 -- Plain Lua cannot wait on two things at once, so everything the worker
 -- waits for arrives as lines on one FIFO in a private temp directory:
@@ -25,26 +28,20 @@
 -- TERM to the group, KILL after the grace); H (heartbeat, answered with
 -- hb); P x (answered with pong x: a round trip over the channel, for
 -- measuring).
--- Answers on stdout, length-prefixed (string.pack "<s4"), each a frame of
--- "<s4" fields: hello version ncpu lua_version env_default "lua" "" ""
--- node (node: SLURMD_NODENAME in a Slurm step, else "") | done tid status stdout
--- stderr pgid | hb | pong x.
--- On EOF, or no message for CFG.hb_timeout seconds, every group this worker
--- started gets TERM, then KILL, and the worker exits.
+-- Answers on stdout: the frames of remote/wire.lua (hello, refuse, bye,
+-- done, hb, pong).
+-- On EOF, every group this worker started gets TERM, then KILL, and the
+-- worker exits. No message for CFG.hb_timeout seconds: the same, but it
+-- says bye (why) and sends no more results: the local side counts the
+-- session lost and runs its tasks again.
 
+-- luacheck: read globals CFG wire (locals of the text this is sent in)
 local CFG = CFG or {}
-local PROTOCOL = "1"
 local grace = tonumber(CFG.grace) or 0.1
 local hb_timeout = tonumber(CFG.hb_timeout) or 60
 local lua = CFG.lua or "lua5.4"
 
-local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
-local UNESC = { ["\\"] = "\\", n = "\n", t = "\t" }
-local function split(msg)
-  local t = {}
-  for f in (msg .. "\t"):gmatch("([^\t]*)\t") do t[#t + 1] = (f:gsub("\\(.)", UNESC)) end
-  return t
-end
+local q, split = wire.quote, wire.split
 
 local function readcmd(cmd)
   local p = io.popen(cmd, "r")
@@ -58,21 +55,30 @@ out:setvbuf("full")
 local alive = true   -- the channel to the local side
 local function send(...)
   if not alive then return end
-  local n = select("#", ...)
-  local frame = string.pack("<" .. string.rep("s4", n), ...)
-  if not out:write(string.pack("<s4", frame)) then alive = false end
+  if not out:write(wire.frame(...)) then alive = false end
 end
 
-local dir = readcmd('mktemp -d "${TMPDIR:-/tmp}/lcremote.XXXXXX" 2>/dev/null'):match("[^\n]+")
-if not dir then
-  io.stderr:write("luaconcurrent remote worker: mktemp -d failed\n")
-  os.exit(2)
+-- A host that cannot run this worker is refused, saying why.
+local function refuse(why)
+  out:write(wire.MARK)
+  send("refuse", why)
+  out:flush()
+  os.exit(0, true)
 end
+
+local missing = {}
+for _, prog in ipairs({ "setsid", "mkfifo", "mktemp", "env" }) do
+  if not os.execute("command -v " .. prog .. " >/dev/null 2>&1") then missing[#missing + 1] = prog end
+end
+if #missing > 0 then
+  refuse("the plain worker needs " .. table.concat(missing, ", ") .. " on the host's PATH")
+end
+local dir = readcmd('mktemp -d "${TMPDIR:-/tmp}/lcremote.XXXXXX" 2>/dev/null'):match("[^\n]+")
+if not dir then refuse("mktemp -d failed in ${TMPDIR:-/tmp}") end
 local fifo = dir .. "/ev"
 if not os.execute("mkfifo " .. q(fifo)) then
-  io.stderr:write("luaconcurrent remote worker: mkfifo failed\n")
   os.execute("rm -rf " .. q(dir))
-  os.exit(2)
+  refuse("mkfifo failed in " .. dir)
 end
 
 -- The forwarder: stdin lines to the FIFO in atomic pieces. Started first,
@@ -171,7 +177,9 @@ local function finish_exit()
 end
 
 local nproc = tonumber(readcmd("getconf _NPROCESSORS_ONLN 2>/dev/null")) or tonumber(readcmd("nproc 2>/dev/null")) or 1
-send("hello", PROTOCOL, tostring(nproc), _VERSION, env_default and "1" or "0", "lua", "", "",
+out:write(wire.MARK)
+send("hello", wire.PROTOCOL, tostring(math.max(1, math.min(nproc, wire.MAX_CPUS))), _VERSION,
+  env_default and "1" or "0", "lua", "", "",
   os.getenv("SLURMD_NODENAME") or "")
 out:flush()
 
@@ -210,7 +218,13 @@ for line in ev:lines() do
     end
   elseif tag == "T" then
     if closing then closing_ticks = closing_ticks + 1 end
-    if not closing and os.time() - last_heard > hb_timeout then shutdown_start() end
+    if not closing and os.time() - last_heard > hb_timeout then
+      -- Not the tasks' failure: the session is over, they run again.
+      send("bye", string.format("the worker heard nothing for %d s and gave up", os.time() - last_heard))
+      out:flush()
+      alive = false
+      shutdown_start()
+    end
   elseif tag == "E" then
     alive = false
     shutdown_start()
