@@ -10,9 +10,11 @@
 -- retried with backoff like a refused ssh.
 --
 -- Inside an allocation (SLURM_JOB_ID set, or --jobid given) the steps share
--- it: --exact gives each step only its one CPU and --mem=0 claims none of
--- the job's memory, so the slots' steps run side by side instead of waiting
--- for each other. Outside one, each srun makes its own one-task job.
+-- it: --exact gives each step only its one CPU, and --mem=0 gives a step
+-- the job's memory without reserving any of it against the other steps
+-- (srun(1); Slurm still shows each step with the job's whole memory), so
+-- the slots' steps run side by side instead of waiting for each other.
+-- Outside one, each srun makes its own one-task job.
 
 local validate = require "luaconcurrent.validate"
 local wire = require "luaconcurrent.remote.wire"
