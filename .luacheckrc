@@ -28,15 +28,3 @@ files["lua/luaconcurrent/remote/worker.lua"] = { read_globals = { "CFG" } }
 files["spec/fixtures/cli_args.lua"] = { read_globals = { "x" } }
 -- The reference loop stores results as the runner does, to count the cost.
 files["scripts/bench/w5ir.lua"] = { ignore = { "241/result" }, max_line_length = false }
-
--- Warnings in files other work owns, listed here so that `make check` stays
--- usable meanwhile; each goes when its owner fixes it.
-files["lua/luaconcurrent/remote/executor.lua"] = { ignore = { "631" } }
-files["lua/luaconcurrent/remote/hosts.lua"] = { ignore = { "631", "581" } }
-files["lua/luaconcurrent/runner.lua"] = { ignore = { "431/tasks", "212/self" } }
-files["lua/luaconcurrent/worker.lua"] = { ignore = { "431/read_frame" } }
-files["spec/engine_spec.lua"] = { std = "+busted", max_line_length = false, ignore = { "311/r" } }
-files["spec/marshal_fuzz_spec.lua"] = { std = "+busted", max_line_length = false, ignore = { "212/t" } }
-files["spec/marshal_spec.lua"] = { std = "+busted", max_line_length = false, ignore = { "411/g2" } }
-files["spec/oom_spec.lua"] = { std = "+busted", max_line_length = false, ignore = { "211/o" } }
-files["spec/remote_spec.lua"] = { std = "+busted", max_line_length = false, ignore = { "431/code" } }

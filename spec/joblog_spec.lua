@@ -47,9 +47,6 @@ end
 
 local function have(cmd) return helpers.sh("command -v " .. cmd) ~= "" end
 
--- Fails until it has been run `n` times for its key (counted in a file).
-local FLAKY = [==[n=$(cat "$0.$1" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$0.$1"; [ $n -ge "$1" ]]==]
-
 describe("joblog", function()
   helpers.leak_check(before_each, after_each)
 

@@ -75,7 +75,7 @@ local function corpus()
   local function get() return n end
   local cfg = { name = "cfg", list = { 1, 2.5, "three", true, false }, [1.5] = -0.0 }
   cfg.self = cfg
-  local mt = { __index = function(t, k) return k end }
+  local mt = { __index = function(_, k) return k end }
   local obj = setmetatable({ x = 1 }, mt)
   local shared = { "shared" }
   local h

@@ -97,7 +97,7 @@ describe("out of memory inside Lua", function()
     -- every 61st allocation point up to well past the end of the run (about
     -- 6 500 allocations today)
     for n = 1, 9000, 61 do
-      local o, e, c = helpers.sh("LC_FAIL_ALLOC_AT=" .. n .. " " .. helpers.q(OOM) .. " "
+      local _, e, c = helpers.sh("LC_FAIL_ALLOC_AT=" .. n .. " " .. helpers.q(OOM) .. " "
         .. helpers.q(script) .. " " .. marker)
       if c == 0 then
         finished = finished + 1

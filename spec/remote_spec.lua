@@ -358,12 +358,12 @@ describe("remote hosts #remote", function()
     end)
 
     it("keep stdout (10 MiB, every byte value) and stderr apart and binary-safe; env, cwd and input work", function()
-      local code = [[
+      local src = [[
         local s = {} for i = 0, 255 do s[#s + 1] = string.char(i) end
         s = table.concat(s):rep(40960)        -- 10 MiB, every byte value
         io.stdout:write(s) io.stderr:write("err\0\255", os.getenv("LCX") or "-", os.getenv("HOME") and "H" or "noH")
         io.stderr:write(io.read("a"), (io.popen("pwd"):read("l")))]]
-      local r = run({ "lua5.4", "-e", code }, { { 1 } },
+      local r = run({ "lua5.4", "-e", src }, { { 1 } },
         { hosts = { host() }, env = { LCX = "x y\nz", HOME = false }, cwd = "/tmp", input = "in\0put" })
       local s = {}
       for i = 0, 255 do s[#s + 1] = string.char(i) end

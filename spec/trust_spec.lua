@@ -122,7 +122,7 @@ describe("worker processes send only data back", function()
       local a = res.answer
       if type(a) == "table" then
         pcall(function()
-          local _ = a.x, #a, tostring(a), a == {}
+          local _, _, _, _ = a.x, #a, tostring(a), a == {}
           for _ in pairs(a) do end
         end)
       elseif type(a) == "function" then
@@ -231,9 +231,9 @@ describe("worker processes send only data back", function()
     for id = 1, 100 do ups[select(2, core.marshal_worker_keys(id))] = id end
     assert.is_truthy(ups[r[1].answer])
     -- and what it tags is data to the runner, never code
-    local forged = core.marshal_keyed(r[1].answer, nil, function() return 1 end)
-    assert.is_false(pcall(core.unmarshal_string, forged))
-    local ok, err = pcall(core.unmarshal_data, forged, { key = r[1].answer })
+    local tagged = core.marshal_keyed(r[1].answer, nil, function() return 1 end)
+    assert.is_false(pcall(core.unmarshal_string, tagged))
+    local ok, err = pcall(core.unmarshal_data, tagged, { key = r[1].answer })
     assert.is_false(ok)
     assert.are.equal("luaconcurrent: answer refused: a function value at [1] (code never comes back)", err)
   end)

@@ -64,8 +64,8 @@ for kind, name in pairs(EXECUTORS) do EXECUTORS[kind] = require(name) end
 local Runner = {}
 Runner.__index = Runner
 
-local function new_runner(class, pargs, tasks, ...)
-  local self = options.runner(class, pargs, tasks, ...)
+local function new_runner(class, pargs, task_list, ...)
+  local self = options.runner(class, pargs, task_list, ...)
   local check = EXECUTORS[self.kind].check
   local refused = check and check(self)
   if refused then fail("%s", refused) end
@@ -238,10 +238,10 @@ local function run_tasks(self, st)
       for index in pairs(st.active) do ex:cancel(index, "halted: " .. self.halt) end
     end
   end
-  local limit, on_start, verb = ex.slots, self.on_start, self.verb
+  local on_start, verb = self.on_start, self.verb
   check_signals(st)
   while true do
-    limit = ex.slots    -- it may change during the run (remote hosts come and go)
+    local limit = ex.slots    -- it may change during the run (remote hosts come and go)
     if list and st.direct and st.again[1] == nil and not st.exhausted then
       start_direct(st, ex, source, list, limit, on_start)
     end
@@ -293,7 +293,7 @@ end
 -- still reaches the joblog and the callbacks, so none is known only to
 -- run.result; unless a callback's error stopped the run: a broken
 -- callback is not called again. The first error is the one run_all raises.
-local function stopped_reports(self, st)
+local function stopped_reports(st)
   st.quiet = st.quiet or st.in_callback
   for _, t in ipairs(st.again) do st.store(t[1], ProcResult.not_started(t[2], t[3])) end
   for _, t in pairs(st.delayed) do st.store(t[1], ProcResult.not_started(t[2], t[3])) end
@@ -329,7 +329,7 @@ function Runner:run_all()
     local records = loop:close()
     st.stopping = true
     if st.ex then st.ex:stop(records) end
-    if st.flush then stopped_reports(self, st) end
+    if st.flush then stopped_reports(st) end
     if st.ctl then st.ctl:close() end
     tasks.fill_not_started(self, 1)
     self.ok = false

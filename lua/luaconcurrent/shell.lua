@@ -209,7 +209,8 @@ local function settings(o)
   if s.hosts then s.hosts = remote_slots(s.hosts, o.jobs) end
   if o.timeout then
     if o.timeout:match("%%$") then
-      usage_error("--timeout %s: a percentage of the median run time is not supported by lcparallel; give seconds", o.timeout)
+      usage_error("--timeout %s: a percentage of the median run time is not supported by lcparallel;"
+        .. " give seconds", o.timeout)
     end
     s.timeout = number_of("--timeout", o.timeout)
   end
@@ -356,7 +357,7 @@ function M.blocks_of(o, sources)
 end
 
 --- Run --pipe jobs: a block a job, on the engine's loop (parallel/pipe.lua).
-function M.run_pipe(o, s, blocks, c)
+function M.run_pipe(s, blocks, c)
   local pipe = require "luaconcurrent.parallel.pipe"
   local joblog = require "luaconcurrent.control.joblog"
   local log
@@ -654,7 +655,7 @@ function M.run_command_line(argv)
   -- A percentage of all jobs (--halt N%), or a bar's total: parallel reads
   -- the whole input first for these, and so does lcparallel.
   if pipe_mode then
-    return M.run_pipe(o, s, blocks, {
+    return M.run_pipe(s, blocks, {
       tpl = tpl, prog = prog, pargs = pargs, jobs_info = jobs_info, on_result = opts.on_result, spool = spool,
       on_start = opts.on_start, jobs = s.jobs == 0 and math.huge or s.jobs,
       halted = function() return halt_status ~= nil and halt_policy.when or nil end,

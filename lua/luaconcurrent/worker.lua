@@ -75,16 +75,16 @@ local function read_frame()
   return frames:read(len)
 end
 
---- Serve task frames (see the header) from read_frame() until it
+--- Serve task frames (see the header) from next_frame() until it
 -- returns nil, answering on fd out. fn is the task function if loaded,
 -- else the reason it is not.
-function M.serve(core, read_frame, out, loaded, fn, down)
+function M.serve(core, next_frame, out, loaded, fn, down)
   local unmarshal, now, write = core.unmarshal_keyed, core.now, core.marshal_write_data
   local unpack = string.unpack
   -- One answer frame of these values, data only, under the up-key
   -- (marshal_write_data raises before it writes anything).
   local function send(...) return write(out, ...) end
-  for frame in read_frame do
+  for frame in next_frame do
     local n = #frame >= 5 and unpack("<I4", frame) or 0
     local wrap = frame:byte(5) == 1
     local ok_read, tasks = pcall(function() return table.pack(unmarshal(down, frame:sub(6))) end)

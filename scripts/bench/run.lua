@@ -871,10 +871,10 @@ if want("W11") and HAVE_LC then
   local n = 110000000
   local file = WORK .. "/w11.txt"
   ok("seq " .. n .. " > " .. q(file))
-  local size = tonumber(sh("stat -c %s " .. q(file)))
-  local half = size // 2
+  local bytes = tonumber(sh("stat -c %s " .. q(file)))
+  local half = bytes // 2
   half = half + #sh("tail -c +" .. (half + 1) .. " " .. q(file) .. " | head -1") + 1
-  out("W11 --pipe: seq %d (%d bytes) through wc -l, -j2 --block 16M\n", n, size)
+  out("W11 --pipe: seq %d (%d bytes) through wc -l, -j2 --block 16M\n", n, bytes)
   local F = q(file)
   local rows = {
     { "lc-pipepart", LC .. " --parallel -j2 --pipepart -a " .. F .. " --block 16M wc -l" },

@@ -148,7 +148,7 @@ function Processes:arm(w, t_start)
   -- The start is the worker's word: one in the future (or NaN) would put
   -- the deadline off, so it is now at the latest.
   local t = now()
-  if not (t_start <= t) then t_start = t end
+  if not (t_start <= t) then t_start = t end  -- luacheck: ignore 581 (not <=: true for NaN too)
   self:disarm(w)
   w.timer = self.loop:timer(t_start + self.timeout)
   self.timers[w.timer] = w
@@ -288,7 +288,7 @@ local SHAPES = { start = "sf", ok = "sffbsi..", error = "sffbss" }
 function Processes:answered(w, n, what, t0, t1, more, a, b, c, d)
   local want = SHAPES[what]
   if not want or n ~= #want or not data_is(want, what, t0, t1, more, a, b)
-    or (what ~= "start" and not (t1 >= t0)) or (what == "ok" and b < 0) then
+    or (what ~= "start" and not (t1 >= t0)) or (what == "ok" and b < 0) then  -- luacheck: ignore 581 (refuses NaN)
     return self:refused(w, string.format("a message that is not an answer (%d values: %s %s %s %s ...)",
       n, type(what), type(t0), type(t1), type(more)))
   end

@@ -204,10 +204,10 @@ local MOD = {
   ["/."] = function(s) return noext(basename(s)) end,
 }
 
--- The values a part stands for in a job (records: its records; flat:
--- their values in one list): a list of strings, or a string (seq, slot:
+-- The values a part stands for in a job (flat: its records' values in
+-- one list): a list of strings, or a string (seq, slot:
 -- never quoted).
-local function values_of(part, records, flat, seq, slot)
+local function values_of(part, flat, seq, slot)
   if part.r == "seq" then return tostring(seq) end
   if part.r == "slot" then return tostring(slot) end
   local f = MOD[part.f]
@@ -235,14 +235,14 @@ end
 
 --- One word of the template for a job, as shell text (values quoted) or,
 -- direct = true, as argv words appended to out.
-local function expand_word(word, records, flat, seq, slot, q, out)
+local function expand_word(word, flat, seq, slot, q, out)
   local buf, present = {}, false
   for _, p in ipairs(word) do
     if type(p) == "string" then
       buf[#buf + 1] = p
       present = true
     else
-      local v = values_of(p, records, flat, seq, slot)
+      local v = values_of(p, flat, seq, slot)
       if type(v) == "string" then
         buf[#buf + 1] = v
         present = true
@@ -282,17 +282,17 @@ function M.expand(tpl, records, seq, slot, opts)
     else
       local reps = (X and has_all(word)) and #records or 1
       for k = 1, reps do
-        local recs, fl = records, flat
-        if X and reps > 1 or (X and has_all(word)) then recs = { records[k] }; fl = records[k] or {} end
+        local fl = flat
+        if X and reps > 1 or (X and has_all(word)) then fl = records[k] or {} end
         if wordq then
           -- -q: the word with its values inserted as they are, quoted whole
-          local w = expand_word(word, recs, fl, seq, slot, false)
+          local w = expand_word(word, fl, seq, slot, false)
           if direct then out[#out + 1] = w
           else text[#text + 1] = (k > 1 and " " or "") .. quote(w) end
         elseif direct then
-          expand_word(word, recs, fl, seq, slot, false, out)
+          expand_word(word, fl, seq, slot, false, out)
         else
-          text[#text + 1] = (k > 1 and " " or "") .. expand_word(word, recs, fl, seq, slot, q)
+          text[#text + 1] = (k > 1 and " " or "") .. expand_word(word, fl, seq, slot, q)
         end
       end
     end

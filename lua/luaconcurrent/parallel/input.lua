@@ -95,7 +95,8 @@ function M.lua_pattern(re)
       out[#out + 1] = "."
       i = i + 1
     elseif c:match("[()|{}^$]") then
-      usage_error("--colsep %q: lcparallel takes simple regular expressions only (characters, classes, \\t \\s \\d, + * ?), not %s", re, c)
+      usage_error("--colsep %q: lcparallel takes simple regular expressions only"
+        .. " (characters, classes, \\t \\s \\d, + * ?), not %s", re, c)
     else
       out[#out + 1] = c:match("%W") and "%" .. c or c
       i = i + 1
@@ -117,7 +118,7 @@ local function split(s, pat)
 end
 
 --- The sources' readers: each a function returning the next value.
-local function readers(o, sources, delim)
+local function readers(sources, delim)
   local t = {}
   for k, s in ipairs(sources) do
     if s.kind == "list" then
@@ -153,7 +154,7 @@ end
 function M.records(o, sources)
   local delim = M.delimiter(o.delimiter)
   if #sources == 0 then sources = { { kind = "file", path = "-" } } end
-  local reads = readers(o, sources, delim)
+  local reads = readers(sources, delim)
   local colpat = o.colsep and M.lua_pattern(o.colsep)
   local skip_empty = o.no_empty
 

@@ -105,7 +105,7 @@ function M.parse(spec, i)
     fail("hosts[%d].port must be an integer from 1 to 65535, got %s", i, tostring(h.port))
   end
   for _, k in ipairs({ "connect_timeout", "hello_timeout" }) do
-    if h[k] ~= nil and (type(h[k]) ~= "number" or not (h[k] > 0)) then
+    if h[k] ~= nil and (type(h[k]) ~= "number" or not (h[k] > 0)) then  -- luacheck: ignore 581 (refuses NaN)
       fail("hosts[%d].%s must be a positive number of seconds", i, k)
     end
   end
@@ -120,10 +120,11 @@ function M.parse(spec, i)
   end
   if h.env ~= nil and type(h.env) ~= "table" then fail("hosts[%d].env must be a table", i) end
   if h.lua ~= nil and type(h.lua) ~= "string" then fail("hosts[%d].lua must be a string", i) end
-  if h.luaconcurrent ~= nil and h.luaconcurrent ~= false and (type(h.luaconcurrent) ~= "string" or h.luaconcurrent == "") then
+  if h.luaconcurrent ~= nil and h.luaconcurrent ~= false
+    and (type(h.luaconcurrent) ~= "string" or h.luaconcurrent == "") then
     fail("hosts[%d].luaconcurrent must be a path (or false: always the plain-Lua worker)", i)
   end
-  if h.heartbeat ~= nil and (type(h.heartbeat) ~= "number" or not (h.heartbeat > 0)) then
+  if h.heartbeat ~= nil and (type(h.heartbeat) ~= "number" or not (h.heartbeat > 0)) then  -- luacheck: ignore 581 (NaN)
     fail("hosts[%d].heartbeat must be a positive number of seconds", i)
   end
   h.lua = h.lua or "lua5.4"
