@@ -573,23 +573,18 @@ function M.run_command_line(argv)
   -- bar aside for each job's output and draw it last)
   local api_out = opts.progress and out_mode == "group" and not results_w and not o.files
     and not (o.verbose and o.verbose > 0)
+  -- The run's own output modes print these: each line tagged as parallel does
+  local function job_tag(res)
+    local info = jobs_info[res.key]
+    return info and (tag_of(o, names, info[1], res.key, info[3]) .. "\t") or ""
+  end
   if api_out then
     opts.output = keep and "ordered" or "stream"
-    if tagged then
-      opts.tag = function(res)
-        local info = jobs_info[res.key]
-        return info and (tag_of(o, names, info[1], res.key, info[3]) .. "\t") or ""
-      end
-    end
+    if tagged then opts.tag = job_tag end
   end
   if (out_mode == "lines" or out_mode == "ungroup") and not results_w then
     opts.output = "lines"
-    if tagged then
-      opts.tag = function(res)
-        local info = jobs_info[res.key]
-        return info and (tag_of(o, names, info[1], res.key, info[3]) .. "\t") or ""
-      end
-    end
+    if tagged then opts.tag = job_tag end
   end
 
   opts.on_start = function(seq)
