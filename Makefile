@@ -93,7 +93,7 @@ demo: deps
 BUSTED := lua5.4 /usr/bin/busted
 # A bound on the whole run (seconds), so that a hang (a broken timeout, a
 # lost wake-up) fails the run loudly, naming the test that was running,
-# instead of stalling it and CI. The suite takes about four minutes on two
+# instead of stalling it and CI. The suite takes about six minutes on two
 # cores; the sanitizer builds run several times slower.
 TEST_TIMEOUT  ?= 900
 CHECK_TIMEOUT ?= 3600
