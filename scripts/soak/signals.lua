@@ -175,7 +175,9 @@ local function round(kind, sig, twice, n_round)
     bad("%d tasks that ran to their end are in run.result but were never passed to on_result (keys %s)",
       unreported, s_line:match("keys=(%S*)"))
   end
-  if good + interrupted >= N then bad("the signal came after the run ended (%d results)", good + interrupted) end
+  -- A run the signal reached has Interrupted results; thread workers report
+  -- every task they were handed ahead, so all N printed is no sign of lateness.
+  if good >= N then bad("the signal came after the run ended (%d results, all ok)", good) end
   if nbad > 5 then R:line("  %s: %d failures in all", label, nbad) end
   if not ok then
     failed_rounds = failed_rounds + 1
