@@ -6,6 +6,7 @@ BINDIR     ?= $(PREFIX)/bin
 LUADIR     ?= $(PREFIX)/share/lua/5.4
 LIBDIR     ?= $(PREFIX)/lib/lua/5.4
 MANDIR     ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
 # The Lua to build with. LuaRocks passes its own (LUA, LUA_INCDIR,
 # LUA_LIBDIR: a hererocks or source-built Lua as well as Debian's); without
 # them, Debian's lua5.4 and pkg-config. LUA_INCDIR is used when it holds
@@ -254,7 +255,7 @@ man:
 
 install: $(EXE) $(SO)
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/luaconcurrent \
-	  $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3 \
+	  $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3 $(DESTDIR)$(BASHCOMPDIR) \
 	  $(foreach d,$(SUBDIRS),$(DESTDIR)$(LUADIR)/luaconcurrent/$(d))
 	install -m 755 $(EXE) $(DESTDIR)$(BINDIR)/luaconcurrent
 	ln -sf luaconcurrent $(DESTDIR)$(BINDIR)/lcparallel
@@ -263,11 +264,12 @@ install: $(EXE) $(SO)
 	install -m 755 $(SO) $(DESTDIR)$(LIBDIR)/luaconcurrent/core.so
 	install -m 644 man/luaconcurrent.1 man/lcparallel.1 $(DESTDIR)$(MANDIR)/man1/
 	install -m 644 man/luaconcurrent.3 $(DESTDIR)$(MANDIR)/man3/
+	install -m 644 scripts/completion/lcparallel.bash $(DESTDIR)$(BASHCOMPDIR)/lcparallel
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/luaconcurrent $(DESTDIR)$(BINDIR)/lcparallel
 	rm -f $(DESTDIR)$(MANDIR)/man1/luaconcurrent.1 $(DESTDIR)$(MANDIR)/man1/lcparallel.1 \
-	  $(DESTDIR)$(MANDIR)/man3/luaconcurrent.3
+	  $(DESTDIR)$(MANDIR)/man3/luaconcurrent.3 $(DESTDIR)$(BASHCOMPDIR)/lcparallel
 	rm -rf $(DESTDIR)$(LUADIR)/luaconcurrent $(DESTDIR)$(LIBDIR)/luaconcurrent
 
 clean:

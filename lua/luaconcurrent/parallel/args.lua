@@ -20,6 +20,8 @@ local OPTIONS = {}
 local function opt(names, key, kind, value)
   for name in names:gmatch("[^|]+") do OPTIONS[name] = { key = key, kind = kind, value = value } end
 end
+-- Read by spec/completion_spec.lua: the bash completion's option list must match.
+M.OPTIONS = OPTIONS
 
 opt("j|jobs|P|max-procs|maxprocs", "jobs", "value")
 opt("timeout", "timeout", "value")
