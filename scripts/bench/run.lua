@@ -25,6 +25,12 @@
 --       the same four hosts with and without -M (--controlmaster) on 80
 --       tasks; per-task times, tasks/s and ratios. Skipped, saying why,
 --       when sshd cannot start (needs root and openssh-server).
+--   W10 many hosts: 128 x echo on 32 loopback hosts (127.0.0.10-41, two
+--       private sshds of 16 listen addresses each), 1 slot each, by
+--       scripts/bench/w10.lua: time to the first result, to all hosts up
+--       (a second run whose tasks sleep 1 s first), the whole run and the
+--       runner's peak RSS, against GNU parallel with the same 32 -S logins
+--       (first output, whole run; at most 2 runs). Skipped like W9.
 --   W11 --pipe: seq 110000000 (~1 GB) through wc -l with --pipepart -a FILE
 --       and cat FILE | --pipe, -j2 --block 16M, against GNU parallel and the
 --       limits (two dd halves into wc -l; cat FILE | wc -l)
@@ -44,7 +50,7 @@
 --
 -- Environment:
 --   BENCH_RUNS=5            repetitions per workload
---   BENCH_ONLY="W1 W2 W3 W4 W5 W6 W7 W8 W9 W11" workloads to run
+--   BENCH_ONLY="W1 W2 W3 W4 W5 W6 W7 W8 W9 W10 W11" workloads to run
 --   BENCH_STRICT=1          exit 1 when a target fails (0: report only)
 --   LC_BIN=build/luaconcurrent
 --   BENCH_W3DIR             where xargs/parallel put W3's captured output
@@ -58,7 +64,7 @@ local now = core.now
 local ROOT = assert(os.getenv("BENCH_ROOT"), "run me through scripts/bench.sh")
 local BDIR = ROOT .. "/scripts/bench"
 local RUNS = os.getenv("BENCH_RUNS") or "5"
-local ONLY = " " .. (os.getenv("BENCH_ONLY") or "W1 W2 W3 W4 W5 W6 W7 W8 W9 W11") .. " "
+local ONLY = " " .. (os.getenv("BENCH_ONLY") or "W1 W2 W3 W4 W5 W6 W7 W8 W9 W10 W11") .. " "
 local STRICT = (os.getenv("BENCH_STRICT") or "1") == "1"
 local LC = os.getenv("LC_BIN") or (ROOT .. "/build/luaconcurrent")
 local PAR = "parallel --will-cite"
@@ -856,6 +862,79 @@ if want("W9") and HAVE_LC then
       ("%s (-M: %s)"):format(x_(ratio(per.parallel, per.lc)), x_(ratio(per["parallel-M"], per.lc))))
     target("W9: >= 10x GNU parallel -S -M throughput", okl and per["parallel-M"] ~= nil and per["parallel-M"] / per.lc >= 10,
       x_(ratio(per["parallel-M"], per.lc)))
+    out("\n")
+  end
+end
+
+-- ---------------------------------------------------------------- W10
+
+-- Many hosts: scripts/bench/w10.lua (its own two sshds: 32 loopback hosts,
+-- 127.0.0.10-41, 1 slot each, 128 `echo` tasks) as three processes, each
+-- under its own guard: luaconcurrent on bare echos BENCH_RUNS times (first
+-- result, whole run, the runner's peak RSS); luaconcurrent once on
+-- `sleep 1; echo`, so that the run lasts until every host is up (128 bare
+-- echos end before most hosts say hello); GNU parallel with the same 32
+-- -S logins (first output, whole run; at most 2 runs of ~10-45 s). The
+-- script checks every result's output; a run with a bad one is not valid.
+if want("W10") and HAVE_LC then
+  local nh, nt = 32, 128
+  local npar = math.min(RUNS, 2)
+  out("W10 many hosts: %d loopback hosts (2 sshds), 1 slot each, %d x echo, beside GNU parallel -S\n", nh, nt)
+  local LC_ROW = "lc%s+run %d+: first result ([%d.-]+) s, all %d+ hosts up ([^,]+), total ([%d.]+) s, "
+    .. "%d+ hosts used, (%d+) bad results, peak RSS ([%d-]+) kB"
+  local PAR_ROW = "parallel run %d+: first output ([%d.-]+) s, total ([%d.]+) s, (%d+) lines"
+  local function w10(tool, limit, env, runs, sleep)
+    local outf = WORK .. "/w10." .. tool .. ".out"
+    run("w10", tool, limit, "/dev/null", outf, { "env", env, LC, BDIR .. "/w10.lua", nh, nt, "engine", runs, sleep })
+    local rows, bad, s = {}, 0, read(outf) or ""
+    if tool == "parallel" then
+      for f, t, n in s:gmatch(PAR_ROW) do
+        rows[#rows + 1] = { first = tonumber(f), total = tonumber(t) }
+        if tonumber(n) ~= nt then bad = bad + 1 end
+      end
+    else
+      for f, u, t, b, rss in s:gmatch(LC_ROW) do
+        rows[#rows + 1] = { first = tonumber(f), up = tonumber(u:match("^([%d.]+) s$")), total = tonumber(t),
+          rss = tonumber(rss) }
+        bad = bad + tonumber(b)
+      end
+    end
+    mark("w10", tool, (last.rc == 0 and #rows == runs and bad == 0) and "ok"
+      or ("bad:rc=%d,%d/%d runs,%d bad"):format(last.rc, #rows, runs, bad))
+    said(tool)
+    return rows
+  end
+  local function med(rows, k)
+    local xs = {}
+    for _, r in ipairs(rows) do if r[k] and r[k] >= 0 then xs[#xs + 1] = r[k] end end
+    return median(xs), xs
+  end
+  progress(1)
+  local lrows = w10("lc", 60 + 10 * RUNS, "W10_PARALLEL=0", RUNS, 0)
+  local urows = w10("lc-up", 60, "W10_PARALLEL=0", 1, 1)
+  local prows = w10("parallel", 150, "W10_LC=0", npar, 0)
+  out("\n")
+  if #lrows == 0 and #urows == 0 and #prows == 0 then
+    out("  SKIPPED: %s\n\n", ((read(WORK .. "/w10.lc.err") or "?"):gsub("%s+$", "")))
+  else
+    local lf, lt, pf, pt = med(lrows, "first"), med(lrows, "total"), med(prows, "first"), med(prows, "total")
+    local uf, uu, ut = med(urows, "first"), med(urows, "up"), med(urows, "total")
+    local _, rss = med(lrows, "rss")
+    local row = "  %-36s %12s %12s %9s %10s  %s\n"
+    out(row, "tool (medians)", "first result", "all hosts up", "total", "runner RSS", "runs ok")
+    out(row, "luaconcurrent, engine mode, echo", s_(lf), "(ends first)", s_(lt),
+      #rss > 0 and string.format("%.1fM", max(rss) / 1024) or "n/a", valid("w10") and ("%d/%d"):format(RUNS, RUNS) or ("0/%d"):format(RUNS))
+    show_err("w10", "lc")
+    out(row, "luaconcurrent, sleep 1; echo", s_(uf), s_(uu), s_(ut), "", valid("w10", "lc-up") and "1/1" or "0/1")
+    show_err("w10", "lc-up")
+    out(row, "GNU parallel, the same 32 -S", s_(pf), "", s_(pt), "",
+      valid("w10", "parallel") and ("%d/%d"):format(npar, npar) or ("0/%d"):format(npar))
+    show_err("w10", "parallel")
+    out("  (against GNU parallel: first result %s sooner, whole run %s faster)\n", x_(ratio(pf, lf)), x_(ratio(pt, lt)))
+    target("W10: first result <= 0.5 s", valid("w10") and lf ~= nil and lf <= 0.5,
+      ("%s (parallel %s)"):format(s_(lf), s_(pf)))
+    target("W10: all 32 hosts up <= 1.5 s", valid("w10", "lc-up") and uu ~= nil and uu <= 1.5, s_(uu))
+    target("W10: whole run <= 2 s", valid("w10") and lt ~= nil and lt <= 2, ("%s (parallel %s)"):format(s_(lt), s_(pt)))
     out("\n")
   end
 end

@@ -7,7 +7,9 @@
 -- bare echos end before most hosts have said hello.)
 -- Prints, per run: the time to the first result, to every host up, the
 -- whole run (run_all), and the runner's peak RSS; for GNU parallel the
--- time to its first output line and the whole run. Needs root and
+-- time to its first output line and the whole run. W10_PARALLEL=0 skips
+-- GNU parallel, W10_LC=0 skips luaconcurrent (scripts/bench/run.lua runs
+-- them as separate processes, each under its own guard). Needs root and
 -- openssh-server (spec/fixtures/sshd_start.sh starts the servers; they are
 -- killed at the end).
 local here = (arg and arg[0] or ""):match("^(.*)/") or "."
@@ -43,7 +45,9 @@ for i = 1, nhosts do
 end
 local groups = {}
 for _, l in ipairs(listen) do if #l > 0 then groups[#groups + 1] = table.concat(l, ",") end end
-local out, ok = sh(q(ROOT .. "/spec/fixtures/sshd_start.sh") .. " " .. q(dir) .. " " .. port .. " 100:30:200 100 "
+io.stdout:setvbuf("line")   -- a run killed by its guard keeps the lines so far
+-- LC_SSHD_OWNER: the servers go when this process does, however it ends.
+local out, ok = sh("LC_SSHD_OWNER=$PPID " .. q(ROOT .. "/spec/fixtures/sshd_start.sh") .. " " .. q(dir) .. " " .. port .. " 100:30:200 100 "
   .. table.concat(groups, " "))
 if not ok then io.stderr:write("W10 skipped: sshd could not start\n"); os.exit(0) end
 local pids = {}
@@ -121,7 +125,7 @@ end
 io.write(string.format("W10: %d loopback hosts (2 sshds), 1 slot each, %d x %secho, luaconcurrent %s mode\n",
   nhosts, ntasks, sleep > 0 and ("sleep " .. sleep .. "; ") or "", mode))
 local ok_run, err = pcall(function()
-  for k = 1, runs do
+  for k = 1, os.getenv("W10_LC") == "0" and 0 or runs do
     local first, up, wall, bad, nwhere = lc_run()
     io.write(string.format("lc       run %d: first result %.3f s, all %d hosts up %s, total %.3f s, %d hosts used, "
       .. "%d bad results, peak RSS %d kB\n", k, first or -1, nhosts, up and string.format("%.3f s", up) or "never",
