@@ -63,10 +63,17 @@ describe("joblog", function()
       local log, here = dir .. "/remote.log", dir .. "/here.log"
       local out, err = helpers.run_lua(string.format([[
         local lc = require "luaconcurrent"
-        lc.ProcRunAsyncio({"sh", "-c"}, {{1, "echo a"}, {2, "echo b"}},
+        -- each task waits for the other to start: with one slot a host,
+        -- they run at once, one on each host (a run starts on the first
+        -- host up, so without the wait both could go to one host)
+        local gate = %q
+        local function task(me, other)
+          return "touch " .. gate .. me .. "; while [ ! -e " .. gate .. other .. " ]; do sleep 0.01; done; echo " .. me
+        end
+        lc.ProcRunAsyncio({"sh", "-c"}, {{1, task("a", "b")}, {2, task("b", "a")}},
           {hosts = {"1/fakehost.example", "1/user@otherhost:2222"}, joblog = %q, timeout = 60}):run_all()
         lc.ProcRunAsyncio({"sh", "-c"}, {{1, "echo a"}}, {joblog = %q}):run_all()
-      ]], log, here), "PATH=" .. helpers.q(dir) .. ":\"$PATH\"")
+      ]], dir .. "/started.", log, here), "PATH=" .. helpers.q(dir) .. ":\"$PATH\"")
       local hosts = {}
       for _, c in pairs(by_last(log)) do hosts[#hosts + 1] = c[2] end
       table.sort(hosts)
