@@ -13,6 +13,7 @@ local ProcResult = require "luaconcurrent.result"
 local validate = require "luaconcurrent.validate"
 local halt = require "luaconcurrent.control.halt"
 local joblog = require "luaconcurrent.control.joblog"
+local lines = require "luaconcurrent.control.lines"
 local output = require "luaconcurrent.control.output"
 local progress = require "luaconcurrent.control.progress"
 local timeline = require "luaconcurrent.control.timeline"
@@ -76,7 +77,7 @@ function M.new(run, describe)
   if run.resume then self.logged = joblog.read(log) end
   self.resume_failed = run.resume == "failed"
   if log then self.log = joblog.open(log, run.resume) end
-  if run.results then self.results = joblog.lines(run.results, "a", "results file") end
+  if run.results then self.results = lines.open(run.results, "a", "results file") end
   if run.progress then self.bar = progress.new() end
   if run.timeline then self.timeline, self.bars = run.timeline, {} end
   local bar = self.bar
