@@ -50,6 +50,21 @@ local function have(cmd) return helpers.sh("command -v " .. cmd) ~= "" end
 describe("joblog", function()
   helpers.leak_check(before_each, after_each)
 
+  it("writes whole lines from string pieces only: a number piece is refused, not converted", function()
+    -- a converted number would be a string only the stack holds, its
+    -- pointer kept past its life (core_file.c)
+    local core = require "luaconcurrent.core"
+    local path = tmp()
+    local f = assert(core.file_open(path, "w"))
+    local ok, err = pcall(f.write, f, { "a", 12, "b\n" })
+    assert.is_false(ok)
+    assert.matches("piece 2 is not a string", err)
+    assert.is_true(f:write({ "x", "y\n" }))
+    f:close()
+    assert.are.equal("xy\n", helpers.read_file(path))
+    os.remove(path)
+  end)
+
   describe("columns", function()
     it("Host is the host that ran the task (':' here)", function()
       -- A stand-in ssh on PATH runs the remote side here: the remote

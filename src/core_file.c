@@ -100,11 +100,13 @@ static int l_file_write(lua_State *L) {
         }
         iov = lua_newuserdatauv(L, sizeof *iov * (size_t)n, 0);   /* freed by the GC */
         for (int k = 0; k < n; k++) {
-            lua_rawgeti(L, 2, k + 1);
+            /* Strings only, checked before lua_tolstring: it would turn a
+             * number into a new string that only the stack holds, and the
+             * pointer kept here would outlive it once popped. */
+            if (lua_rawgeti(L, 2, k + 1) != LUA_TSTRING)
+                return luaL_error(L, "luaconcurrent: file:write: piece %d is not a string", k + 1);
             size_t len;
             const char *s = lua_tolstring(L, -1, &len);
-            if (s == NULL || lua_type(L, -1) != LUA_TSTRING)
-                return luaL_error(L, "luaconcurrent: file:write: piece %d is not a string", k + 1);
             iov[k].iov_base = (void *)s;               /* anchored in the table at 2 */
             iov[k].iov_len = len;
             lua_pop(L, 1);
