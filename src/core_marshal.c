@@ -60,6 +60,7 @@
 #include "lcerror.h"
 
 #include "bindings.h"
+#include "pool.h"
 
 static int bytes_gc(lua_State *L) {
     bytes_ud *bu = luaL_checkudata(L, 1, BYTES_MT);
@@ -233,12 +234,11 @@ static int l_marshal_retag(lua_State *L) {
     lua_settop(L, 2);
     /* The frame must be this process's (its check passes); unchecked
      * reading of its values is not needed, only the tag. */
-    if (lc_marshal_retag(s, len, key, NULL) != 0)
-        return lc_raise(L, "luaconcurrent: a transfer failed its check (corrupt, or not "
-                           "made by this run)");
     luaL_Buffer b;
     char *out = luaL_buffinitsize(L, &b, len);
-    lc_marshal_retag(s, len, key, out);
+    if (lc_marshal_retag(s, len, key, out) != 0)     /* the buffer goes with the error */
+        return lc_raise(L, "luaconcurrent: a transfer failed its check (corrupt, or not "
+                           "made by this run)");
     luaL_pushresultsize(&b, len);
     return 1;
 }
@@ -314,6 +314,10 @@ static int l_marshal_data_limits(lua_State *L) {
     lc_data_limits lim;
     lc_data_limits_get(&lim);
     if (!lua_isnoneornil(L, 1)) {
+        /* Thread workers read the defaults without a lock (as the key). */
+        if (lc_pool_live() > 0)
+            return lc_raise(L, "luaconcurrent: marshal_data_limits cannot be set while thread "
+                               "workers exist (close their loop first)");
         check_limits(L, 1, &lim, NULL, NULL);
         lc_data_limits_set(&lim);
     }
@@ -368,7 +372,6 @@ static const luaL_Reg marshal_funcs[] = {
     {"marshal_string_names", l_marshal_string_names},
     {"marshal_write", l_marshal_write},
     {"marshal_key", lc_marshal_l_key},
-    {"marshal_set_key", lc_marshal_l_set_key},
     {"unmarshal_unchecked", lc_marshal_l_unmarshal_unchecked},
     {"marshal_derive_key", l_marshal_derive_key},
     {"marshal_worker_keys", l_marshal_worker_keys},
