@@ -88,7 +88,13 @@ opt("recend", "recend", "value")
 -- value says whether it takes an argument (so the refusal names it, not a
 -- value after it).
 local REFUSED = {}
-for name in ([[debug|D sql sql-master|sqlmaster sql-worker|sqlworker sql-and-worker|sqlandworker
+-- Each word of names (aliases joined by |) refused, taking a value or not.
+local function refused(names, kind)
+  for name in names:gmatch("%S+") do
+    for n in name:gmatch("[^|]+") do REFUSED[n] = kind end
+  end
+end
+refused([[debug|D sql sql-master|sqlmaster sql-worker|sqlworker sql-and-worker|sqlandworker
   parens I extensionreplace|er U basenamereplace|bnr dirnamereplace|dnr
   basenameextensionreplace|bner seqreplace slotreplace load ssh-delay|sshdelay ctag-string|ctagstring
   ssh transfer-file|transferfile|transfer-files|transferfiles|tf return trc basefile|bf
@@ -98,11 +104,9 @@ for name in ([[debug|D sql sql-master|sqlmaster sql-worker|sqlworker sql-and-wor
   H total-jobs|totaljobs|total linkinputsource|xapplyinputsource profile|J memfree memsuspend
   max-chars|maxchars|s E process-slot-var|processslotvar L semaphore-timeout|semaphoretimeout|st
   semaphore-name|semaphorename|id block-timeout|blocktimeout|bt shard bin group-by|groupby filter
-  shell-completion|shellcompletion]]):gmatch("%S+") do
-  for n in name:gmatch("[^|]+") do REFUSED[n] = "value" end
-end
+  shell-completion|shellcompletion]], "value")
 REFUSED.I = nil
-for name in ([[xargs g latest-line|latestline|ll tmux tmux-pane|tmuxpane plus noswap
+refused([[xargs g latest-line|latestline|ll tmux tmux-pane|tmuxpane plus noswap
   max-line-length-allowed|maxlinelengthallowed number-of-cpus|numberofcpus number-of-sockets|numberofsockets
   number-of-cores|numberofcores number-of-threads|numberofthreads
   use-sockets-instead-of-threads|usesocketsinsteadofthreads use-cores-instead-of-threads|usecoresinsteadofthreads
@@ -113,9 +117,7 @@ for name in ([[xargs g latest-line|latestline|ll tmux tmux-pane|tmuxpane plus no
   i replace e eof l max-lines|maxlines csv interactive|p show-limits|showlimits x exit semaphore fg bg
   wait shebang|hashbang Y skip-first-line|skipfirstline bug round-robin|roundrobin|round regexp|regex
   remove-rec-sep|removerecsep|rrs cat fifo tee hgrp|hostgrp|hostgroup|hostgroups embed
-  sem]]):gmatch("%S+") do
-  for n in name:gmatch("[^|]+") do REFUSED[n] = "flag" end
-end
+  sem]], "flag")
 
 local WHY = {
   ["{= =}"] = "needs perl",
@@ -146,64 +148,84 @@ local function refuse(name)
   usage_error("option %s is not supported by lcparallel (GNU parallel has it)", dashes(name))
 end
 
---- Parse argv: returns options, the command's words, and the input
--- sources in order: { sep = ":::" | "::::" | ":::+" | "::::+", values | files }.
-function M.parse(argv, o)
-  o = o or {}
-  local i = 1
-  local n = #argv
+-- The value of an option given as the next word (argv[i + 1]): returns
+-- the new index and the value; shown is the option as written (--x, -x).
+local function next_word_value(argv, i, shown)
+  i = i + 1
+  local value = argv[i]
+  if value == nil then usage_error("option %s needs a value", shown) end
+  return i, value
+end
+
+-- The spec of option name, refusing GNU parallel's others and unknown ones.
+local function lookup(name, shown)
+  local spec = OPTIONS[name]
+  if not spec then
+    if REFUSED[name] then refuse(name) end
+    usage_error("unknown option %s", shown)
+  end
+  return spec
+end
+
+local function takes_value(spec) return spec.kind == "value" or spec.kind == "list" end
+
+-- One long option at argv[i] (--name or --name=value): returns the next index.
+local function parse_long(argv, i, o, long, inline)
+  local spec = lookup(long, "--" .. long)
+  local value
+  if takes_value(spec) then
+    value = inline
+    if value == nil then i, value = next_word_value(argv, i, "--" .. long) end
+  elseif inline ~= nil then
+    usage_error("option --%s takes no value, got %q", long, inline)
+  end
+  set(o, spec, long, value)
+  return i + 1
+end
+
+-- Bundled single-letter options at argv[i]: -kv, -j2, -j 2. Returns the next index.
+local function parse_short(argv, i, o)
+  local a = argv[i]
+  local k = 2
+  while k <= #a do
+    local c = a:sub(k, k)
+    local spec = lookup(c, "-" .. c)
+    if takes_value(spec) then
+      local value = a:sub(k + 1)
+      if value == "" then i, value = next_word_value(argv, i, "-" .. c) end
+      set(o, spec, c, value)
+      break
+    end
+    set(o, spec, c)
+    k = k + 1
+  end
+  return i + 1
+end
+
+-- The options (require_order: up to the first word that is not one, or
+-- --): set in o; returns the index of the first word after them.
+local function parse_options(argv, o)
+  local i, n = 1, #argv
   while i <= n do
     local a = argv[i]
-    if a == "--" then i = i + 1; break end
+    if a == "--" then return i + 1 end
     local long, inline = a:match("^%-%-([^=]+)=(.*)$")
     if not long then long = a:match("^%-%-(.+)$") end
     if long then
-      local spec = OPTIONS[long]
-      if not spec then
-        if REFUSED[long] then refuse(long) end
-        usage_error("unknown option --%s", long)
-      end
-      local value
-      if spec.kind == "value" or spec.kind == "list" then
-        value = inline
-        if value == nil then
-          i = i + 1
-          value = argv[i]
-          if value == nil then usage_error("option --%s needs a value", long) end
-        end
-      elseif inline ~= nil then
-        usage_error("option --%s takes no value, got %q", long, inline)
-      end
-      set(o, spec, long, value)
-      i = i + 1
+      i = parse_long(argv, i, o, long, inline)
     elseif a:sub(1, 1) == "-" and #a > 1 and a ~= "-" then
-      -- bundled single-letter options: -kv, -j2, -j 2
-      local k = 2
-      while k <= #a do
-        local c = a:sub(k, k)
-        local spec = OPTIONS[c]
-        if not spec then
-          if REFUSED[c] then refuse(c) end
-          usage_error("unknown option -%s", c)
-        end
-        if spec.kind == "value" or spec.kind == "list" then
-          local value = a:sub(k + 1)
-          if value == "" then
-            i = i + 1
-            value = argv[i]
-            if value == nil then usage_error("option -%s needs a value", c) end
-          end
-          set(o, spec, c, value)
-          break
-        end
-        set(o, spec, c)
-        k = k + 1
-      end
-      i = i + 1
+      i = parse_short(argv, i, o)
     else
       break
     end
   end
+  return i
+end
+
+-- The words from argv[i] on: the command's, then the input sources after
+-- each separator (::: :::+ :::: ::::+, or --arg-sep's / --arg-file-sep's).
+local function parse_command_and_sources(argv, i, o)
+  local n = #argv
   local arg_sep, file_sep = o.arg_sep or ":::", o.arg_file_sep or "::::"
   local seps = { [arg_sep] = ":::", [arg_sep .. "+"] = ":::+",
                  [file_sep] = "::::", [file_sep .. "+"] = "::::+" }
@@ -229,14 +251,25 @@ function M.parse(argv, o)
       end
     end
   end
-  -- -a files come first, in the order given (as parallel reads them)
-  if o.arg_file then
-    local t = {}
-    for _, path in ipairs(o.arg_file) do t[#t + 1] = { kind = "file", path = path } end
-    for _, s in ipairs(sources) do t[#t + 1] = s end
-    sources = t
-  end
-  return o, command, sources
+  return command, sources
+end
+
+-- -a files come first, in the order given (as parallel reads them).
+local function with_arg_files(o, sources)
+  if not o.arg_file then return sources end
+  local t = {}
+  for _, path in ipairs(o.arg_file) do t[#t + 1] = { kind = "file", path = path } end
+  for _, s in ipairs(sources) do t[#t + 1] = s end
+  return t
+end
+
+--- Parse argv: returns options, the command's words, and the input
+-- sources in order: { sep = ":::" | "::::" | ":::+" | "::::+", values | files }.
+function M.parse(argv, o)
+  o = o or {}
+  local i = parse_options(argv, o)
+  local command, sources = parse_command_and_sources(argv, i, o)
+  return o, command, with_arg_files(o, sources)
 end
 
 --- Words as a POSIX shell splits them (quotes and backslashes), for

@@ -222,11 +222,13 @@ local function values_of(part, flat, seq, slot)
   return t
 end
 
+--- The values of records, in one list (also results.lua's).
 local function flatten(records)
   local flat = {}
   for _, r in ipairs(records) do for _, v in ipairs(r) do flat[#flat + 1] = v end end
   return flat
 end
+M.flatten = flatten
 
 local function has_all(word)
   for _, p in ipairs(word) do if type(p) == "table" and p.r == "all" then return true end end

@@ -149,59 +149,37 @@ local function read_all(read)
   return t
 end
 
---- An iterator over records: each a list of values (one a source, or
--- its columns with --colsep). Also returns the header names (or nil).
-function M.records(o, sources)
-  local delim = M.delimiter(o.delimiter)
-  if #sources == 0 then sources = { { kind = "file", path = "-" } } end
-  local reads = readers(sources, delim)
-  local colpat = o.colsep and M.lua_pattern(o.colsep)
-  local skip_empty = o.no_empty
-
-  local names
-  if o.header then
-    if o.header ~= ":" and o.header ~= ".*\\n" and o.header ~= ".*\n" then
-      usage_error("--header %q: lcparallel takes --header : (the first line of each source)", o.header)
-    end
-    names = {}
-    for _, read in ipairs(reads) do
-      local h = read()
-      if h ~= nil then
-        for _, name in ipairs(colpat and split(h, colpat) or { h }) do names[#names + 1] = name end
-      end
+-- --header: the names of the columns, from the first record of each source.
+local function header_names(o, reads, colpat)
+  if not o.header then return nil end
+  if o.header ~= ":" and o.header ~= ".*\\n" and o.header ~= ".*\n" then
+    usage_error("--header %q: lcparallel takes --header : (the first line of each source)", o.header)
+  end
+  local names = {}
+  for _, read in ipairs(reads) do
+    local h = read()
+    if h ~= nil then
+      for _, name in ipairs(colpat and split(h, colpat) or { h }) do names[#names + 1] = name end
     end
   end
+  return names
+end
 
-  local function expand(rec)
-    if not colpat then return rec end
-    local t = {}
-    for _, v in ipairs(rec) do
-      for _, c in ipairs(split(v, colpat)) do t[#t + 1] = c end
+-- One source: its records streamed, each read when asked for.
+local function streamed(read, expand, keep)
+  return function()
+    while true do
+      local v = read()
+      if v == nil then return nil end
+      local rec = expand({ v })
+      if keep(rec) then return rec end
     end
-    return t
   end
+end
 
-  local function keep(rec)
-    if not skip_empty then return true end
-    for _, v in ipairs(rec) do if v:find("%S") then return true end end
-    return false
-  end
-
-  if #reads == 1 then
-    local read = reads[1]
-    return function()
-      while true do
-        local v = read()
-        if v == nil then return nil end
-        local rec = expand({ v })
-        if keep(rec) then return rec end
-      end
-    end, names
-  end
-
-  -- several sources: read whole, then groups of linked sources
-  local lists = {}
-  for k, read in ipairs(reads) do lists[k] = read_all(read) end
+-- Several sources' lists in groups: a linked source (:::+, ::::+, or all
+-- with --link) joins the group before it.
+local function link_groups(o, sources, lists)
   local groups = {}
   for k, s in ipairs(sources) do
     if k > 1 and (s.linked or o.link) then
@@ -210,6 +188,12 @@ function M.records(o, sources)
       groups[#groups + 1] = { lists[k], recycle = o.link }
     end
   end
+  return groups
+end
+
+-- Each group's number of records: the shortest list's (the longest's
+-- with --link, recycling the others), 0 if a list is empty.
+local function group_sizes(groups)
   local sizes = {}
   for g, group in ipairs(groups) do
     local n
@@ -219,7 +203,11 @@ function M.records(o, sources)
     for _, list in ipairs(group) do if #list == 0 then n = 0 end end
     sizes[g] = n or 0
   end
-  -- odometer over the groups, the last fastest
+  return sizes
+end
+
+-- The groups' combinations: an odometer over the groups, the last fastest.
+local function combinations(groups, sizes, expand, keep)
   local idx, done = {}, false
   for g = 1, #groups do
     idx[g] = 1
@@ -245,7 +233,40 @@ function M.records(o, sources)
       if keep(rec) then return rec end
     end
     return nil
-  end, names
+  end
+end
+
+--- An iterator over records: each a list of values (one a source, or
+-- its columns with --colsep). Also returns the header names (or nil).
+function M.records(o, sources)
+  local delim = M.delimiter(o.delimiter)
+  if #sources == 0 then sources = { { kind = "file", path = "-" } } end
+  local reads = readers(sources, delim)
+  local colpat = o.colsep and M.lua_pattern(o.colsep)
+  local skip_empty = o.no_empty
+  local names = header_names(o, reads, colpat)
+
+  local function expand(rec)
+    if not colpat then return rec end
+    local t = {}
+    for _, v in ipairs(rec) do
+      for _, c in ipairs(split(v, colpat)) do t[#t + 1] = c end
+    end
+    return t
+  end
+
+  local function keep(rec)
+    if not skip_empty then return true end
+    for _, v in ipairs(rec) do if v:find("%S") then return true end end
+    return false
+  end
+
+  if #reads == 1 then return streamed(reads[1], expand, keep), names end
+  -- several sources: read whole, then groups of linked sources
+  local lists = {}
+  for k, read in ipairs(reads) do lists[k] = read_all(read) end
+  local groups = link_groups(o, sources, lists)
+  return combinations(groups, group_sizes(groups), expand, keep), names
 end
 
 --- Jobs: iterator over { records... } — one record each, or n of them

@@ -51,78 +51,96 @@ local function rfind(s, m, upto)
   end
 end
 
---- --pipe: blocks of f (stdin, or -a's file); an iterator of strings.
-function M.blocks(o, f)
-  local block = M.size(o.block or "1M")
-  local recend, recstart = markers(o)
-  local mark = recend .. recstart
+-- --header with --pipe: the first line of f, sent before every block ("" without it).
+local function read_header(o, f)
+  if not o.header then return "" end
+  if o.header ~= ":" and o.header ~= ".*\\n" and o.header ~= ".*\n" then
+    usage_error("--header %q: lcparallel takes --header : (the first line)", o.header)
+  end
+  return f:read("L") or ""
+end
+
+-- -N with --pipe: records a block, or nil.
+local function records_per_block(o)
   local nrec = o.max_replace_args or o.max_args
   nrec = nrec and math.tointeger(tonumber(nrec))
   if (o.max_replace_args or o.max_args) and (not nrec or nrec < 1) then
     usage_error("-N with --pipe needs a number of records of 1 or more")
   end
-  local header = ""
-  if o.header then
-    if o.header ~= ":" and o.header ~= ".*\\n" and o.header ~= ".*\n" then
-      usage_error("--header %q: lcparallel takes --header : (the first line)", o.header)
-    end
-    header = f:read("L") or ""
-  end
-  if #mark == 1 and not nrec then
-    -- one-byte records (lines): parallel's blocks (the buffer topped up to
-    -- the block size, cut after its last newline), with the fewest copies:
-    -- what follows the last newline is all that is kept back
-    local rem = ""
-    return function()
-      while true do
-        local data = f:read(block - #rem % block)
-        if data == nil then
-          if rem == "" then return nil end
-          local r = rem
-          rem = ""
-          return header .. r
-        end
-        local i = rfind(data, mark)
-        if i then
-          local chunk = i == #data and data or data:sub(1, i)
-          if rem ~= "" then chunk = rem .. chunk end
-          rem = i == #data and "" or data:sub(i + 1)
-          if header ~= "" then chunk = header .. chunk end
-          return chunk
-        end
-        rem = rem .. data
+  return nrec
+end
+
+-- One-byte records (lines): parallel's blocks (the buffer topped up to
+-- the block size, cut after its last newline), with the fewest copies:
+-- what follows the last newline is all that is kept back.
+local function line_blocks(f, block, mark, header)
+  local rem = ""
+  return function()
+    while true do
+      local data = f:read(block - #rem % block)
+      if data == nil then
+        if rem == "" then return nil end
+        local r = rem
+        rem = ""
+        return header .. r
       end
+      local i = rfind(data, mark)
+      if i then
+        local chunk = i == #data and data or data:sub(1, i)
+        if rem ~= "" then chunk = rem .. chunk end
+        rem = i == #data and "" or data:sub(i + 1)
+        if header ~= "" then chunk = header .. chunk end
+        return chunk
+      end
+      rem = rem .. data
     end
   end
+end
+
+-- -N: cut every nrec records off buf (parallel's nindex: the n-th marker,
+-- never the one at the start), passing each to emit; returns what is left.
+local function split_records(buf, mark, recend, nrec, emit)
+  while mark ~= "" and buf ~= "" do
+    local i0 = 0            -- 0-based, as parallel counts
+    for _ = 1, nrec do
+      local j = buf:find(mark, i0 + 2, true)
+      if not j then i0 = nil; break end
+      i0 = j - 1
+    end
+    if not i0 then break end
+    local pos = i0 + #recend
+    emit(buf:sub(1, pos))
+    buf = buf:sub(pos + 1)
+  end
+  return buf
+end
+
+-- Without -N: cut buf after its last split marker, passing the part
+-- before to emit; returns what is left.
+local function split_last(buf, mark, recend, recstart, emit)
+  if mark == "" then emit(buf); return "" end
+  local i = rfind(buf, mark)
+  if i then
+    local cut = i + #recend - 1
+    if recstart ~= "" and i == 1 then return buf end   -- no record before it yet
+    emit(buf:sub(1, cut))
+    buf = buf:sub(cut + 1)
+  end
+  return buf
+end
+
+-- Blocks split on --recstart/--recend markers, or -N records a block.
+local function record_blocks(f, block, recend, recstart, nrec, header)
+  local mark = recend .. recstart
   local buf, eof, ready = "", false, {}
   local function emit(chunk)
     if chunk ~= "" then ready[#ready + 1] = header == "" and chunk or header .. chunk end
   end
   local function split()
     if nrec then
-      -- -N: every n records a block
-      -- parallel's nindex: the n-th marker, never the one at the start
-      while mark ~= "" and buf ~= "" do
-        local i0 = 0            -- 0-based, as parallel counts
-        for _ = 1, nrec do
-          local j = buf:find(mark, i0 + 2, true)
-          if not j then i0 = nil; break end
-          i0 = j - 1
-        end
-        if not i0 then break end
-        local pos = i0 + #recend
-        emit(buf:sub(1, pos))
-        buf = buf:sub(pos + 1)
-      end
-      return
-    end
-    if mark == "" then emit(buf); buf = ""; return end
-    local i = rfind(buf, mark)
-    if i then
-      local cut = i + #recend - 1
-      if recstart ~= "" and i == 1 then return end   -- no record before it yet
-      emit(buf:sub(1, cut))
-      buf = buf:sub(cut + 1)
+      buf = split_records(buf, mark, recend, nrec, emit)
+    else
+      buf = split_last(buf, mark, recend, recstart, emit)
     end
   end
   return function()
@@ -144,6 +162,17 @@ function M.blocks(o, f)
   end
 end
 
+--- --pipe: blocks of f (stdin, or -a's file); an iterator of strings.
+function M.blocks(o, f)
+  local block = M.size(o.block or "1M")
+  local recend, recstart = markers(o)
+  local mark = recend .. recstart
+  local nrec = records_per_block(o)
+  local header = read_header(o, f)
+  if #mark == 1 and not nrec then return line_blocks(f, block, mark, header) end
+  return record_blocks(f, block, recend, recstart, nrec, header)
+end
+
 --- --pipe's blocks (one-byte records, no -N) written to files in dir
 -- as they are read, a MiB at a time: the same blocks as M.blocks, but no
 -- block is ever one string (no 16 MiB copies, no fresh pages per block).
@@ -153,13 +182,7 @@ function M.spool_blocks(o, f, dir)
   local recend, recstart = markers(o)
   local mark = recend .. recstart
   if #mark ~= 1 or o.max_replace_args or o.max_args then return nil end
-  local header = ""
-  if o.header then
-    if o.header ~= ":" and o.header ~= ".*\\n" and o.header ~= ".*\n" then
-      usage_error("--header %q: lcparallel takes --header : (the first line)", o.header)
-    end
-    header = f:read("L") or ""
-  end
+  local header = read_header(o, f)
   local PIECE = 1 << 20
   local rem, n, eof = {}, 0, false      -- pieces kept back, their size
   local count = 0

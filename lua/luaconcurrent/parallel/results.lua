@@ -44,11 +44,7 @@ function M.new(spec, names)
   return self
 end
 
-local function flat(records)
-  local t = {}
-  for _, r in ipairs(records) do for _, v in ipairs(r) do t[#t + 1] = v end end
-  return t
-end
+local flat = require("luaconcurrent.parallel.command").flatten
 
 function M:write(seq, records, res, command)
   local values = flat(records)
