@@ -18,7 +18,7 @@
  *                                    no Lua string in between. Raises
  *                                    before writing anything if the values
  *                                    cannot be marshalled.
- *   core.marshal_key(), core.marshal_set_key(k)   the process's frame key
+ *   core.marshal_key()   the process's frame key (core.marshal_set_key: core_misc.c, guarded)
  *   core.unmarshal_unchecked(s)      read a frame without its key check:
  *                                    no bytecode, no modules (diagnostics)
  *
