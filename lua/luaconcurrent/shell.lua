@@ -647,6 +647,24 @@ function M.run_command_line(argv)
     end
   end
 
+  -- -k after a halt (or at the end): what is held goes out in order
+  local function flush_held()
+    local left = {}
+    for seq in pairs(held) do left[#left + 1] = seq end
+    table.sort(left)
+    for _, seq in ipairs(left) do show(seq, held[seq][1], held[seq][2]) end
+  end
+
+  -- The run's exit status: --halt's when it was reached, else the failures
+  local function exit_status()
+    if halt_policy then
+      if halt_status then return halt_status end
+      if halt_policy.percent then return math.ceil(counts.fail / math.max(counts.started, 1) * 100) end
+      return math.min(counts.fail, 101)
+    end
+    return math.min(failed, 101)
+  end
+
   -- A percentage of all jobs (--halt N%), or a bar's total: parallel reads
   -- the whole input first for these, and so does lcparallel.
   if pipe_mode then
@@ -655,16 +673,8 @@ function M.run_command_line(argv)
       on_start = opts.on_start, jobs = s.jobs == 0 and math.huge or s.jobs,
       halted = function() return halt_status ~= nil and halt_policy.when or nil end,
       finish = function()
-        local left = {}
-        for seq in pairs(held) do left[#left + 1] = seq end
-        table.sort(left)
-        for _, seq in ipairs(left) do show(seq, held[seq][1], held[seq][2]) end
-        if halt_policy then
-          if halt_status then return halt_status end
-          if halt_policy.percent then return math.ceil(counts.fail / math.max(counts.started, 1) * 100) end
-          return math.min(counts.fail, 101)
-        end
-        return math.min(failed, 101)
+        flush_held()
+        return exit_status()
       end,
     })
   end
@@ -698,18 +708,9 @@ function M.run_command_line(argv)
     return 255
   end
   run:run_all()
-  -- -k after a halt: what is held goes out in order
-  local left = {}
-  for seq in pairs(held) do left[#left + 1] = seq end
-  table.sort(left)
-  for _, seq in ipairs(left) do show(seq, held[seq][1], held[seq][2]) end
+  flush_held()
   if results_w then results_w:close() end
-  if halt_policy then
-    if halt_status then return halt_status end
-    if halt_policy.percent then return math.ceil(counts.fail / math.max(counts.started, 1) * 100) end
-    return math.min(counts.fail, 101)
-  end
-  return math.min(failed, 101)
+  return exit_status()
 end
 
 return M
