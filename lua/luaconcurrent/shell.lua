@@ -6,7 +6,8 @@
 -- GNU parallel 20221122's documented behaviour is the contract: options
 -- (parallel/args.lua), input (parallel/input.lua: streamed from stdin,
 -- several sources combined), replacement strings, quoting and the shell
--- (parallel/command.lua), output, exit status and halt rules (here).
+-- (parallel/command.lua), output, exit status and halt rules
+-- (parallel/output.lua); the rest is glue (here).
 -- Built on the Lua API: each job is a ProcRunAsyncio subprocess task, the
 -- tasks an iterator so a job is built only when a slot is free.
 
@@ -529,30 +530,14 @@ function M.run_command_line(argv)
   -- whole, in order, as parallel's do when they are read back)
   local out_mode = (keep and (o.output == "lines" or o.output == "ungroup")) and "group" or o.output or "group"
   local tagged = o.tag or o.tagstring
-  local held, next_print = {}, 1
   local said = {}    -- the reasons already said on stderr
-  local failed, halt_status = 0, nil
   local halt_policy = s.halt and require("luaconcurrent.control.halt").parse(s.halt)
   local counts = { fail = 0, success = 0, done = 0, started = 0 }
   local total
   local results_w = s.results and require("luaconcurrent.parallel.results").new(s.results, names)
-
-  local function show(seq, res, info)
-    if res == false then return end
-    if results_w then return results_w:write(seq, info[1], res, info[2]) end   -- printed nothing
-    local prefix = tagged and (tag_of(o, names, info[1], seq, info[3]) .. "\t") or nil
-    local text = res.stdout or ""
-    if o.files then
-      local path = os.tmpname()
-      local f = io.open(path, "w")
-      if f then f:write(text); f:close() end
-      text = path .. "\n"
-    end
-    if o.verbose and o.verbose > 0 then text = info[2] .. "\n" .. text end
-    io.stdout:write(prefixed(text, prefix))
-    io.stdout:flush()
-    io.stderr:write(prefixed(res.stderr or "", prefix))
-  end
+  -- showing each job's output, -k's order, the exit status (parallel/output.lua)
+  local out = require("luaconcurrent.parallel.output").new{ o = o, names = names, tag_of = tag_of,
+    prefixed = prefixed, results_w = results_w, halt_policy = halt_policy, counts = counts }
 
   local opts = {
     num_workers = s.jobs, timeout = s.timeout, kill_grace = s.kill_grace,
@@ -603,7 +588,7 @@ function M.run_command_line(argv)
     if not res.skipped then
       counts.done = counts.done + 1
       if res.success then counts.success = counts.success + 1
-      else counts.fail = counts.fail + 1; failed = failed + 1 end
+      else counts.fail = counts.fail + 1 end
       if res.timeout then
         io.stderr:write("lcparallel: Warning: This job was killed because it timed out:\n", info[2], "\n")
       elseif (res.returncode == nil or res.returncode < 0) and not res.signal and res.exception
@@ -616,34 +601,13 @@ function M.run_command_line(argv)
           io.stderr:write("lcparallel: ", why, "\n")
         end
       end
-      if halt_policy and halt_status == nil then
-        local what = halt_policy.what
-        local reached = require("luaconcurrent.control.halt").reached(halt_policy, counts, total) ~= nil
-        if reached then
-          if what == "success" then halt_status = 0
-          elseif halt_policy.percent then
-            halt_status = math.ceil(counts.fail / math.max(total or counts.done, 1) * 100)
-          elseif halt_policy.n == 1 then
-            halt_status = res.signal and res.signal > 0 and res.signal + 128
-              or (res.returncode and res.returncode > 0 and res.returncode) or (res.success and 0 or 1)
-            if res.success then halt_status = 0 end
-          else
-            halt_status = math.min(counts.fail, 101)
-          end
-        end
-      end
+      out:note_halt(res, total)
     end
     if api_out or (not results_w and (out_mode == "lines" or out_mode == "ungroup")) then return end
     if keep then
-      held[seq] = { res.skipped and false or res, info }
-      while held[next_print] do
-        local h = held[next_print]
-        held[next_print] = nil
-        show(next_print, h[1], h[2])
-        next_print = next_print + 1
-      end
+      out:hold(seq, res.skipped and false or res, info)
     else
-      show(seq, res.skipped and false or res, info)
+      out:show(seq, res.skipped and false or res, info)
     end
   end
 
@@ -653,18 +617,10 @@ function M.run_command_line(argv)
     return M.run_pipe(s, blocks, {
       tpl = tpl, prog = prog, pargs = pargs, jobs_info = jobs_info, on_result = opts.on_result, spool = spool,
       on_start = opts.on_start, jobs = s.jobs == 0 and math.huge or s.jobs,
-      halted = function() return halt_status ~= nil and halt_policy.when or nil end,
+      halted = function() return out:halted() end,
       finish = function()
-        local left = {}
-        for seq in pairs(held) do left[#left + 1] = seq end
-        table.sort(left)
-        for _, seq in ipairs(left) do show(seq, held[seq][1], held[seq][2]) end
-        if halt_policy then
-          if halt_status then return halt_status end
-          if halt_policy.percent then return math.ceil(counts.fail / math.max(counts.started, 1) * 100) end
-          return math.min(counts.fail, 101)
-        end
-        return math.min(failed, 101)
+        out:flush_held()   -- -k after a halt: what is held goes out in order
+        return out:exit_status()
       end,
     })
   end
@@ -698,18 +654,9 @@ function M.run_command_line(argv)
     return 255
   end
   run:run_all()
-  -- -k after a halt: what is held goes out in order
-  local left = {}
-  for seq in pairs(held) do left[#left + 1] = seq end
-  table.sort(left)
-  for _, seq in ipairs(left) do show(seq, held[seq][1], held[seq][2]) end
+  out:flush_held()   -- -k after a halt: what is held goes out in order
   if results_w then results_w:close() end
-  if halt_policy then
-    if halt_status then return halt_status end
-    if halt_policy.percent then return math.ceil(counts.fail / math.max(counts.started, 1) * 100) end
-    return math.min(counts.fail, 101)
-  end
-  return math.min(failed, 101)
+  return out:exit_status()
 end
 
 return M
