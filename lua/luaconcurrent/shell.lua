@@ -47,7 +47,8 @@ Replacement strings
 Running
   -j, --jobs N        N jobs at once: N, 0 (no limit), N%, +N, -N of the
                       CPUs, or a file holding one of these (default: CPUs)
-  --timeout S         seconds a job (TERM, then KILL after --kill-grace)
+  --timeout S|N%      seconds a job, or N% of the median success (TERM,
+                      then KILL after --kill-grace)
   --retries N         try a failing job N times in all
   --retry-delay S     seconds before each retry (lcparallel's own)
   --halt SPEC         now|soon,fail|success|done=N|N%, or 0 1 2 -1 -2 N%
@@ -209,11 +210,12 @@ local function settings(o)
   end
   if s.hosts then s.hosts = remote_slots(s.hosts, o.jobs) end
   if o.timeout then
-    if o.timeout:match("%%$") then
-      usage_error("--timeout %s: a percentage of the median run time is not supported by lcparallel;"
+    local pct = require("luaconcurrent.parallel.timeout").percent(o.timeout)
+    if pct and (o.pipe or o.pipepart or s.hosts) then
+      usage_error("--timeout %s: a percentage of the median run time is for local jobs without --pipe;"
         .. " give seconds", o.timeout)
     end
-    s.timeout = number_of("--timeout", o.timeout)
+    if pct then s.timeout_pct = pct else s.timeout = number_of("--timeout", o.timeout) end
   end
   if o.retries then
     local n = math.tointeger(number_of("--retries", o.retries))
@@ -545,6 +547,8 @@ function M.run_command_line(argv)
     timeline = o.timeline, hosts = s.hosts, keep_results = false,
     progress = (o.bar or o.eta or o.progress) and true or nil,
   }
+  local median_limit = s.timeout_pct and require("luaconcurrent.parallel.timeout").new(s.timeout_pct)
+  if median_limit then opts.time_limit = function() return median_limit:seconds() end end
   if s.joblog then
     opts.joblog = { path = s.joblog, format = "parallel", append = s.joblog_append,
       command = function(seq, arg)
@@ -586,6 +590,7 @@ function M.run_command_line(argv)
     jobs_info[seq] = nil
     if slot_of[seq] then free[#free + 1] = slot_of[seq]; slot_of[seq] = nil end
     if not res.skipped then
+      if median_limit and res.success then median_limit:success(res.time_run) end
       counts.done = counts.done + 1
       if res.success then counts.success = counts.success + 1
       else counts.fail = counts.fail + 1 end
