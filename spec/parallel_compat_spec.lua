@@ -178,6 +178,8 @@ local CASES = {
       .. string.rep("0.1 ", 9) .. "; echo \"exit $?\"; sort -n log > slog;"
       .. " [ $(( $(date +%s) - t0 )) -lt 20 ] && echo quick", joblog = "slog" },
   { cmd = "$P -j1 --timeout 200% --joblog log 'sleep {}; exit 1' ::: 0.2 0.1 0.6", joblog = "log" },
+  { cmd = "$P -k --timeout 1m --delay 0.1s 'echo {}' ::: a b" },
+  { cmd = "$P --timeout 0.01m --joblog log 'sleep {}' ::: 2", joblog = "log" },
   -- --pipe and --pipepart
   { cmd = "seq 100000 > big; cat big | $P --pipe --block 100k -k wc -l" },
   { cmd = "seq 100000 > big; $P --pipepart -a big --block 100k -k wc -l" },

@@ -20,6 +20,20 @@ local function number_of(name, s)
   return n
 end
 
+-- A duration: seconds, or with parallel's units (1h30m, 2.5m, 10s).
+local UNIT = { s = 1, m = 60, h = 3600, d = 86400 }
+local function duration_of(name, s)
+  if not s:find("^[%d.]+[dhmsDHMS]") then return number_of(name, s) end
+  local total = 0
+  local rest = s:gsub("([%d.]+)([dhmsDHMS])", function(n, u)
+    if not tonumber(n) then return nil end    -- left in rest: refused below
+    total = total + tonumber(n) * UNIT[u:lower()]
+    return ""
+  end)
+  if rest ~= "" then usage_error("%s needs seconds or a duration such as 1h30m, got %q", name, s) end
+  return number_of(name, total)
+end
+
 local function whole_of(name, s, n)
   n = math.tointeger(n or tonumber(s))
   if not n then usage_error("%s needs a whole number, got %q", name, s) end
@@ -123,7 +137,7 @@ local function time_limit(o, s)
     usage_error("--timeout %s: a percentage of the median run time is for local jobs without --pipe;"
       .. " give seconds", o.timeout)
   end
-  if pct then s.timeout_pct = pct else s.timeout = number_of("--timeout", o.timeout) end
+  if pct then s.timeout_pct = pct else s.timeout = duration_of("--timeout", o.timeout) end
 end
 
 -- How jobs are tried, spaced, killed and halted.
@@ -136,7 +150,7 @@ local function run_control(o, s)
   end
   s.retry_delay = o.retry_delay and number_of("--retry-delay", o.retry_delay)
   s.kill_grace = o.kill_grace and number_of("--kill-grace", o.kill_grace) or grace
-  s.delay = o.delay and number_of("--delay", (o.delay:gsub("s$", "")))
+  s.delay = o.delay and duration_of("--delay", o.delay)
   if o.nice then s.nice = whole_of("--nice", o.nice) end
   if o.halt then s.halt = M.halt_of(o.halt) end
 end
