@@ -89,6 +89,7 @@ describe("lcparallel --timeout N%", function()
     assert.are.equal(1, code)
     assert.are.equal("0.1\n0.1\n0.1\n0.1\n", out)
     assert.matches("\n4\t[^\n]*\t%-1\t15\tsleep 30; echo 30\n", log)
-    assert.matches("killed because it timed out", err)
+    assert.are.equal("lcparallel: Warning: This job was killed because it timed out:\n"
+      .. "lcparallel: Warning: sleep 30; echo 30\n", err)
   end)
 end)

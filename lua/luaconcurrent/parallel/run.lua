@@ -92,7 +92,8 @@ end
 -- task.
 function Run:warn(res, info)
   if res.timeout then
-    io.stderr:write("lcparallel: Warning: This job was killed because it timed out:\n", info[2], "\n")
+    io.stderr:write("lcparallel: Warning: This job was killed because it timed out:\n",
+      "lcparallel: Warning: ", info[2], "\n")
   elseif (res.returncode == nil or res.returncode < 0) and not res.signal and res.exception
       and res.exception ~= "Interrupted" then
     local why = tostring(res.error or res.exception):gsub("^luaconcurrent: ", "")
