@@ -7,7 +7,7 @@
 --
 -- Timeouts are the engine's: the process group gets SIGTERM at the
 -- deadline and SIGKILL kill_grace seconds later, and the record says so.
--- cfg.time_limit(key) -> seconds | nil, when given, is a limit that may
+-- cfg.time_limit(key) -> seconds | nil (no limit), when given, is a limit that may
 -- change while tasks run (lcparallel's --timeout N%): it is read again
 -- before each wait, and one loop timer wakes the run at the next one due.
 
@@ -100,7 +100,7 @@ function M.new(cfg, loop, finish, live)
       local first, t_now = math.huge, core.now()
       for id, t in pairs(inflight) do
         local limit = not t[4] and time_limit(t[2])
-        if limit then
+        if type(limit) == "number" and limit >= 0 then
           if t[5] + limit <= t_now then
             if loop:terminate(id) then t[4], t[6] = "time_limit", limit end
           elseif t[5] + limit < first then
