@@ -60,13 +60,18 @@ local function worker_argv()
     package.path, package.cpath) }
 end
 
+--- cfg.args_ready (the engine-mode remote worker): each task's arg is
+-- already its whole args table (no fixed arguments are added, no wrap).
+-- finish(index, res, ...) gets after res, when the task was answered, the
+-- worker's answer as read (what, t0, t1, more, a, b, c, d: data, checked).
 function M.new(cfg, loop, finish)
   if cfg.max_answer then loop:max_frame(cfg.max_answer) end
   local _, task_args = function_task.split(cfg.pargs)
+  if cfg.args_ready then task_args = function(arg) return arg end end
   local nworkers = threads.count(cfg)
   return setmetatable({
     slots = nworkers * MAX_AHEAD, nworkers = nworkers, loop = loop, finish = finish,
-    plain = #cfg.pargs == 1,   -- no fixed arguments: frames carry arg, not { arg }
+    plain = #cfg.pargs == 1 and not cfg.args_ready,   -- no fixed arguments: frames carry arg, not { arg }
     task_args = task_args, timeout = cfg.timeout, envblock = cfg.envblock, cwd = cfg.cwd,
     argv = worker_argv(),
     fn_bytes = cfg.fn_bytes,   -- under the run's key: each worker gets it retagged
@@ -150,6 +155,7 @@ function Processes:arm(w, t_start)
   local t = now()
   if not (t_start <= t) then t_start = t end  -- luacheck: ignore 581 (not <=: true for NaN too)
   self:disarm(w)
+  w.t_start = t_start
   w.timer = self.loop:timer(t_start + self.timeout)
   self.timers[w.timer] = w
 end
@@ -317,7 +323,7 @@ function Processes:answered(w, n, what, t0, t1, more, a, b, c, d)
       time_start = off + t0, time_end = off + t1, time_run = run }, ProcResult), what, a, b, c, d)
   end
   if self.timeout > 0 and run >= self.timeout then ProcResult.time_out(res, self.timeout) end
-  if not task.cancelled then self.finish(task[1], res) end
+  if not task.cancelled then self.finish(task[1], res, what, t0, t1, more, a, b, c, d) end
   -- Held (halt): the tasks it holds next must not run; it goes.
   if self.held and w.qh <= w.qt and not w.dead then self:kill(w) end
 end
@@ -445,8 +451,9 @@ function Processes:expired(w)
   local task = self:kill(w)
   if task and not task.cancelled then
     local t = now()
-    local res = setmetatable({ key = task[2], arg = task[3], time_start = self.wall_offset + t,
-      time_end = self.wall_offset + t, time_run = 0 }, ProcResult)
+    local t0 = w.t_start or t      -- its run: from the start its worker reported
+    local res = setmetatable({ key = task[2], arg = task[3], time_start = self.wall_offset + t0,
+      time_end = self.wall_offset + t, time_run = t - t0 }, ProcResult)
     self.finish(task[1], ProcResult.time_out(res, self.timeout, "its worker process was killed"))
   end
 end
