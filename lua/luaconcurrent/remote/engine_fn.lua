@@ -145,7 +145,8 @@ function Worker:executor(kind, settings, cfg)
   return e
 end
 
--- A task that cannot go to an executor now waits (its executor is full).
+-- Hand a task to executor e; a start that raises (an argv the engine
+-- refuses) is answered fail.
 function Worker:hand(e, tid, key, arg)
   local index = self:track(tid, e)
   local ok, err = pcall(e.ex.start, e.ex, index, key, arg)
@@ -206,7 +207,7 @@ end
 function Worker:cancel_started(tid)
   local index = self.index_of and self.index_of[tid]
   if not index then return end
-  self.running[index].e.ex:cancel(index, "cancelled")
+  self.running[index].e.ex:cancel(index, "interrupted: cancelled by the runner")
 end
 
 --- Q: what the process executors hold that has not started is answered
