@@ -118,6 +118,29 @@ describe("the engine-mode remote worker", function()
     assert.is_true(w.close())
   end)
 
+  it("holds the tasks waiting for a slot at Q; the running one answers", function()
+    local w = start_worker()
+    w.until_frame(function(f) return f[1] == "hello" end)
+    local started = dir .. "/started-q"
+    w.send({ "S", "1" })
+    w.send({ "L", core.marshal_keyed(w.down, nil, function(_, args)
+      local f = io.open(args[1], "w"); f:write("up"); f:close()
+      while not io.open(args[1] .. ".go") do end
+      return true, "ran"
+    end) })
+    for tid = 1, 3 do w.task(tostring(tid), core.marshal_keyed(w.down, nil, tid, { started })) end
+    assert.is_truthy(w.wait(function() return helpers.read_file(started) end), "the task never started")
+    w.send({ "Q" })
+    w.send({ "P", "held" })
+    local kinds = {}
+    for _, f in ipairs(w.until_frame(function(f) return f[1] == "pong" end)) do kinds[f[2]] = f[1] end
+    io.open(started .. ".go", "w"):close()
+    for _, f in ipairs(w.until_frame(function(f) return f[2] == "1" end)) do kinds[f[2]] = f[1] end
+    kinds.held = nil   -- (the pong)
+    assert.are.same({ ["1"] = "fdone", ["2"] = "held", ["3"] = "held" }, kinds)
+    assert.is_true(w.close())
+  end)
+
   it("gives a function task that passes its timeout its run time", function()
     local w = start_worker()
     w.until_frame(function(f) return f[1] == "hello" end)
