@@ -60,7 +60,6 @@ function M.install(Worker)
 function Worker:envblock(m, first, nenv)
   if nenv == 0 then return nil end
   local list = table.concat(m, "\0", first, first + nenv - 1)
-  self.envs = self.envs or {}
   local eb = self.envs[list]
   if eb == nil then
     local t = {}
@@ -76,10 +75,8 @@ end
 
 -- A task handed to an executor: index -> { tid, e }, until finished.
 function Worker:track(tid, e)
-  local index = (self.nindex or 0) + 1
+  local index = self.nindex + 1
   self.nindex = index
-  self.running = self.running or {}
-  self.index_of = self.index_of or {}
   self.running[index], self.index_of[tid] = { tid = tid, e = e }, index
   self.nrun, e.held = self.nrun + 1, e.held + 1
   return index
@@ -116,7 +113,12 @@ function Worker:finish_f(index, res, what, t0, t1, more, a, b, c, d)
   if self.holding then
     self:send("held", tid)
   elseif what then
-    self:send("fdone", tid, self:data(what, t0, t1, more, a, b, c, d))
+    local ok, blob = pcall(self.data, self, what, t0, t1, more, a, b, c, d)
+    if ok then
+      self:send("fdone", tid, blob)
+    else
+      self:send("fdied", tid, "its answer could not be sent: " .. tostring(blob))
+    end
   elseif res.timeout then
     self:send("ftimeout", tid, string.format("%.17g", res.time_run or 0))
   elseif res.exception == "OSError" or ERRNO_OF[res.exception] then
@@ -128,14 +130,11 @@ end
 
 -- The executor for tasks of this kind and settings, made at first use.
 function Worker:executor(kind, settings, cfg)
-  self.exs = self.exs or {}
-  self.ex_by = self.ex_by or {}
   local e = self.ex_by[settings]
   if e then return e end
   e = { kind = kind, held = 0 }
   local loop = self.loop
   if kind == "X" then
-    self.procs = self.procs or {}
     e.ex = subprocess.new(cfg, tracking(loop, self.procs), function(...) return self:finish_x(...) end)
   else
     e.ex = processes.new(cfg, loop, function(...) return self:finish_f(...) end)
@@ -158,7 +157,7 @@ end
 function Worker:run_x(m)
   local tid, timeout, cwd, has_input, input, nenv = m[2], tonumber(m[3]) or 0, m[4], m[5], m[6], tonumber(m[7]) or 0
   local settings = table.concat(m, "\0", 3, 7 + nenv)
-  local e = self.ex_by and self.ex_by["X\0" .. settings] or self:executor("X", "X\0" .. settings, {
+  local e = self.ex_by["X\0" .. settings] or self:executor("X", "X\0" .. settings, {
     pargs = {}, timeout = timeout, kill_grace = self.grace, envblock = self:envblock(m, 8, nenv),
     cwd = cwd ~= "" and cwd or nil, input = has_input == "1" and input or nil, slots = math.huge,
   })
@@ -176,7 +175,7 @@ function Worker:run_fn(m)
     return self:send("fdied", tid, "the task's frame was refused: " .. tostring(key))
   end
   local settings = "F\0" .. self.fn_gen .. "\0" .. table.concat(m, "\0", 3, 5 + nenv)
-  local e = self.ex_by and self.ex_by[settings] or self:executor("F", settings, {
+  local e = self.ex_by[settings] or self:executor("F", settings, {
     pargs = { false }, args_ready = true, timeout = timeout, kill_grace = self.grace,
     envblock = self:envblock(m, 6, nenv), cwd = cwd ~= "" and cwd or nil, fn_bytes = self.fn_bytes,
     num_workers = self.limit < math.huge and self.limit or 0,
@@ -192,7 +191,7 @@ end
 -- Whether a task may start now: a free slot (S), and room in executors.
 function Worker:room()
   if self.nrun >= self.limit then return false end
-  for _, e in ipairs(self.exs or {}) do
+  for _, e in ipairs(self.exs) do
     if e.held >= capacity(e.ex) then return false end
   end
   return true
@@ -205,7 +204,7 @@ end
 --- K for a task an executor holds: its executor ends it, and its finish
 -- answers (a process task: at once; a subprocess: when its record comes).
 function Worker:cancel_started(tid)
-  local index = self.index_of and self.index_of[tid]
+  local index = self.index_of[tid]
   if not index then return end
   self.running[index].e.ex:cancel(index, "interrupted: cancelled by the runner")
 end
@@ -214,14 +213,14 @@ end
 -- held (subprocess tasks start when handed over).
 function Worker:hold_started()
   self.holding = true
-  for _, e in ipairs(self.exs or {}) do
+  for _, e in ipairs(self.exs) do
     if e.kind == "F" then e.ex:hold("held") end
   end
   self.holding = false
 end
 
 function Worker:run_ready()
-  for _, e in ipairs(self.exs or {}) do
+  for _, e in ipairs(self.exs) do
     local ex = e.ex
     if ex.run_ready then
       while ex:run_ready() do end
@@ -231,8 +230,8 @@ end
 
 function Worker:task_record(rec)
   local procs = self.procs
-  if procs and procs[rec.id] and not rec.data then procs[rec.id] = nil end
-  for _, e in ipairs(self.exs or {}) do
+  if procs[rec.id] and not rec.data then procs[rec.id] = nil end
+  for _, e in ipairs(self.exs) do
     if e.ex:record(rec) then return end
   end
 end
@@ -243,8 +242,8 @@ end
 -- the grace is over goes with the loop.
 function Worker:end_tasks()
   local loop = self.loop
-  for id in pairs(self.procs or {}) do loop:terminate(id) end
-  for _, e in ipairs(self.exs or {}) do
+  for id in pairs(self.procs) do loop:terminate(id) end
+  for _, e in ipairs(self.exs) do
     if e.kind == "F" then
       for id in pairs(e.ex.workers) do loop:kill(id) end
     end

@@ -83,6 +83,13 @@ function Worker.new(cfg)
     fn_bytes = nil, fn_gen = 0,   -- the task function (L), and how many came
     waiting = {}, wfirst = 1, wlast = 0,   -- X and F messages beyond the limit
     queued = {},           -- [tid] = true while waiting
+    -- (remote/engine_fn.lua's:)
+    exs = {}, ex_by = {},  -- the executors, in order, and by kind and settings
+    running = {},          -- [index] = { tid, e }, handed to executor e
+    index_of = {},         -- [tid] = index
+    nindex = 0,
+    procs = {},            -- [process id] = true, the subprocess tasks' (for TERM)
+    envs = {},             -- env list (joined) -> envblock
   }, Worker)
 end
 
