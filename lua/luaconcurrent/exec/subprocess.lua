@@ -81,7 +81,7 @@ function M.new(cfg, loop, finish, live)
       if rec.live_stderr ~= "" then live(t[1], t[2], rec.live_stderr, true) end
     end
     inflight[rec.id], by_index[t[1]] = nil, nil
-    finish(t[1], result_of(t, rec))
+    finish(t[1], result_of(t, rec), rec)   -- (rec: for the engine-mode remote worker's wire)
     return true
   end
 
