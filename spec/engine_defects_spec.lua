@@ -419,6 +419,28 @@ io.stdout:write(string.format("errors=%d %s\n", errors, bad or "whole"))
       loop:close()
     end)
 
+    -- (The C review) A frames proc's up-key is derived once, at its spawn,
+    -- and kept on it: the worker was handed its keys then. It was derived
+    -- again at every frame (behind a one-entry cache) from the run's key
+    -- of that moment.
+    it("a frames proc's frames are checked with the up-key of its spawn, whatever the run's key is later", function()
+      local key = core.marshal_key()
+      finally(function() core.marshal_set_key(key) end)
+      local loop = core.new_loop()
+      local id = spawn_frames(loop, function(id2)
+        local f = frame(id2, "made", "under the spawn's key")
+        core.marshal_set_key(string.rep("n", 16))   -- after the spawn, before the read
+        return f .. string.pack("<s4", "junk: ends the proc")
+      end)
+      local got, final = until_end(loop, id, 20)
+      loop:close()
+      assert.is_not_nil(final)
+      assert.are.equal(2, #got)
+      assert.is_nil(got[1].error)
+      assert.are.equal("luaconcurrent: a transfer is not a frame of this version", got[2].error)
+      assert.are.same({ "made", "under the spawn's key" }, { got[1][1], got[1][2] })
+    end)
+
     it("frames whose headers lie: what comes is a whole right frame or a refusal, never more", function()
       math.randomseed(17)
       local nbody = #frame(1, "lied", string.rep("l", 300)) - 4   -- the same under any key
