@@ -514,7 +514,7 @@ describe("run control", function()
       return s
     end
 
-    local function finish(h)
+    local function release(h)
       local f = assert(io.open(h.dir .. "/go", "w"))
       f:close()
       local two = file(h, "two")
@@ -542,7 +542,7 @@ describe("run control", function()
       local one = file(h, "one")
       local base = parent .. "/luaconcurrent." .. inner
       if not exists(base) then
-        finish(h)
+        release(h)
         pending("the runner got no cgroup base as luaconcurrent." .. inner)
         return
       end
@@ -558,7 +558,7 @@ describe("run control", function()
         print(lc.ProcRunAsyncio({ "true" }, { { 1 } }):run_all()[1].success)]]))
       local trace = helpers.read_file(log) or ""
       os.remove(log)
-      local two, left = finish(h)
+      local two, left = release(h)
       assert.are.equal("true\n", out, err)
       assert.is_falsy(trace:find('"' .. base .. '"', 1, true),
         "the later runner removed the live runner's base")
@@ -572,7 +572,7 @@ describe("run control", function()
       local one = file(h, "one")
       local base = parent and (parent .. "/luaconcurrent." .. file(h, "pid"))
       if not base or not exists(base) then
-        finish(h)
+        release(h)
         pending("needs a writable cgroup v2 tree")
         return
       end
@@ -583,7 +583,7 @@ describe("run control", function()
         os.execute("rmdir " .. q(base) .. "/t* " .. q(base) .. " 2>/dev/null")
         return not exists(base)
       end, BOUND), "could not remove " .. base)
-      local two, left = finish(h)
+      local two, left = release(h)
       assert.are.equal("true nil", two)
       assert.are.same({}, left, "task 2's daemon outlived it: it ran without a cgroup")
       -- (and the runner removes it at its exit)
