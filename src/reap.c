@@ -95,12 +95,14 @@ static int write_slot_file(int slot, const char *file, const char *s) {
     return n < 0 ? -1 : 0;
 }
 
-/* 1 populated, 0 empty, -1 cannot tell (counted as populated). */
+/* 1 populated, 0 empty, -1 cannot tell (counted as populated). A cgroup
+ * that is not there is empty: one with a process in it cannot be removed
+ * (its base was, under us: see the top). */
 static int populated(int slot) {
     char path[4200], buf[256];
     slot_path(path, sizeof path, slot, "cgroup.events");
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -1;
+    if (fd < 0) return errno == ENOENT ? 0 : -1;
     ssize_t n = read(fd, buf, sizeof buf - 1);
     close(fd);
     if (n <= 0) return -1;
