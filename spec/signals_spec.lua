@@ -235,4 +235,33 @@ describe("signals", function()
     local out, err = helpers.run_lua(code)
     assert.are.equal("true\ttrue\n", out, err)
   end)
+
+  -- The repeat window (signals.c) and the stop path assume the handlers
+  -- run on a thread that waits for them: thread workers start with every
+  -- signal blocked (pool.c) and keep it so, whatever their tasks do.
+  it("thread workers block SIGINT, SIGTERM, SIGHUP and SIGPIPE", function()
+    local code = [[
+      local core = require "luaconcurrent.core"
+      local loop = core.new_loop()
+      local fn = core.marshal_string(function() return true end)
+      loop:pool_start(fn, 2, 0, package.path, package.cpath)
+      local main = io.open("/proc/self/stat"):read("l"):match("^(%d+)")
+      local want = 1 << 0 | 1 << 1 | 1 << 12 | 1 << 14   -- HUP INT PIPE TERM, less 1
+      local seen = {}
+      -- (pool_start returns with its threads made)
+      local p = io.popen("ls /proc/" .. main .. "/task")
+      for tid in p:read("a"):gmatch("%d+") do
+        if tid ~= main then
+          local st = io.open("/proc/" .. main .. "/task/" .. tid .. "/status"):read("a")
+          local blk = tonumber(st:match("SigBlk:%s*(%x+)"), 16)
+          seen[#seen + 1] = blk & want == want and "blocked" or "open"
+        end
+      end
+      p:close()
+      loop:close()
+      print(table.concat(seen, " "))
+    ]]
+    local out, err = helpers.run_lua(code)
+    assert.are.equal("blocked blocked\n", out, err)
+  end)
 end)
