@@ -7,8 +7,10 @@
 --   bootstrap.lua  the command that starts a host's worker, and its head
 --   wire.lua       every message's layout, both directions, and the checks
 --                  on what a host sends (shipped to the plain worker too)
---   session.lua    each host's session: a state machine with deadlines,
---                  heartbeats, banners, hello, failures
+--   session.lua    each host's session: its states, failures and end
+--   connects.lua   when sessions start: connect slots, by count and time
+--   inbound.lua    what a host sends: banner, frames, hello, answers
+--   heartbeat.lua  heartbeats, and failures forgiven while healthy
 --   placement.lua  which host runs a task; requeue and its limits
 --   results.lua    a host's answer -> the task's result (data only)
 --   worker.lua     the plain-Lua worker; engine_worker.lua the engine's
