@@ -34,6 +34,7 @@ local bootstrap = require "luaconcurrent.remote.bootstrap"
 local results = require "luaconcurrent.remote.results"
 local session = require "luaconcurrent.remote.session"
 local placement = require "luaconcurrent.remote.placement"
+local argvlib = require "luaconcurrent.argv"
 
 local now = core.now
 
@@ -77,8 +78,7 @@ local function host_keys(h, is_fn)
 end
 
 function M.new(cfg, loop, finish)
-  local prefix = {}
-  for i, v in ipairs(cfg.pargs) do prefix[i] = tostring(v) end
+  local prefix = argvlib.words(cfg.pargs)
   local is_fn = type(cfg.pargs[1]) == "function"
   local hosts = hostlib.list(cfg.hosts, cfg.host_slots)
   local period = hostlib.HEARTBEAT
@@ -124,15 +124,7 @@ function Remote:update_capacity()
   self.slots = (total == 0 and not hope) and math.huge or total
 end
 
-function Remote:argv_of(arg)
-  local argv = { table.unpack(self.prefix) }
-  if type(arg) == "table" then
-    for i = 1, #arg do argv[#argv + 1] = tostring(arg[i]) end
-  elseif arg ~= nil then
-    argv[#argv + 1] = tostring(arg)
-  end
-  return argv
-end
+function Remote:argv_of(arg) return argvlib.of(self.prefix, arg) end
 
 function Remote:env_of(h)
   if h.env_list then return h.env_list end
