@@ -117,8 +117,8 @@ local function ssh_floor()
       .. " true </dev/null >/dev/null 2>&1 &"
   end
   local t0 = now()
-  local _, ok = sh(table.concat(cmds, "\n") .. "\nwait")
-  return now() - t0, ok
+  sh(table.concat(cmds, "\n") .. "\nwait")
+  return now() - t0
 end
 
 local function parallel_run()
