@@ -84,10 +84,11 @@ local function lc_run()
   end
   local tasks = {}
   for i = 1, ntasks do tasks[i] = { i, "t" .. i } end
-  local t0, first, all_up, ups = now(), nil, nil, 0
-  remote_executor.on_trace = function(_, text)
-    if text:match("^up:") then
-      ups = ups + 1
+  local t0, first, all_up, ups, seen = now(), nil, nil, 0, {}
+  -- Each host counts once (a session lost and made again says up again).
+  remote_executor.on_trace = function(name, text)
+    if text:match("^up:") and not seen[name] then
+      seen[name], ups = true, ups + 1
       if ups == nhosts then all_up = now() - t0 end
     end
   end
