@@ -13,25 +13,15 @@
 
 local core = require "luaconcurrent.core"
 local ProcResult = require "luaconcurrent.result"
+local argvlib = require "luaconcurrent.argv"
 
 local M = {}
-
-local function append_arg(argv, n, arg)
-  if arg == nil then return end
-  if type(arg) == "table" then
-    for i = 1, #arg do argv[n + i] = tostring(arg[i]) end
-  else
-    argv[n + 1] = tostring(arg)
-  end
-end
 
 --- cfg: the runner's settings (read only); loop: the run's engine loop;
 -- finish(index, res): report a task's one result; live(index, key, data,
 -- is_stderr), when given: output as it arrives (output = "lines").
 function M.new(cfg, loop, finish, live)
-  local prefix = {}
-  for i, v in ipairs(cfg.pargs) do prefix[i] = tostring(v) end
-  local nprefix = #prefix
+  local prefix = argvlib.words(cfg.pargs)
   local timeout, grace, cwd, input = cfg.timeout, cfg.kill_grace, cfg.cwd, cfg.input
   local envblock = cfg.envblock
   local inflight = {}       -- [process id] = { index, key, arg, why }
@@ -40,11 +30,7 @@ function M.new(cfg, loop, finish, live)
   local ex = { slots = cfg.slots }
   local time_limit, alarm, alarm_at = cfg.time_limit, nil, nil
 
-  local function argv_of(arg)
-    local argv = { table.unpack(prefix, 1, nprefix) }
-    append_arg(argv, nprefix, arg)
-    return argv
-  end
+  local function argv_of(arg) return argvlib.of(prefix, arg) end
 
   --- For verb = true: the command line.
   function ex:describe(_, arg)

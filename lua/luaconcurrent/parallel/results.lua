@@ -6,7 +6,7 @@
 local M = {}
 M.__index = M
 
-local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+local q = require("luaconcurrent.shellquote").quote
 
 local function write_file(path, text)
   local f, err = io.open(path, "w")
