@@ -4,6 +4,7 @@
 -- bad one.
 
 local core = require "luaconcurrent.core"
+local quote = require("luaconcurrent.shellquote").quote
 local hostlib = require "luaconcurrent.remote.hosts"
 local hosts = require "luaconcurrent.parallel.hosts"
 local timeout = require "luaconcurrent.parallel.timeout"
@@ -169,7 +170,7 @@ local function files(o, s)
       writable("the results", o.results, "w")
     else
       s.results = { kind = "dir", path = o.results }
-      local ok = os.execute("mkdir -p -- '" .. o.results:gsub("'", "'\\''") .. "' 2>/dev/null")
+      local ok = os.execute("mkdir -p -- " .. quote(o.results) .. " 2>/dev/null")
       if not ok then usage_error("cannot make the results directory %s", o.results) end
     end
   end
