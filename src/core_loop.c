@@ -363,8 +363,8 @@ static void push_record(lua_State *L, lc_proc *p) {
     lc_set_bool(L, "incomplete", p->incomplete);
     if (p->input_errno) {
         lc_set_str(L, "input_error", lc_errno_name(p->input_errno));
-        lc_set_int(L, "input_written", (lua_Integer)p->input_off);
-        lc_set_int(L, "input_size", (lua_Integer)p->input_len);
+        lc_set_int(L, "input_written", (lua_Integer)(p->input_off + p->feed.done));
+        lc_set_int(L, "input_size", (lua_Integer)(p->input_len + p->feed.len));
     }
     double end = p->t_end > 0 ? p->t_end : lc_now();
     lc_set_num(L, "time_start", p->wall_start);
@@ -604,6 +604,35 @@ static const char *opt_cstring(lua_State *L, int idx, const char *what,
     return s;
 }
 
+/* input given as { path =, offset =, length = [, prefix =] }: the prefix,
+ * then that byte range of the file, fed to stdin (feed.h). The strings
+ * stay the table's, alive while it is on the stack. */
+static void input_range(lua_State *L, int idx, lc_proc_spec *spec) {
+    size_t len;
+    lua_getfield(L, idx, "path");
+    spec->feed_path = luaL_tolstring(L, -1, &len);
+    if (lua_type(L, -2) != LUA_TSTRING || strlen(spec->feed_path) != len)
+        lc_raise(L, "luaconcurrent: input.path must be a string without NUL bytes");
+    lua_pop(L, 2);
+    lua_getfield(L, idx, "offset");
+    lua_getfield(L, idx, "length");
+    int ok_off, ok_len;
+    lua_Integer off = lua_tointegerx(L, -2, &ok_off);
+    lua_Integer n = lua_tointegerx(L, -1, &ok_len);
+    if (!ok_off || !ok_len || off < 0 || n < 0)
+        lc_raise(L, "luaconcurrent: input.offset and input.length must be integers >= 0");
+    lua_pop(L, 2);
+    spec->feed_off = off;
+    spec->feed_len = (size_t)n;
+    lua_getfield(L, idx, "prefix");
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TSTRING)
+            lc_raise(L, "luaconcurrent: input.prefix must be a string");
+        spec->input = lua_tolstring(L, -1, &spec->input_len);
+    }
+    lua_pop(L, 1);
+}
+
 static int l_spawn(lua_State *L) {
     loop_ud *u = lc_core_check_loop(L);
     lc_proc_spec spec;
@@ -623,7 +652,10 @@ static int l_spawn(lua_State *L) {
     if (!lua_isnoneornil(L, 3))
         spec.envp = ((envblock *)luaL_checkudata(L, 3, ENV_MT))->vars;
     spec.cwd = opt_cstring(L, 4, "cwd", &cwdlen);
-    spec.input = opt_cstring(L, 5, NULL, &spec.input_len);
+    if (lua_istable(L, 5))
+        input_range(L, 5, &spec);
+    else
+        spec.input = opt_cstring(L, 5, NULL, &spec.input_len);
     spec.timeout = luaL_optnumber(L, 6, 0);
     spec.kill_grace = luaL_optnumber(L, 7, LC_KILL_GRACE);
     /* The arguments' checks allocate (a finalizer may have closed the

@@ -183,7 +183,8 @@ static void reap_leader(lc_proc *p) {
 static void check_done(lc_proc *p) {
     if (p->phase == PH_DONE || !p->exited) return;
     if (p->outw.fd >= 0 || p->errw.fd >= 0) return;
-    if (p->inw.fd >= 0 && p->input_off < p->input_len && !p->input_errno)
+    if (p->inw.fd >= 0 && (p->input_off < p->input_len || lc_feed_pending(&p->feed))
+        && !p->input_errno)
         p->input_errno = EPIPE;     /* it ended without reading it all */
     lc_watch_close(p->loop, &p->inw);
     lc_timer_cancel(p->loop, &p->timer);
@@ -424,6 +425,11 @@ static void on_input(lc_loop *loop, lc_watch *w, uint32_t events) {
             p->input_errno = n < 0 ? errno : EPIPE;
             break;
         }
+    }
+    if (!p->input_errno && lc_feed_pending(&p->feed)) {
+        int e = lc_feed_pump(&p->feed, w->fd);
+        if (e == EAGAIN) return;
+        p->input_errno = e;     /* ENODATA: the file ended before its range */
     }
     if (p->stream && !p->input_errno && !p->input_closing)
         lc_watch_del(loop, w);  /* all written: wait for lc_proc_write */
@@ -782,13 +788,19 @@ int lc_proc_spawn(lc_loop *loop, const lc_proc_spec *spec,
     p->max_capture = spec->stream ? 0 : spec->max_capture;
     p->live = spec->stream ? 0 : spec->live;
     p->out.spill_fd = p->err.spill_fd = -1;
+    p->feed.fd = -1;
     if ((e = lc_timer_init(loop, &p->timer, on_timer, p)) != 0) {
         free(p);
         snprintf(errbuf, errlen, "cannot run '%s': out of memory", spec->argv[0]);
         return e;
     }
     p->stream = spec->stream;
-    if (spec->input || spec->stream) {
+    if (spec->feed_path &&
+        (e = lc_feed_open(&p->feed, spec->feed_path, (off_t)spec->feed_off, spec->feed_len)) != 0) {
+        what = "open the input file of";
+        goto fail;
+    }
+    if (spec->input || spec->stream || spec->feed_path) {
         p->input = malloc(spec->input_len ? spec->input_len : 1);
         if (p->input == NULL) { e = ENOMEM; what = "buffer input for"; goto fail; }
         if (spec->input) memcpy(p->input, spec->input, spec->input_len);
@@ -865,6 +877,7 @@ int lc_proc_spawn(lc_loop *loop, const lc_proc_spec *spec,
     if (!e && p->errw.fd >= 0) e = lc_watch_add(loop, &p->errw, EPOLLIN);
     if (!e && p->inw.fd >= 0) {
         fcntl(p->inw.fd, F_SETFL, O_NONBLOCK);
+        if (p->feed.len >= BIG_PIPE) fcntl(p->inw.fd, F_SETPIPE_SZ, BIG_PIPE);
         if (p->input_len > 0 || !p->stream) e = lc_watch_add(loop, &p->inw, EPOLLOUT);
     }
     if (e) {
@@ -888,6 +901,7 @@ fail_described:
     close_fd(&out[0]); close_fd(&out[1]);
     close_fd(&err[0]); close_fd(&err[1]);
     lc_timer_release(loop, &p->timer);
+    lc_feed_close(&p->feed);
     free(p->input);
     free(p);
     return e;
@@ -915,6 +929,7 @@ void lc_proc_free(lc_proc *p) {
     lc_mem_realloc(p->live_err.data, p->live_err.cap, 0);
     if (p->out.spill_fd >= 0) close(p->out.spill_fd);
     if (p->err.spill_fd >= 0) close(p->err.spill_fd);
+    lc_feed_close(&p->feed);
     free(p->input);
     free(p);
 }
