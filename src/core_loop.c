@@ -341,6 +341,17 @@ static void set_output(lua_State *L, const char *k, lc_proc *p, lc_buf *b) {
     set_spill(L, k, p, b);
 }
 
+/* A cut feed's rest (feed.h), once, into the table on top. */
+static void push_fed(lua_State *L, lc_proc *p) {
+    size_t len;
+    const char *rest = lc_feed_rest(&p->feed, &len);
+    lc_set_bool(L, "fed", 1);
+    lua_pushlstring(L, rest, len);
+    lua_setfield(L, -2, "rest");
+    lc_set_bool(L, "eof", p->feed.eof);
+    p->feed.fed = 2;
+}
+
 static void push_record(lua_State *L, lc_proc *p) {
     lua_createtable(L, 0, 17);                         /* rec */
     lc_set_int(L, "id", p->tag);
@@ -361,6 +372,7 @@ static void push_record(lua_State *L, lc_proc *p) {
     if (p->timeout > 0) lc_set_num(L, "limit", p->timeout);
     lc_set_bool(L, "interrupted", p->interrupted);
     lc_set_bool(L, "incomplete", p->incomplete);
+    if (p->feed.fed == 1) push_fed(L, p);
     if (p->input_errno) {
         lc_set_str(L, "input_error", lc_errno_name(p->input_errno));
         lc_set_int(L, "input_written", (lua_Integer)(p->input_off + p->feed.done));
@@ -505,12 +517,18 @@ static void push_stream_records(lua_State *L, loop_ud *u) {
     lua_Integer i = (lua_Integer)lua_rawlen(L, -1);
     while (u->sdata) {
         lc_proc *p = u->sdata;
+        if (p->feed.fed == 1) {
+            lua_createtable(L, 0, 4);
+            lc_set_int(L, "id", p->tag);
+            push_fed(L, p);
+            lua_rawseti(L, -2, ++i);
+        }
         if (p->live) {
             push_data(L, &i, p, &p->live_out, 0);
             push_data(L, &i, p, &p->live_err, 1);
         } else if (p->frames) {
             push_frames(L, &i, u, p);
-        } else {
+        } else if (p->stream) {
             push_data(L, &i, p, &p->out, 0);
         }
         u->sdata = p->data_next;
@@ -605,8 +623,12 @@ static const char *opt_cstring(lua_State *L, int idx, const char *what,
 }
 
 /* input given as { path =, offset =, length = [, prefix =] }: the prefix,
- * then that byte range of the file, fed to stdin (feed.h). The strings
- * stay the table's, alive while it is on the stack. */
+ * then that byte range of the file, fed to stdin (feed.h); with cut = a
+ * byte and block = its size, path is a stream (a pipe) and the prefix is
+ * followed by its next block of length bytes cut after the last such
+ * byte, the rest handed back in a {id =, fed = true, rest =, eof =}
+ * record (or in the proc's final record, if that comes first). The
+ * strings stay the table's, alive while it is on the stack. */
 static void input_range(lua_State *L, int idx, lc_proc_spec *spec) {
     size_t len;
     lua_getfield(L, idx, "path");
@@ -624,6 +646,19 @@ static void input_range(lua_State *L, int idx, lc_proc_spec *spec) {
     lua_pop(L, 2);
     spec->feed_off = off;
     spec->feed_len = (size_t)n;
+    spec->feed_cut = -1;
+    lua_getfield(L, idx, "cut");
+    if (!lua_isnil(L, -1)) {
+        size_t clen;
+        const char *c = lua_tolstring(L, -1, &clen);
+        lua_Integer block = (lua_getfield(L, idx, "block"), lua_tointeger(L, -1));
+        if (c == NULL || clen != 1 || block < 1)
+            lc_raise(L, "luaconcurrent: input.cut must be one byte, with input.block >= 1");
+        spec->feed_cut = (unsigned char)c[0];
+        spec->feed_block = (size_t)block;
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
     lua_getfield(L, idx, "prefix");
     if (!lua_isnil(L, -1)) {
         if (lua_type(L, -1) != LUA_TSTRING)
