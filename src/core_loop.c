@@ -349,6 +349,8 @@ static void push_fed(lua_State *L, lc_proc *p) {
     lua_pushlstring(L, rest, len);
     lua_setfield(L, -2, "rest");
     lc_set_bool(L, "eof", p->feed.eof);
+    /* the block's bytes: the in-memory prefix, then the stream's up to the cut */
+    lc_set_int(L, "block_size", (lua_Integer)(p->input_len + p->feed.done - len));
     p->feed.fed = 2;
 }
 

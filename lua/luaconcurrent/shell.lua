@@ -339,6 +339,8 @@ function M.blocks_of(o, sources)
     return pipe.parts(o, files[1])
   end
   local f = io.stdin
+  local stream = not o.dry_run and (not files[1] or files[1] == "-") and pipe.stream_blocks(o)
+  if stream then return stream end     -- stdin a pipe: the engine splices it
   if files[1] and files[1] ~= "-" then
     local err
     f, err = io.open(files[1], "rb")
