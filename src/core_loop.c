@@ -18,6 +18,10 @@
  *        last bytes in the record's live_stdout / live_stderr; max_capture: bytes of each output kept in
  *        memory, the whole output then in the record's stdout_file /
  *        stderr_file, an unlinked temporary file, with stdout_size ...)
+ *        input: a string, or a file's range {path=, offset=, length=
+ *        [, prefix=]}, or a stream's next block {..., cut=, block=} whose
+ *        rest comes back as {id=, fed=true, rest=, eof=, block_size=}
+ *        (input_range below; feed.h)
  *   loop:poll([max_wait]) -> { record, ... }
  *   loop:running() -> n          processes and jobs whose record is to come
  *   loop:kill(id) -> true | false           kill one task's process group
@@ -650,17 +654,19 @@ static void input_range(lua_State *L, int idx, lc_proc_spec *spec) {
     spec->feed_len = (size_t)n;
     spec->feed_cut = -1;
     lua_getfield(L, idx, "cut");
-    if (!lua_isnil(L, -1)) {
-        size_t clen;
-        const char *c = lua_tolstring(L, -1, &clen);
-        lua_Integer block = (lua_getfield(L, idx, "block"), lua_tointeger(L, -1));
-        if (c == NULL || clen != 1 || block < 1)
+    lua_getfield(L, idx, "block");
+    if (!lua_isnil(L, -2)) {
+        size_t clen = 0;
+        const char *c = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &clen) : NULL;
+        lua_Integer block = lua_tointeger(L, -1);
+        if (c != NULL && clen == 1 && block >= 1) {
+            spec->feed_cut = (unsigned char)c[0];
+            spec->feed_block = (size_t)block;
+        } else {
             lc_raise(L, "luaconcurrent: input.cut must be one byte, with input.block >= 1");
-        spec->feed_cut = (unsigned char)c[0];
-        spec->feed_block = (size_t)block;
-        lua_pop(L, 1);
+        }
     }
-    lua_pop(L, 1);
+    lua_pop(L, 2);
     lua_getfield(L, idx, "prefix");
     if (!lua_isnil(L, -1)) {
         if (lua_type(L, -1) != LUA_TSTRING)
