@@ -354,7 +354,7 @@ static void push_fed(lua_State *L, lc_proc *p) {
     lua_setfield(L, -2, "rest");
     lc_set_bool(L, "eof", p->feed.eof);
     /* the block's bytes: the in-memory prefix, then the stream's up to the cut */
-    lc_set_int(L, "block_size", (lua_Integer)(p->input_len + p->feed.done - len));
+    lc_set_int(L, "block_size", (lua_Integer)(p->input_len + lc_feed_size(&p->feed)));
     p->feed.fed = 2;
 }
 
@@ -381,8 +381,8 @@ static void push_record(lua_State *L, lc_proc *p) {
     if (p->feed.fed == 1) push_fed(L, p);
     if (p->input_errno) {
         lc_set_str(L, "input_error", lc_errno_name(p->input_errno));
-        lc_set_int(L, "input_written", (lua_Integer)(p->input_off + p->feed.done));
-        lc_set_int(L, "input_size", (lua_Integer)(p->input_len + p->feed.len));
+        lc_set_int(L, "input_written", (lua_Integer)(p->input_off + lc_feed_written(&p->feed)));
+        lc_set_int(L, "input_size", (lua_Integer)(p->input_len + lc_feed_size(&p->feed)));
     }
     double end = p->t_end > 0 ? p->t_end : lc_now();
     lc_set_num(L, "time_start", p->wall_start);

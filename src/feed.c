@@ -52,6 +52,8 @@ int lc_feed_open(lc_feed *f, const char *path, off_t off, size_t len,
     f->off = off;
     f->len = len;
     if (cut >= 0) {
+        /* A bigger pipe lets the writer run ahead: fewer, larger moves. */
+        if (fcntl(fd, F_GETPIPE_SZ) < FEED_CHUNK) fcntl(fd, F_SETPIPE_SZ, FEED_CHUNK);
         f->cut = cut & 0xff;
         f->block = block ? block : 1;
         f->prefix_len = prefix_len;
@@ -68,6 +70,17 @@ int lc_feed_pending(const lc_feed *f) {
 
 int lc_feed_sent(const lc_feed *f) {
     return f->cut >= 0 && f->phase >= C_PROBE;
+}
+
+size_t lc_feed_written(const lc_feed *f) {
+    return f->cut < 0 ? f->done : f->written;
+}
+
+size_t lc_feed_size(const lc_feed *f) {
+    size_t rest;
+    if (f->cut < 0 || f->phase < C_SEND) return f->len;
+    lc_feed_rest(f, &rest);
+    return f->done - rest;
 }
 
 const char *lc_feed_rest(const lc_feed *f, size_t *len) {
@@ -175,6 +188,7 @@ static int cut_bulk(lc_feed *f, int out) {
         ssize_t n = splice(f->src.fd, NULL, out, NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         if (n > 0) {
             f->done += (size_t)n;
+            f->written += (size_t)n;
             continue;
         }
         if (n == 0) {           /* the stream ended inside the block */
@@ -228,6 +242,7 @@ static int cut_send(lc_feed *f, int out) {
         ssize_t n = write(out, f->buf + f->buf_off, f->send_len - f->buf_off);
         if (n > 0) {
             f->buf_off += (size_t)n;
+            f->written += (size_t)n;
         } else if (n < 0 && errno == EINTR) {
             continue;
         } else if (n < 0 && errno == EAGAIN) {

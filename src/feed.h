@@ -41,6 +41,7 @@ typedef struct lc_feed {
     int cut;                    /* cut mode: the record end byte; -1: range */
     off_t off;                  /* range: where it starts */
     size_t len, done;           /* bytes asked for; taken from src so far */
+    size_t written;             /* of those, written to the child */
     size_t block, prefix_len;   /* cut: the block size, the bytes before src's */
     int nosplice;               /* splice refused: read + write */
     int phase;                  /* cut: see feed.c */
@@ -76,6 +77,11 @@ int lc_feed_pending(const lc_feed *f);
 /* cut: nonzero once the block is written (or dropped): what is left is
  * finding the rest, and the child's stdin can close. */
 int lc_feed_sent(const lc_feed *f);
+
+/* Bytes of the range or block written to the child so far, and the
+ * bytes it has in all (a cut block's once its end is known). */
+size_t lc_feed_written(const lc_feed *f);
+size_t lc_feed_size(const lc_feed *f);
 
 /* cut: the rest after the block (valid until lc_feed_close). */
 const char *lc_feed_rest(const lc_feed *f, size_t *len);

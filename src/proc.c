@@ -435,8 +435,7 @@ static int feed_input(lc_proc *p) {
     if (!lc_feed_pending(&p->feed)) return 0;
     if (p->input_errno == EPIPE && p->feed.cut >= 0) {
         p->feed.out_errno = EPIPE;  /* still take the block from the stream */
-        p->input_errno = 0;
-        p->input_off = p->input_len;    /* the prefix is dropped with it */
+        p->input_errno = 0;         /* (on_input writes no more of the prefix) */
     }
     if (p->input_errno) return 0;
     int e = lc_feed_pump(&p->feed, p->inw.fd);
@@ -468,7 +467,7 @@ static void on_feed_src(lc_loop *loop, lc_watch *w, uint32_t events) {
 static void on_input(lc_loop *loop, lc_watch *w, uint32_t events) {
     lc_proc *p = w->data;
     (void)events;
-    while (p->input_off < p->input_len) {
+    while (p->input_off < p->input_len && !p->feed.out_errno) {
         ssize_t n = write_nosigpipe(w->fd, p->input + p->input_off,
                                     p->input_len - p->input_off);
         if (n > 0) {

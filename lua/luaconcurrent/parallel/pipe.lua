@@ -338,6 +338,15 @@ local function spawn(r, job)
   return r.loop:spawn(job.argv, nil, nil, job.input, r.c.timeout or 0, r.c.kill_grace)
 end
 
+-- A stream block whose job could not start is still in stdin: `true`
+-- takes it (the engine reads a block whole whatever its job does), so the
+-- next block starts where it should; its record is no job's result.
+local function drain(r, job)
+  local id, msg = r.loop:spawn({ "true" }, nil, nil, job.input, 0, r.c.kill_grace)
+  if not id then error("lcparallel: --pipe: cannot skip a block of stdin: " .. msg, 0) end
+  r.byid[id], r.running = { drain = true, feeding = true }, r.running + 1
+end
+
 -- Start a job for the next block; false when there is none to start now.
 local function start_next(r)
   local block = r.src.next()
@@ -355,7 +364,7 @@ local function start_next(r)
   if id then
     r.byid[id], r.running = job, r.running + 1
   else
-    if job.feeding then error("lcparallel: --pipe: " .. msg, 0) end  -- its block is still in stdin
+    if job.feeding then drain(r, job) end
     r.free[#r.free + 1] = slot
     r.c.on_result(ProcResult.spawn_failure(r.seq, nil, msg, errname, core.wallclock()), job)
   end
@@ -392,7 +401,11 @@ local function on_records(r, records)
     local job = r.byid[rec.id]
     if job then
       if rec.fed or (rec.returncode and job.feeding) then fed(r, job, rec) end
-      if rec.returncode then finished(r, rec.id, job, rec) end
+      if rec.returncode and job.drain then
+        r.byid[rec.id], r.running = nil, r.running - 1
+      elseif rec.returncode then
+        finished(r, rec.id, job, rec)
+      end
     end
   end
 end
