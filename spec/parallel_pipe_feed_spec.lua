@@ -166,3 +166,47 @@ describe("engine feeds (loop:spawn input as a file range or a stream's block)", 
     end
   end)
 end)
+
+-- lcparallel --pipe on the engine's cut feeds (blocks over the 256 KiB
+-- tail, so spliced) and --pipepart on range feeds, against GNU parallel.
+describe("lcparallel --pipe/--pipepart on the engine's feeds, against GNU parallel", function()
+  local LC = helpers.ROOT .. "/build/luaconcurrent --parallel"
+  local have_parallel = os.execute("parallel --version >/dev/null 2>&1")
+  local dir
+  before_each(function()
+    dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir " .. helpers.q(dir) .. " && seq 400000 > " .. helpers.q(dir .. "/big")))
+  end)
+  after_each(function() os.execute("rm -rf " .. helpers.q(dir)) end)
+
+  local cases = {
+    "cat big | %s -j2 --pipe --block 700k -k wc -l",
+    "cat big | %s -j2 --pipe --block 700k -k 'head -1'",
+    "cat big | %s -j2 --pipe --block 300k --header : -k 'head -2 | tail -1'",
+    "%s -j2 --pipepart -a big --block 700k -k 'head -1; wc -l'",
+  }
+  for _, case in ipairs(cases) do
+    it(case:format("lcparallel"), function()
+      if not have_parallel then pending("GNU parallel is not installed") return end
+      local cd = "cd " .. helpers.q(dir) .. " && "
+      local want, _, wcode = helpers.sh(cd .. case:format("parallel --will-cite"))
+      local got, err, code = helpers.sh(cd .. case:format(LC))
+      assert.are.equal(wcode, code, err)
+      assert.are.equal(want, got)
+      assert.is_true(#got > 0)
+    end)
+  end
+
+  it("a --pipe job that exits without reading fails alone; the next blocks start where they should", function()
+    local cmd = "cd " .. helpers.q(dir) .. " && cat big | " .. LC .. " -j1 --pipe --block 700k -k "
+      .. "'if [ $PARALLEL_SEQ = 2 ]; then exec /nonexistent/prog; fi; head -1; cat >/dev/null'"
+    local out, _, code = helpers.sh(cmd)
+    assert.are.equal(1, code)
+    local want = {}
+    for i, b in ipairs(reference_blocks(helpers.sh("seq 400000"), 700000)) do
+      if i ~= 2 then want[#want + 1] = b:match("^[^\n]*\n") end
+    end
+    assert.are.equal(table.concat(want), out)
+  end)
+end)

@@ -381,10 +381,20 @@ local function fed(r, job, rec)
   r.src.fed(rec)
 end
 
+-- GNU parallel's --pipe: a job that stops reading before the end of its
+-- block fails, Signal 13 in the joblog (the writer feeding it got
+-- SIGPIPE), whatever its own exit status.
+local function stopped_reading(res)
+  if not (res.success and res.input_error and res.input_error:find("(EPIPE)", 1, true)) then return res end
+  res.success, res.signal = false, 13
+  res.error = res.input_error .. ": a --pipe job that does not read its whole block fails, as in GNU parallel"
+  return res
+end
+
 -- A job's final record: try it again (--retries) or hand its result on.
 local function finished(r, id, job, rec)
   r.byid[id], r.running = nil, r.running - 1
-  local res = ProcResult.from_record(job.seq, nil, rec)
+  local res = stopped_reading(ProcResult.from_record(job.seq, nil, rec))
   if not res.success and job.tries <= (r.c.retries or 0) and not r.c.halted() then
     job.tries = job.tries + 1
     local nid = spawn(r, job)
