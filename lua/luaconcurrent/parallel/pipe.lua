@@ -314,7 +314,7 @@ function M.parts(o, path)
   return function()
     k = k + 1
     if not pos[k + 1] then return nil end
-    return { path = path, offset = pos[k], length = pos[k + 1] - pos[k], header = header }
+    return { path = path, offset = pos[k], length = pos[k + 1] - pos[k], header = header, pipepart = true }
   end
 end
 
@@ -355,7 +355,8 @@ local function start_next(r)
   r.seq = r.seq + 1
   local slot = table.remove(r.free)
   if not slot then r.used = r.used + 1; slot = r.used end
-  local job = { seq = r.seq, slot = slot, tries = 1, spooled = block.spooled and block.path }
+  local job = { seq = r.seq, slot = slot, tries = 1, spooled = block.spooled and block.path,
+                pipepart = block.pipepart }
   job.input, job.size = spawn_input(block)
   job.feeding = block.cut ~= nil
   job.argv = r.c.argv_of(r.seq, slot)
@@ -381,11 +382,12 @@ local function fed(r, job, rec)
   r.src.fed(rec)
 end
 
--- GNU parallel's --pipe: a job that stops reading before the end of its
--- block fails, Signal 13 in the joblog (the writer feeding it got
--- SIGPIPE), whatever its own exit status.
-local function stopped_reading(res)
-  if not (res.success and res.input_error and res.input_error:find("(EPIPE)", 1, true)) then return res end
+-- GNU parallel's --pipe (not --pipepart): a job that stops reading
+-- before the end of its block fails, Signal 13 in the joblog (the writer
+-- feeding it got SIGPIPE), whatever its own exit status.
+local function stopped_reading(res, job)
+  local epipe = res.input_error and res.input_error:find("(EPIPE)", 1, true)
+  if job.pipepart or not (res.success and epipe) then return res end
   res.success, res.signal = false, 13
   res.error = res.input_error .. ": a --pipe job that does not read its whole block fails, as in GNU parallel"
   return res
@@ -394,7 +396,7 @@ end
 -- A job's final record: try it again (--retries) or hand its result on.
 local function finished(r, id, job, rec)
   r.byid[id], r.running = nil, r.running - 1
-  local res = stopped_reading(ProcResult.from_record(job.seq, nil, rec))
+  local res = stopped_reading(ProcResult.from_record(job.seq, nil, rec), job)
   if not res.success and job.tries <= (r.c.retries or 0) and not r.c.halted() then
     job.tries = job.tries + 1
     local nid = spawn(r, job)
