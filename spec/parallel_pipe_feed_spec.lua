@@ -184,6 +184,7 @@ describe("lcparallel --pipe/--pipepart on the engine's feeds, against GNU parall
     "cat big | %s -j2 --pipe --block 700k -k wc -l",
     "cat big | %s -j2 --pipe --block 700k -k 'head -1'",
     "cat big | %s -j2 --pipe --block 300k --header : -k 'head -2 | tail -1'",
+    "%s -j2 --pipe --block 700k -k wc -l < big",
     "%s -j2 --pipepart -a big --block 700k -k 'head -1; wc -l'",
     "%s -j2 --pipepart -a big --block 700k -k 'head -1'",
   }
