@@ -18,7 +18,7 @@
 -- optionally, check(cfg) -> message | nil (refuse settings at
 -- construction). cfg holds the runner's settings, read only (pargs,
 -- timeout, kill_grace, envblock, cwd, input, num_workers, ntasks,
--- fn_bytes, slots); loop is the run's engine loop; finish(index, res) is
+-- fn_bytes, slots, time_limit); loop is the run's engine loop; finish(index, res) is
 -- the one way to report a task's one result; live(index, key, data,
 -- is_stderr), nil unless output = "lines", takes output as it arrives (an
 -- executor that cannot, ignores it). new returns a table:
@@ -83,7 +83,7 @@ local function executor_cfg(self)
     envblock = self.env and core.envblock(self.env) or nil, cwd = self.cwd,
     input = self.input, num_workers = self.num_workers, ntasks = self.ntasks,
     fn_bytes = self.fn_bytes, max_capture = self.max_capture, env = self.env, hosts = self.hosts,
-    host_slots = self.host_slots, max_answer = self.max_answer,
+    host_slots = self.host_slots, max_answer = self.max_answer, time_limit = self.time_limit,
     slots = self.num_workers == 0 and math.huge or self.num_workers,
   }
 end
