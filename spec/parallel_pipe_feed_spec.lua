@@ -212,3 +212,24 @@ describe("lcparallel --pipe/--pipepart on the engine's feeds, against GNU parall
     assert.are.equal(table.concat(want), out)
   end)
 end)
+
+describe("parallel/pipe.lua run over stream blocks", function()
+  it("a job that cannot be spawned fails alone; its block is drained, the next starts where it should", function()
+    local script = [[
+      local pipe = require "luaconcurrent.parallel.pipe"
+      local src = assert(pipe.stream_blocks({ block = "700k" }), "stdin is not a pipe")
+      local out = {}
+      pipe.run({ jobs = 2, blocks = src, kill_grace = 0.1, halted = function() end,
+        argv_of = function(seq) return seq == 2 and { "/nonexistent/prog" } or { "head", "-c", "7" } end,
+        on_result = function(res) out[res.key] = (res.stdout or "") ~= "" and res.stdout or "failed" end })
+      for i = 1, #out do io.write(i, ":", out[i], "|") end
+    ]]
+    local out, err, code = helpers.sh("seq 400000 | " .. helpers.lua_env() .. " exec lua5.4 -e " .. helpers.q(script))
+    assert.are.equal(0, code, err)
+    local want = {}
+    for i, b in ipairs(reference_blocks(helpers.sh("seq 400000"), 700000)) do
+      want[#want + 1] = i .. ":" .. (i == 2 and "failed" or b:sub(1, 7)) .. "|"
+    end
+    assert.are.equal(table.concat(want), out)
+  end)
+end)
