@@ -33,7 +33,7 @@ LDFLAGS  ?=
 
 B        := build
 ENGINE   := src/loop.c src/proc.c src/hugemem.c src/signals.c src/marshal.c src/pool.c \
-            src/reap.c src/host.c src/core.c src/core_loop.c src/core_pool.c src/core_marshal.c src/core_misc.c src/core_file.c src/workerproc.c
+            src/reap.c src/host.c src/core.c src/core_loop.c src/core_pool.c src/core_marshal.c src/core_misc.c src/core_file.c src/workerproc.c src/feed.c
 LUAMODS  := $(wildcard lua/luaconcurrent/*.lua)
 # Modules in subfolders: executors, run control, remote hosts.
 SUBDIRS  := exec control remote parallel

@@ -18,6 +18,10 @@
  *        last bytes in the record's live_stdout / live_stderr; max_capture: bytes of each output kept in
  *        memory, the whole output then in the record's stdout_file /
  *        stderr_file, an unlinked temporary file, with stdout_size ...)
+ *        input: a string, or a file's range {path=, offset=, length=
+ *        [, prefix=]}, or a stream's next block {..., cut=, block=} whose
+ *        rest comes back as {id=, fed=true, rest=, eof=, block_size=}
+ *        (input_range below; feed.h)
  *   loop:poll([max_wait]) -> { record, ... }
  *   loop:running() -> n          processes and jobs whose record is to come
  *   loop:kill(id) -> true | false           kill one task's process group
@@ -341,6 +345,19 @@ static void set_output(lua_State *L, const char *k, lc_proc *p, lc_buf *b) {
     set_spill(L, k, p, b);
 }
 
+/* A cut feed's rest (feed.h), once, into the table on top. */
+static void push_fed(lua_State *L, lc_proc *p) {
+    size_t len;
+    const char *rest = lc_feed_rest(&p->feed, &len);
+    lc_set_bool(L, "fed", 1);
+    lua_pushlstring(L, rest, len);
+    lua_setfield(L, -2, "rest");
+    lc_set_bool(L, "eof", p->feed.eof);
+    /* the block's bytes: the in-memory prefix, then the stream's up to the cut */
+    lc_set_int(L, "block_size", (lua_Integer)(p->input_len + lc_feed_size(&p->feed)));
+    p->feed.fed = 2;
+}
+
 static void push_record(lua_State *L, lc_proc *p) {
     lua_createtable(L, 0, 17);                         /* rec */
     lc_set_int(L, "id", p->tag);
@@ -361,10 +378,11 @@ static void push_record(lua_State *L, lc_proc *p) {
     if (p->timeout > 0) lc_set_num(L, "limit", p->timeout);
     lc_set_bool(L, "interrupted", p->interrupted);
     lc_set_bool(L, "incomplete", p->incomplete);
+    if (p->feed.fed == 1) push_fed(L, p);
     if (p->input_errno) {
         lc_set_str(L, "input_error", lc_errno_name(p->input_errno));
-        lc_set_int(L, "input_written", (lua_Integer)p->input_off);
-        lc_set_int(L, "input_size", (lua_Integer)p->input_len);
+        lc_set_int(L, "input_written", (lua_Integer)(p->input_off + lc_feed_written(&p->feed)));
+        lc_set_int(L, "input_size", (lua_Integer)(p->input_len + lc_feed_size(&p->feed)));
     }
     double end = p->t_end > 0 ? p->t_end : lc_now();
     lc_set_num(L, "time_start", p->wall_start);
@@ -504,12 +522,18 @@ static void push_stream_records(lua_State *L, loop_ud *u) {
     lua_Integer i = (lua_Integer)lua_rawlen(L, -1);
     while (u->sdata) {
         lc_proc *p = u->sdata;
+        if (p->feed.fed == 1) {
+            lua_createtable(L, 0, 4);
+            lc_set_int(L, "id", p->tag);
+            push_fed(L, p);
+            lua_rawseti(L, -2, ++i);
+        }
         if (p->live) {
             push_data(L, &i, p, &p->live_out, 0);
             push_data(L, &i, p, &p->live_err, 1);
         } else if (p->frames) {
             push_frames(L, &i, u, p);
-        } else {
+        } else if (p->stream) {
             push_data(L, &i, p, &p->out, 0);
         }
         u->sdata = p->data_next;
@@ -603,6 +627,54 @@ static const char *opt_cstring(lua_State *L, int idx, const char *what,
     return s;
 }
 
+/* input given as { path =, offset =, length = [, prefix =] }: the prefix,
+ * then that byte range of the file, fed to stdin (feed.h); with cut = a
+ * byte and block = its size, path is a stream (a pipe) and the prefix is
+ * followed by its next block of length bytes cut after the last such
+ * byte, the rest handed back in a {id =, fed = true, rest =, eof =}
+ * record (or in the proc's final record, if that comes first). The
+ * strings stay the table's, alive while it is on the stack. */
+static void input_range(lua_State *L, int idx, lc_proc_spec *spec) {
+    size_t len;
+    lua_getfield(L, idx, "path");
+    spec->feed_path = luaL_tolstring(L, -1, &len);
+    if (lua_type(L, -2) != LUA_TSTRING || strlen(spec->feed_path) != len)
+        lc_raise(L, "luaconcurrent: input.path must be a string without NUL bytes");
+    lua_pop(L, 2);
+    lua_getfield(L, idx, "offset");
+    lua_getfield(L, idx, "length");
+    int ok_off, ok_len;
+    lua_Integer off = lua_tointegerx(L, -2, &ok_off);
+    lua_Integer n = lua_tointegerx(L, -1, &ok_len);
+    if (!ok_off || !ok_len || off < 0 || n < 0)
+        lc_raise(L, "luaconcurrent: input.offset and input.length must be integers >= 0");
+    lua_pop(L, 2);
+    spec->feed_off = off;
+    spec->feed_len = (size_t)n;
+    spec->feed_cut = -1;
+    lua_getfield(L, idx, "cut");
+    lua_getfield(L, idx, "block");
+    if (!lua_isnil(L, -2)) {
+        size_t clen = 0;
+        const char *c = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &clen) : NULL;
+        lua_Integer block = lua_tointeger(L, -1);
+        if (c != NULL && clen == 1 && block >= 1) {
+            spec->feed_cut = (unsigned char)c[0];
+            spec->feed_block = (size_t)block;
+        } else {
+            lc_raise(L, "luaconcurrent: input.cut must be one byte, with input.block >= 1");
+        }
+    }
+    lua_pop(L, 2);
+    lua_getfield(L, idx, "prefix");
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TSTRING)
+            lc_raise(L, "luaconcurrent: input.prefix must be a string");
+        spec->input = lua_tolstring(L, -1, &spec->input_len);
+    }
+    lua_pop(L, 1);
+}
+
 static int l_spawn(lua_State *L) {
     loop_ud *u = lc_core_check_loop(L);
     lc_proc_spec spec;
@@ -622,7 +694,10 @@ static int l_spawn(lua_State *L) {
     if (!lua_isnoneornil(L, 3))
         spec.envp = ((envblock *)luaL_checkudata(L, 3, ENV_MT))->vars;
     spec.cwd = opt_cstring(L, 4, "cwd", &cwdlen);
-    spec.input = opt_cstring(L, 5, NULL, &spec.input_len);
+    if (lua_istable(L, 5))
+        input_range(L, 5, &spec);
+    else
+        spec.input = opt_cstring(L, 5, NULL, &spec.input_len);
     spec.timeout = luaL_optnumber(L, 6, 0);
     spec.kill_grace = luaL_optnumber(L, 7, LC_KILL_GRACE);
     /* The arguments' checks allocate (a finalizer may have closed the

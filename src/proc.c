@@ -183,7 +183,11 @@ static void reap_leader(lc_proc *p) {
 static void check_done(lc_proc *p) {
     if (p->phase == PH_DONE || !p->exited) return;
     if (p->outw.fd >= 0 || p->errw.fd >= 0) return;
-    if (p->inw.fd >= 0 && p->input_off < p->input_len && !p->input_errno)
+    /* A stream's block is taken whole even from a child that is gone, so
+     * the next block starts where it should (feed.h). */
+    if (p->feed.cut >= 0 && lc_feed_pending(&p->feed) && !p->input_errno) return;
+    if (p->inw.fd >= 0 && (p->input_off < p->input_len || lc_feed_pending(&p->feed))
+        && !p->input_errno)
         p->input_errno = EPIPE;     /* it ended without reading it all */
     lc_watch_close(p->loop, &p->inw);
     lc_timer_cancel(p->loop, &p->timer);
@@ -408,10 +412,62 @@ static ssize_t write_nosigpipe(int fd, const char *data, size_t len) {
     return n;
 }
 
+static void on_feed_src(lc_loop *loop, lc_watch *w, uint32_t events);
+
+/* The stream is empty: wait for it instead of for room in stdin (which,
+ * once the block is all written, can close now). */
+static void feed_wait_src(lc_proc *p) {
+    if (lc_feed_sent(&p->feed))
+        lc_watch_close(p->loop, &p->inw);
+    else
+        lc_watch_del(p->loop, &p->inw);
+    p->feed.src.fn = on_feed_src;
+    p->feed.src.data = p;
+    int e = lc_watch_add(p->loop, &p->feed.src, EPOLLIN);
+    if (e) {
+        p->input_errno = e;
+        lc_watch_close(p->loop, &p->inw);
+    }
+}
+
+/* After the in-memory input: the feed (feed.h). Nonzero: it waits. */
+static int feed_input(lc_proc *p) {
+    if (!lc_feed_pending(&p->feed)) return 0;
+    if (p->input_errno == EPIPE && p->feed.cut >= 0) {
+        p->feed.out_errno = EPIPE;  /* still take the block from the stream */
+        p->input_errno = 0;         /* (on_input writes no more of the prefix) */
+    }
+    if (p->input_errno) return 0;
+    int e = lc_feed_pump(&p->feed, p->inw.fd);
+    if (e == EAGAIN) return 1;
+    if (e == LC_FEED_WAIT_SRC) {
+        feed_wait_src(p);
+        return 1;
+    }
+    /* ENODATA: the file ended before its range; EPIPE: stdin closed. */
+    p->input_errno = e ? e : p->feed.out_errno;
+    if (p->feed.fed == 1 && p->on_data) p->on_data(p);
+    return 0;
+}
+
+static void on_feed_src(lc_loop *loop, lc_watch *w, uint32_t events) {
+    lc_proc *p = w->data;
+    (void)events;
+    lc_watch_del(loop, w);
+    if (p->inw.fd >= 0) {       /* on_input goes on with the block */
+        int e = lc_watch_add(loop, &p->inw, EPOLLOUT);
+        if (e) p->input_errno = e;
+        if (!e) return;
+    } else if (feed_input(p)) {
+        return;
+    }
+    check_done(p);
+}
+
 static void on_input(lc_loop *loop, lc_watch *w, uint32_t events) {
     lc_proc *p = w->data;
     (void)events;
-    while (p->input_off < p->input_len) {
+    while (p->input_off < p->input_len && !p->feed.out_errno) {
         ssize_t n = write_nosigpipe(w->fd, p->input + p->input_off,
                                     p->input_len - p->input_off);
         if (n > 0) {
@@ -425,10 +481,13 @@ static void on_input(lc_loop *loop, lc_watch *w, uint32_t events) {
             break;
         }
     }
-    if (p->stream && !p->input_errno && !p->input_closing)
+    if (feed_input(p)) return;
+    if (p->stream && !p->input_errno && !p->input_closing) {
         lc_watch_del(loop, w);  /* all written: wait for lc_proc_write */
-    else
+    } else {
         lc_watch_close(loop, w);    /* all written, or the child closed stdin */
+        check_done(p);          /* it may have ended while its feed went on */
+    }
 }
 
 int lc_proc_write(lc_proc *p, const char *data, size_t len) {
@@ -788,13 +847,21 @@ int lc_proc_spawn(lc_loop *loop, const lc_proc_spec *spec,
     p->max_capture = spec->stream ? 0 : spec->max_capture;
     p->live = spec->stream ? 0 : spec->live;
     p->out.spill_fd = p->err.spill_fd = -1;
+    p->feed.src.fd = -1;
+    p->feed.cut = -1;
     if ((e = lc_timer_init(loop, &p->timer, on_timer, p)) != 0) {
         free(p);
         snprintf(errbuf, errlen, "cannot run '%s': out of memory", spec->argv[0]);
         return e;
     }
     p->stream = spec->stream;
-    if (spec->input || spec->stream) {
+    if (spec->feed_path &&
+        (e = lc_feed_open(&p->feed, spec->feed_path, (off_t)spec->feed_off, spec->feed_len,
+                          spec->feed_cut, spec->feed_block, spec->input_len)) != 0) {
+        what = "open the input file of";
+        goto fail;
+    }
+    if (spec->input || spec->stream || spec->feed_path) {
         p->input = malloc(spec->input_len ? spec->input_len : 1);
         if (p->input == NULL) { e = ENOMEM; what = "buffer input for"; goto fail; }
         if (spec->input) memcpy(p->input, spec->input, spec->input_len);
@@ -875,6 +942,7 @@ int lc_proc_spawn(lc_loop *loop, const lc_proc_spec *spec,
     if (!e && p->errw.fd >= 0) e = lc_watch_add(loop, &p->errw, EPOLLIN);
     if (!e && p->inw.fd >= 0) {
         fcntl(p->inw.fd, F_SETFL, O_NONBLOCK);
+        if (p->feed.len >= BIG_PIPE) fcntl(p->inw.fd, F_SETPIPE_SZ, BIG_PIPE);
         if (p->input_len > 0 || !p->stream) e = lc_watch_add(loop, &p->inw, EPOLLOUT);
     }
     if (e) {
@@ -898,6 +966,7 @@ fail_described:
     close_fd(&out[0]); close_fd(&out[1]);
     close_fd(&err[0]); close_fd(&err[1]);
     lc_timer_release(loop, &p->timer);
+    lc_feed_close(loop, &p->feed);
     free(p->input);
     free(p);
     return e;
@@ -925,6 +994,7 @@ void lc_proc_free(lc_proc *p) {
     lc_mem_realloc(p->live_err.data, p->live_err.cap, 0);
     if (p->out.spill_fd >= 0) close(p->out.spill_fd);
     if (p->err.spill_fd >= 0) close(p->err.spill_fd);
+    lc_feed_close(p->loop, &p->feed);
     free(p->input);
     free(p);
 }

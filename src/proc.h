@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "feed.h"
 #include "loop.h"
 
 /* Seconds between SIGTERM and SIGKILL when a deadline passes, unless the
@@ -47,6 +48,17 @@ typedef struct lc_proc_spec {
     const char *cwd;            /* NULL: inherit */
     const char *input;          /* NULL: stdin is /dev/null */
     size_t input_len;
+    /* After input: bytes [feed_off, feed_off+feed_len) of the file
+     * feed_path, spliced into stdin (feed.h); NULL: none. */
+    const char *feed_path;
+    long long feed_off;
+    size_t feed_len;
+    int feed_cut;               /* >= 0: feed_path is a stream, and this is
+                                 * its next block of feed_len bytes cut
+                                 * after the last such byte (feed.h);
+                                 * -1: a range (the caller's memset 0
+                                 * with feed_path NULL: no feed) */
+    size_t feed_block;          /* feed_cut: the block size */
     double timeout;             /* seconds; <= 0: none */
     double kill_grace;          /* seconds between TERM and KILL */
     size_t max_capture;         /* bytes of stdout/stderr kept in memory; 0: all */
@@ -65,6 +77,9 @@ struct lc_proc {
     lc_buf out, err;
     char *input;                /* owned copy of spec->input, then writes */
     size_t input_len, input_off, input_cap;
+    lc_feed feed;               /* after input: a file's range or a
+                                 * stream's block (feed.h); a cut feed
+                                 * calls on_data once its rest is known */
     int stream;
     int frames;                 /* the binding's (core_loop.c): a stream whose
                                  * stdout is handed over in whole frames */

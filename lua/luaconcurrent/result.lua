@@ -190,7 +190,8 @@ function ProcResult.from_record(key, arg, rec)
   if rec.input_error then
     -- Not a failure by itself (a task may stop reading early), so it has
     -- its own field and only joins error when the task failed anyway.
-    res.input_error = string.format("stdin closed by the task after %d of %d bytes (%s)",
+    local what = rec.input_error == "ENODATA" and "its input file ended" or "stdin closed by the task"
+    res.input_error = string.format("%s after %d of %d bytes (%s)", what,
       rec.input_written, rec.input_size, rec.input_error)
     if not res.success then notes[#notes + 1] = res.input_error end
   end

@@ -40,6 +40,8 @@ function M.blocks_of(o, sources)
     return pipe.parts(o, files[1])
   end
   local f = io.stdin
+  local stream = not o.dry_run and (not files[1] or files[1] == "-") and pipe.stream_blocks(o)
+  if stream then return stream end     -- stdin a pipe: the engine splices it
   if files[1] and files[1] ~= "-" then
     local err
     f, err = io.open(files[1], "rb")
@@ -70,18 +72,11 @@ function M.run_pipe(s, blocks, c)
   local ok, err = pcall(pipe.run, {
     jobs = c.jobs, blocks = blocks, timeout = s.timeout, kill_grace = s.kill_grace,
     retries = s.retries, on_start = c.on_start, halted = c.halted,
-    argv_of = function(seq, slot, part)
+    argv_of = function(seq, slot)
       local text = command.expand(c.tpl, {}, seq, slot, {})
       c.jobs_info[seq] = { {}, text, slot }
       local argv
-      if part then
-        -- --pipepart: the job reads its part of the file itself
-        -- a plain program (the direct-exec case) runs the same under any
-        -- shell: the smallest one feeds it (a shell a part is the cost)
-        local shell = c.prog and "/bin/sh" or c.pargs[#c.pargs - 1]
-        argv = { shell, "-c", pipe.part_command(part, text, command.quote) }
-        if s.nice then argv = { "nice", "-n", tostring(s.nice), table.unpack(argv) } end
-      elseif c.prog then
+      if c.prog then
         argv = command.expand(c.tpl, {}, seq, slot, { direct = true })
         if s.nice then argv = { "nice", "-n", tostring(s.nice), table.unpack(argv) } end
       else

@@ -986,7 +986,7 @@ if want("W11") and HAVE_LC then
   os.remove(file)
   for _, row in ipairs(rows) do
     local w = wall("w11", row[1])
-    out("  %-13s %8s  %s  runs ok %d/%s\n", row[1], s_(w), w and string.format("%.0f MB/s", size / w / 1e6) or "n/a",
+    out("  %-13s %8s  %s  runs ok %d/%s\n", row[1], s_(w), w and string.format("%.0f MB/s", bytes / w / 1e6) or "n/a",
       RUNS - bad_count("w11", row[1]), RUNS)
     show_err("w11", row[1])
   end

@@ -173,66 +173,125 @@ function M.blocks(o, f)
   return record_blocks(f, block, recend, recstart, nrec, header)
 end
 
+-- The next line-cut block of spool_blocks: pieces read (a MiB at a
+-- time) and the piece and position of the last mark; nil at the end.
+-- st: { f, block, mark, rem = pieces kept back, n = their size, eof }.
+local function next_cut(st)
+  while true do
+    if st.eof and st.n == 0 then return nil end
+    local pieces, size = st.rem, st.n
+    st.rem, st.n = {}, 0
+    local want = st.block - size % st.block
+    while want > 0 and not st.eof do
+      local data = st.f:read(math.min(want, 1 << 20))
+      if data == nil then st.eof = true
+      else
+        pieces[#pieces + 1] = data
+        size, want = size + #data, want - #data
+      end
+    end
+    if size == 0 then return nil end
+    if st.eof then return pieces, #pieces, #pieces[#pieces] end  -- at the end: all of it
+    for k = #pieces, 1, -1 do
+      local i = rfind(pieces[k], st.mark)
+      if i then return pieces, k, i end
+    end
+    st.rem, st.n = pieces, size         -- a record longer than a block: read on
+  end
+end
+
+-- Write pieces up to (cut_piece, cut_at) to path, keeping what follows in
+-- st.rem; returns the bytes written.
+local function spool_cut(st, path, pieces, cut_piece, cut_at)
+  local sf, err = io.open(path, "wb")
+  if not sf then error("lcparallel: --pipe: cannot write " .. path .. ": " .. tostring(err), 0) end
+  local length = #st.header
+  if st.header ~= "" then sf:write(st.header) end
+  for k = 1, cut_piece - 1 do sf:write(pieces[k]); length = length + #pieces[k] end
+  local last = pieces[cut_piece]
+  sf:write(cut_at == #last and last or last:sub(1, cut_at))
+  length = length + cut_at
+  local ok, werr = sf:close()
+  if not ok then error("lcparallel: --pipe: cannot write " .. path .. ": " .. tostring(werr), 0) end
+  if cut_at < #last then st.rem[1], st.n = last:sub(cut_at + 1), #last - cut_at end
+  for k = cut_piece + 1, #pieces do st.rem[#st.rem + 1] = pieces[k]; st.n = st.n + #pieces[k] end
+  return length
+end
+
 --- --pipe's blocks (one-byte records, no -N) written to files in dir
--- as they are read, a MiB at a time: the same blocks as M.blocks, but no
--- block is ever one string (no 16 MiB copies, no fresh pages per block).
--- An iterator of parts { path, offset = 0, length, header, spooled }.
+-- as they are read: the same blocks as M.blocks, but no block is ever one
+-- string (no 16 MiB copies, no fresh pages per block). For input the
+-- engine cannot splice (a file on stdin, a socket). An iterator of parts
+-- { path, offset = 0, length, header = "", spooled = true }.
 function M.spool_blocks(o, f, dir)
-  local block = M.size(o.block or "1M")
   local recend, recstart = markers(o)
   local mark = recend .. recstart
   if #mark ~= 1 or o.max_replace_args or o.max_args then return nil end
-  local header = read_header(o, f)
-  local PIECE = 1 << 20
-  local rem, n, eof = {}, 0, false      -- pieces kept back, their size
+  local st = { f = f, block = M.size(o.block or "1M"), mark = mark, rem = {}, n = 0, eof = false }
+  st.header = read_header(o, f)
   local count = 0
   return function()
-    local pieces, size, cut_piece, cut_at
-    repeat
-      if eof and n == 0 then return nil end
-      pieces, size = rem, n
-      rem, n = {}, 0
-      local want = block - size % block
-      while want > 0 and not eof do
-        local data = f:read(math.min(want, PIECE))
-        if data == nil then eof = true
-        else
-          pieces[#pieces + 1] = data
-          size, want = size + #data, want - #data
-        end
-      end
-      if size == 0 then return nil end
-      -- cut after the last newline (at EOF: keep everything)
-      cut_piece, cut_at = #pieces, #pieces[#pieces]
-      if not eof then
-        cut_piece = nil
-        for k = #pieces, 1, -1 do
-          local i = rfind(pieces[k], mark)
-          if i then cut_piece, cut_at = k, i; break end
-        end
-        if not cut_piece then rem, n = pieces, size end   -- a record longer than a block: read on
-      end
-    until cut_piece
+    local pieces, cut_piece, cut_at = next_cut(st)
+    if not pieces then return nil end
     count = count + 1
     local path = string.format("%s/%d", dir, count)
-    local sf, err = io.open(path, "wb")
-    if not sf then error("lcparallel: --pipe: cannot write " .. path .. ": " .. tostring(err), 0) end
-    local length = #header
-    if header ~= "" then sf:write(header) end
-    for k = 1, cut_piece - 1 do sf:write(pieces[k]); length = length + #pieces[k] end
-    local last = pieces[cut_piece]
-    if cut_at == #last then sf:write(last) else sf:write(last:sub(1, cut_at)) end
-    length = length + cut_at
-    local ok, werr = sf:close()
-    if not ok then error("lcparallel: --pipe: cannot write " .. path .. ": " .. tostring(werr), 0) end
-    if cut_at < #last then rem[1], n = last:sub(cut_at + 1), #last - cut_at end
-    for k = cut_piece + 1, #pieces do rem[#rem + 1] = pieces[k]; n = n + #pieces[k] end
+    local length = spool_cut(st, path, pieces, cut_piece, cut_at)
     return { path = path, offset = 0, length = length, header = "", spooled = true }
   end
 end
 
---- --pipepart -a FILE: the file's split points (as parallel finds them),
--- then each part read when its job starts; an iterator of strings.
+--- --pipe from a pipe on stdin, the fast path: each block goes from stdin
+-- to its job's stdin inside the engine (spliced, its end found by reading
+-- only its tail: feed.h's cut feeds), one block at a time in stdin's
+-- order; the engine hands back what follows each block's last newline,
+-- which starts the next. nil where it does not apply: records other
+-- than one byte, -N, --retries (a block is not kept to try again),
+-- stdin a file (seekable: spool_blocks) or not openable again (a socket).
+-- A source { next() -> input | false (wait) | nil (end), fed(rec) }.
+function M.stream_blocks(o)
+  local recend, recstart = markers(o)
+  if #(recend .. recstart) ~= 1 or recstart ~= "" or o.max_replace_args or o.max_args then return nil end
+  if (tonumber(o.retries) or 1) > 1 or io.stdin:seek("cur") then return nil end
+  local probe = io.open("/proc/self/fd/0", "rb")
+  if not probe then return nil end
+  probe:close()
+  local block = M.size(o.block or "1M")
+  io.stdin:setvbuf("no")            -- nothing read ahead of the engine
+  local header = read_header(o, io.stdin)
+  local rest = io.stdin:read(1)     -- no job for empty input
+  local src = { rest = rest or "", eof = rest == nil, waiting = false }
+  function src.next()
+    if src.waiting then return false end
+    if src.eof and src.rest == "" then return nil end
+    src.waiting = true
+    return { path = "/proc/self/fd/0", offset = 0, cut = recend, block = block,
+             length = block - #src.rest % block, prefix = header .. src.rest }
+  end
+  function src.fed(rec)
+    src.rest, src.eof, src.waiting = rec.rest, rec.eof, false
+  end
+  return src
+end
+
+--- --pipepart's split points after p: the first mark at or after p (as
+-- parallel finds them), reading a little past p, more only for a long
+-- record; nil when there is none.
+local function split_after(f, p, mark, recend)
+  f:seek("set", p)
+  local buf, want = "", 4096
+  while true do
+    local data = f:read(want)
+    if not data then return nil end
+    buf = buf .. data
+    local i = buf:find(mark, 1, true)
+    if i then return p + i - 1 + #recend end
+    want = math.min(want * 2, 1 << 20)
+  end
+end
+
+--- --pipepart -a FILE: the file's parts, each fed by the engine from the
+-- file (spliced from the page cache) when its job starts; an iterator of
+-- parts { path, offset, length, header }.
 function M.parts(o, path)
   local f, err = io.open(path, "rb")
   if not f then usage_error("--pipepart: cannot open %s: %s", path, tostring(err)) end
@@ -240,121 +299,155 @@ function M.parts(o, path)
   local recend, recstart = markers(o)
   local mark = recend .. recstart
   local size = f:seek("end")
-  local header, skip = "", 0
-  if o.header then
-    f:seek("set", 0)
-    header = f:read("L") or ""
-    skip = #header
-  end
-  local pos = { skip }
-  local p = block + skip
+  f:seek("set", 0)
+  local header = o.header and (f:read("L") or "") or ""
+  local pos, p = { #header }, #header + block
   while p < size do
-    if mark == "" then
-      pos[#pos + 1] = p
-    else
-      f:seek("set", p)
-      local buf, found = "", nil
-      while true do
-        local data = f:read(131072)
-        if not data then break end
-        buf = buf .. data
-        local i = buf:find(mark, 1, true)
-        if i then found = p + i - 1 + #recend; break end
-      end
-      if not found then break end
-      p = found
-      pos[#pos + 1] = p
-    end
+    if mark ~= "" then p = split_after(f, p, mark, recend) end
+    if not p then break end
+    pos[#pos + 1] = p
     p = p + block
   end
   if pos[#pos] ~= size then pos[#pos + 1] = size end
   f:close()
-  -- A part is not read here: its job reads it from the file (part_command),
-  -- from the kernel's page cache to its stdin pipe, as two dd halves would.
   local k = 0
   return function()
     k = k + 1
     if not pos[k + 1] then return nil end
-    return { path = path, offset = pos[k], length = pos[k + 1] - pos[k], header = header }
+    return { path = path, offset = pos[k], length = pos[k + 1] - pos[k], header = header, pipepart = true }
   end
 end
 
---- The shell text that feeds a part to command's stdin.
-function M.part_command(part, command, quote)
-  if part.spooled then return "exec <" .. quote(part.path) .. "; " .. command end
-  local dd = string.format("dd if=%s bs=1M iflag=skip_bytes,count_bytes skip=%d count=%d status=none",
-    quote(part.path), part.offset, part.length)
-  if part.header ~= "" then dd = "{ printf %s " .. quote(part.header) .. "; " .. dd .. "; }" end
-  return dd .. " | " .. command
+-- What loop:spawn takes as a block's input, and its size in bytes.
+local function spawn_input(block)
+  if type(block) == "string" then return block, #block end
+  if block.cut then return block, nil end           -- known once fed
+  return { path = block.path, offset = block.offset, length = block.length, prefix = block.header },
+    block.length + #block.header
+end
+
+-- The run's state: c (see M.run), the loop, jobs by engine id, free slots.
+local function new_run(c)
+  local src = c.blocks
+  if type(src) == "function" then src = { next = src } end
+  return { c = c, src = src, loop = core.new_loop(), running = 0, byid = {}, free = {}, used = 0,
+           seq = 0, eof = false }
+end
+
+local function spawn(r, job)
+  return r.loop:spawn(job.argv, nil, nil, job.input, r.c.timeout or 0, r.c.kill_grace)
+end
+
+-- A stream block whose job could not start is still in stdin: `true`
+-- takes it (the engine reads a block whole whatever its job does), so the
+-- next block starts where it should; its record is no job's result.
+local function drain(r, job)
+  local id, msg = r.loop:spawn({ "true" }, nil, nil, job.input, 0, r.c.kill_grace)
+  if not id then error("lcparallel: --pipe: cannot skip a block of stdin: " .. msg, 0) end
+  r.byid[id], r.running = { drain = true, feeding = true }, r.running + 1
+end
+
+-- Start a job for the next block; false when there is none to start now.
+local function start_next(r)
+  local block = r.src.next()
+  if block == nil then r.eof = true end
+  if not block then return false end
+  r.seq = r.seq + 1
+  local slot = table.remove(r.free)
+  if not slot then r.used = r.used + 1; slot = r.used end
+  local job = { seq = r.seq, slot = slot, tries = 1, spooled = block.spooled and block.path,
+                pipepart = block.pipepart }
+  job.input, job.size = spawn_input(block)
+  job.feeding = block.cut ~= nil
+  job.argv = r.c.argv_of(r.seq, slot)
+  if r.c.on_start then r.c.on_start(r.seq) end
+  local id, msg, errname = spawn(r, job)
+  if id then
+    r.byid[id], r.running = job, r.running + 1
+  else
+    if job.feeding then drain(r, job) end
+    r.free[#r.free + 1] = slot
+    r.c.on_result(ProcResult.spawn_failure(r.seq, nil, msg, errname, core.wallclock()), job)
+  end
+  return true
+end
+
+-- A stream block's end is known: its size, and the next block can start.
+local function fed(r, job, rec)
+  if not job.feeding then return end
+  if not rec.fed then
+    error("lcparallel: --pipe: lost its place in stdin (" .. tostring(rec.input_error) .. ")", 0)
+  end
+  job.feeding, job.size = false, rec.block_size
+  r.src.fed(rec)
+end
+
+-- GNU parallel's --pipe (not --pipepart): a job that stops reading
+-- before the end of its block fails, Signal 13 in the joblog (the writer
+-- feeding it got SIGPIPE), whatever its own exit status.
+local function stopped_reading(res, job)
+  local epipe = res.input_error and res.input_error:find("(EPIPE)", 1, true)
+  if job.pipepart or not (res.success and epipe) then return res end
+  res.success, res.signal = false, 13
+  res.error = res.input_error .. ": a --pipe job that does not read its whole block fails, as in GNU parallel"
+  return res
+end
+
+-- A job's final record: try it again (--retries) or hand its result on.
+local function finished(r, id, job, rec)
+  r.byid[id], r.running = nil, r.running - 1
+  local res = stopped_reading(ProcResult.from_record(job.seq, nil, rec), job)
+  if not res.success and job.tries <= (r.c.retries or 0) and not r.c.halted() then
+    job.tries = job.tries + 1
+    local nid = spawn(r, job)
+    if nid then r.byid[nid], r.running = job, r.running + 1; return end
+  end
+  r.free[#r.free + 1] = job.slot
+  if job.spooled then os.remove(job.spooled) end
+  job.input_size, job.input = job.size, nil
+  r.c.on_result(res, job)
+end
+
+local function on_records(r, records)
+  for _, rec in ipairs(records) do
+    local job = r.byid[rec.id]
+    if job then
+      if rec.fed or (rec.returncode and job.feeding) then fed(r, job, rec) end
+      if rec.returncode and job.drain then
+        r.byid[rec.id], r.running = nil, r.running - 1
+      elseif rec.returncode then
+        finished(r, rec.id, job, rec)
+      end
+    end
+  end
+end
+
+-- One turn: start what may start, wait for records. false: all done.
+local function turn(r)
+  local stop = r.c.halted()
+  if stop == "now" then
+    for id in pairs(r.byid) do r.loop:kill(id) end
+  end
+  while not stop and not r.eof and r.running < r.c.jobs and start_next(r) do end
+  if r.running == 0 and (r.eof or stop) then return false end
+  on_records(r, r.loop:poll())
+  local sig = core.signal_pending()
+  if sig then error("lcparallel: interrupted by " .. sig, 0) end
+  return true
 end
 
 --- Run one job a block: at most jobs at once; on_result(res) as each
 -- ends (res.key = the job's seq, res.input_size its block's size).
--- c: { jobs, blocks, argv_of(seq, slot) -> argv, timeout, kill_grace,
---      retries (extra tries), on_start(seq), on_result(res), halted() -> nil|"soon"|"now" }
+-- c: { jobs, blocks (an iterator of blocks, or a source from
+--      stream_blocks), argv_of(seq, slot) -> argv, timeout, kill_grace,
+--      retries (extra tries), on_start(seq), on_result(res),
+--      halted() -> nil|"soon"|"now" }
 function M.run(c)
-  local loop = core.new_loop()
-  local running, byid, free, used = 0, {}, {}, 0
-  local seq, eof, ahead = 0, false, nil
+  local r = new_run(c)
   local ok, err = pcall(function()
-    while true do
-      local stop = c.halted()
-      if stop == "now" then
-        for id in pairs(byid) do loop:kill(id) end
-      end
-      while not stop and not eof and running < c.jobs do
-        local block = ahead or c.blocks()
-        ahead = nil
-        if block == nil then eof = true; break end
-        seq = seq + 1
-        local slot = table.remove(free)
-        if not slot then used = used + 1; slot = used end
-        local part = type(block) == "table" and block or nil
-        if part then block = nil end
-        local job = { seq = seq, slot = slot, input = block, tries = 1,
-                      size = part and part.length + #part.header or #block,
-                      spooled = part and part.spooled and part.path }
-        job.argv = c.argv_of(seq, slot, part)
-        if c.on_start then c.on_start(seq) end
-        local id, msg, errname = loop:spawn(job.argv, nil, nil, block, c.timeout or 0, c.kill_grace)
-        if id then
-          byid[id], running = job, running + 1
-        else
-          local res = ProcResult.spawn_failure(seq, nil, msg, errname, core.wallclock())
-          free[#free + 1] = slot
-          c.on_result(res, job)
-        end
-      end
-      if running == 0 and (eof or stop) then break end
-      -- Blocks in files need nothing from this loop while their jobs run:
-      -- read the next one now, so reading and the jobs overlap.
-      if c.prefetch and not ahead and not eof and not stop and running >= c.jobs then
-        ahead = c.blocks()
-        if ahead == nil then eof = true end
-      end
-      for _, rec in ipairs(loop:poll()) do
-        local job = byid[rec.id]
-        if job then
-          byid[rec.id], running = nil, running - 1
-          local res = ProcResult.from_record(job.seq, nil, rec)
-          if not res.success and job.tries <= (c.retries or 0) and not c.halted() then
-            job.tries = job.tries + 1
-            local id = loop:spawn(job.argv, nil, nil, job.input, c.timeout or 0, c.kill_grace)
-            if id then byid[id], running = job, running + 1; goto next end
-          end
-          free[#free + 1] = job.slot
-          if job.spooled then os.remove(job.spooled) end
-          job.input_size = job.size
-          job.input = nil
-          c.on_result(res, job)
-        end
-        ::next::
-      end
-      local sig = core.signal_pending()
-      if sig then error("lcparallel: interrupted by " .. sig, 0) end
-    end
+    while turn(r) do end
   end)
-  loop:close()
+  r.loop:close()
   if not ok then error(err, 0) end
 end
 
