@@ -65,7 +65,8 @@ function M.new(cfg, loop, finish)
   local _, task_args = function_task.split(cfg.pargs)
   local nworkers = threads.count(cfg)
   return setmetatable({
-    slots = nworkers * MAX_AHEAD, nworkers = nworkers, loop = loop, finish = finish,
+    capacity = nworkers * MAX_AHEAD, concurrency = nworkers,
+    nworkers = nworkers, loop = loop, finish = finish,
     plain = #cfg.pargs == 1,   -- no fixed arguments: frames carry arg, not { arg }
     task_args = task_args, timeout = cfg.timeout, envblock = cfg.envblock, cwd = cfg.cwd,
     argv = worker_argv(),
@@ -500,6 +501,16 @@ function Processes:cancel(index, why)
       end
     end
   end
+end
+
+--- The workers on a task now (each says when it starts one, and whether
+-- it went on to the next; the tasks queued behind are not running).
+function Processes:running()
+  local n = 0
+  for _, w in pairs(self.workers) do
+    if w.started and not w.dead and not w.killed then n = n + 1 end
+  end
+  return n
 end
 
 --- Idle workers end at EOF on their stdin.
