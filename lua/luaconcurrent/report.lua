@@ -34,38 +34,36 @@ local function finish_controlled(st, store)
   end
 end
 
--- One pending result: run control's reports, then the callbacks.
-local function report_one(st, run, index, res)
-  if not res.success then st.ok = false end
-  st.done = st.done + 1
-  if run.verb then
-    log("done %s in %.3f s: %s", validate.show(res.key), res.time_run,
-      res.success and "ok" or (res.error or res.exception or "failed"))
-  end
-  if st.ctl then
-    local halt = st.ctl:finished(index, res, st)
-    if halt then st:halt(halt) end
-  end
-  if not st.quiet then
-    local on_result, on_progress = run.on_result, run.on_progress
-    st.in_callback = true
-    if on_result then on_result(res) end
-    if on_progress then on_progress(st.done, st.total) end
-    st.in_callback = false
-  end
-end
-
--- flush: report the pending results. st.phead is the next one; a raising
--- callback leaves the rest where a later flush (after a stop) finds them.
+-- flush: report the pending results: run control's reports, then the
+-- callbacks. st.phead is the next one; a raising callback leaves the rest
+-- where a later flush (after a stop) finds them. What it reads of the run
+-- is kept in upvalues: this is the cost of every task of a run with a
+-- callback or run control.
 local function flusher(st, run)
-  local pending = st.pending
+  local pending, ctl = st.pending, st.ctl
+  local on_result, on_progress, verb = run.on_result, run.on_progress, run.verb
   return function()
     while st.phead <= st.npending do
       local i = st.phead
       local index, res = pending[i], pending[i + 1]
       pending[i], pending[i + 1] = nil, nil
       st.phead = i + 2
-      report_one(st, run, index, res)
+      if not res.success then st.ok = false end
+      st.done = st.done + 1
+      if verb then
+        log("done %s in %.3f s: %s", validate.show(res.key), res.time_run,
+          res.success and "ok" or (res.error or res.exception or "failed"))
+      end
+      if ctl then
+        local halt = ctl:finished(index, res, st)
+        if halt then st:halt(halt) end
+      end
+      if not st.quiet then
+        st.in_callback = true
+        if on_result then on_result(res) end
+        if on_progress then on_progress(st.done, st.total) end
+        st.in_callback = false
+      end
     end
     st.npending, st.phead = 0, 1
   end

@@ -66,29 +66,34 @@ local function start_direct(st, ex, source, list, limit, on_start)
   source(i)
 end
 
---- One task from the source: skipped (resume), or handed to the executor.
-local function start_one(self, st, ex, index, key, arg)
-  if index > st.last_index then st.last_index = index end
-  local skipped = st.ctl and st.ctl:skip(index, key, arg)
-  if skipped then return st.store(index, skipped) end
-  if self.verb then log("start %s%s", validate.show(key), ex.describe and (": " .. ex:describe(key, arg)) or "") end
-  if self.on_start then self.on_start(key, arg) end
-  st.inflight = st.inflight + 1
-  if st.ctl then st.active[index] = true end   -- only halt = "now" reads it
-  ex:start(index, key, arg)
-end
-
---- Hand the executor tasks while it takes them (limit: its capacity).
-local function fill(self, st, ex, source, limit)
-  while st.inflight < limit and not (st.exhausted and st.again[1] == nil) do
-    local index, key, arg
-    if st.again[1] == nil then index, key, arg = source() else index, key, arg = st:next_task(source) end
-    if index == nil then
-      if not st.exhausted then st.exhausted, st.total = true, st.done + st.npending + st.inflight end
-      break
+--- The general start, for any source, callbacks and run control: a
+-- function that hands the executor tasks while it holds fewer than limit
+-- (its capacity). What it reads of the run is kept in upvalues: this is
+-- the cost of every task of a run with a callback or run control.
+local function filler(self, st, ex, source)
+  local ctl, store, flush, active = st.ctl, st.store, st.flush, st.active
+  local on_start, verb = self.on_start, self.verb
+  return function(limit)
+    while st.inflight < limit and not (st.exhausted and st.again[1] == nil) do
+      local index, key, arg
+      if st.again[1] == nil then index, key, arg = source() else index, key, arg = st:next_task(source) end
+      if index == nil then
+        if not st.exhausted then st.exhausted, st.total = true, st.done + st.npending // 2 + st.inflight end
+        break
+      end
+      if index > st.last_index then st.last_index = index end
+      local skipped = ctl and ctl:skip(index, key, arg)
+      if skipped then
+        store(index, skipped)
+      else
+        if verb then log("start %s%s", validate.show(key), ex.describe and (": " .. ex:describe(key, arg)) or "") end
+        if on_start then on_start(key, arg) end
+        st.inflight = st.inflight + 1
+        if ctl then active[index] = true end   -- only halt = "now" reads it
+        ex:start(index, key, arg)
+      end
+      if st.npending > 0 then flush() end   -- callbacks see each result at once
     end
-    start_one(self, st, ex, index, key, arg)
-    if st.npending > 0 then st.flush() end   -- callbacks see each result at once
   end
 end
 
@@ -96,14 +101,14 @@ end
 -- is left; st is shared with run_all's error path.
 local function run_tasks(self, st, source, list)
   local loop, ex, flush = st.loop, st.ex, st.flush
-  local on_start = self.on_start
+  local on_start, fill = self.on_start, filler(self, st, ex, source)
   st:check_signals()
   while true do
     local limit = ex.capacity    -- it may change during the run (remote hosts come and go)
     if list and st.direct and st.again[1] == nil and not st.exhausted then
       start_direct(st, ex, source, list, limit, on_start)
     end
-    fill(self, st, ex, source, limit)
+    fill(limit)
     if st:finished_all() then break end
     local wait
     if ex.run_ready and ex:run_ready() then wait = 0 end

@@ -66,6 +66,10 @@ function M.new(cfg, loop, finish)
   local nworkers = threads.count(cfg)
   return setmetatable({
     capacity = nworkers * MAX_AHEAD, concurrency = nworkers,
+    -- A worker runs the tasks of a frame back to back and cannot be told
+    -- to skip the rest: one handed a task ahead would start it after a
+    -- halt. A run that can halt hands each worker one task at a time.
+    one_ahead = cfg.halts,
     nworkers = nworkers, loop = loop, finish = finish,
     plain = #cfg.pargs == 1,   -- no fixed arguments: frames carry arg, not { arg }
     task_args = task_args, timeout = cfg.timeout, envblock = cfg.envblock, cwd = cfg.cwd,
@@ -165,6 +169,7 @@ end
 
 -- How many tasks a worker may hold: about AHEAD_TIME of work.
 function Processes:window()
+  if self.one_ahead then return 1 end
   local avg = self.avg
   if not avg then return 4 end
   if avg * MAX_AHEAD <= AHEAD_TIME then return MAX_AHEAD end
