@@ -72,6 +72,45 @@ end
 describe("the executor interface", function()
   helpers.leak_check(before_each, after_each)
 
+  -- Every executor, as a run makes it: kind (the run's), pargs, options.
+  local KINDS = {
+    { "exec", { "/bin/true" }, {} },
+    { "coro", { function() return true end }, {} },
+    { "pool", { function() return true end }, {}, lc.ProcRunMp },
+    { "isolated", { function() return true end }, { isolation = "process" }, lc.ProcRunMp },
+    { "remote", { "/bin/true" }, { hosts = { { host = ":", slots = 2, luaconcurrent = false } } } },
+  }
+  for _, k in ipairs(KINDS) do
+    it("has capacity, concurrency, running() and hold() in every executor (" .. k[1] .. ")", function()
+      local real = executors.modules[k[1]]
+      local seen = {}
+      local spy = setmetatable({ new = function(...)
+        local ex = real.new(...)
+        seen[#seen + 1] = { ex = ex, capacity = ex.capacity, concurrency = ex.concurrency }
+        return ex
+      end }, { __index = real })
+      executors.modules[k[1]] = spy
+      local ok, err = pcall(function()
+        local opts = { num_workers = 2 }
+        for name, v in pairs(k[3]) do opts[name] = v end
+        local run = (k[4] or lc.ProcRunAsyncio)(k[2], { { 1 }, { 2 }, { 3 } }, opts)
+        run:run_all()
+        assert.is_true(run.ok)
+      end)
+      executors.modules[k[1]] = real
+      assert(ok, err)
+      assert.are.equal(1, #seen)
+      local s = seen[1]
+      assert.are.equal("number", type(s.capacity))
+      assert.are.equal("number", type(s.concurrency))
+      assert.is_true(s.capacity >= s.concurrency, s.capacity .. " < " .. s.concurrency)
+      assert.are.equal("function", type(s.ex.hold))
+      assert.are.equal("function", type(s.ex.running))
+      assert.are.equal(0, s.ex:running())       -- the run is over
+      if k[1] ~= "remote" then assert.are.equal(2, s.concurrency) end
+    end)
+  end
+
   it("honours a capacity that grows, then shrinks, during a run", function()
     -- 1 until a task ended, then 4, then 2 once 6 ended.
     local fake = fake_executor(function(ended) return ended == 0 and 1 or ended < 6 and 4 or 2 end)
