@@ -26,6 +26,8 @@ local report = require "luaconcurrent.report"
 local fail = validate.fail
 local now, wallclock = core.now, core.wallclock
 local log = schedule.log
+-- Called at every turn: a local, not a method looked up through st's metatable.
+local check_signals = schedule.State.check_signals
 
 local Runner = {}
 Runner.__index = Runner
@@ -102,21 +104,23 @@ end
 local function run_tasks(self, st, source, list)
   local loop, ex, flush = st.loop, st.ex, st.flush
   local on_start, fill = self.on_start, filler(self, st, ex, source)
-  st:check_signals()
+  check_signals(st)
   while true do
     local limit = ex.capacity    -- it may change during the run (remote hosts come and go)
     if list and st.direct and st.again[1] == nil and not st.exhausted then
       start_direct(st, ex, source, list, limit, on_start)
     end
-    fill(limit)
-    if st:finished_all() then break end
+    -- Done when the source has ended and no task is held or waits (the
+    -- checks inline: a call more a turn is W1's cost).
+    if st.inflight < limit then fill(limit) end
+    if st.exhausted and st.inflight == 0 and st.again[1] == nil and st.ndelayed == 0 then break end
     local wait
     if ex.run_ready and ex:run_ready() then wait = 0 end
     if st.npending > 0 then flush() end
     if st.inflight < limit and (not st.exhausted or st.again[1] ~= nil) then wait = 0 end
     take(st, ex, loop:poll(wait))   -- returns at once if a signal is pending
     if st.npending > 0 then flush() end
-    st:check_signals()
+    check_signals(st)
   end
 end
 

@@ -82,11 +82,6 @@ function State:timer_fired(id)
   return true
 end
 
---- Nothing is left: the source has ended, no task is held or waits.
-function State:finished_all()
-  return self.exhausted and self.inflight == 0 and self.again[1] == nil and self.ndelayed == 0
-end
-
 --- The run halts (run control said so after a result): no task starts
 -- any more; with mode "now" the running ones are cancelled too.
 function State:halt(mode)
