@@ -182,7 +182,7 @@ function Remote:on_result(h, t, f)
   self:dispatch()
 end
 
--- ---- the executor interface (runner.lua) -------------------------------
+-- ---- the executor interface (executors.lua) ----------------------------
 
 function Remote:describe(_, arg) return table.concat(self:argv_of(arg), " ") end
 
