@@ -106,9 +106,9 @@ BOUNDED = sh scripts/bounded.sh
 # to install here), luarocks (the rock, built into a temporary tree; it
 # brings lua5.1 for the version guard's spec), man and groff (the man
 # pages render without warnings), GNU parallel (the oracle of lcparallel's
-# compatibility spec).
+# compatibility spec), strace (engine_defects_spec watches spawns with it).
 TEST_PKGS := parallel libxml2-utils librsvg2-bin bsdutils openssh-server openssh-client \
-             slurmctld slurmd slurm-client munge luarocks man-db groff-base
+             slurmctld slurmd slurm-client munge luarocks man-db groff-base strace
 
 test: deps
 	@sh scripts/ensure-deps.sh $(TEST_PKGS)

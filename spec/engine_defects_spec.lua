@@ -419,6 +419,28 @@ io.stdout:write(string.format("errors=%d %s\n", errors, bad or "whole"))
       loop:close()
     end)
 
+    -- (The C review) A frames proc's up-key is derived once, at its spawn,
+    -- and kept on it: the worker was handed its keys then. It was derived
+    -- again at every frame (behind a one-entry cache) from the run's key
+    -- of that moment.
+    it("a frames proc's frames are checked with the up-key of its spawn, whatever the run's key is later", function()
+      local key = core.marshal_key()
+      finally(function() core.marshal_set_key(key) end)
+      local loop = core.new_loop()
+      local id = spawn_frames(loop, function(id2)
+        local f = frame(id2, "made", "under the spawn's key")
+        core.marshal_set_key(string.rep("n", 16))   -- after the spawn, before the read
+        return f .. string.pack("<s4", "junk: ends the proc")
+      end)
+      local got, final = until_end(loop, id, 20)
+      loop:close()
+      assert.is_not_nil(final)
+      assert.are.equal(2, #got)
+      assert.is_nil(got[1].error)
+      assert.are.equal("luaconcurrent: a transfer is not a frame of this version", got[2].error)
+      assert.are.same({ "made", "under the spawn's key" }, { got[1][1], got[1][2] })
+    end)
+
     it("frames whose headers lie: what comes is a whole right frame or a refusal, never more", function()
       math.randomseed(17)
       local nbody = #frame(1, "lied", string.rep("l", 300)) - 4   -- the same under any key
@@ -583,6 +605,33 @@ end
       core.marshal_set_key(key)           -- allowed again, and the key is unchanged
       assert.are.equal(key, core.marshal_key())
     end)
+
+    it("core.marshal_data_limits is refused in a thread worker and while thread workers exist", function()
+      local MSG = "luaconcurrent: marshal_data_limits cannot be set while thread workers exist "
+        .. "(close their loop first)"
+      local before = core.marshal_data_limits()
+      local f = function()
+        local c = require("luaconcurrent.core")
+        local ok, err = pcall(c.marshal_data_limits, { depth = 3 })
+        return true, { ok, tostring(err), c.marshal_data_limits().depth }
+      end
+      local res = lc.ProcRunMp({ f }, { { 1 } }, { num_workers = 1 }):run_all()
+      assert.is_true(res[1].success, tostring(res[1].error))
+      assert.is_false(res[1].answer[1])
+      assert.is_truthy(res[1].answer[2]:find(MSG, 1, true))
+      assert.are.equal(before.depth, res[1].answer[3])     -- reading is allowed
+      local loop = core.new_loop()
+      loop:pool_start(core.marshal_string(function() return true end), 1, 0,
+        package.path, package.cpath)
+      assert.has_error(function() core.marshal_data_limits({ depth = 3 }) end, MSG)
+      assert.are.same(before, core.marshal_data_limits())  -- unchanged, still readable
+      loop:close()
+      -- Allowed again once the workers are gone, and it takes effect.
+      assert.are.equal(3, core.marshal_data_limits({ depth = 3 }).depth)
+      assert.are.equal(3, core.marshal_data_limits().depth)
+      core.marshal_data_limits(before)
+      assert.are.same(before, core.marshal_data_limits())
+    end)
   end)
 
   -- Item 15 (a gap of the suite): a task whose stderr pipe is still held
@@ -645,6 +694,104 @@ end
       assert.is_true(last_start < first_end, string.format(
         "a task started %.3f s after another had ended: they did not all run at once",
         last_start - first_end))
+    end)
+  end)
+
+  -- The C review's leftovers (issue 15's standard: one owner, one place
+  -- that frees; issue 17's engine defects). Spawns are watched from
+  -- outside with strace(1): its fault injection fails one clone3 call,
+  -- its trace shows which calls the runner made after.
+  describe("spawning into a cgroup (the C review)", function()
+    local EXE = helpers.ROOT .. "/build/luaconcurrent"
+    -- Spawns arg[2] arg[1] times, one after the other: a line each.
+    local SCRIPT = [[
+      local core = require "luaconcurrent.core"
+      local loop = core.new_loop()
+      for _ = 1, tonumber(arg[1]) do
+        local id, err = loop:spawn({ arg[2] })
+        if not id then
+          print("refused " .. err)
+        else
+          local rec
+          repeat rec = loop:poll()[1] until rec
+          print("ran " .. rec.returncode)
+        end
+      end
+      loop:close()
+    ]]
+
+    -- The script's lines, and the system calls named in `calls` that the
+    -- runner made, in order ("clone3=0", "clone3=-1 EBUSY", "vfork", ...);
+    -- nil when strace cannot trace here.
+    local function traced(calls, inject, n, prog)
+      local script = script_file(SCRIPT)
+      local log = os.tmpname()
+      local out, err, code = helpers.sh(string.format(
+        "strace -f -qq -o %s -e trace=%s %s %s %s %d %s", helpers.q(log), calls,
+        inject and ("-e inject=" .. inject) or "", helpers.q(EXE), helpers.q(script), n,
+        helpers.q(prog)))
+      os.remove(script)
+      local trace = helpers.read_file(log) or ""
+      os.remove(log)
+      if code ~= 0 and trace == "" then return nil, err end
+      assert.are.equal(0, code, err)
+      local seen = {}
+      for line in trace:gmatch("[^\n]+") do
+        local name = line:match("^%d+%s+(%w+)%(")
+        if name == "clone3" then
+          local r = line:match("= (%-?%d+ ?%u*)") or "?"
+          seen[#seen + 1] = "clone3=" .. (r:match("^%-1") and r:gsub("%s+$", "") or "ok")
+        elseif name then
+          seen[#seen + 1] = name .. (line:match('"([^"]*cgroup%.events)"') and ":events" or "")
+        end
+      end
+      local lines = {}
+      for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
+      return lines, seen
+    end
+
+    -- Whether this runner spawns by clone3 here (x86-64, a writable cgroup
+    -- v2, no sanitizer, strace allowed to trace).
+    local function clone3_here()
+      if not os.execute("command -v strace >/dev/null 2>&1") then return false end
+      local _, seen = traced("clone3,vfork", nil, 1, "true")
+      return seen ~= nil and seen[1] == "clone3=ok"
+    end
+
+    it("a clone3 error of one spawn (EBUSY) does not turn clone3 off for the rest", function()
+      if not clone3_here() then pending("needs strace and spawns by clone3 into a cgroup") return end
+      local lines, seen = traced("clone3,vfork", "clone3:error=EBUSY:when=1", 4, "true")
+      assert.are.same({ "ran 0", "ran 0", "ran 0", "ran 0" }, lines)
+      -- The first spawn took the vfork way; the next three clone3 again.
+      assert.are.same({ "clone3=-1 EBUSY", "vfork", "clone3=ok", "clone3=ok", "clone3=ok" }, seen)
+    end)
+
+    it("clone3 refused for good (ENOSYS) is not tried again; every spawn takes the vfork way", function()
+      if not clone3_here() then pending("needs strace and spawns by clone3 into a cgroup") return end
+      local lines, seen = traced("clone3,vfork", "clone3:error=ENOSYS", 3, "true")
+      assert.are.same({ "ran 0", "ran 0", "ran 0" }, lines)
+      assert.are.same({ "clone3=-1 ENOSYS", "vfork", "vfork", "vfork" }, seen)
+    end)
+
+    it("EAGAIN fails that spawn only, with a clear message; the next one clone3s", function()
+      if not clone3_here() then pending("needs strace and spawns by clone3 into a cgroup") return end
+      local lines, seen = traced("clone3,vfork", "clone3:error=EAGAIN:when=1", 2, "true")
+      assert.are.same({ "refused cannot run 'true': Resource temporarily unavailable (EAGAIN)",
+        "ran 0" }, lines)
+      assert.are.same({ "clone3=-1 EAGAIN", "clone3=ok" }, seen)
+    end)
+
+    it("an exec failure reads no cgroup.events, and says what failed as before", function()
+      if not clone3_here() then pending("needs strace and spawns by clone3 into a cgroup") return end
+      local missing = "/nonexistent/lc-no-such-program"
+      local lines, seen = traced("clone3,vfork,openat", nil, 2, missing)
+      local msg = "refused cannot run '" .. missing .. "': No such file or directory (ENOENT)"
+      assert.are.same({ msg, msg }, lines)
+      local reads = 0
+      for _, call in ipairs(seen) do
+        if call == "openat:events" then reads = reads + 1 end
+      end
+      assert.are.equal(0, reads)
     end)
   end)
 end)

@@ -32,14 +32,17 @@ end
 M.self_pid = self_pid
 
 --- Open fds of this process: { [fd] = link target }.
--- The directory iterator's own fd (a link to /proc/<pid>/fd) is left out.
+-- The directory iterator's own fd (a link to /proc/<pid>/fd) is left out,
+-- and so is the lock on this process's cgroup base (src/reap.c), held from
+-- its first task in a cgroup until it exits.
 function M.fds()
   local own_dir = "/proc/" .. self_pid() .. "/fd"
+  local own_base = "/luaconcurrent." .. self_pid()
   local set = {}
   for name in lfs.dir("/proc/self/fd") do
     if name:match("^%d+$") then
       local target = lfs.symlinkattributes("/proc/self/fd/" .. name, "target")
-      if target ~= nil and target ~= own_dir then
+      if target ~= nil and target ~= own_dir and target:sub(-#own_base) ~= own_base then
         set[tonumber(name)] = target
       end
     end

@@ -22,6 +22,9 @@
 --                    deadline, when the run halts, and when its leader
 --                    exits; without cgroups (LUACONCURRENT_CGROUP=0) at
 --                    the deadline and the halt
+--   the C review     a runner's cgroup base: kept by a later runner while
+--                    its runner lives in another pid namespace (its lock),
+--                    made again when removed under it
 
 local helpers = require "helpers"
 local lc = require "luaconcurrent"
@@ -98,14 +101,16 @@ end
 local function signal(h, sig)
   local pid = assert(host_pid(h), "no host process")
   assert(os.execute("kill -" .. sig .. " " .. pid))
-  h.signalled = h.signalled or helpers.mono()
   return pid
 end
 
 -- A second signal within 250 ms of the first is the first delivered twice
--- (signals.c): a second one that must count waits out that window.
+-- (signals.c): a second one that must count waits out that window. It
+-- opened when the first was delivered, which a loaded machine may do well
+-- after the send: callers know it delivered, so the wait starts now.
 local function second(h, sig)
-  helpers.wait_until(function() return helpers.mono() - h.signalled > 0.3 end, 2)
+  local from = helpers.mono()
+  helpers.wait_until(function() return helpers.mono() - from > 0.3 end, 2)
   return signal(h, sig)
 end
 
@@ -459,5 +464,132 @@ describe("run control", function()
         assert.are.equal("3\t0\thi\n\ttrue\n", out, err)
       end)
     end
+  end)
+
+  -- A runner's cgroup base (<its cgroup>/luaconcurrent.<pid>) is removed
+  -- as stale by a later runner only if its lock is free (src/reap.c): a
+  -- runner in another pid namespace, whose pid the later one cannot see,
+  -- keeps it. One removed all the same is made again at the next task.
+  -- Shown by the fixture's tasks, which each leave a daemon and exit: it
+  -- dies at once only if the task ran in a cgroup.
+  describe("a runner's cgroup base", function()
+    local FIX = helpers.FIXTURES .. "/stale_base_host.lua"
+
+    -- The cgroup v2 directory of this process (runners start in it).
+    local function own_cgroup()
+      local rel = (helpers.read_file("/proc/self/cgroup") or ""):match("0::(/[^\n]*)")
+      local mnt
+      for line in (helpers.read_file("/proc/self/mountinfo") or ""):gmatch("[^\n]+") do
+        if line:find(" - cgroup2 ", 1, true) then
+          mnt = line:match("^%S+ %S+ %S+ %S+ (%S+)")
+          break
+        end
+      end
+      if not rel or not mnt then return nil end
+      return mnt .. (rel == "/" and "" or rel)
+    end
+
+    local function exists(path)
+      return os.execute("test -d " .. q(path)) == true
+    end
+
+    -- Starts the fixture (prefix: a shell command line to run it under);
+    -- returns its directory, markers and the path of a file of its.
+    local function start_host(prefix)
+      local h = { m1 = helpers.marker(), m2 = helpers.marker(), dir = os.tmpname() }
+      os.remove(h.dir)
+      assert(os.execute("mkdir " .. q(h.dir)))
+      write_file(h.dir .. "/m1", h.m1 .. "\n")
+      write_file(h.dir .. "/m2", h.m2 .. "\n")
+      local cmd = string.format("%s %s %s", q(EXE), q(FIX), q(h.dir))
+      assert(os.execute(string.format("(%s) </dev/null >%s 2>&1 &",
+        prefix and prefix(cmd) or cmd, q(h.dir .. "/out"))))
+      return h
+    end
+
+    local function file(h, name)
+      local s
+      helpers.wait_until(function()
+        s = helpers.read_file(h.dir .. "/" .. name)
+        return s ~= nil
+      end, BOUND)
+      return s
+    end
+
+    local function release(h)
+      local f = assert(io.open(h.dir .. "/go", "w"))
+      f:close()
+      local two = file(h, "two")
+      local left = helpers.wait_marker_gone(h.m2, 2)
+      helpers.kill_marker(h.m1)
+      helpers.kill_marker(h.m2)
+      return two, left
+    end
+
+    it("a live runner in another pid namespace keeps it when a later runner starts", function()
+      local parent = own_cgroup()
+      -- Its pid in the new namespace: one no process has here (over pid_max).
+      local inner = tonumber(helpers.read_file("/proc/sys/kernel/pid_max") or "") or 4194304
+      inner = inner + 1000
+      if not parent or not os.execute("command -v strace >/dev/null")
+          or not os.execute("unshare --pid --fork --mount-proc sh -c " .. q(
+          "echo " .. (inner - 1) .. " >/proc/sys/kernel/ns_last_pid") .. " 2>/dev/null") then
+        pending("needs cgroup v2, strace, and unshare(1) with a pid namespace")
+        return
+      end
+      local h = start_host(function(cmd)
+        return "unshare --pid --fork --mount-proc sh -c " .. q(string.format(
+          "echo %d >/proc/sys/kernel/ns_last_pid && %s; true", inner - 1, cmd))
+      end)
+      local one = file(h, "one")
+      local base = parent .. "/luaconcurrent." .. inner
+      if not exists(base) then
+        release(h)
+        pending("the runner got no cgroup base as luaconcurrent." .. inner)
+        return
+      end
+      assert.are.equal("true nil", one)
+      assert.are.same({}, helpers.wait_marker_gone(h.m1, 2))
+      -- A later runner here: it cannot see pid `inner` (none has it here).
+      -- Its rmdir calls are traced: runners of other builds on the machine
+      -- may remove the base too (and the live runner makes it again).
+      local log = os.tmpname()
+      local out, err = helpers.sh("strace -f -qq -e trace=rmdir -o " .. q(log) .. " "
+        .. q(EXE) .. " -e " .. q([[
+        local lc = require "luaconcurrent"
+        print(lc.ProcRunAsyncio({ "true" }, { { 1 } }):run_all()[1].success)]]))
+      local trace = helpers.read_file(log) or ""
+      os.remove(log)
+      local two, left = release(h)
+      assert.are.equal("true\n", out, err)
+      assert.is_falsy(trace:find('"' .. base .. '"', 1, true),
+        "the later runner removed the live runner's base")
+      assert.are.equal("true nil", two)
+      assert.are.same({}, left)
+    end)
+
+    it("one removed under a live runner is made again at its next task", function()
+      local parent = own_cgroup()
+      local h = start_host()
+      local one = file(h, "one")
+      local base = parent and (parent .. "/luaconcurrent." .. file(h, "pid"))
+      if not base or not exists(base) then
+        release(h)
+        pending("needs a writable cgroup v2 tree")
+        return
+      end
+      assert.are.equal("true nil", one)
+      assert.are.same({}, helpers.wait_marker_gone(h.m1, 2))
+      -- As a runner that judged it stale would: its empty cgroups, then it.
+      assert.is_true(helpers.wait_until(function()
+        os.execute("rmdir " .. q(base) .. "/t* " .. q(base) .. " 2>/dev/null")
+        return not exists(base)
+      end, BOUND), "could not remove " .. base)
+      local two, left = release(h)
+      assert.are.equal("true nil", two)
+      assert.are.same({}, left, "task 2's daemon outlived it: it ran without a cgroup")
+      -- (and the runner removes it at its exit)
+      assert.is_true(helpers.wait_until(function() return not exists(base) end, BOUND))
+    end)
   end)
 end)

@@ -171,6 +171,15 @@ local CASES = {
   { cmd = "$P -j1 --joblog log echo ::: a; $P -j1 --joblog log echo ::: b", joblog = "log" },
   { cmd = "$P -j1 --joblog log 'exit {}' ::: 1 0 2; $P -j1 --retry-failed --joblog log", joblog = "log" },
   { cmd = "$P -j1 --timeout 0.3 --joblog log sleep ::: 0 2", joblog = "log" },
+  -- --timeout N%: no limit until a job succeeded; then N% of the median
+  -- success, for the jobs already running too (the 30 s job started
+  -- before any ended); "quick" only if it was killed well before its end
+  { cmd = "t0=$(date +%s); $P -j2 --timeout 300% --joblog log -k 'sleep {}; echo {}' ::: 0.1 30 "
+      .. string.rep("0.1 ", 9) .. "; echo \"exit $?\"; sort -n log > slog;"
+      .. " [ $(( $(date +%s) - t0 )) -lt 20 ] && echo quick", joblog = "slog" },
+  { cmd = "$P -j1 --timeout 200% --joblog log 'sleep {}; exit 1' ::: 0.2 0.1 0.6", joblog = "log" },
+  { cmd = "$P -k --timeout 1m --delay 0.1s 'echo {}' ::: a b" },
+  { cmd = "$P --timeout 0.01m --joblog log 'sleep {}' ::: 2", joblog = "log" },
   -- --pipe and --pipepart
   { cmd = "seq 100000 > big; cat big | $P --pipe --block 100k -k wc -l" },
   { cmd = "seq 100000 > big; $P --pipepart -a big --block 100k -k wc -l" },
@@ -186,8 +195,6 @@ local CASES = {
   { cmd = "seq 5 | $P --pipe -N1 -j1 --halt now,fail=1 -k 'exit $(cat)'" },
   -- usage errors
   { cmd = "$P -j abc echo ::: 1", usage = true },
-  { cmd = "$P --timeout 200% echo ::: 1", usage = true,
-    differs = "--timeout N% (of the median run time) is refused: the engine's time limit is fixed per run" },
   { cmd = "$P --joblog /nonexistent/dir/log echo ::: 1", usage = true },
   { cmd = "$P --no-such-option echo ::: 1", usage = true },
   { cmd = "$P -j2 --jobs=1 -k echo ::: a b" },

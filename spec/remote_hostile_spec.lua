@@ -148,15 +148,16 @@ describe("a hostile or broken remote host", function()
   end)
 
   it("hosts that never say hello, as many as connect at once, do not keep the next from running the tasks", function()
-    local session = require "luaconcurrent.remote.session"
+    local connects = require "luaconcurrent.remote.connects"
     local hosts = {}
-    for i = 1, session.MAX_CONNECTING do hosts[i] = fake("nohello", { hello_timeout = 60 }) end
+    -- Before any host is up, FIRST_CONNECTING start at once.
+    for i = 1, connects.FIRST_CONNECTING do hosts[i] = fake("nohello", { hello_timeout = 60 }) end
     hosts[#hosts + 1] = HONEST
     -- The honest host gets a connect slot once the others have held
     -- theirs CONNECT_SLOT seconds; the others are killed at the end.
     local r, took = run_checked(hosts, 6, 45)
     all_correct(r)
-    assert.is_true(took >= session.CONNECT_SLOT, "the honest host did not wait for a slot: the test proves nothing")
+    assert.is_true(took >= connects.CONNECT_SLOT, "the honest host did not wait for a slot: the test proves nothing")
   end)
 
   it("does not exit at EOF: killed after the exit deadline", function()
@@ -303,5 +304,60 @@ describe("host specs", function()
       assert.is_false(ok, spec)
       assert.are.equal(err, e:sub(1, #err), spec)
     end
+  end)
+end)
+
+describe("connect slots", function()
+  local connects = require "luaconcurrent.remote.connects"
+  local core = require "luaconcurrent.core"
+
+  -- The ramp's methods on a stand-in executor (no loop, no sessions).
+  local function ramp(states)
+    local Remote = {}
+    Remote.__index = Remote
+    connects.install(Remote, function() end)
+    local hosts = {}
+    for i, s in ipairs(states) do hosts[i] = { state = s[1], started = s[2] and core.now() - s[2], ever_up = s[3] } end
+    local timers = {}
+    local self = setmetatable({ hosts = hosts, timers = timers }, Remote)
+    self.at = function(_, when) timers[#timers + 1] = when end
+    return self
+  end
+
+  it("hold a slot CONNECT_SLOT seconds while no host is up", function()
+    local r = ramp({ { "connecting", connects.CONNECT_SLOT - 0.5 }, { "connecting", connects.CONNECT_SLOT + 0.5 } })
+    assert.are.equal(connects.CONNECT_SLOT, r:slot_time())
+    assert.are.equal(1, (r:nconnecting()))
+    assert.are.equal(connects.FIRST_CONNECTING, r:connect_limit())
+  end)
+
+  it("once hosts come up fast, hold a slot twice the median handshake: a stalled host soon lets the next start", function()
+    local r = ramp({ { "up", 0.2, true }, { "up", 0.1, true }, { "up", 0.15, true },
+      { "connecting", 1.0 }, { "connecting", 0.1 } })
+    for i = 1, 3 do r:note_handshake(r.hosts[i]) end
+    local slot = r:slot_time()
+    assert.is_true(slot >= 0.3 and slot < 0.5, "slot time " .. slot)
+    -- The one connecting for 1 s no longer holds its slot.
+    local n, free_at = r:nconnecting()
+    assert.are.equal(1, n)
+    assert.is_true(free_at > core.now() and free_at < core.now() + 0.5)
+    assert.are.equal(math.min(connects.MAX_CONNECTING, connects.FIRST_CONNECTING + 6), r:connect_limit())
+  end)
+
+  it("a slot time never below SLOT_MIN nor above CONNECT_SLOT", function()
+    local r = ramp({ { "up", 0.001, true } })
+    r:note_handshake(r.hosts[1])
+    assert.are.equal(connects.SLOT_MIN, r:slot_time())
+    r = ramp({ { "up", 100, true } })
+    r:note_handshake(r.hosts[1])
+    assert.are.equal(connects.CONNECT_SLOT, r:slot_time())
+  end)
+
+  it("hosts waiting at the limit: a wake-up when the first slot frees by time", function()
+    local r = ramp({ { "connecting", 0.5 }, { "connecting", 1 }, { "want" } })
+    r.connect = function() error("no slot is free: nothing may start") end
+    r:pump_connects()
+    assert.are.equal(1, #r.timers)
+    assert.is_true(math.abs(r.timers[1] - (core.now() + connects.CONNECT_SLOT - 1)) < 0.1)
   end)
 end)

@@ -413,17 +413,16 @@ static void push_data(lua_State *L, lua_Integer *i, lc_proc *p, lc_buf *b, int e
  * tagged with its own up-key (marshal.h: the trust rule). The pointer into
  * the buffer is made just before it is read; the loop is busy, so nothing
  * moves it. */
+_Static_assert(sizeof ((lc_proc *)0)->frame_key == LC_MARSHAL_KEY_LEN, "lc_proc.frame_key");
+
 static int unpack_frame(lua_State *L) {
     const loop_ud *u = lua_touserdata(L, 2);
     size_t len = (size_t)lua_tointeger(L, 3);
-    unsigned char key[LC_MARSHAL_KEY_LEN];
+    const lc_proc *p = u->frame_proc;
     lua_settop(L, 1);
-    lua_getfield(L, 1, "id");
-    if (lc_marshal_worker_key((long long)lua_tointeger(L, -1), 1, key) != 0)
-        return lc_raise(L, "%s", LC_WEAK_KEY_MSG);
-    lua_pop(L, 1);
-    const char *data = u->frame_proc->out.data + u->frame_at + 4;
-    int n = lc_unmarshal_data(L, data, len, key, NULL, NULL);
+    if (!p->has_frame_key) return lc_raise(L, "%s", LC_WEAK_KEY_MSG);
+    const char *data = p->out.data + u->frame_at + 4;
+    int n = lc_unmarshal_data(L, data, len, p->frame_key, NULL, NULL);
     for (int k = n; k >= 1; k--) lua_rawseti(L, 1, k);
     lua_pushinteger(L, n);
     lua_setfield(L, 1, "n");
@@ -641,6 +640,8 @@ static int l_spawn(lua_State *L) {
     }
     p->tag = lc_core_new_id(u);
     p->frames = frames ? FRAMES_OK : FRAMES_NO;
+    /* Its up-key, derived once: every frame it sends is checked with it. */
+    if (frames) p->has_frame_key = lc_marshal_worker_key(p->tag, 1, p->frame_key) == 0;
     p->next = u->running;
     if (u->running) u->running->prev = p;
     u->running = p;

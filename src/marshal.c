@@ -176,33 +176,10 @@ int lc_marshal_derive_key(const unsigned char *from, const char *label, size_t l
     return 0;
 }
 
-/* The runner asks for the same worker's up-key at every answer frame:
- * the last one is kept, per thread, with the parent key it came from (a
- * worker process changes its key once, at its start). */
-static _Thread_local struct {
-    long long id;
-    int up, valid;
-    unsigned char parent[LC_MARSHAL_KEY_LEN], key[LC_MARSHAL_KEY_LEN];
-} last_worker_key;
-
 int lc_marshal_worker_key(long long id, int up, unsigned char out[LC_MARSHAL_KEY_LEN]) {
-    unsigned char parent[LC_MARSHAL_KEY_LEN];
-    if (lc_marshal_key_weak()) return -1;
-    lc_marshal_key(parent);
-    if (last_worker_key.valid && last_worker_key.id == id && last_worker_key.up == up &&
-        memcmp(last_worker_key.parent, parent, sizeof parent) == 0) {
-        memcpy(out, last_worker_key.key, LC_MARSHAL_KEY_LEN);
-        return 0;
-    }
     char label[64];
     int n = snprintf(label, sizeof label, "worker %lld %s", id, up ? "up" : "down");
-    if (lc_marshal_derive_key(parent, label, (size_t)n, out) != 0) return -1;
-    last_worker_key.id = id;
-    last_worker_key.up = up;
-    last_worker_key.valid = 1;
-    memcpy(last_worker_key.parent, parent, sizeof parent);
-    memcpy(last_worker_key.key, out, LC_MARSHAL_KEY_LEN);
-    return 0;
+    return lc_marshal_derive_key(NULL, label, (size_t)n, out);
 }
 
 /* The tag of a frame under key (NULL: this process's key). */

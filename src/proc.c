@@ -728,10 +728,16 @@ static int spawn_child_cgroup(lc_proc *p, const lc_proc_spec *spec, int in[2],
         if (r > 0) {
             pid = (pid_t)r;
         } else if (r == -EAGAIN || r == -ENOMEM) {
-            e = (int)-r;
-        } else {
+            e = (int)-r;                        /* vfork would fail alike */
+        } else if (r == -ENOSYS || r == -EPERM || r == -E2BIG || r == -EINVAL) {
+            /* Not to be had in this process: no clone3 (an old kernel, a
+             * seccomp filter), or a clone_args it does not know. */
             atomic_store(&clone3_refused, 1);   /* the vfork way below */
         }
+        /* Anything else concerns this cgroup this time (EBUSY, EACCES,
+         * EOPNOTSUPP): this spawn takes the vfork way, whose write to
+         * cgroup.procs tells a cgroup that refuses us apart, and the next
+         * one tries clone3 again. */
     }
 #endif
     if (pid < 0 && !e) {
@@ -821,6 +827,10 @@ int lc_proc_spawn(lc_loop *loop, const lc_proc_spec *spec,
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (e) {
         describe_spawn_error(spec, e, errbuf, errlen);
+        /* No child, or one that failed before its exec and is reaped:
+         * the cgroup is empty without asking cgroup.events. */
+        lc_reap_cgroup_put(p->cg, 1);
+        p->cg = -1;
         goto fail_described;
     }
     close_fd(&in[0]);

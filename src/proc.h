@@ -68,6 +68,8 @@ struct lc_proc {
     int stream;
     int frames;                 /* the binding's (core_loop.c): a stream whose
                                  * stdout is handed over in whole frames */
+    int has_frame_key;          /* frames: frame_key is its up-key */
+    unsigned char frame_key[16];    /* (marshal.h's LC_MARSHAL_KEY_LEN) */
     size_t max_capture;
     int live;
     lc_buf live_out, live_err;  /* live: bytes not yet handed to the owner */

@@ -6,6 +6,14 @@
  * atexit hook kills what is in them and removes them); a directory left by
  * a runner that was SIGKILLed is removed by the next runner that finds it
  * empty.
+ *
+ * Staleness is told by a lock, not by the pid alone: a runner in another
+ * pid namespace (a container sharing the cgroup tree) has a pid that is
+ * not ours to look up. Each runner holds an exclusive flock on its own
+ * base directory while it lives (the kernel drops it when the process
+ * ends, however it ends); another runner removes a base only if it can
+ * take that lock. A base removed all the same (by a runner of a version
+ * without the lock) is made again, and locked, at its next use.
  */
 #include "reap.h"
 
@@ -18,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -31,6 +40,10 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static char base[4096];                 /* "" : no cgroups */
 static size_t base_len;
 static pid_t owner;                     /* the process that made base */
+/* base, open and flock'ed while we live; replaced when base is made again
+ * (under base_mu). Owned here: closed at exit, or when replaced. */
+static int base_fd = -1;
+static pthread_mutex_t base_mu = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic unsigned char state[MAX_SLOTS];
 /* cgroup.kill was written to it. Such a cgroup is made anew before it is
  * used again: Linux 6.x (6.18 here) kills a child that clone3 puts into a
@@ -82,12 +95,14 @@ static int write_slot_file(int slot, const char *file, const char *s) {
     return n < 0 ? -1 : 0;
 }
 
-/* 1 populated, 0 empty, -1 cannot tell (counted as populated). */
+/* 1 populated, 0 empty, -1 cannot tell (counted as populated). A cgroup
+ * that is not there is empty: one with a process in it cannot be removed
+ * (its base was, under us: see the top). */
 static int populated(int slot) {
     char path[4200], buf[256];
     slot_path(path, sizeof path, slot, "cgroup.events");
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -1;
+    if (fd < 0) return errno == ENOENT ? 0 : -1;
     ssize_t n = read(fd, buf, sizeof buf - 1);
     close(fd);
     if (n <= 0) return -1;
@@ -117,11 +132,62 @@ static void remove_tree(const char *dir) {
     rmdir(dir);
 }
 
+/* 1 if base_fd is the directory at base now. */
+static int base_held(void) {
+    struct stat held, now;
+    return base_fd >= 0 && fstat(base_fd, &held) == 0 && stat(base, &now) == 0 &&
+           held.st_dev == now.st_dev && held.st_ino == now.st_ino;
+}
+
+/* Make base (if it is not there) and hold its lock: 0, or -1. Under
+ * base_mu, or before anyone else can use base (probe). A runner removing
+ * a stale base holds the lock while it does: we wait for it, then make
+ * base again if it went. */
+static int base_claim(void) {
+    if (base_held()) return 0;          /* (another thread made it again) */
+    for (int tries = 0; tries < 3; tries++) {
+        if (mkdir(base, 0755) < 0 && errno != EEXIST) return -1;
+        int fd = open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0) {
+            if (errno == ENOENT) continue;
+            return -1;
+        }
+        int r;
+        while ((r = flock(fd, LOCK_EX)) < 0 && errno == EINTR)
+            ;
+        if (r < 0 && errno != ENOLCK && errno != EINVAL) {
+            close(fd);
+            return -1;
+        }
+        int old = base_fd;              /* (the lock of a base that went) */
+        base_fd = fd;
+        if (base_held()) {
+            if (old >= 0) close(old);
+            return 0;
+        }
+        base_fd = old;                  /* removed meanwhile: again */
+        close(fd);
+    }
+    return -1;
+}
+
+/* mkdir path, a directory in base; base is made again first if it has
+ * gone (see the top). exist_ok: EEXIST counts as made. */
+static int make_in_base(const char *path, int exist_ok) {
+    for (int tries = 0;; tries++) {
+        if (mkdir(path, 0755) == 0 || (exist_ok && errno == EEXIST)) return 0;
+        if (errno != ENOENT || tries > 0) return -1;
+        pthread_mutex_lock(&base_mu);
+        int r = base_claim();
+        pthread_mutex_unlock(&base_mu);
+        if (r < 0) return -1;
+    }
+}
+
 static int slot_make(int slot) {
     char path[4200];
     slot_path(path, sizeof path, slot, NULL);
-    if (mkdir(path, 0755) < 0 && errno != EEXIST) return -1;
-    return 0;
+    return make_in_base(path, 1);
 }
 
 /* A fresh directory for an empty slot that was killed (see `killed`). */
@@ -130,7 +196,7 @@ static int slot_renew(int slot) {
     if (!atomic_load(&killed[slot])) return 0;
     slot_path(path, sizeof path, slot, NULL);
     remove_tree(path);
-    if (mkdir(path, 0755) < 0) return -1;
+    if (make_in_base(path, 0) < 0) return -1;
     atomic_store(&killed[slot], 0);
     return 0;
 }
@@ -159,10 +225,14 @@ static void cleanup_at_exit(void) {
         remove_tree(path);
     }
     rmdir(base);
+    if (base_fd >= 0) close(base_fd);
+    base_fd = -1;
 }
 
-/* Directories of runners that no longer exist, if empty. (A runner in
- * another pid namespace may look dead: its slots are made again on use.) */
+/* Directories of runners that no longer exist, if empty: their pid is not
+ * seen here and their lock is free (a runner in another pid namespace
+ * holds its lock). Where flock is not to be had (ENOLCK, EINVAL), the pid
+ * decides, as a runner makes its base again on use. */
 static void remove_stale(const char *parent) {
     DIR *d = opendir(parent);
     if (d == NULL) return;
@@ -175,7 +245,11 @@ static void remove_stale(const char *parent) {
         if (sscanf(e->d_name, "luaconcurrent.%d%c", &pid, &end) != 1 || pid <= 0) continue;
         if (kill(pid, 0) == 0 || errno != ESRCH) continue;
         snprintf(path, sizeof path, "%s/%s", parent, e->d_name);
-        remove_tree(path);
+        int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0) continue;
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0 || (errno != EWOULDBLOCK && errno != EINTR))
+            remove_tree(path);
+        close(fd);                      /* (the lock goes with it) */
     }
     closedir(d);
 }
@@ -219,7 +293,7 @@ static void probe(void) {
     if (n <= 0 || (size_t)n >= sizeof base - 32) goto none;
     base_len = (size_t)n;
     remove_stale(dir);
-    if (mkdir(base, 0755) < 0 && errno != EEXIST) goto none;
+    if (base_claim() < 0) goto none;
     /* Slot 0 shows whether the kernel has cgroup.kill (5.14) and lets us
      * put processes there. */
     if (slot_make(0) < 0) goto gone;
@@ -235,6 +309,8 @@ static void probe(void) {
 gone:
     remove_tree(base);
 none:
+    if (base_fd >= 0) close(base_fd);
+    base_fd = -1;
     base[0] = '\0';
 }
 

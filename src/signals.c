@@ -26,13 +26,16 @@ volatile sig_atomic_t lc_sig_hup = 0;
 
 static void (*interrupt_cb)(int sig);
 static atomic_int installed;
-/* SIGINT/SIGTERM received since the handlers were installed. Only ever
- * grows: acting on the first one (the run's stop path) must not make a
- * second one look like a first. */
-static atomic_int interrupts;
-/* CLOCK_MONOTONIC of the first SIGINT/SIGTERM, in ns (handler only). */
-static volatile sig_atomic_t first_set;
-static long long first_ns;
+/* CLOCK_MONOTONIC of the first SIGINT/SIGTERM since the handlers were
+ * installed, in ns; 0 before it. Set once, never reset: acting on the
+ * first one (the run's stop path) must not make a second one look like a
+ * first. Taken by compare-and-swap, because the handler may run on two
+ * threads at once: our workers block every signal (pool.c), but a host
+ * program's threads need not, and timeout(1)'s doubled SIGTERM can reach
+ * one thread while the other is still in the handler. (A lock-free
+ * atomic: async-signal-safe.) */
+static _Atomic long long first_ns;
+_Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "first_ns must be lock-free");
 
 static long long mono_ns(void) {
     struct timespec ts;
@@ -115,23 +118,21 @@ static void handler(int sig) {
          * the default action would, leaving no task behind. Writes to a
          * task's stdin never get here: they block SIGPIPE (proc.c). */
         die_by(sig);
-    } else if (atomic_fetch_add(&interrupts, 1) > 0) {
-        /* Asked twice: stop now, but leave no task behind; unless this is
-         * the first request delivered again (REPEAT_WINDOW_NS), which the
-         * run is already acting on, keeping every partial result. (The
-         * handlers mask each other, so first_ns is set by now.) */
-        if (first_set && mono_ns() - first_ns < REPEAT_WINDOW_NS) {
-            errno = saved;
-            return;
-        }
-        lc_signals_kill_tracked();
-        _exit(128 + sig);
     } else {
-        first_ns = mono_ns();
-        first_set = 1;
-        lc_sig_pending = sig;
-        lc_sig_last = sig;
-        if (interrupt_cb) interrupt_cb(sig);
+        long long now = mono_ns(), first = 0;
+        if (now == 0) now = 1;                  /* 0 means "none yet" */
+        if (atomic_compare_exchange_strong(&first_ns, &first, now)) {
+            lc_sig_pending = sig;
+            lc_sig_last = sig;
+            if (interrupt_cb) interrupt_cb(sig);
+        } else if (now - first >= REPEAT_WINDOW_NS) {
+            /* Asked twice: stop now, but leave no task behind. Within the
+             * window it is the first request delivered again (now may even
+             * be before first, read earlier on another thread), which the
+             * run is already acting on, keeping every partial result. */
+            lc_signals_kill_tracked();
+            _exit(128 + sig);
+        }
     }
     errno = saved;
 }

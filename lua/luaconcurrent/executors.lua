@@ -10,7 +10,7 @@
 -- A module has new(cfg, loop, finish, live) and, optionally, check(cfg)
 -- -> message | nil (refuse settings at construction). cfg holds the
 -- runner's settings, read only (pargs, timeout, kill_grace, envblock, cwd,
--- input, num_workers, ntasks, fn_bytes, slots: the tasks to run at once,
+-- input, num_workers, ntasks, fn_bytes, time_limit, slots: the tasks to run at once,
 -- halts: the run has a halt policy, so hold may be called);
 -- loop is the run's engine loop; finish(index, res) is the one way to
 -- report a task's one result; live(index, key, data, is_stderr), nil
@@ -72,7 +72,7 @@ local function cfg_of(run)
     envblock = run.env and core.envblock(run.env) or nil, cwd = run.cwd,
     input = run.input, num_workers = run.num_workers, ntasks = run.ntasks,
     fn_bytes = run.fn_bytes, max_capture = run.max_capture, env = run.env, hosts = run.hosts,
-    host_slots = run.host_slots, max_answer = run.max_answer,
+    host_slots = run.host_slots, max_answer = run.max_answer, time_limit = run.time_limit,
     slots = run.num_workers == 0 and math.huge or run.num_workers,
     halts = run.halt ~= nil and run.halt ~= "never",
   }

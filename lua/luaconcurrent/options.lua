@@ -18,6 +18,7 @@ M.NAMES = {
   retries = true, retry_delay = true, halt = true, joblog = true, resume = true,
   progress = true, output = true, tag = true, results = true, timeline = true,
   max_capture = true,
+  time_limit = true,   -- subprocess tasks: a limit that changes as the run goes (exec/subprocess.lua)
   max_answer = true,   -- worker processes: the largest answer frame (exec/processes.lua)
 }
 
@@ -118,6 +119,9 @@ function M.runner(class, pargs, tasks, opts, ...)
   opts = validate.options(normalise(opts, ...), M.NAMES)
   local kind = kind_of(class, pargs, opts)
   control.check(opts)
+  if opts.time_limit ~= nil and (kind ~= "exec" or type(opts.time_limit) ~= "function") then
+    fail("time_limit must be a function(key) -> seconds | nil, and is for subprocess tasks only")
+  end
   local remote_fn = kind == "remote" and type(pargs[1]) == "function"
   local ntasks = validate.tasks(tasks, kind == "exec" or (kind == "remote" and not remote_fn))
   local fn_bytes
@@ -143,6 +147,7 @@ function M.runner(class, pargs, tasks, opts, ...)
     joblog = opts.joblog, resume = opts.resume, progress = opts.progress,
     output = opts.output, tag = traced(opts.tag), results = opts.results, timeline = opts.timeline,
     max_capture = opts.max_capture, max_answer = opts.max_answer, hosts = opts.hosts,
+    time_limit = opts.time_limit,
     -- With hosts, a num_workers given is the slots of each host that names
     -- none (GNU parallel's -j with -S); 0 or none: the host's CPU count.
     host_slots = opts.hosts ~= nil and opts.num_workers ~= 0 and opts.num_workers or nil,

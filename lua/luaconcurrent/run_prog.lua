@@ -27,8 +27,7 @@ local function run_prog(pargs, opts)
   ok, err = pcall(validate.options, opts, OPTIONS)
   if not ok then validate.argerror("run_prog", err, 2, false, 2) end
   opts = err
-  local argv = {}
-  for i, v in ipairs(pargs) do argv[i] = tostring(v) end
+  local argv = require("luaconcurrent.argv").words(pargs)
   if opts.test then
     if opts.verb then print(table.concat(argv, " ")) end
     local res = ProcResult.new(nil, nil)

@@ -873,9 +873,12 @@ end
 -- under its own guard: luaconcurrent on bare echos BENCH_RUNS times (first
 -- result, whole run, the runner's peak RSS); luaconcurrent once on
 -- `sleep 1; echo`, so that the run lasts until every host is up (128 bare
--- echos end before most hosts say hello); GNU parallel with the same 32
--- -S logins (first output, whole run; at most 2 runs of ~10-45 s). The
--- script checks every result's output; a run with a bad one is not valid.
+-- echos end before most hosts say hello), and after it the floor of "all
+-- up" here: the 32 hosts' bare `ssh HOST true`, all at once (on loopback
+-- the hosts' sshd and login shells share these CPUs); GNU parallel with
+-- the same 32 -S logins (first output, whole run; at most 2 runs of
+-- ~10-45 s). The script checks every result's output; a run with a bad
+-- one is not valid.
 if want("W10") and HAVE_LC then
   local nh, nt = 32, 128
   local npar = math.min(RUNS, 2)
@@ -883,6 +886,7 @@ if want("W10") and HAVE_LC then
   local LC_ROW = "lc%s+run %d+: first result ([%d.-]+) s, all %d+ hosts up ([^,]+), total ([%d.]+) s, "
     .. "%d+ hosts used, (%d+) bad results, peak RSS ([%d-]+) kB"
   local PAR_ROW = "parallel run %d+: first output ([%d.-]+) s, total ([%d.]+) s, (%d+) lines"
+  local FLOOR_ROW = "ssh floor run %d+: %d+ x `ssh HOST true` at once, all done ([%d.]+) s"
   local function w10(tool, limit, env, runs, sleep)
     local outf = WORK .. "/w10." .. tool .. ".out"
     run("w10", tool, limit, "/dev/null", outf, { "env", env, LC, BDIR .. "/w10.lua", nh, nt, "engine", runs, sleep })
@@ -898,6 +902,7 @@ if want("W10") and HAVE_LC then
           rss = tonumber(rss) }
         bad = bad + tonumber(b)
       end
+      for fl in s:gmatch(FLOOR_ROW) do rows.floor = tonumber(fl) end
     end
     mark("w10", tool, (last.rc == 0 and #rows == runs and bad == 0) and "ok"
       or ("bad:rc=%d,%d/%d runs,%d bad"):format(last.rc, #rows, runs, bad))
@@ -927,6 +932,7 @@ if want("W10") and HAVE_LC then
     show_err("w10", "lc")
     out(row, "luaconcurrent, sleep 1; echo", s_(uf), s_(uu), s_(ut), "", valid("w10", "lc-up") and "1/1" or "0/1")
     show_err("w10", "lc-up")
+    out(row, "32 x bare `ssh HOST true` at once", "", s_(urows.floor), "", "", "")
     out(row, "GNU parallel, the same 32 -S", s_(pf), "", s_(pt), "",
       valid("w10", "parallel") and ("%d/%d"):format(npar, npar) or ("0/%d"):format(npar))
     show_err("w10", "parallel")

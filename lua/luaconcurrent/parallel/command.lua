@@ -10,19 +10,14 @@
 -- the same argv the shell would have built, without the shell's start.
 
 local args = require "luaconcurrent.parallel.args"
+local shellquote = require "luaconcurrent.shellquote"
 
 local usage_error = args.usage_error
 
 local M = {}
 
 --- GNU parallel's quoting for Bourne shells: only what needs it.
-function M.quote(s)
-  if s == "" then return "''" end
-  if not s:find("[^%-_%.%+%w/]") then return s end
-  s = "'" .. s:gsub("'", "'\"'\"'") .. "'"
-  s = s:gsub("^''", ""):gsub("''$", "")
-  return s
-end
+M.quote = shellquote.quote
 local quote = M.quote
 
 -- The shells parallel recognises in a parent's argv[0].

@@ -269,58 +269,53 @@ function M.records(o, sources)
   return combinations(groups, group_sizes(groups), expand, keep), names
 end
 
---- Jobs: iterator over { records... } — one record each, or n of them
--- (-n/-N), or with -X/-m as many as fit (spread over the job slots when
--- the input ends while filling the first job, as parallel does).
-function M.jobs(o, next_record, slots, max_len, cost)
+-- -n N / -N N: the records a job; 0 for -N0 (one read, none inserted).
+local function per_job(o)
   local per = o.max_replace_args or o.max_args
-  if per then
-    local n = math.tointeger(tonumber(per))
-    if not n or n < 0 then usage_error("-%s needs a whole number, got %q", o.max_replace_args and "N" or "n", per) end
-    if n == 0 then
-      if o.max_args and not o.max_replace_args then n = 1 end
-      -- -N0: one record read, none inserted
-      if n == 0 then
-        return function()
-          local r = next_record()
-          if r == nil then return nil end
-          return { empty = true }
-        end
-      end
-    end
-    per = n
+  if not per then return nil end
+  local n = math.tointeger(tonumber(per))
+  if not n or n < 0 then usage_error("-%s needs a whole number, got %q", o.max_replace_args and "N" or "n", per) end
+  if n == 0 and o.max_args and not o.max_replace_args then n = 1 end
+  return n
+end
+
+-- A job for each record read, made by wrap (nil at the end).
+local function each(next_record, wrap)
+  return function()
+    local r = next_record()
+    if r == nil then return nil end
+    return wrap(r)
   end
-  if not per and not o.context then
-    return function()
-      local r = next_record()
-      if r == nil then return nil end
-      return { r }
-    end
-  end
+end
+
+-- -n/-N, -X/-m: records gathered into jobs, up to per or, with -X/-m,
+-- as many as fit in max_len (cost(record): what one adds).
+local function batched(o, next_record, per, slots, max_len, cost)
   local pending, spread = {}, false
   local function get()
     if #pending > 0 then return table.remove(pending, 1) end
     return next_record()
   end
   local limit = per
+  -- EOF while filling the first job: spread over the slots
+  local function spread_out(job)
+    spread = true
+    limit = math.ceil(#job / slots)
+    for i = limit + 1, #job do pending[#pending + 1] = job[i] end
+    for i = #job, limit + 1, -1 do job[i] = nil end
+  end
+  local function room() return type(max_len) == "function" and max_len() or max_len end
   return function()
     local job, len = {}, 0
-    while true do
-      if limit and #job >= limit then break end
+    while not (limit and #job >= limit) do
       local r = get()
       if r == nil then
-        -- EOF while filling the first job: spread over the slots
-        if o.context and not spread and not per and #job > 1 then
-          spread = true
-          limit = math.ceil(#job / slots)
-          for i = limit + 1, #job do pending[#pending + 1] = job[i] end
-          for i = #job, limit + 1, -1 do job[i] = nil end
-        end
+        if o.context and not spread and not per and #job > 1 then spread_out(job) end
         break
       end
       local rlen = 0
       if cost then rlen = cost(r) else for _, v in ipairs(r) do rlen = rlen + #v + 3 end end
-      if o.context and not per and #job > 0 and len + rlen > (type(max_len) == "function" and max_len() or max_len) then
+      if o.context and not per and #job > 0 and len + rlen > room() then
         table.insert(pending, 1, r)
         spread = true     -- a full job: the input is big, no spreading
         break
@@ -330,6 +325,16 @@ function M.jobs(o, next_record, slots, max_len, cost)
     if #job == 0 then return nil end
     return job
   end
+end
+
+--- Jobs: iterator over { records... } — one record each, or n of them
+-- (-n/-N), or with -X/-m as many as fit (spread over the job slots when
+-- the input ends while filling the first job, as parallel does).
+function M.jobs(o, next_record, slots, max_len, cost)
+  local per = per_job(o)
+  if per == 0 then return each(next_record, function() return { empty = true } end) end
+  if not per and not o.context then return each(next_record, function(r) return { r } end) end
+  return batched(o, next_record, per, slots, max_len, cost)
 end
 
 return M

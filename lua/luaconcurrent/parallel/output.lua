@@ -2,20 +2,40 @@
 -- -v, or written by --results), -k's hold-and-flush in order, and the
 -- exit status under --halt (parallel's rules) or from the failures.
 --
--- shell.lua builds one per run:
+-- parallel/run.lua builds one per run:
 --
---   local out = output.new{ o = o, names = names, tag_of = tag_of,
---     prefixed = prefixed, results_w = results_w, halt_policy = halt_policy,
---     counts = counts }
+--   local out = output.new{ o = o, names = names, results_w = results_w,
+--     halt_policy = halt_policy, counts = counts }
 --
--- counts is the run's { fail, success, done, started }, kept by shell.lua.
+-- counts is the run's { fail, success, done, started }, kept by run.lua.
+
+local command = require "luaconcurrent.parallel.command"
 
 local M = {}
 M.__index = M
 
+--- The tag of a job: its values, or --tagstring expanded.
+function M.tag_of(o, names, records, seq, slot)
+  if o.tagstring then
+    local tpl = command.template(o.tagstring, names)
+    return command.expand(tpl, records, seq, slot, { raw = true })
+  end
+  local t = {}
+  for _, r in ipairs(records) do for _, v in ipairs(r) do t[#t + 1] = v end end
+  return table.concat(t, " ")
+end
+
+--- text with prefix before each of its lines, the last one ended.
+function M.prefixed(text, prefix)
+  if text == "" or not prefix then return text end
+  local out = prefix .. text:gsub("\n(.)", function(c) return "\n" .. prefix .. c end)
+  if out:sub(-1) ~= "\n" then out = out .. "\n" end
+  return out
+end
+
 function M.new(c)
   return setmetatable({
-    o = c.o, names = c.names, tag_of = c.tag_of, prefixed = c.prefixed,
+    o = c.o, names = c.names, tag_of = M.tag_of, prefixed = M.prefixed,
     results_w = c.results_w, halt_policy = c.halt_policy, counts = c.counts,
     tagged = c.o.tag or c.o.tagstring,
     held = {}, next_print = 1,

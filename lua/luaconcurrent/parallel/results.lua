@@ -6,7 +6,7 @@
 local M = {}
 M.__index = M
 
-local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+local q = require("luaconcurrent.shellquote").quote
 
 local function write_file(path, text)
   local f, err = io.open(path, "w")
@@ -46,36 +46,31 @@ end
 
 local flat = require("luaconcurrent.parallel.command").flatten
 
-function M:write(seq, records, res, command)
-  local values = flat(records)
-  local exitval = res.returncode or (res.success and 0 or -1)
-  if res.timeout then exitval = -1 end
-  local signal = res.signal or 0
-  if signal > 0 then exitval = 0 end
-  local stdout, stderr = res.stdout or "", res.stderr or ""
-  if self.kind == "dir" then
-    local dir = self.path
-    for k, v in ipairs(values) do
-      dir = dir .. "/" .. ((self.names and self.names[k]) or tostring(k)) .. "/" .. dir_name(v)
-    end
-    os.execute("mkdir -p -- " .. q(dir))
-    write_file(dir .. "/seq", tostring(seq))
-    write_file(dir .. "/stdout", stdout)
-    write_file(dir .. "/stderr", stderr)
-    return
+-- DIR/1/<value 1>/.../{seq,stdout,stderr}
+function M:write_dir(seq, values, stdout, stderr)
+  local dir = self.path
+  for k, v in ipairs(values) do
+    dir = dir .. "/" .. ((self.names and self.names[k]) or tostring(k)) .. "/" .. dir_name(v)
   end
-  local cols = { seq, ":", string.format("%.3f", res.time_start or 0),
-    string.format("%.3f", math.max(res.time_run or 0, 0)), 0, #stdout, exitval, signal, command or "" }
-  if self.kind == "json" then
-    local vs = {}
-    for k, v in ipairs(values) do vs[k] = json_string(v) end
-    self.f:write(string.format('{ "Seq": %d, "Host": ":", "Starttime": %s, "JobRuntime": %s, "Send": 0, '
-      .. '"Receive": %d, "Exitval": %d, "Signal": %d, "Command": %s, "V": [ %s ], "Stdout": %s, "Stderr": %s }\n',
-      seq, cols[3], cols[4], #stdout, exitval, signal, json_string(command or ""), table.concat(vs, ","),
-      json_string(stdout), json_string(stderr)))
-    self.f:flush()
-    return
-  end
+  os.execute("mkdir -p -- " .. q(dir))
+  write_file(dir .. "/seq", tostring(seq))
+  write_file(dir .. "/stdout", stdout)
+  write_file(dir .. "/stderr", stderr)
+end
+
+-- A JSON line: the joblog's columns, V (the values), Stdout, Stderr.
+function M:write_json(cols, values, stdout, stderr)
+  local vs = {}
+  for k, v in ipairs(values) do vs[k] = json_string(v) end
+  self.f:write(string.format('{ "Seq": %d, "Host": ":", "Starttime": %s, "JobRuntime": %s, "Send": 0, '
+    .. '"Receive": %d, "Exitval": %d, "Signal": %d, "Command": %s, "V": [ %s ], "Stdout": %s, "Stderr": %s }\n',
+    cols[1], cols[3], cols[4], #stdout, cols[7], cols[8], json_string(cols[9]), table.concat(vs, ","),
+    json_string(stdout), json_string(stderr)))
+  self.f:flush()
+end
+
+-- A CSV or TSV row (after the header, written once): the same columns.
+function M:write_row(cols, values, stdout, stderr)
   local sep = self.kind == "csv" and "," or "\t"
   if not self.header_done then
     local h = { "Seq", "Host", "Starttime", "JobRuntime", "Send", "Receive", "Exitval", "Signal", "Command" }
@@ -89,6 +84,21 @@ function M:write(seq, records, res, command)
   for k, v in ipairs(cols) do cols[k] = csv_field(v, sep) end
   self.f:write(table.concat(cols, sep), "\n")
   self.f:flush()
+end
+
+--- One job's result, in the form the name asked for.
+function M:write(seq, records, res, command)
+  local values = flat(records)
+  local exitval = res.returncode or (res.success and 0 or -1)
+  if res.timeout then exitval = -1 end
+  local signal = res.signal or 0
+  if signal > 0 then exitval = 0 end
+  local stdout, stderr = res.stdout or "", res.stderr or ""
+  if self.kind == "dir" then return self:write_dir(seq, values, stdout, stderr) end
+  local cols = { seq, ":", string.format("%.3f", res.time_start or 0),
+    string.format("%.3f", math.max(res.time_run or 0, 0)), 0, #stdout, exitval, signal, command or "" }
+  if self.kind == "json" then return self:write_json(cols, values, stdout, stderr) end
+  return self:write_row(cols, values, stdout, stderr)
 end
 
 function M:close()

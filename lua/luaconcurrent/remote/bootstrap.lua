@@ -9,15 +9,17 @@
 -- any Lua: one too old for the worker is refused with a frame saying so.
 --
 -- The head: "<length>\n" and a text whose first line is `local CFG =
--- {...}` (grace, heartbeat give-up, lua, the host's two keys), then remote/wire.lua inlined
--- as `local wire`, then remote/worker.lua. The engine worker reads only
--- the CFG line.
+-- {...}` (grace, heartbeat give-up, lua, the host's two keys), then
+-- luaconcurrent/shellquote.lua and remote/wire.lua inlined as `local
+-- shellquote` and `local wire`, then remote/worker.lua. The engine worker
+-- reads only the CFG line.
 
 local wire = require "luaconcurrent.remote.wire"
+local shellquote = require "luaconcurrent.shellquote"
 
 local M = {}
 
-local quote = wire.quote
+local quote = shellquote.quote
 M.HB_GIVE_UP = 8       -- heartbeats without a message: the worker gives up
 
 local texts = {}
@@ -40,7 +42,8 @@ local function module_text(name)
 end
 
 function M.worker_source()
-  return "local wire = (function()\n" .. module_text("luaconcurrent.remote.wire") .. "\nend)()\n"
+  return "local shellquote = (function()\n" .. module_text("luaconcurrent.shellquote") .. "\nend)()\n"
+    .. "local wire = (function()\n" .. module_text("luaconcurrent.remote.wire") .. "\nend)()\n"
     .. module_text("luaconcurrent.remote.worker")
 end
 

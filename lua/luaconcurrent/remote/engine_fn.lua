@@ -1,136 +1,257 @@
---- The engine-mode remote worker's function tasks (methods of its Worker,
--- remote/engine_worker.lua): each runs on a process worker
--- (`luaconcurrent --worker`, the local isolation = "process" protocol),
--- one per slot, reused. A process worker gets keys of its own, derived
--- from this host's (down for what it is sent, up for what it answers);
--- its answers are read as data and passed on under the host's up-key.
--- At a task's deadline its process worker is killed (a task stuck in a C
--- call ends too) and the answer is ftimeout.
+--- The engine-mode remote worker's tasks (methods of its Worker,
+-- remote/engine_worker.lua): they run on the local executors, driven
+-- through the executor interface (executors.lua) as the runner drives them,
+-- with a finish that encodes each task's one result onto the wire
+-- (remote/wire.lua's answers). No pool, deadline table or answer parsing
+-- of its own:
+--   X  exec/subprocess: its own process group, TERM at the timeout, KILL
+--      the grace later; finish sends the engine's process record (rec)
+--   F  exec/processes: reused worker processes (`luaconcurrent --worker`)
+--      with keys of their own, derived from this host's; their answers are
+--      read as data and checked there, and passed on under the host's
+--      up-key (fdone); at a deadline the worker process is killed
+--      (ftimeout)
+-- Tasks of one message kind with the same settings (timeout, cwd, env,
+-- input; the function) share one executor: a run has one or two.
 
 local core = require "luaconcurrent.core"
-local worker = require "luaconcurrent.worker"
-
-local now = core.now
+local subprocess = require "luaconcurrent.exec.subprocess"
+local processes = require "luaconcurrent.exec.processes"
 
 local M = {}
 
--- A process worker's frame that says it starts a task (worker.lua):
--- small, and not an answer. Returns its start time, or nil.
-local function start_of(blob, up)
-  if #blob > 64 then return nil end
-  local ok, what, t0 = pcall(core.unmarshal_data, blob, { key = up })
-  return ok and what == "start" and t0 or nil
+-- Tasks an executor may hold (executors.lua).
+local function capacity(ex)
+  return ex.capacity
+end
+
+-- The errno name for a spawn failure's exception (result.lua maps back).
+local ERRNO_OF = { FileNotFoundError = "ENOENT", PermissionError = "EACCES" }
+
+--- What the local side gets of a subprocess task's record.
+local function wire_record(rec)
+  return { returncode = rec.returncode, signal = rec.signal, signal_name = rec.signal_name,
+    stdout = rec.stdout, stderr = rec.stderr, pid = rec.pid, timeout = rec.timeout, limit = rec.limit,
+    interrupted = rec.interrupted, incomplete = rec.incomplete, time_run = rec.time_run,
+    input_error = rec.input_error, input_written = rec.input_written, input_size = rec.input_size,
+    wait_error = rec.wait_error }
+end
+
+local INTERRUPTED = { returncode = -1, interrupted = true, stdout = "", stderr = "" }
+
+-- The loop as exec/subprocess sees it: the process ids it starts are
+-- kept (ids[id] = true), to be TERMed when the channel is gone.
+local function tracking(loop, ids)
+  return setmetatable({
+    spawn = function(_, ...)
+      local id, message, errname = loop:spawn(...)
+      if id then ids[id] = true end
+      return id, message, errname
+    end,
+  }, { __index = function(t, name)
+    local f = function(_, ...) return loop[name](loop, ...) end
+    rawset(t, name, f)
+    return f
+  end })
 end
 
 function M.install(Worker)
 
-function Worker:drop_idle(w)
-  local idle = self.idle
-  for k = #idle, 1, -1 do if idle[k] == w then table.remove(idle, k) end end
+function Worker:envblock(m, first, nenv)
+  if nenv == 0 then return nil end
+  local list = table.concat(m, "\0", first, first + nenv - 1)
+  local eb = self.envs[list]
+  if eb == nil then
+    local t = {}
+    for k = first, first + nenv - 1 do
+      local name, value = m[k]:match("^([^=]*)=(.*)$")
+      if name then t[name] = value else t[m[k]] = false end
+    end
+    eb = core.envblock(t)
+    self.envs[list] = eb
+  end
+  return eb
 end
 
--- w's task is over (answered, timed out, cancelled or died): its slot is free.
-function Worker:fn_over(w)
-  self:disarm(w)
-  self.by_tid[w.tid], w.tid = nil, nil
-  self.nrun = self.nrun - 1
+-- A task handed to an executor: index -> { tid, e }, until finished.
+function Worker:track(tid, e)
+  local index = self.nindex + 1
+  self.nindex = index
+  self.running[index], self.index_of[tid] = { tid = tid, e = e }, index
+  self.nrun, e.held = self.nrun + 1, e.held + 1
+  return index
 end
 
-function Worker:disarm(w)
-  if w.timer then
-    self.deadlines[w.timer] = nil
-    self.loop:cancel_timer(w.timer)
-    w.timer = nil
+-- index's result is in: its slot is free; its tid, or nil if it was over.
+function Worker:untrack(index)
+  local t = self.running[index]
+  if not t then return nil end
+  self.running[index], self.index_of[t.tid] = nil, nil
+  self.nrun, t.e.held = self.nrun - 1, t.e.held - 1
+  return t.tid
+end
+
+-- The finish of a subprocess executor: the record as it came.
+function Worker:finish_x(index, res, rec)
+  local tid = self:untrack(index)
+  if not tid then return end
+  if rec then
+    self:send("rec", tid, self:data(wire_record(rec)))
+  elseif res.exception == "Interrupted" then
+    self:send("rec", tid, self:data(INTERRUPTED))
+  else
+    self:send("fail", tid, tostring(res.error), ERRNO_OF[res.exception] or "")
   end
 end
 
--- w's answer frames: each finishes w's task (one at a time here).
-function Worker:answers(w, data)
-  local blobs = {}
-  w.read(data, blobs)
-  for _, blob in ipairs(blobs) do
-    local t0 = w.tid and start_of(blob, w.up)
-    if t0 then
-      if w.limit > 0 then
-        w.t0, w.timer = t0, self.loop:timer(t0 + w.limit)
-        self.deadlines[w.timer] = w
-      end
-    elseif w.tid then
-      -- Read as data under the process worker's key, passed on under ours.
-      local v = table.pack(pcall(core.unmarshal_data, blob, { key = w.up }))
-      if v[1] then
-        self:send("fdone", w.tid, self:data(table.unpack(v, 2, v.n)))
-      else
-        self:send("fdied", w.tid, "the worker process's answer was refused: " .. tostring(v[2]))
-      end
-      self:fn_over(w)
-      if self.workers[w.id] then self.idle[#self.idle + 1] = w end
+-- The finish of a process executor: an answer as the worker process gave
+-- it (read as data, checked for shape by exec/processes), else what ended
+-- the task.
+function Worker:finish_f(index, res, what, t0, t1, more, a, b, c, d)
+  local tid = self:untrack(index)
+  if not tid then return end
+  if self.holding then
+    self:send("held", tid)
+  elseif what then
+    local ok, blob = pcall(self.data, self, what, t0, t1, more, a, b, c, d)
+    if ok then
+      self:send("fdone", tid, blob)
+    else
+      self:send("fdied", tid, "its answer could not be sent: " .. tostring(blob))
+    end
+  elseif res.timeout then
+    self:send("ftimeout", tid, string.format("%.17g", res.time_run or 0))
+  elseif res.exception == "OSError" or ERRNO_OF[res.exception] then
+    self:send("fail", tid, "cannot start a worker process: " .. tostring(res.error), ERRNO_OF[res.exception] or "")
+  else
+    self:send("fdied", tid, tostring(res.error))
+  end
+end
+
+-- The executor for tasks of this kind and settings, made at first use.
+function Worker:executor(kind, settings, cfg)
+  local e = self.ex_by[settings]
+  if e then return e end
+  e = { kind = kind, held = 0 }
+  local loop = self.loop
+  if kind == "X" then
+    e.ex = subprocess.new(cfg, tracking(loop, self.procs), function(...) return self:finish_x(...) end)
+  else
+    e.ex = processes.new(cfg, loop, function(...) return self:finish_f(...) end)
+  end
+  self.ex_by[settings] = e
+  self.exs[#self.exs + 1] = e
+  return e
+end
+
+-- Hand a task to executor e; a start that raises (an argv the engine
+-- refuses) is answered fail.
+function Worker:hand(e, tid, key, arg)
+  local index = self:track(tid, e)
+  local ok, err = pcall(e.ex.start, e.ex, index, key, arg)
+  if not ok and self:untrack(index) then
+    self:send("fail", tid, tostring(err), "EINVAL")
+  end
+end
+
+function Worker:run_x(m)
+  local tid, timeout, cwd, has_input, input, nenv = m[2], tonumber(m[3]) or 0, m[4], m[5], m[6], tonumber(m[7]) or 0
+  local settings = table.concat(m, "\0", 3, 7 + nenv)
+  local e = self.ex_by["X\0" .. settings] or self:executor("X", "X\0" .. settings, {
+    pargs = {}, timeout = timeout, kill_grace = self.grace, envblock = self:envblock(m, 8, nenv),
+    cwd = cwd ~= "" and cwd or nil, input = has_input == "1" and input or nil, slots = math.huge,
+  })
+  self:hand(e, tid, tid, table.move(m, 8 + nenv, #m, 1, {}))
+end
+
+function Worker:run_fn(m)
+  local tid, timeout, cwd, nenv = m[2], tonumber(m[3]) or 0, m[4], tonumber(m[5]) or 0
+  if not self.fn_bytes then
+    return self:send("fdied", tid, "no task function was sent")
+  end
+  -- (Sent by the local side under this host's key: code may come this way.)
+  local ok, key, args = pcall(core.unmarshal_string, m[6 + nenv])
+  if not ok then
+    return self:send("fdied", tid, "the task's frame was refused: " .. tostring(key))
+  end
+  local settings = "F\0" .. self.fn_gen .. "\0" .. table.concat(m, "\0", 3, 5 + nenv)
+  local e = self.ex_by[settings] or self:executor("F", settings, {
+    pargs = { false }, args_ready = true, timeout = timeout, kill_grace = self.grace,
+    envblock = self:envblock(m, 6, nenv), cwd = cwd ~= "" and cwd or nil, fn_bytes = self.fn_bytes,
+    num_workers = self.limit < math.huge and self.limit or 0,
+  })
+  self:hand(e, tid, key, args)
+end
+
+function Worker:start(m)
+  if m[1] == "F" then return self:run_fn(m) end
+  return self:run_x(m)
+end
+
+-- Whether a task may start now: a free slot (S), and room in executors.
+function Worker:room()
+  if self.nrun >= self.limit then return false end
+  for _, e in ipairs(self.exs) do
+    if e.held >= capacity(e.ex) then return false end
+  end
+  return true
+end
+
+function Worker:set_limit(n)
+  self.limit = n
+end
+
+--- K for a task an executor holds: its executor ends it, and its finish
+-- answers (a process task: at once; a subprocess: when its record comes).
+function Worker:cancel_started(tid)
+  local index = self.index_of[tid]
+  if not index then return end
+  self.running[index].e.ex:cancel(index, "interrupted: cancelled by the runner")
+end
+
+--- Q: what the process executors hold that has not started is answered
+-- held (subprocess tasks start when handed over).
+function Worker:hold_started()
+  self.holding = true
+  for _, e in ipairs(self.exs) do
+    if e.kind == "F" then e.ex:hold("held") end
+  end
+  self.holding = false
+end
+
+function Worker:run_ready()
+  for _, e in ipairs(self.exs) do
+    local ex = e.ex
+    if ex.run_ready then
+      while ex:run_ready() do end
     end
   end
 end
 
--- w's task passed its deadline: as locally, its worker process is killed
--- (a task stuck in a C call ends too) and the answer is final now.
-function Worker:expired(w)
-  w.timer = nil
-  if not w.tid then return end
-  self:send("ftimeout", w.tid, string.format("%.17g", now() - w.t0))
-  self:fn_over(w)
-  self.loop:kill(w.id)
-end
-
-function Worker:worker_ended(w, rec)
-  self.workers[w.id] = nil
-  self:drop_idle(w)
-  if rec.stdout and rec.stdout ~= "" then self:answers(w, rec.stdout) end
-  if w.tid then
-    local why = rec.signal and string.format("killed by signal %d (%s)", rec.signal, tostring(rec.signal_name))
-      or string.format("exited with status %s", tostring(rec.returncode))
-    self:send("fdied", w.tid, "the worker process ended without answering: " .. why)
-    self:fn_over(w)
+function Worker:task_record(rec)
+  local procs = self.procs
+  if procs[rec.id] and not rec.data then procs[rec.id] = nil end
+  for _, e in ipairs(self.exs) do
+    if e.ex:record(rec) then return end
   end
 end
 
---- A new process worker for function task tid (F message m); nil if it
--- cannot start (the task is answered fdied).
-function Worker:spawn_worker(m, tid, cwd, nenv)
-  -- Its own keys, derived from ours (it never sees ours either).
-  self.nworkers = (self.nworkers or 0) + 1
-  local down, up = core.marshal_worker_keys(self.nworkers)
-  local head = string.pack("<s4s4s4", down .. up, core.marshal_keyed(down, nil, package.path, package.cpath),
-    core.marshal_retag(self.fn_bytes, down))
-  local id, msg = self.loop:spawn({ self.exe, "--worker" }, self:envblock(m, 6, nenv), cwd ~= "" and cwd or nil,
-    head, 0, 0, true)
-  if not id then
-    self:send("fdied", tid, "cannot start a worker process: " .. tostring(msg))
-    return nil
+--- The channel is gone: every task ends as at a deadline (TERM, the run's
+-- kill_grace, KILL), so that one that cleans up on TERM can; process
+-- workers are killed (their tasks' groups with them). What is left when
+-- the grace is over goes with the loop.
+function Worker:end_tasks()
+  local loop = self.loop
+  for id in pairs(self.procs) do loop:terminate(id) end
+  for _, e in ipairs(self.exs) do
+    if e.kind == "F" then
+      for id in pairs(e.ex.workers) do loop:kill(id) end
+    end
   end
-  local w = { id = id, read = worker.reader(), down = down, up = up }
-  self.workers[id] = w
-  return w
-end
-
-function Worker:run_fn(m)
-  local tid, limit, cwd, nenv = m[2], tonumber(m[3]) or 0, m[4], tonumber(m[5])
-  local blob = m[6 + nenv]
-  if not self.fn_bytes then
-    self:send("fdied", tid, "no task function was sent")
-    return
-  end
-  local w = table.remove(self.idle) or self:spawn_worker(m, tid, cwd, nenv)
-  if not w then return end
-  w.tid, w.limit = tid, limit
-  self.by_tid[tid] = w
-  self.nrun = self.nrun + 1
-  -- A task frame of one task (worker.lua): count 1, no wrap, key and args.
-  local ok, tagged = pcall(core.marshal_retag, blob, w.down)
-  if not ok then
-    self:send("fdied", tid, "the task's frame was refused: " .. tostring(tagged))
-    self:fn_over(w)
-    self.idle[#self.idle + 1] = w
-    return
-  end
-  self.loop:write(w.id, string.pack("<s4", string.pack("<I4", 1) .. "\0" .. tagged))
+  if self.relay then loop:kill(self.relay) end
+  local deadline = core.now() + self.grace + 2
+  while loop:running() > 0 and core.now() < deadline do loop:poll(0.1) end
+  loop:close()
 end
 
 end

@@ -1,8 +1,9 @@
 --- The engine-mode remote worker: `luaconcurrent --remote-worker`, started
 -- over the host's ssh session when the host has the luaconcurrent
 -- executable (see remote/executor.lua). It speaks the plain worker's
--- protocol (remote/worker.lua) to the local side and runs tasks with the C
--- engine: no shell, no temp files.
+-- protocol (remote/worker.lua) to the local side and runs tasks with the
+-- local executors (remote/engine_fn.lua): exec/subprocess for program
+-- tasks, exec/processes for function tasks; no shell, no temp files.
 --
 -- Start: the local side sends the same head as to the plain worker,
 -- "<length>\n" and a text whose first line is `local CFG = {...}` (the
@@ -17,14 +18,15 @@
 -- channel as its fd 2 by luaconcurrent.remote_channel, main.c): the engine
 -- watches only its children's pipes.
 --
--- Messages (lines of tab-separated escaped fields, as for the plain worker):
+-- Messages (lines of tab-separated escaped fields; remote/wire.lua):
 --   X tid timeout cwd has_input input nenv env... argv...   a subprocess task
 --        (own process group; timeout > 0: TERM at it, KILL grace later)
 --   S n          run at most n tasks (X and F) at once; the others wait
 --                here, in order (the local side sends ahead to hide the
 --                channel's round trip)
 --   K tid        cancel: the task's group (or its worker process) is killed
---                (a waiting task: dropped, its record says interrupted)
+--                and it is answered (a waiting task: its record says
+--                interrupted)
 --   L fn         the run's task function (marshalled, checked with the key)
 --   F tid timeout cwd nenv env... args   a function task (args: marshalled
 --                key, args); timeout > 0: its process worker is killed at
@@ -35,10 +37,8 @@
 --   P x          answered with pong x
 -- Answers (length-prefixed frames of "<s4" fields):
 --   rec tid <marshalled process record> | fail tid message errno_name
---   | fdone tid <a process worker's answer frame, passed through>
---   | fdied tid message | ftimeout tid seconds_run | hb | pong x
--- Function tasks run on process workers (`luaconcurrent --worker`, the
--- local isolation = "process" protocol), one per slot, reused.
+--   | fdone tid <a process worker's answer, as read, marshalled again>
+--   | fdied tid message | ftimeout tid seconds_run | held tid | hb | pong x
 -- On EOF of the channel, a failed write to it, or no message for
 -- CFG.hb_timeout seconds, every group started gets TERM, then KILL after
 -- CFG.grace (the run's kill_grace), and we exit.
@@ -46,12 +46,11 @@
 local core = require "luaconcurrent.core"
 local channel = require "luaconcurrent.remote_channel"
 local wire = require "luaconcurrent.remote.wire"
+local tasks = require "luaconcurrent.remote.engine_fn"
 
 local M = {}
 
 local now = core.now
-
-
 
 --- The text the local side sends first: its `local CFG = {...}` line, or
 -- nil when the head is cut short.
@@ -63,42 +62,34 @@ local function read_config()
   return cfgline and load("return " .. cfgline, "=cfg", "t", {})() or {}
 end
 
---- What the local side gets of a subprocess task's record.
-local function task_record(rec)
-  return { returncode = rec.returncode, signal = rec.signal, signal_name = rec.signal_name,
-    stdout = rec.stdout, stderr = rec.stderr, pid = rec.pid, timeout = rec.timeout, limit = rec.limit,
-    interrupted = rec.interrupted, incomplete = rec.incomplete, time_run = rec.time_run,
-    input_error = rec.input_error, input_written = rec.input_written, input_size = rec.input_size,
-    wait_error = rec.wait_error }
-end
-
 local Worker = {}
 Worker.__index = Worker
-require("luaconcurrent.remote.engine_fn").install(Worker)
+tasks.install(Worker)
 
 function Worker.new(cfg)
   local out = io.stdout
   out:setvbuf("full")
   local _, exe = core.host()
   return setmetatable({
-    cfg = cfg, hb_timeout = tonumber(cfg.hb_timeout) or 60,
+    cfg = cfg, hb_timeout = tonumber(cfg.hb_timeout) or 60, grace = tonumber(cfg.grace) or 0.1,
     out = out, alive = true,   -- alive: the channel still takes our writes
     loop = core.new_loop(), exe = exe,
     relay = nil,           -- the process id of the channel's relay
     buf = "",              -- the channel's text after its last full line
-    procs = {},            -- [process id] = tid (subprocess tasks)
-    by_tid = {},           -- [tid] = process id | worker
-    envs = {},             -- env list (joined) -> envblock
-    fn_bytes = nil,        -- the task function (L)
-    workers = {},          -- [process id] = w (function tasks' process workers)
-    deadlines = {},        -- [timer id] = w, whose running task has a timeout
-    idle = {},
     last_heard = now(),
     closing = false,
     limit = math.huge,     -- S
-    nrun = 0,
-    waiting = {}, wfirst = 1, wlast = 0,   -- X messages beyond the limit
+    nrun = 0,              -- tasks handed to an executor, not answered yet
+    fn_bytes = nil, fn_gen = 0,   -- the task function (L), and how many came
+    waiting = {}, wfirst = 1, wlast = 0,   -- X and F messages beyond the limit
     queued = {},           -- [tid] = true while waiting
+    -- (remote/engine_fn.lua's:)
+    exs = {}, ex_by = {},  -- the executors, in order, and by kind and settings
+    running = {},          -- [index] = { tid, e }, handed to executor e
+    index_of = {},         -- [tid] = index
+    nindex = 0,
+    procs = {},            -- [process id] = true, the subprocess tasks' (for TERM)
+    envs = {},             -- env list (joined) -> envblock
   }, Worker)
 end
 
@@ -133,45 +124,11 @@ function Worker:hello()
   self.out:flush()
 end
 
-function Worker:envblock(m, first, nenv)
-  if nenv == 0 then return nil end
-  local list = table.concat(m, "\0", first, first + nenv - 1)
-  local eb = self.envs[list]
-  if eb == nil then
-    local t = {}
-    for k = first, first + nenv - 1 do
-      local name, value = m[k]:match("^([^=]*)=(.*)$")
-      if name then t[name] = value else t[m[k]] = false end
-    end
-    eb = core.envblock(t)
-    self.envs[list] = eb
-  end
-  return eb
-end
-
-function Worker:run(m)
-  local tid, timeout, cwd, has_input, input, nenv = m[2], tonumber(m[3]) or 0, m[4], m[5], m[6], tonumber(m[7])
-  local argv = table.move(m, 8 + nenv, #m, 1, {})
-  local loop = self.loop
-  local ok, id, msg, errname = pcall(loop.spawn, loop, argv, self:envblock(m, 8, nenv), cwd ~= "" and cwd or nil,
-    has_input == "1" and input or nil, timeout, tonumber(self.cfg.grace) or 0.1)
-  if not ok then id, msg, errname = nil, tostring(id), "EINVAL" end
-  if not id then
-    self:send("fail", tid, tostring(msg), tostring(errname or ""))
-    return
-  end
-  self.procs[id], self.by_tid[tid] = tid, id
-  self.nrun = self.nrun + 1
-end
-
-function Worker:start(m)
-  if m[1] == "F" then return self:run_fn(m) end
-  return self:run(m)
-end
+-- ---- the tasks waiting for a slot (S) --------------------------------------
 
 function Worker:start_waiting()
   local waiting, queued = self.waiting, self.queued
-  while self.nrun < self.limit and self.wfirst <= self.wlast do
+  while self.wfirst <= self.wlast and self:room() do
     local m = waiting[self.wfirst]
     waiting[self.wfirst], self.wfirst = nil, self.wfirst + 1
     if queued[m[2]] then
@@ -182,7 +139,7 @@ function Worker:start_waiting()
 end
 
 function Worker:submit(m)
-  if self.nrun < self.limit and self.wfirst > self.wlast then return self:start(m) end
+  if self.wfirst > self.wlast and self:room() then return self:start(m) end
   self.wlast = self.wlast + 1
   self.waiting[self.wlast] = m
   self.queued[m[2]] = true
@@ -194,17 +151,11 @@ function Worker:cancel(tid)
     self:send("rec", tid, self:data({ returncode = -1, interrupted = true, stdout = "", stderr = "" }))
     return
   end
-  local x = self.by_tid[tid]
-  if type(x) == "table" then          -- a function task: its worker goes
-    self:fn_over(x)
-    self:drop_idle(x)
-    self.loop:kill(x.id)
-  elseif x then
-    self.loop:kill(x)
-  end
+  self:cancel_started(tid)
 end
 
--- Q: the run halted: the tasks waiting here never start (held tid each).
+-- Q: the run halted: the tasks waiting here never start (held tid each),
+-- nor those an executor holds that have not started.
 function Worker:hold_waiting()
   for k = self.wfirst, self.wlast do
     local m = self.waiting[k]
@@ -212,19 +163,19 @@ function Worker:hold_waiting()
     self.waiting[k] = nil
   end
   self.wfirst, self.wlast = 1, 0
+  self:hold_started()
 end
 
 function Worker:on_message(msg)
   self.last_heard = now()
   local m = wire.split(msg)
   local what = m[1]
-  if what == "X" then if not self.closing then self:submit(m) end
-  elseif what == "S" then self.limit = tonumber(m[2]) or math.huge
-  elseif what == "F" then if not self.closing then self:submit(m) end
+  if what == "X" or what == "F" then if not self.closing then self:submit(m) end
+  elseif what == "S" then self:set_limit(tonumber(m[2]) or math.huge)
   elseif what == "K" then self:cancel(m[2])
   elseif what == "Q" then self:hold_waiting()
   elseif what == "H" then self:send("hb")
-  elseif what == "L" then self.fn_bytes = m[2]
+  elseif what == "L" then self.fn_bytes, self.fn_gen = m[2], self.fn_gen + 1
   elseif what == "P" then self:send("pong", m[2] or "")
   end
 end
@@ -247,11 +198,6 @@ function Worker:shutdown()
 end
 
 function Worker:record(rec)
-  local expired = self.deadlines[rec.id]
-  if expired then
-    self.deadlines[rec.id] = nil
-    return self:expired(expired)
-  end
   if rec.id == self.relay then
     if rec.data then self:on_data(rec.data) else
       if rec.stdout and rec.stdout ~= "" then self:on_data(rec.stdout) end
@@ -259,45 +205,19 @@ function Worker:record(rec)
     end
     return
   end
-  local tid = self.procs[rec.id]
-  if tid then
-    self.procs[rec.id], self.by_tid[tid] = nil, nil
-    self.nrun = self.nrun - 1
-    self:send("rec", tid, self:data(task_record(rec)))
-    return
-  end
-  local w = self.workers[rec.id]
-  if w then
-    if rec.data then
-      self:answers(w, rec.data)
-    else
-      self:worker_ended(w, rec)
-    end
-  end
+  self:task_record(rec)
 end
 
 function Worker:serve()
   while not self.closing do
-    for _, rec in ipairs(self.loop:poll(1)) do self:record(rec) end
-    if not self.closing then self:start_waiting() end
+    self:start_waiting()
+    self:run_ready()
     if self.alive and not self.out:flush() then self.alive = false; self:shutdown() end
+    if self.closing then break end
+    for _, rec in ipairs(self.loop:poll(1)) do self:record(rec) end
     if now() - self.last_heard > self.hb_timeout then self:shutdown() end
   end
   self:end_tasks()
-end
-
---- The channel is gone: every task ends as at a deadline (TERM, the run's
--- kill_grace, KILL), so that one that cleans up on TERM can; process
--- workers get TERM and kill what their tasks started. What is left when
--- the grace is over goes with the loop.
-function Worker:end_tasks()
-  local loop = self.loop
-  for id in pairs(self.procs) do loop:terminate(id) end
-  for id in pairs(self.workers) do loop:kill(id) end
-  if self.relay then loop:kill(self.relay) end
-  local deadline = now() + (tonumber(self.cfg.grace) or 0.1) + 2
-  while loop:running() > 0 and now() < deadline do loop:poll(0.1) end
-  loop:close()
 end
 
 function M.main()

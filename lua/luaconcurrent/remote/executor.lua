@@ -7,8 +7,10 @@
 --   bootstrap.lua  the command that starts a host's worker, and its head
 --   wire.lua       every message's layout, both directions, and the checks
 --                  on what a host sends (shipped to the plain worker too)
---   session.lua    each host's session: a state machine with deadlines,
---                  heartbeats, banners, hello, failures
+--   session.lua    each host's session: its states, failures and end
+--   connects.lua   when sessions start: connect slots, by count and time
+--   inbound.lua    what a host sends: banner, frames, hello, answers
+--   heartbeat.lua  heartbeats, and failures forgiven while healthy
 --   placement.lua  which host runs a task; requeue and its limits
 --   results.lua    a host's answer -> the task's result (data only)
 --   worker.lua     the plain-Lua worker; engine_worker.lua the engine's
@@ -32,6 +34,7 @@ local bootstrap = require "luaconcurrent.remote.bootstrap"
 local results = require "luaconcurrent.remote.results"
 local session = require "luaconcurrent.remote.session"
 local placement = require "luaconcurrent.remote.placement"
+local argvlib = require "luaconcurrent.argv"
 
 local now = core.now
 
@@ -75,8 +78,7 @@ local function host_keys(h, is_fn)
 end
 
 function M.new(cfg, loop, finish)
-  local prefix = {}
-  for i, v in ipairs(cfg.pargs) do prefix[i] = tostring(v) end
+  local prefix = argvlib.words(cfg.pargs)
   local is_fn = type(cfg.pargs[1]) == "function"
   local hosts = hostlib.list(cfg.hosts, cfg.host_slots)
   local period = hostlib.HEARTBEAT
@@ -134,15 +136,7 @@ function Remote:running()
   return n
 end
 
-function Remote:argv_of(arg)
-  local argv = { table.unpack(self.prefix) }
-  if type(arg) == "table" then
-    for i = 1, #arg do argv[#argv + 1] = tostring(arg[i]) end
-  elseif arg ~= nil then
-    argv[#argv + 1] = tostring(arg)
-  end
-  return argv
-end
+function Remote:argv_of(arg) return argvlib.of(self.prefix, arg) end
 
 function Remote:env_of(h)
   if h.env_list then return h.env_list end

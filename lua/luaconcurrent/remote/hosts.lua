@@ -56,36 +56,33 @@ function M.cpu_rule(s)
   end
 end
 
---- One host spec (string or table) -> normalised table.
-function M.parse(spec, i)
-  local h
-  if type(spec) == "string" then
-    local s = spec:match("^%s*(.-)%s*$")
-    h = {}
-    local n, rest = s:match("^(%d+)/(.*)$")
-    if n then h.slots, s = tonumber(n), rest end
-    if s:find("%s") then s = ssh_command(h, s, i) end
-    if s == ":" then
-      h.host = ":"
-    else
-      -- "[user@]host[:port]"; an IPv6 literal goes in brackets.
-      local user, r = s:match("^(.+)@([^@]+)$")
-      if user then h.user, s = user, r end
-      local v6, port6 = s:match("^%[(.+)%]:?(%d*)$")
-      if v6 then
-        h.host, h.port = v6, tonumber(port6) or h.port
-      else
-        local host, port = s:match("^([^:]+):(%d+)$")
-        h.host, h.port = host or s, tonumber(port) or h.port
-      end
-    end
-  elseif type(spec) == "table" then
-    h = {}
-    for k, v in pairs(spec) do h[k] = v end
-    if type(h.ssh_options) == "string" then h.ssh_options = words(h.ssh_options) end
-  else
-    fail("hosts[%d] must be a string or a table, got %s", i, type(spec))
+-- GNU parallel's string form -> a host table (not yet checked).
+local function parse_string(spec, i)
+  local s = spec:match("^%s*(.-)%s*$")
+  local h = {}
+  local n, rest = s:match("^(%d+)/(.*)$")
+  if n then h.slots, s = tonumber(n), rest end
+  if s:find("%s") then s = ssh_command(h, s, i) end
+  if s == ":" then
+    h.host = ":"
+    return h
   end
+  -- "[user@]host[:port]"; an IPv6 literal goes in brackets.
+  local user, r = s:match("^(.+)@([^@]+)$")
+  if user then h.user, s = user, r end
+  local v6, port6 = s:match("^%[(.+)%]:?(%d*)$")
+  if v6 then
+    h.host, h.port = v6, tonumber(port6) or h.port
+  else
+    local host, port = s:match("^([^:]+):(%d+)$")
+    h.host, h.port = host or s, tonumber(port) or h.port
+  end
+  return h
+end
+
+-- Where the session goes (host, user, port: they reach ssh's command
+-- line) and its slots.
+local function check_target(h, i)
   if type(h.host) ~= "string" or h.host == "" then fail("hosts[%d] has no host", i) end
   -- slots relative to the host's CPUs ("50%", "+1", "-1") are worked out
   -- at the handshake, when its CPU count is known.
@@ -104,11 +101,17 @@ function M.parse(spec, i)
   if h.port ~= nil and (math.type(h.port) ~= "integer" or h.port < 1 or h.port > 65535) then
     fail("hosts[%d].port must be an integer from 1 to 65535, got %s", i, tostring(h.port))
   end
-  for _, k in ipairs({ "connect_timeout", "hello_timeout" }) do
-    if h[k] ~= nil and (type(h[k]) ~= "number" or not (h[k] > 0)) then  -- luacheck: ignore 581 (refuses NaN)
-      fail("hosts[%d].%s must be a positive number of seconds", i, k)
-    end
+end
+
+local function positive(h, k, i)
+  if h[k] ~= nil and (type(h[k]) ~= "number" or not (h[k] > 0)) then  -- luacheck: ignore 581 (refuses NaN)
+    fail("hosts[%d].%s must be a positive number of seconds", i, k)
   end
+end
+
+-- The session's settings.
+local function check_settings(h, i)
+  for _, k in ipairs({ "connect_timeout", "hello_timeout", "heartbeat" }) do positive(h, k, i) end
   if h.max_frame ~= nil and (math.type(h.max_frame) ~= "integer" or h.max_frame < 1024) then
     fail("hosts[%d].max_frame must be an integer of at least 1024 (bytes)", i)
   end
@@ -124,9 +127,22 @@ function M.parse(spec, i)
     and (type(h.luaconcurrent) ~= "string" or h.luaconcurrent == "") then
     fail("hosts[%d].luaconcurrent must be a path (or false: always the plain-Lua worker)", i)
   end
-  if h.heartbeat ~= nil and (type(h.heartbeat) ~= "number" or not (h.heartbeat > 0)) then  -- luacheck: ignore 581 (NaN)
-    fail("hosts[%d].heartbeat must be a positive number of seconds", i)
+end
+
+--- One host spec (string or table) -> normalised table.
+function M.parse(spec, i)
+  local h
+  if type(spec) == "string" then
+    h = parse_string(spec, i)
+  elseif type(spec) == "table" then
+    h = {}
+    for k, v in pairs(spec) do h[k] = v end
+    if type(h.ssh_options) == "string" then h.ssh_options = words(h.ssh_options) end
+  else
+    fail("hosts[%d] must be a string or a table, got %s", i, type(spec))
   end
+  check_target(h, i)
+  check_settings(h, i)
   h.lua = h.lua or "lua5.4"
   h.heartbeat = h.heartbeat or M.HEARTBEAT
   h.connect_timeout = h.connect_timeout or M.CONNECT_TIMEOUT

@@ -3,7 +3,8 @@
 --
 -- This file requires nothing: the plain worker (remote/worker.lua) gets
 -- its text inlined ahead of its own (remote/bootstrap.lua), so both ends
--- share one copy of the escaping and of shell quoting.
+-- share one copy of the escaping (and, inlined the same way, of
+-- luaconcurrent/shellquote.lua).
 --
 -- Local side -> worker: one line per message, tab-separated fields, each
 -- with `\`, newline and tab escaped (M.line, M.split).
@@ -21,11 +22,6 @@ M.PROTOCOL = "2"
 M.MARK = "\0LC-HELLO\0"
 M.MAX_CPUS = 4096
 M.FRAME_MAX = 256 * 1024 * 1024     -- default cap on a frame from a host
-
---- s quoted for sh: the one shell quoting of the Lua layer.
-function M.quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
 
 --- The blank-separated words of s (ssh_options, srun_options as a string).
 function M.words(s)

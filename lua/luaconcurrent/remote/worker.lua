@@ -22,8 +22,8 @@
 -- each in its own session and process group (`setsid`), stdin from a temp
 -- file or /dev/null, stdout and stderr to temp files (binary-safe, apart).
 -- Messages from the local side are lines of tab-separated fields with
--- "\\", "\n" and "\t" escaped; argv reaches the task through "$@", quoted
--- here with single quotes, so any bytes but NUL arrive intact.
+-- "\\", "\n" and "\t" escaped; argv reaches the task's `sh` quoted by
+-- luaconcurrent/shellquote.lua, so any bytes but NUL arrive intact.
 -- Messages: R tid cwd has_input input nenv env... argv...; K tid (cancel:
 -- TERM to the group, KILL after the grace); H (heartbeat, answered with
 -- hb); P x (answered with pong x: a round trip over the channel, for
@@ -35,13 +35,13 @@
 -- says bye (why) and sends no more results: the local side counts the
 -- session lost and runs its tasks again.
 
--- luacheck: read globals CFG wire (locals of the text this is sent in)
+-- luacheck: read globals CFG wire shellquote (locals of the text this is sent in)
 local CFG = CFG or {}
 local grace = tonumber(CFG.grace) or 0.1
 local hb_timeout = tonumber(CFG.hb_timeout) or 60
 local lua = CFG.lua or "lua5.4"
 
-local q, split = wire.quote, wire.split
+local q, split = shellquote.quote, wire.split
 
 local function readcmd(cmd)
   local p = io.popen(cmd, "r")
