@@ -201,12 +201,30 @@ end)
 describe("progress bar", function()
   local progress = require "luaconcurrent.control.progress"
 
+  -- A scheduler state (schedule.lua) whose executor runs `running` of the
+  -- `inflight` tasks it holds, `concurrency` at once.
+  local function state(f)
+    local st = require("luaconcurrent.schedule").new({ ntasks = f.total })
+    local n = f.running
+    st.ex = { capacity = f.capacity or 4, concurrency = f.concurrency or 4, running = function() return n end }
+    st.inflight, st.done, st.halted = f.inflight or n, f.done, f.halted
+    return st
+  end
+
   it("counts the slots about to be refilled as running", function()
-    local ex = { slots = 4 }
-    assert.are.equal(4, progress.running({ running = 3, done = 1, total = 16, ex = ex }))
-    assert.are.equal(4, progress.running({ running = 3, done = 1, ex = ex }))           -- an iterator
-    assert.are.equal(2, progress.running({ running = 2, done = 14, total = 16, ex = ex })) -- draining
-    assert.are.equal(3, progress.running({ running = 3, done = 1, total = 16, halted = "soon", ex = ex }))
+    assert.are.equal(4, progress.running(state({ running = 3, done = 1, total = 16 })))
+    assert.are.equal(4, progress.running(state({ running = 3, done = 1 })))           -- an iterator
+    assert.are.equal(2, progress.running(state({ running = 2, done = 14, total = 16 }))) -- draining
+    assert.are.equal(3, progress.running(state({ running = 3, done = 1, total = 16, halted = "soon" })))
+  end)
+
+  it("counts only the tasks running, not those held ahead of their start", function()
+    -- Thread workers: 2 run, 100 handed over; 50 not handed over yet.
+    local st = state({ running = 2, inflight = 100, done = 50, total = 200, capacity = 512, concurrency = 2 })
+    assert.are.equal(2, progress.running(st))
+    -- Every task handed over, one worker idle: 1 runs, whatever is held.
+    st = state({ running = 1, inflight = 100, done = 100, total = 200, capacity = 512, concurrency = 2 })
+    assert.are.equal(1, progress.running(st))
   end)
 
   it("shows as many running as there are slots in a real terminal", function()

@@ -21,17 +21,21 @@ function M.new()
   return setmetatable({ t0 = core.now(), last = -1, shown = false }, { __index = M })
 end
 
--- The tasks running as the bar is drawn. It is drawn as results are
--- reported: after the tasks that just ended left their slots and before
--- the next tasks take them, so st.running alone is short by the tasks
--- about to start. A slot counts as busy while tasks remain to fill it and
--- the run is not stopping (st.ex.slots: the executor's slots).
+-- The tasks running as the bar is drawn: those the executor says have
+-- started (st:running(); an executor may hold more ahead of their start,
+-- and those are not running). It is drawn as results are reported: after
+-- the tasks that just ended left their slots and before the scheduler
+-- hands over the next ones, so the count is short by the tasks about to
+-- start. A slot counts as busy while tasks not yet handed over remain to
+-- fill it and the run is not stopping; never more than the executor runs
+-- at once (st:concurrency()).
 function M.running(st)
-  local running = st.running
-  local slots = st.ex and st.ex.slots
-  if not slots or st.halted or st.stopping then return running end
-  local waiting = st.total and math.max(st.total - st.done - running, 0) or math.huge
-  return math.max(running, math.min(slots, running + waiting))
+  local running = st:running()
+  if st.halted or st.stopping then return running end
+  -- (results stored, not yet reported, are neither done nor handed over)
+  local unreported = (st.npending - st.phead + 1) // 2
+  local waiting = st.total and math.max(st.total - st.done - unreported - st.inflight, 0) or math.huge
+  return math.max(running, math.min(st:concurrency(), running + waiting))
 end
 
 function M:line(st)

@@ -58,7 +58,9 @@ local M = {}
 function M.new(cfg, loop, finish)
   local fn, task_args = function_task.split(cfg.pargs)
   return setmetatable({
-    slots = cfg.slots, loop = loop, finish = finish, task_args = task_args,
+    -- Every task it holds runs (a task starts as it is handed over).
+    capacity = cfg.slots, concurrency = cfg.slots,
+    loop = loop, finish = finish, task_args = task_args,
     plain = #cfg.pargs == 1,    -- no fixed arguments: args is { arg }
     timeout = cfg.timeout,
     body = function(key, args)
@@ -241,6 +243,18 @@ function Coroutines:cancel(index, why)
   local t = self.live[index]
   if t and t.state ~= "running" then self:end_suspended(t, why) end
 end
+
+--- The tasks it holds: those suspended (or with a deadline); one that
+-- finishes in its first resume is over before start returns. Counted when
+-- asked, so a start pays nothing for it.
+function Coroutines:running()
+  local n = 0
+  for _ in pairs(self.live) do n = n + 1 end
+  return n
+end
+
+--- Nothing to hold: a task starts as it is handed over.
+function Coroutines:hold() end
 
 function Coroutines:close() end
 

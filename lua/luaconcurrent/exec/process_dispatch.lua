@@ -20,6 +20,7 @@ P.MAX_AHEAD = MAX_AHEAD
 
 -- How many tasks a worker may hold: about AHEAD_TIME of work.
 function P:window()
+  if self.one_ahead then return 1 end   -- a run that can halt (processes.lua)
   local avg = self.avg
   if not avg then return 4 end
   if avg * MAX_AHEAD <= AHEAD_TIME then return MAX_AHEAD end

@@ -31,7 +31,7 @@
 -- The jobs, one file each: process_pool.lua (the workers: start, end,
 -- kill, deadline), process_dispatch.lua (handing tasks over),
 -- process_answers.lua (what comes back); this file, the executor
--- interface (runner.lua) over them.
+-- interface (executors.lua) over them.
 
 local core = require "luaconcurrent.core"
 local ProcResult = require "luaconcurrent.result"
@@ -77,7 +77,12 @@ function M.new(cfg, loop, finish)
   if cfg.args_ready then task_args = function(arg) return arg end end
   local nworkers = threads.count(cfg)
   return setmetatable({
-    slots = nworkers * MAX_AHEAD, nworkers = nworkers, loop = loop, finish = finish,
+    capacity = nworkers * MAX_AHEAD, concurrency = nworkers,
+    -- A worker runs the tasks of a frame back to back and cannot be told
+    -- to skip the rest: one handed a task ahead would start it after a
+    -- halt. A run that can halt hands each worker one task at a time.
+    one_ahead = cfg.halts,
+    nworkers = nworkers, loop = loop, finish = finish,
     plain = #cfg.pargs == 1 and not cfg.args_ready,   -- no fixed arguments: frames carry arg, not { arg }
     task_args = task_args, timeout = cfg.timeout, envblock = cfg.envblock, cwd = cfg.cwd,
     argv = worker_argv(),
@@ -176,6 +181,16 @@ function Processes:hold(why)
     end
     if not w.dead and not w.started and w.qh <= w.qt then self:kill(w) end
   end
+end
+
+--- The workers on a task now (each says when it starts one, and whether
+-- it went on to the next; the tasks queued behind are not running).
+function Processes:running()
+  local n = 0
+  for _, w in pairs(self.workers) do
+    if w.started and not w.dead and not w.killed then n = n + 1 end
+  end
+  return n
 end
 
 --- Idle workers end at EOF on their stdin.

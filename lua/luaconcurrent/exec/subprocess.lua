@@ -3,7 +3,7 @@
 -- The smallest executor, and the one to read first when writing another:
 -- it starts a task, takes the engine records that are its own, cancels a
 -- task on request and hands back what it still holds when the run stops.
--- The interface is written down in runner.lua.
+-- The interface is written down in executors.lua.
 --
 -- Timeouts are the engine's: the process group gets SIGTERM at the
 -- deadline and SIGKILL kill_grace seconds later, and the record says so.
@@ -27,7 +27,8 @@ function M.new(cfg, loop, finish, live)
   local inflight = {}       -- [process id] = { index, key, arg, why }
   local by_index = {}       -- [index] = process id, for cancel
 
-  local ex = { slots = cfg.slots }
+  -- It holds no task ahead: every task it holds runs.
+  local ex = { capacity = cfg.slots, concurrency = cfg.slots }
   local time_limit, alarm, alarm_at = cfg.time_limit, nil, nil
 
   local function argv_of(arg) return argvlib.of(prefix, arg) end
@@ -102,6 +103,17 @@ function M.new(cfg, loop, finish, live)
       return false
     end
   end
+
+  --- Every task it holds is running (counted when asked: a start pays
+  -- nothing for it).
+  function ex:running()
+    local n = 0
+    for _ in pairs(inflight) do n = n + 1 end
+    return n
+  end
+
+  --- Nothing to hold: a task starts as it is handed over.
+  function ex:hold() end
 
   function ex:close()
     if alarm then loop:cancel_timer(alarm); alarm, alarm_at = nil, nil end

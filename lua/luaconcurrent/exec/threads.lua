@@ -50,7 +50,8 @@ function M.new(cfg, loop, finish)
   pcall(require, "cjson")  -- its one-time set-up must not race in workers
   loop:pool_start(cfg.fn_bytes, nthreads, cfg.timeout, package.path, package.cpath)
   return setmetatable({
-    slots = nthreads * QUEUE_PER_WORKER, nthreads = nthreads, loop = loop, finish = finish,
+    capacity = nthreads * QUEUE_PER_WORKER, concurrency = nthreads,
+    nthreads = nthreads, loop = loop, finish = finish,
     plain = #cfg.pargs == 1,   -- no fixed arguments: the worker makes { arg }
     task_args = task_args,
     -- [id of a job] = { list, at, k }: its k tasks are list[at + 1 ..
@@ -207,6 +208,15 @@ function Threads:hold(why)
   self.held = why
   self:drop_queue(why)
   self.loop:pool_hold()
+end
+
+--- The pool says when a job ends, not when a task starts: the tasks
+-- submitted and not back run on at most nthreads workers, the others wait
+-- in the pool's queue.
+function Threads:running()
+  local n = 0
+  for _, job in pairs(self.inflight) do n = n + job[3] end
+  return math.min(n, self.nthreads)
 end
 
 function Threads:close() end

@@ -1,6 +1,6 @@
 --- The engine-mode remote worker's tasks (methods of its Worker,
 -- remote/engine_worker.lua): they run on the local executors, driven
--- through the executor interface (runner.lua) as the runner drives them,
+-- through the executor interface (executors.lua) as the runner drives them,
 -- with a finish that encodes each task's one result onto the wire
 -- (remote/wire.lua's answers). No pool, deadline table or answer parsing
 -- of its own:
@@ -20,9 +20,9 @@ local processes = require "luaconcurrent.exec.processes"
 
 local M = {}
 
--- Tasks an executor may hold (wt-sched renames ex.slots to ex.capacity).
+-- Tasks an executor may hold (executors.lua).
 local function capacity(ex)
-  return ex.capacity or ex.slots
+  return ex.capacity
 end
 
 -- The errno name for a spawn failure's exception (result.lua maps back).

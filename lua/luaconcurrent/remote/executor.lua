@@ -16,7 +16,7 @@
 --   worker.lua     the plain-Lua worker; engine_worker.lua the engine's
 --
 -- No handshake blocks here: sessions start as new() returns, and
--- ex.slots (the tasks this executor may hold) grows as hosts say hello
+-- ex.capacity (the tasks this executor may hold) grows as hosts say hello
 -- (0 until one does; unbounded once every host is given up, so that the
 -- remaining tasks get their ConnectionError at once).
 --
@@ -102,7 +102,8 @@ function M.new(cfg, loop, finish)
     timers = {},           -- [timer id] = function
     failed_on = {},        -- [index] = { [host uid] = true }: retries go elsewhere
     next_tid = 0,
-    slots = 0,             -- tasks it may hold now (update_capacity)
+    capacity = 0,          -- tasks it may hold now (update_capacity)
+    concurrency = 0,       -- of them, how many the hosts up run at once
     closed = false,
   }, Remote)
   self:pump_connects()
@@ -116,12 +117,23 @@ function Remote:at(when, fn) self.timers[self.loop:timer(when)] = fn end
 function Remote:send(h, msg) self.loop:write(h.id, msg) end
 
 function Remote:update_capacity()
-  local total, hope = 0, false
+  local total, hope, slots = 0, false, 0
   for _, h in ipairs(self.hosts) do
-    if h.state == "up" then total = total + h.cap end
+    if h.state == "up" then total, slots = total + h.cap, slots + h.slots_now end
     if h.state ~= "bad" then hope = true end
   end
-  self.slots = (total == 0 and not hope) and math.huge or total
+  self.capacity = (total == 0 and not hope) and math.huge or total
+  self.concurrency = slots
+end
+
+--- Tasks running: on each host up, those sent, at most its slots (an
+-- engine-mode host holds as many more ahead).
+function Remote:running()
+  local n = 0
+  for _, h in ipairs(self.hosts) do
+    if h.state == "up" then n = n + math.min(h.nrunning, h.slots_now) end
+  end
+  return n
 end
 
 function Remote:argv_of(arg) return argvlib.of(self.prefix, arg) end
@@ -164,7 +176,7 @@ function Remote:on_result(h, t, f)
   self:dispatch()
 end
 
--- ---- the executor interface (runner.lua) -------------------------------
+-- ---- the executor interface (executors.lua) ----------------------------
 
 function Remote:describe(_, arg) return table.concat(self:argv_of(arg), " ") end
 
