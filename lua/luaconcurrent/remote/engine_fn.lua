@@ -137,6 +137,7 @@ function Worker:executor(kind, settings, cfg)
   if kind == "X" then
     e.ex = subprocess.new(cfg, tracking(loop, self.procs), function(...) return self:finish_x(...) end)
   else
+    cfg.halts = self.halts
     e.ex = processes.new(cfg, loop, function(...) return self:finish_f(...) end)
   end
   self.ex_by[settings] = e
@@ -197,8 +198,10 @@ function Worker:room()
   return true
 end
 
-function Worker:set_limit(n)
-  self.limit = n
+-- S: the slots, and whether the run can halt (then a worker process is
+-- handed one task at a time: a Q must find the rest not yet started).
+function Worker:set_limit(n, halts)
+  self.limit, self.halts = n, halts
 end
 
 --- K for a task an executor holds: its executor ends it, and its finish

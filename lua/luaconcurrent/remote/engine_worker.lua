@@ -171,7 +171,7 @@ function Worker:on_message(msg)
   local m = wire.split(msg)
   local what = m[1]
   if what == "X" or what == "F" then if not self.closing then self:submit(m) end
-  elseif what == "S" then self:set_limit(tonumber(m[2]) or math.huge)
+  elseif what == "S" then self:set_limit(tonumber(m[2]) or math.huge, m[3] == "halts")
   elseif what == "K" then self:cancel(m[2])
   elseif what == "Q" then self:hold_waiting()
   elseif what == "H" then self:send("hb")

@@ -76,7 +76,7 @@ function Remote:on_hello(h, f)
   h.cap = h.slots_now
   if h.mode == "engine" then
     h.cap = h.slots_now * self.PREFETCH
-    self:send(h, wire.line({ "S", tostring(h.slots_now) }))
+    self:send(h, wire.line({ "S", tostring(h.slots_now), self.cfg.halts and "halts" or "" }))
   end
   trace(h, "up: mode %s%s, %s cpus, %d slots", h.mode,
     h.mode == "engine" and (" (luaconcurrent " .. h.version .. ")") or "", h.ncpu, h.slots_now)
