@@ -217,7 +217,7 @@ describe("parallel/pipe.lua run over stream blocks", function()
   it("a job that cannot be spawned fails alone; its block is drained, the next starts where it should", function()
     local script = [[
       local pipe = require "luaconcurrent.parallel.pipe"
-      local src = assert(pipe.stream_blocks({ block = "700k" }), "stdin is not a pipe")
+      local src = assert(require("luaconcurrent.parallel.blocks").stream_blocks({ block = "700k" }), "stdin is not a pipe")
       local out = {}
       pipe.run({ jobs = 2, blocks = src, kill_grace = 0.1, halted = function() end,
         argv_of = function(seq) return seq == 2 and { "/nonexistent/prog" } or { "head", "-c", "7" } end,

@@ -10,7 +10,8 @@
 -- (sources, streamed), command.lua (replacement strings, quoting, the
 -- shell), jobs.lua (each job made a task as a slot frees), dryrun.lua,
 -- run.lua (the run on ProcRunAsyncio), output.lua (output, exit status),
--- timeout.lua (--timeout N%), pipe.lua and results.lua.
+-- timeout.lua (--timeout N%), blocks.lua, spool.lua and pipe.lua
+-- (--pipe, --pipepart), results.lua.
 
 local core = require "luaconcurrent.core"
 local args = require "luaconcurrent.parallel.args"
@@ -27,7 +28,7 @@ M.job_env = jobs.job_env
 
 --- --pipe / --pipepart's blocks: stdin or -a's file; --pipepart a file.
 function M.blocks_of(o, sources)
-  local pipe = require "luaconcurrent.parallel.pipe"
+  local blocks = require "luaconcurrent.parallel.blocks"
   local files = {}
   for _, src in ipairs(sources) do
     if src.kind ~= "file" then usage_error("%s takes its input from stdin or -a FILE, not ::: values",
@@ -37,10 +38,10 @@ function M.blocks_of(o, sources)
   if #files > 1 then usage_error("--pipe/--pipepart read one input, got %d files", #files) end
   if o.pipepart then
     if not files[1] or files[1] == "-" then usage_error("--pipepart needs a file: -a FILE or :::: FILE") end
-    return pipe.parts(o, files[1])
+    return blocks.parts(o, files[1])
   end
   local f = io.stdin
-  local stream = not o.dry_run and (not files[1] or files[1] == "-") and pipe.stream_blocks(o)
+  local stream = not o.dry_run and (not files[1] or files[1] == "-") and blocks.stream_blocks(o)
   if stream then return stream end     -- stdin a pipe: the engine splices it
   if files[1] and files[1] ~= "-" then
     local err
@@ -48,16 +49,16 @@ function M.blocks_of(o, sources)
     if not f then usage_error("cannot open input file %s: %s", files[1], tostring(err)) end
   end
   if not o.dry_run and os.getenv("LC_PIPE_SPOOL") ~= "0" then
-    -- blocks to files in memory (tmpfs): parallel/pipe.lua's spool_blocks
+    -- blocks to files in memory (tmpfs): parallel/spool.lua
     local d = io.open("/dev/shm") and "/dev/shm" or os.getenv("TMPDIR") or "/tmp"
     local spool = string.format("%s/lcparallel.%d.%d", d, math.floor(core.wallclock() * 1000), math.random(1e9))
     if os.execute("mkdir -m 700 " .. command.quote(spool) .. " 2>/dev/null") then
-      local it = pipe.spool_blocks(o, f, spool)
+      local it = require("luaconcurrent.parallel.spool").spool_blocks(o, f, spool)
       if it then M.spool_dir = spool; return it, spool end
       os.remove(spool)
     end
   end
-  return pipe.blocks(o, f)
+  return blocks.blocks(o, f)
 end
 
 --- Run --pipe jobs: a block a job, on the engine's loop (parallel/pipe.lua).
