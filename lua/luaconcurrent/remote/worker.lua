@@ -81,8 +81,17 @@ if not os.execute("mkfifo " .. q(fifo)) then
   refuse("mkfifo failed in " .. dir)
 end
 
--- The forwarder: stdin lines to the FIFO in atomic pieces. Started first,
--- so it holds none of the worker's other descriptors.
+-- The worker opens the FIFO first (read-write: it never waits), so the
+-- writers below never wait in open(): a writer blocked there would outlive
+-- a worker killed before its open (and hold a Slurm step forever). They
+-- close what they inherited above fd 2 (Lua cannot set close-on-exec):
+-- a writer that kept the read end would never see the worker gone.
+local ev = assert(io.open(fifo, "r+"))
+-- (dash names descriptors with one digit; the worker has opened few.)
+local CLOSE_INHERITED = 'for f in /proc/$$/fd/*; do n=${f##*/}; '
+  .. 'case $n in [3-9]) eval "exec $n<&-" ;; esac; done; '
+
+-- The forwarder: stdin lines to the FIFO in atomic pieces.
 local FWD = [[io.stdout:setvbuf("full",8192)
 for l in io.stdin:lines("L") do
 if l:sub(-1)~="\n" then break end
@@ -91,11 +100,12 @@ while n-i+1>4000 do io.stdout:write("C",l:sub(i,i+3998),"\n") io.stdout:flush() 
 io.stdout:write("I",l:sub(i)) io.stdout:flush()
 end
 io.stdout:write("E\n") io.stdout:flush()]]
-os.execute("exec 4<&0; " .. q(lua) .. " -e " .. q(FWD) .. " <&4 4<&- >" .. q(fifo) .. " 2>/dev/null &")
--- The persistent shell (its open of the FIFO waits for the reader below).
-local sh = io.popen("exec sh >/dev/null 2>&1 3>" .. q(fifo), "w")
-local ev = assert(io.open(fifo, "r+"))
-sh:write("while sleep 1; do echo T >&3 || exit; done & ticker=$!\n")
+os.execute(CLOSE_INHERITED .. "exec 4<&0; " .. q(lua) .. " -e " .. q(FWD)
+  .. " <&4 4<&- >" .. q(fifo) .. " 2>/dev/null &")
+-- The persistent shell; its ticker also ends when the worker is gone
+-- (a host without /proc keeps inherited descriptors: no EPIPE there).
+local sh = io.popen(CLOSE_INHERITED .. "exec sh >/dev/null 2>&1 3>" .. q(fifo), "w")
+sh:write("while sleep 1; do kill -0 $PPID 2>/dev/null || exit; echo T >&3 || exit; done & ticker=$!\n")
 sh:flush()
 
 -- SIGPIPE is ignored in this worker (so a lost channel is an error, not
