@@ -10,17 +10,7 @@ local core = require "luaconcurrent.core"
 
 local EXE = helpers.ROOT .. "/build/luaconcurrent"
 
-local function tmp()
-  local p = os.tmpname()
-  os.remove(p)
-  return p
-end
-
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
+local tmp, write = helpers.tmp_path, helpers.write_file
 
 -- An executor the spec controls: each task ends on a loop timer 10 ms
 -- after its start; grow(ended) says the capacity after `ended` tasks

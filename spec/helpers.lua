@@ -26,6 +26,20 @@ local function read_file(path)
 end
 M.read_file = read_file
 
+--- Write s to path (binary), raising if it cannot.
+function M.write_file(path, s)
+  local f = assert(io.open(path, "wb"))
+  assert(f:write(s))
+  assert(f:close())
+end
+
+--- A fresh temporary path that does not exist yet.
+function M.tmp_path()
+  local p = os.tmpname()
+  os.remove(p)
+  return p
+end
+
 local function self_pid()
   return tonumber(lfs.symlinkattributes("/proc/self", "target"))
 end

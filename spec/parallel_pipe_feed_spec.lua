@@ -24,11 +24,7 @@ local function run(loop, argv, input)
   return collect(loop, id)
 end
 
-local function write_file(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
+local write_file = helpers.write_file
 
 -- GNU parallel's --pipe blocks of s: block-sized reads, each cut after
 -- its last newline, what follows carried into the next.
