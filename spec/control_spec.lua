@@ -5,20 +5,9 @@ local lc = require "luaconcurrent"
 local helpers = require "helpers"
 local cjson = require "cjson"
 
-local function tmp()
-  local path = os.tmpname()
-  os.remove(path)
-  return path
-end
+local tmp = helpers.tmp_path
 
-local function lines(path)
-  local t = {}
-  local f = io.open(path)
-  if not f then return t end
-  for l in f:lines() do t[#t + 1] = l end
-  f:close()
-  return t
-end
+local lines = helpers.file_lines
 
 local function columns(line)
   local cols = {}

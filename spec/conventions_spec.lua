@@ -8,11 +8,7 @@ local helpers = require "helpers"
 local ROOT = helpers.ROOT
 local EXE = ROOT .. "/build/luaconcurrent"
 
-local function tmp()
-  local p = os.tmpname()
-  os.remove(p)
-  return p
-end
+local tmp = helpers.tmp_path
 
 local function write(path, text)
   local f = assert(io.open(path, "w"))

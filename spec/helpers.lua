@@ -33,6 +33,16 @@ function M.write_file(path, s)
   assert(f:close())
 end
 
+--- The lines of the file at path (none if it cannot be opened).
+function M.file_lines(path)
+  local t = {}
+  local f = io.open(path, "rb")
+  if not f then return t end
+  for l in f:lines() do t[#t + 1] = l end
+  f:close()
+  return t
+end
+
 --- A fresh temporary path that does not exist yet.
 function M.tmp_path()
   local p = os.tmpname()

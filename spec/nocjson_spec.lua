@@ -20,11 +20,7 @@ local HIDE = [[
 -- The executable's own Lua finds no cjson: its C path holds nothing.
 local NO_CPATH = "LUA_CPATH_5_4='/nonexistent/?.so' LUA_CPATH='/nonexistent/?.so'"
 
-local function tmp()
-  local path = os.tmpname()
-  os.remove(path)
-  return path
-end
+local tmp = helpers.tmp_path
 
 describe("without lua-cjson", function()
   it("the hiding works: require 'cjson' fails", function()
