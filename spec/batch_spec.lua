@@ -122,8 +122,8 @@ describe("batched function tasks", function()
     end)
   end
 
-  it("read answer frames whole however the bytes are cut (worker.reader)", function()
-    local worker = require "luaconcurrent.worker"
+  it("read answer frames whole however the bytes are cut (frames.reader)", function()
+    local frame_reader = require("luaconcurrent.frames").reader
     math.randomseed(10)
     for _ = 1, 200 do
       local frames, stream = {}, {}
@@ -133,7 +133,7 @@ describe("batched function tasks", function()
         stream[i] = string.pack("<s4", frames[i])
       end
       local bytes = table.concat(stream)
-      local read, out, at = worker.reader(), {}, 1
+      local read, out, at = frame_reader(), {}, 1
       while at <= #bytes do
         local n = math.random(1, math.random(1, 3) == 1 and 7 or 90000)
         read(bytes:sub(at, at + n - 1), out)

@@ -6,6 +6,7 @@
 local helpers = require "helpers"
 local core = require "luaconcurrent.core"
 local wire = require "luaconcurrent.remote.wire"
+local frame_reader = require("luaconcurrent.frames").reader
 
 local EXE = helpers.ROOT .. "/build/luaconcurrent"
 
@@ -21,7 +22,7 @@ local function start_worker()
   local src = string.format("local CFG = { grace = 0.2, hb_timeout = 60, key = %q, up = %q }\n", down, up)
     :gsub("\\\n", "\\n")
   loop:write(id, #src .. "\n" .. src)
-  local skip, read, frames, ended = wire.banner_skipper(4096), wire.reader(wire.FRAME_MAX), {}, false
+  local skip, read, frames, ended = wire.banner_skipper(4096), frame_reader(wire.FRAME_MAX), {}, false
   local function feed(data)
     if skip then
       data = skip.feed(data)

@@ -272,7 +272,7 @@ describe("marshal fuzz", function()
   end)
 
   it("keeps a frame whose 4-byte length lies waiting, and reads the frames around it", function()
-    local reader, out = require("luaconcurrent.worker").reader(), {}
+    local reader, out = require("luaconcurrent.frames").reader(), {}
     local a, b = core.marshal_data("a"), core.marshal_data("b")
     reader(string.pack("<s4", a) .. string.pack("<I4", #b + 100) .. b, out)
     assert.are.equal(1, #out)

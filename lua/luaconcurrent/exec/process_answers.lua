@@ -5,7 +5,7 @@
 
 local core = require "luaconcurrent.core"
 local ProcResult = require "luaconcurrent.result"
-local worker = require "luaconcurrent.worker"
+local frame_reader = require("luaconcurrent.frames").reader
 
 local now = core.now
 local unmarshal_data = core.unmarshal_data
@@ -101,7 +101,7 @@ end
 -- hands the others over one frame a record).
 function P:read_rest(w, data)
   local blobs = {}
-  worker.reader()(data, blobs)
+  frame_reader()(data, blobs)
   for i = 1, #blobs do
     if w.killed then return end
     local vals = table.pack(pcall(unmarshal_data, blobs[i], w.data))

@@ -14,6 +14,7 @@
 
 local core = require "luaconcurrent.core"
 local wire = require "luaconcurrent.remote.wire"
+local frame_reader = require("luaconcurrent.frames").reader
 local bootstrap = require "luaconcurrent.remote.bootstrap"
 
 local now = core.now
@@ -101,7 +102,7 @@ function Remote:connect(h)
     return self:after_failure(h, false)
   end
   h.id, h.state, h.started, h.running, h.nrunning = id, "connecting", now(), {}, 0
-  h.read, h.skipper, h.why = wire.reader(h.max_frame), wire.banner_skipper(M.BANNER_MAX), nil
+  h.read, h.skipper, h.why = frame_reader(h.max_frame), wire.banner_skipper(M.BANNER_MAX), nil
   h.last_heard, h.unanswered, h.last_beat = now(), nil, nil
   trace(h, "connecting (attempt %d)", h.attempts + 1)
   h.attempts = h.attempts + 1

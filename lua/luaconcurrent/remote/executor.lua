@@ -30,6 +30,7 @@ local ProcResult = require "luaconcurrent.result"
 local hostlib = require "luaconcurrent.remote.hosts"
 local function_task = require "luaconcurrent.exec.function_task"
 local wire = require "luaconcurrent.remote.wire"
+local frame_reader = require("luaconcurrent.frames").reader
 local bootstrap = require "luaconcurrent.remote.bootstrap"
 local results = require "luaconcurrent.remote.results"
 local session = require "luaconcurrent.remote.session"
@@ -271,7 +272,7 @@ function M.ping(spec, n)
   h.uid = 0
   local down, up = host_keys(h, false)
   local id = assert(loop:spawn(bootstrap.argv(h), nil, nil, bootstrap.head(h, 0.1, down, up), 0, 0, true))
-  local read, skipper, frames, started = wire.reader(h.max_frame), wire.banner_skipper(4096), {}, false
+  local read, skipper, frames, started = frame_reader(h.max_frame), wire.banner_skipper(4096), {}, false
   local function wait_frame()
     while #frames == 0 do
       for _, rec in ipairs(loop:poll(10)) do

@@ -152,31 +152,6 @@ function M.answer(blob)
   return f
 end
 
---- A reader of length-prefixed frames: reader(data, out) appends each
--- complete frame to out; returns nil, or why the stream is not a host's
--- (a frame over cap bytes).
-function M.reader(cap)
-  local parts, have, size, pos = {}, 0, nil, 1   -- pos: the first unread byte of parts[1]
-  return function(data, out)
-    parts[#parts + 1] = data
-    have = have + #data
-    while true do
-      if not size then
-        if have < 4 then return nil end
-        if #parts[1] - pos + 1 < 4 then parts, pos = { table.concat(parts):sub(pos) }, 1 end
-        size = string.unpack("<I4", parts[1], pos)
-        if size > cap then return string.format("a frame of %d bytes (the cap is %d)", size, cap) end
-      end
-      if have < 4 + size then return nil end
-      if #parts[1] - pos + 1 < 4 + size then parts, pos = { table.concat(parts):sub(pos) }, 1 end
-      local s = parts[1]
-      out[#out + 1] = s:sub(pos + 4, pos + 3 + size)
-      pos, have, size = pos + 4 + size, have - 4 - size, nil
-      if pos > #s then table.remove(parts, 1); pos = 1 end
-    end
-  end
-end
-
 --- Before the hello: data is searched for MARK. Returns the bytes after it
 -- (the frames) once found, else nil; banner(data) keeps what came before
 -- (the first max bytes) for the error text.
